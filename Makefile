@@ -1,0 +1,35 @@
+# Each target sets up what it needs: the virtualenv, the package, and Tarantool.
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed-$(shell cksum < pyproject.toml | cut -d' ' -f1)
+SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
+APT := $(SUDO) env DEBIAN_FRONTEND=noninteractive apt-get
+
+.PHONY: run test lint tarantool clean
+
+run: $(STAMP) tarantool
+	$(BIN)/sessions serve
+
+test: $(STAMP) tarantool lint
+	$(BIN)/pytest
+
+lint: $(STAMP)
+	$(BIN)/ruff check sessions tests bench
+
+tarantool:
+	@command -v tarantool >/dev/null || { $(APT) update -q && $(APT) install -y -q tarantool; }
+
+$(STAMP):
+	@$(PYTHON) -c 'import sys; sys.exit(sys.version_info < (3, 11))' \
+		|| { echo "Python 3.11 or newer is needed (set PYTHON=...)"; exit 1; }
+	@$(PYTHON) -c 'import ensurepip' 2>/dev/null \
+		|| { $(APT) update -q && $(APT) install -y -q python3-venv; }
+	rm -rf $(VENV)
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install -q --upgrade pip
+	$(BIN)/pip install -q -e '.[dev]'
+	touch $@
+
+clean:
+	rm -rf $(VENV) .pytest_cache .ruff_cache *.egg-info

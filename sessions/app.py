@@ -1,0 +1,113 @@
+"""Application factory: routes, the error middleware and the storage lifetime."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import secrets
+from collections.abc import AsyncIterator, Awaitable, Callable
+
+from aiohttp import web
+
+from . import api
+from .config import Settings
+from .embedded import EmbeddedTarantool
+from .envelope import failure
+from .errors import InternalError, MethodNotAllowed, NotFound, PayloadTooLarge, SessionsError
+from .keys import SETTINGS, STORAGE
+from .storage import Storage
+
+__all__ = ["create_app"]
+
+log = logging.getLogger(__name__)
+
+Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+
+
+class _BadRequest(SessionsError):
+    status = 400
+    code = "bad_request"
+    default_message = "The request could not be read."
+
+
+def _from_http(error: web.HTTPException, settings: Settings) -> SessionsError:
+    if error.status == 404:
+        return NotFound()
+    if error.status == 405:
+        return MethodNotAllowed()
+    if error.status == 413:
+        return PayloadTooLarge(f"Extra data may be at most {settings.extra_max_bytes} bytes.")
+    if 400 <= error.status < 500:
+        return _BadRequest()
+    return InternalError()
+
+
+@web.middleware
+async def _errors(request: web.Request, handler: Handler) -> web.StreamResponse:
+    """Every failure leaves as the error envelope; only unexpected ones are logged."""
+    try:
+        return await handler(request)
+    except SessionsError as error:
+        return failure(error)
+    except web.HTTPException as error:
+        return failure(_from_http(error, request.app[SETTINGS]))
+    except Exception:
+        # The path only: the query may hold a token.
+        log.exception("unexpected error in %s %s", request.method, request.path)
+        return failure(InternalError())
+
+
+async def _storage(app: web.Application) -> AsyncIterator[None]:
+    settings = app[SETTINGS]
+    embedded = None
+    if settings.tarantool_password is not None:
+        password = settings.tarantool_password.get_secret_value()
+    else:
+        # Only this process and its child ever need it, so a fresh one each start.
+        password = secrets.token_urlsafe(32)
+    if settings.embedded:
+        embedded = EmbeddedTarantool(
+            data_dir=settings.data_dir,
+            scripts_dir=settings.tarantool_scripts,
+            binary=settings.tarantool_bin,
+            user=settings.tarantool_user,
+            password=password,
+            memory=settings.tarantool_memory,
+            wal_mode=settings.wal_mode,
+            idle_ttl=settings.idle_ttl,
+            startup_timeout=settings.startup_timeout,
+            shutdown_timeout=settings.shutdown_timeout,
+        )
+        await embedded.start()
+        address = embedded.address
+    else:
+        address = settings.tarantool_address
+    storage = Storage(
+        address,
+        user=settings.tarantool_user,
+        password=password,
+        idle_ttl=settings.idle_ttl,
+        extra_max_bytes=settings.extra_max_bytes,
+        timeout=settings.tarantool_timeout,
+    )
+    try:
+        try:
+            await asyncio.wait_for(storage.connect(), settings.startup_timeout)
+        except TimeoutError:
+            raise RuntimeError(
+                f"Tarantool at {settings.tarantool} did not answer in {settings.startup_timeout:.0f}s"
+            ) from None
+        app[STORAGE] = storage
+        yield
+    finally:
+        await storage.close()
+        if embedded is not None:
+            await embedded.stop()
+
+
+def create_app(settings: Settings) -> web.Application:
+    app = web.Application(middlewares=[_errors], client_max_size=settings.extra_max_bytes)
+    app[SETTINGS] = settings
+    app.cleanup_ctx.append(_storage)
+    api.setup_routes(app)
+    return app

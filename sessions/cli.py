@@ -1,0 +1,65 @@
+"""The `sessions` console script."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+
+import uvloop
+from aiohttp import web
+from pydantic import ValidationError
+
+from .app import create_app
+from .config import Settings, describe_error
+from .embedded import EmbeddedError
+from .logs import AccessLogger, setup_logging
+
+__all__ = ["main"]
+
+log = logging.getLogger("sessions")
+
+
+def _settings() -> Settings | None:
+    try:
+        return Settings()
+    except ValidationError as error:
+        print(f"sessions: {describe_error(error)}", file=sys.stderr)
+        return None
+
+
+def serve(settings: Settings) -> int:
+    setup_logging(settings.log_level)
+    where = f"http://{settings.host}:{settings.port}"
+    try:
+        web.run_app(
+            create_app(settings),
+            host=settings.host,
+            port=settings.port,
+            loop=uvloop.new_event_loop(),
+            access_log_class=AccessLogger,
+            access_log=logging.getLogger("sessions.access") if settings.access_log else None,
+            shutdown_timeout=settings.shutdown_timeout,
+            print=lambda _: log.info("serving on %s", where),
+        )
+    except (EmbeddedError, RuntimeError, OSError) as error:
+        print(f"sessions: cannot serve on {where}: {error}", file=sys.stderr)
+        return 1
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(
+        prog="sessions", description="Session store for web and mobile backends."
+    )
+    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    commands.add_parser("serve", help="serve the HTTP API (settings from SESSIONS_* variables)")
+    args = parser.parse_args(argv)
+
+    settings = _settings()
+    if settings is None:
+        return 2
+    if args.command == "serve":
+        return serve(settings)
+    parser.error(f"unknown command {args.command}")
+    return 2

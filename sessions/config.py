@@ -1,0 +1,101 @@
+"""Service settings, read from `SESSIONS_*` environment variables and validated at start."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated, Literal
+
+from pydantic import Field, SecretStr, ValidationError, field_validator, model_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+__all__ = ["DAY", "Settings", "TarantoolAddress", "describe_error"]
+
+DAY = 24 * 60 * 60
+_PROJECT_DIR = Path(__file__).resolve().parent.parent
+
+TarantoolAddress = tuple[str, int | str]
+
+
+class Settings(BaseSettings):
+    """Everything the service can be told; the defaults give a working local service."""
+
+    model_config = SettingsConfigDict(
+        env_prefix="SESSIONS_", env_ignore_empty=True, extra="ignore", frozen=True
+    )
+
+    host: str = "127.0.0.1"
+    port: Annotated[int, Field(ge=1, le=65535)] = 8080
+
+    # Remote Tarantool as host:port, [ipv6]:port or unix/:/path; unset means embedded.
+    tarantool: str | None = None
+    tarantool_user: Annotated[str, Field(min_length=1)] = "sessions"
+    # Required for a remote instance; the embedded one gets a fresh random one per start.
+    tarantool_password: SecretStr | None = None
+    tarantool_timeout: Annotated[float, Field(gt=0, le=60)] = 1.0
+
+    # Embedded Tarantool: its data, binary, Lua scripts and resources.
+    data_dir: Path = Path("var")
+    tarantool_bin: str = "tarantool"
+    tarantool_scripts: Path = _PROJECT_DIR / "tarantool"
+    tarantool_memory: Annotated[int, Field(ge=64 * 2**20)] = 2**30
+    wal_mode: Literal["write", "fsync", "none"] = "write"
+    startup_timeout: Annotated[float, Field(gt=0)] = 60.0
+    shutdown_timeout: Annotated[float, Field(gt=0)] = 10.0
+
+    idle_ttl: Annotated[int, Field(ge=1, le=100 * 365 * DAY)] = 180 * DAY
+    extra_max_bytes: Annotated[int, Field(ge=64, le=16 * 2**20)] = 64 * 2**10
+
+    log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
+    access_log: bool = False
+
+    @field_validator("log_level", mode="before")
+    @classmethod
+    def _upper(cls, value: object) -> object:
+        return value.upper() if isinstance(value, str) else value
+
+    @field_validator("tarantool")
+    @classmethod
+    def _valid_address(cls, value: str | None) -> str | None:
+        if value is not None:
+            parse_address(value)
+        return value
+
+    @model_validator(mode="after")
+    def _remote_needs_password(self) -> Settings:
+        if self.tarantool is not None and self.tarantool_password is None:
+            raise ValueError("SESSIONS_TARANTOOL_PASSWORD is required with SESSIONS_TARANTOOL")
+        return self
+
+    @property
+    def embedded(self) -> bool:
+        return self.tarantool is None
+
+    @property
+    def tarantool_address(self) -> TarantoolAddress:
+        if self.tarantool is None:
+            raise ValueError("no remote Tarantool address is configured")
+        return parse_address(self.tarantool)
+
+
+def parse_address(value: str) -> TarantoolAddress:
+    """Split a Tarantool address into what asynctnt takes as host and port."""
+    if value.startswith("unix/:"):
+        path = value[len("unix/:") :]
+        if not path:
+            raise ValueError("unix socket address needs a path: unix/:/path/to.sock")
+        return "unix/", path
+    host, sep, port = value.rpartition(":")
+    if not sep or not host or not port.isdigit() or not 0 < int(port) < 65536:
+        raise ValueError(f"expected host:port or unix/:/path, got {value!r}")
+    return host.removeprefix("[").removesuffix("]"), int(port)
+
+
+def describe_error(error: ValidationError) -> str:
+    """One line naming each bad variable and what is wrong with it."""
+    parts = []
+    for item in error.errors():
+        field = ".".join(str(part) for part in item["loc"])
+        name = f"SESSIONS_{field.upper()}" if field else "configuration"
+        message = str(item["msg"]).removeprefix("Value error, ")
+        parts.append(f"{name}: {message}")
+    return "invalid configuration: " + "; ".join(parts)

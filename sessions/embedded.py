@@ -1,0 +1,188 @@
+"""The embedded Tarantool: a child process on the project's Lua, with its data in one folder."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import ctypes
+import logging
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+from .config import TarantoolAddress
+
+__all__ = ["EmbeddedError", "EmbeddedTarantool"]
+
+log = logging.getLogger(__name__)
+
+# sockaddr_un holds 108 bytes including the terminating NUL.
+_MAX_SOCKET_PATH = 107
+_PR_SET_PDEATHSIG = 1
+
+
+class EmbeddedError(RuntimeError):
+    """The embedded Tarantool could not be started."""
+
+
+def _prctl_in_child() -> None:
+    # Runs between fork and exec: if the service dies, even by SIGKILL, the kernel sends
+    # Tarantool SIGTERM and it shuts down cleanly instead of holding the data dir.
+    _prctl(_PR_SET_PDEATHSIG, signal.SIGTERM)
+
+
+if sys.platform == "linux":
+    _prctl = ctypes.CDLL(None, use_errno=True).prctl
+    _PREEXEC = _prctl_in_child
+else:  # pragma: no cover
+    _PREEXEC = None
+
+
+class EmbeddedTarantool:
+    """Starts and stops one Tarantool process that only this service talks to."""
+
+    def __init__(
+        self,
+        *,
+        data_dir: Path,
+        scripts_dir: Path,
+        binary: str,
+        user: str,
+        password: str,
+        memory: int,
+        wal_mode: str,
+        idle_ttl: int,
+        startup_timeout: float,
+        shutdown_timeout: float,
+    ) -> None:
+        self.data_dir = data_dir.resolve()
+        self.socket_path = self.data_dir / "tarantool.sock"
+        self.console_path = self.data_dir / "tarantool.control"
+        self.log_path = self.data_dir / "tarantool.log"
+        self.pid_path = self.data_dir / "tarantool.pid"
+        self._init_script = scripts_dir.resolve() / "init.lua"
+        self._binary = binary
+        self._env = {
+            "TT_LISTEN": f"unix/:{self.socket_path}",
+            "TT_CONSOLE_SOCKET": str(self.console_path),
+            "TT_WORK_DIR": str(self.data_dir),
+            "TT_LOG": str(self.log_path),
+            "TT_PID_FILE": str(self.pid_path),
+            "TT_MEMTX_MEMORY": str(memory),
+            "TT_WAL_MODE": wal_mode,
+            "SESSIONS_TARANTOOL_USER": user,
+            "SESSIONS_TARANTOOL_PASSWORD": password,
+            "SESSIONS_IDLE_TTL": str(idle_ttl),
+        }
+        self._startup_timeout = startup_timeout
+        self._shutdown_timeout = shutdown_timeout
+        self._process: subprocess.Popen[bytes] | None = None
+
+    @property
+    def address(self) -> TarantoolAddress:
+        return "unix/", str(self.socket_path)
+
+    @property
+    def pid(self) -> int | None:
+        return None if self._process is None else self._process.pid
+
+    async def start(self) -> None:
+        binary = shutil.which(self._binary)
+        if binary is None:
+            raise EmbeddedError(
+                f"{self._binary!r} not found: install Tarantool (apt-get install tarantool) "
+                "or point SESSIONS_TARANTOOL at a running instance"
+            )
+        if not self._init_script.is_file():
+            raise EmbeddedError(f"Tarantool scripts not found: {self._init_script}")
+        if len(str(self.socket_path)) > _MAX_SOCKET_PATH:
+            raise EmbeddedError(f"data dir path is too long for a unix socket: {self.data_dir}")
+        self.data_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
+        self._remove_stale_sockets()
+        env = {**os.environ, **self._env}
+        # A plain Popen: it returns as soon as the child is forked, and unlike the
+        # asyncio variants it takes preexec_fn on every event loop.
+        with open(self.log_path, "ab") as log_file:  # noqa: ASYNC230
+            self._process = subprocess.Popen(  # noqa: ASYNC220
+                [binary, str(self._init_script)],
+                cwd=self.data_dir,
+                env=env,
+                stdin=subprocess.DEVNULL,
+                stdout=log_file,
+                stderr=log_file,
+                start_new_session=True,  # Ctrl-C reaches the service, which stops Tarantool in order
+                preexec_fn=_PREEXEC,
+            )
+        log.info("embedded tarantool started, pid %d, data in %s", self._process.pid, self.data_dir)
+        try:
+            await self._wait_ready()
+        except BaseException:
+            await self.stop()
+            raise
+
+    async def stop(self) -> None:
+        process, self._process = self._process, None
+        if process is None or process.poll() is not None:
+            return
+        process.send_signal(signal.SIGTERM)
+        if not await self._wait_exit(process, self._shutdown_timeout):
+            log.warning("embedded tarantool did not stop in %.1fs, killing it", self._shutdown_timeout)
+            process.kill()
+            await self._wait_exit(process, 5.0)
+        log.info("embedded tarantool stopped, exit code %s", process.returncode)
+
+    async def _wait_ready(self) -> None:
+        # init.lua starts listening only once the schema and procedures are in place.
+        deadline = time.monotonic() + self._startup_timeout
+        while True:
+            assert self._process is not None
+            if self._process.poll() is not None:
+                raise EmbeddedError(
+                    f"tarantool exited with code {self._process.returncode}: {self._log_tail()}"
+                )
+            with contextlib.suppress(OSError):
+                _, writer = await asyncio.open_unix_connection(str(self.socket_path))
+                writer.close()
+                with contextlib.suppress(OSError):
+                    await writer.wait_closed()
+                return
+            if time.monotonic() > deadline:
+                raise EmbeddedError(
+                    f"tarantool did not start in {self._startup_timeout:.0f}s: {self._log_tail()}"
+                )
+            await asyncio.sleep(0.05)
+
+    @staticmethod
+    async def _wait_exit(process: subprocess.Popen[bytes], within: float) -> bool:
+        deadline = time.monotonic() + within
+        while process.poll() is None:
+            if time.monotonic() > deadline:
+                return False
+            await asyncio.sleep(0.02)
+        return True
+
+    def _remove_stale_sockets(self) -> None:
+        # Sockets left by a killed instance would make the new one fail to listen, but
+        # one that still answers belongs to a live instance on this same data dir.
+        for path in (self.socket_path, self.console_path):
+            if not path.exists():
+                continue
+            with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as probe:
+                try:
+                    probe.connect(str(path))
+                except OSError:
+                    path.unlink(missing_ok=True)
+                    continue
+            raise EmbeddedError(f"another Tarantool is already running on {self.data_dir}")
+
+    def _log_tail(self, lines: int = 5) -> str:
+        try:
+            tail = self.log_path.read_text(errors="replace").splitlines()[-lines:]
+        except OSError:
+            return "(no log)"
+        return " | ".join(line.strip() for line in tail) or "(empty log)"

@@ -1,0 +1,89 @@
+"""The service's errors: each carries the envelope code, a message and the HTTP status."""
+
+from __future__ import annotations
+
+from typing import ClassVar
+
+__all__ = [
+    "InternalError",
+    "InvalidExtra",
+    "InvalidIp",
+    "InvalidUserId",
+    "MethodNotAllowed",
+    "NotFound",
+    "PayloadTooLarge",
+    "SessionsError",
+    "StorageFull",
+    "StorageUnavailable",
+    "TokenNotFound",
+]
+
+
+class SessionsError(Exception):
+    """Base of every error the API reports; rendered as the error envelope."""
+
+    status: ClassVar[int] = 500
+    code: ClassVar[str] = "internal_error"
+    default_message: ClassVar[str] = "Internal error."
+
+    def __init__(self, message: str | None = None) -> None:
+        self.message = message or self.default_message
+        super().__init__(self.message)
+
+
+class InvalidUserId(SessionsError):
+    status = 400
+    code = "invalid_user_id"
+    default_message = "User id must be a positive integer up to 9223372036854775807."
+
+
+class InvalidIp(SessionsError):
+    status = 400
+    code = "invalid_ip"
+    default_message = "IP must be an IPv4 or IPv6 address."
+
+
+class InvalidExtra(SessionsError):
+    status = 400
+    code = "invalid_extra"
+    default_message = "Extra data must be a JSON object or a form-encoded body."
+
+
+class TokenNotFound(SessionsError):
+    status = 404
+    code = "token_not_found"
+    default_message = "No live session has this token."
+
+
+class NotFound(SessionsError):
+    status = 404
+    code = "not_found"
+    default_message = "No such method."
+
+
+class MethodNotAllowed(SessionsError):
+    status = 405
+    code = "method_not_allowed"
+    default_message = "Use GET or POST."
+
+
+class PayloadTooLarge(SessionsError):
+    status = 413
+    code = "payload_too_large"
+    default_message = "Extra data is too large."
+
+
+class StorageUnavailable(SessionsError):
+    status = 503
+    code = "storage_unavailable"
+    default_message = "Session storage is unavailable, try again."
+
+
+class StorageFull(SessionsError):
+    status = 503
+    code = "storage_full"
+    default_message = "Session storage is out of memory; no new sessions can be stored."
+
+
+class InternalError(SessionsError):
+    pass

@@ -1,0 +1,111 @@
+-- Background purge of idle sessions: a named fiber deletes expired tuples oldest first,
+-- in bounded batches that yield, then sleeps until the next session falls due.
+local fiber = require('fiber')
+local log = require('log')
+
+local F = require('sessions.fields')
+
+local BATCH = 1000      -- tuples deleted in one transaction (one WAL write)
+local MAX_SLEEP = 60    -- seconds between checks when nothing is due
+
+local state = {
+    ttl = nil,          -- seconds; nil until the service or the environment says
+    purged = 0,         -- sessions deleted since start, for stats
+    worker = nil,
+    -- Signalled when the TTL changes; waiting on it rather than waking the fiber
+    -- directly never interrupts a WAL write in progress.
+    changed = fiber.cond(),
+}
+
+-- Expired tuples are those with activity < cutoff (see procedures.lua: a session lives
+-- while now - activity <= ttl). Collecting first and deleting after keeps the index
+-- iterator out of the way of the deletes; nothing yields in between.
+local function purge_batch(space, cutoff)
+    local tokens = {}
+    for _, tuple in space.index.activity:pairs() do
+        if tuple[F.ACTIVITY] >= cutoff then
+            break
+        end
+        tokens[#tokens + 1] = tuple[F.TOKEN]
+        if #tokens >= BATCH then
+            break
+        end
+    end
+    if #tokens == 0 then
+        return 0
+    end
+    box.begin()
+    for _, token in ipairs(tokens) do
+        space:delete(token)
+    end
+    box.commit()
+    return #tokens
+end
+
+-- One step of the loop: purge a batch and say how long to sleep before the next one.
+local function step(ttl)
+    local space = box.space.sessions
+    local now = math.floor(fiber.time())
+    local purged = purge_batch(space, now - ttl)
+    state.purged = state.purged + purged
+    if purged >= BATCH then
+        return 0
+    end
+    local oldest = space.index.activity:min()
+    if oldest == nil then
+        return MAX_SLEEP
+    end
+    -- The oldest session expires at the first whole second where now - activity > ttl.
+    local due = oldest[F.ACTIVITY] + ttl + 1 - fiber.time()
+    return math.min(MAX_SLEEP, math.max(due, 0.01))
+end
+
+local function loop()
+    fiber.self():name('sessions_expiry')
+    while true do
+        local pause = MAX_SLEEP
+        -- Replicas receive the deletes from their master; never purge without a TTL
+        -- from the service, since a guess could delete live sessions.
+        if state.ttl ~= nil and not box.info.ro and box.space.sessions ~= nil then
+            local ok, result = pcall(step, state.ttl)
+            if ok then
+                pause = result
+            else
+                if box.is_in_txn() then
+                    box.rollback()
+                end
+                log.error('sessions: expiry step failed: %s', tostring(result))
+                pause = 1
+            end
+        end
+        if pause > 0 then
+            state.changed:wait(pause)
+        else
+            fiber.yield()
+        end
+    end
+end
+
+local function start()
+    if state.worker == nil or state.worker:status() == 'dead' then
+        state.worker = fiber.create(loop)
+    end
+end
+
+-- Called with the TTL of every request, so it must stay cheap when nothing changes.
+local function set_ttl(ttl)
+    if state.ttl ~= ttl then
+        state.ttl = ttl
+        state.changed:signal()
+    end
+end
+
+local function stats()
+    return {ttl = state.ttl, purged = state.purged}
+end
+
+return {
+    start = start,
+    set_ttl = set_ttl,
+    stats = stats,
+}

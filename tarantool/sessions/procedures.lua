@@ -1,0 +1,169 @@
+-- Stored procedures behind the HTTP API, one per operation. Each runs without yielding
+-- between its read and its write, so it is atomic inside the instance.
+local fiber = require('fiber')
+local msgpack = require('msgpack')
+
+local F = require('sessions.fields')
+local expiry = require('sessions.expiry')
+local schema = require('sessions.schema')
+
+local MAP = {__serialize = 'map'}
+local LIST_YIELD_EVERY = 1000
+
+local function raise(error_type, reason)
+    box.error({type = error_type, reason = reason})
+end
+
+local function now()
+    return math.floor(fiber.time())
+end
+
+local function check(condition, reason)
+    if not condition then
+        raise('InvalidArgument', reason)
+    end
+end
+
+local function is_integer(value)
+    local kind = type(value)
+    return kind == 'number' or kind == 'cdata'
+end
+
+local function check_ttl(ttl)
+    check(type(ttl) == 'number' and ttl > 0, 'ttl must be a positive number')
+    expiry.set_ttl(ttl)
+end
+
+-- A session is live while now - activity <= ttl: with whole seconds on both sides this
+-- never ends a session before ttl real seconds have passed since its last activity.
+local function is_live(tuple, ttl)
+    return now() - tuple[F.ACTIVITY] <= ttl
+end
+
+-- JSON Merge Patch (RFC 7396) at the top level: null removes a key, anything else
+-- replaces it; nested values are taken whole.
+local function merge_extra(current, patch, extra_max)
+    check(type(patch) == 'table', 'extra must be a map')
+    check(type(extra_max) == 'number', 'extra_max must be a number')
+    local merged = setmetatable({}, MAP)
+    if current ~= nil then
+        for key, value in pairs(current) do
+            merged[key] = value
+        end
+    end
+    for key, value in pairs(patch) do
+        if value == nil then -- also true for box.NULL
+            merged[key] = nil
+        else
+            merged[key] = value
+        end
+    end
+    if #msgpack.encode(merged) > extra_max then
+        raise('PayloadTooLarge', ('extra data would exceed %d bytes'):format(extra_max))
+    end
+    return merged
+end
+
+local function new(token, user_id, ip, patch, extra_max)
+    check(token ~= nil, 'token is required')
+    check(is_integer(user_id), 'user_id must be an integer')
+    check(type(ip) == 'string', 'ip must be a string')
+    local extra = box.NULL
+    if patch ~= nil then
+        extra = merge_extra(nil, patch, extra_max)
+    end
+    local ts = now()
+    return box.space.sessions:insert{token, user_id, ip, ts, ts, extra}
+end
+
+local function get(token, ip, patch, ttl, extra_max)
+    check(token ~= nil, 'token is required')
+    check(ip == nil or type(ip) == 'string', 'ip must be a string')
+    check_ttl(ttl)
+    local space = box.space.sessions
+    local tuple = space:get(token)
+    if tuple == nil or not is_live(tuple, ttl) then
+        return nil
+    end
+    local ops = {}
+    local ts = now()
+    -- Rewriting the same second would cost a WAL write for nothing.
+    if tuple[F.ACTIVITY] ~= ts then
+        ops[#ops + 1] = {'=', F.ACTIVITY, ts}
+    end
+    if ip ~= nil and ip ~= tuple[F.IP] then
+        ops[#ops + 1] = {'=', F.IP, ip}
+    end
+    if patch ~= nil then
+        ops[#ops + 1] = {'=', F.EXTRA, merge_extra(tuple[F.EXTRA], patch, extra_max)}
+    end
+    if #ops == 0 then
+        return tuple
+    end
+    return space:update(token, ops)
+end
+
+local function delete(token, ttl)
+    check(token ~= nil, 'token is required')
+    check_ttl(ttl)
+    local tuple = box.space.sessions:delete(token)
+    if tuple == nil or not is_live(tuple, ttl) then
+        return nil
+    end
+    return tuple
+end
+
+-- Live sessions under one key of a (key, activity) index, newest activity first; the
+-- walk stops at the first expired tuple since everything after it is older.
+local function live_by(index_name, key, ttl)
+    check_ttl(ttl)
+    local cutoff = now() - ttl
+    local result = {}
+    local count = 0
+    for _, tuple in box.space.sessions.index[index_name]:pairs({key}, {iterator = 'REQ'}) do
+        if tuple[F.ACTIVITY] < cutoff then
+            break
+        end
+        count = count + 1
+        result[count] = tuple
+        if count % LIST_YIELD_EVERY == 0 then
+            fiber.yield()
+        end
+    end
+    return result
+end
+
+local function by_user(user_id, ttl)
+    check(is_integer(user_id), 'user_id must be an integer')
+    return live_by('user', user_id, ttl)
+end
+
+local function by_ip(ip, ttl)
+    check(type(ip) == 'string', 'ip must be a string')
+    return live_by('ip', ip, ttl)
+end
+
+-- What a readiness probe and `sessions stats` need, without a full scan.
+local function info()
+    local space = box.space.sessions
+    local oldest = space.index.activity:min()
+    local expiry_stats = expiry.stats()
+    return {
+        ro = box.info.ro,
+        schema_version = schema.version(),
+        sessions = space:len(),
+        oldest_activity = oldest and oldest[F.ACTIVITY] or box.NULL,
+        purged = expiry_stats.purged,
+        memory_used = box.slab.info().arena_used,
+        tarantool_version = box.info.version,
+    }
+end
+
+return {
+    new = new,
+    get = get,
+    delete = delete,
+    by_user = by_user,
+    by_ip = by_ip,
+    info = info,
+}

@@ -16,6 +16,7 @@ test: $(STAMP) tarantool lint
 
 lint: $(STAMP)
 	$(BIN)/ruff check sessions tests bench
+	$(BIN)/ruff format --check -q sessions tests bench
 
 tarantool:
 	@command -v tarantool >/dev/null || { $(APT) update -q && $(APT) install -y -q tarantool; }

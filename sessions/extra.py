@@ -11,8 +11,8 @@ from .errors import InvalidExtra
 
 __all__ = ["MAX_DEPTH", "MAX_KEYS", "decode_extra"]
 
-MAX_DEPTH = 32    # nesting of objects and arrays in a JSON body
-MAX_KEYS = 1024   # top-level keys in one body
+MAX_DEPTH = 32  # nesting of objects and arrays in a JSON body
+MAX_KEYS = 1024  # top-level keys in one body
 
 FORM = "application/x-www-form-urlencoded"
 JSON = "application/json"

@@ -89,9 +89,7 @@ class Storage:
             return _session(row)
 
     async def get(self, token: uuid.UUID, ip: str | None, patch: dict[str, Any] | None) -> Session | None:
-        row = await self._checked_call(
-            "sessions.get", [token, ip, patch, self._idle_ttl, self._extra_max]
-        )
+        row = await self._checked_call("sessions.get", [token, ip, patch, self._idle_ttl, self._extra_max])
         return None if row is None else _session(row)
 
     async def delete(self, token: uuid.UUID) -> Session | None:

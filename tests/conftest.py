@@ -1,0 +1,125 @@
+"""Fixtures: real Tarantool processes on the project's Lua, and the app on top of them."""
+
+from __future__ import annotations
+
+import asyncio
+import ipaddress
+import itertools
+import random
+import time
+from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from aiohttp.test_utils import TestClient
+
+from sessions.app import create_app
+from sessions.config import Settings
+from sessions.embedded import EmbeddedTarantool
+
+from .console import Console
+
+PASSWORD = "test-password"
+
+
+def make_instance(data_dir: Path, idle_ttl: int = 180 * 86400) -> EmbeddedTarantool:
+    return EmbeddedTarantool(
+        data_dir=data_dir,
+        scripts_dir=Path(__file__).resolve().parent.parent / "tarantool",
+        binary="tarantool",
+        user="sessions",
+        password=PASSWORD,
+        memory=256 * 2**20,
+        wal_mode="write",
+        idle_ttl=idle_ttl,
+        startup_timeout=30,
+        shutdown_timeout=10,
+    )
+
+
+def settings_for(instance: EmbeddedTarantool, **overrides: Any) -> Settings:
+    return Settings(tarantool=f"unix/:{instance.socket_path}", tarantool_password=PASSWORD, **overrides)
+
+
+@pytest.fixture(scope="session")
+def tarantool(tmp_path_factory: pytest.TempPathFactory) -> Iterator[EmbeddedTarantool]:
+    """One Tarantool for the whole run; tests keep apart by using their own users and IPs."""
+    instance = make_instance(tmp_path_factory.mktemp("tarantool"))
+    asyncio.run(instance.start())
+    yield instance
+    asyncio.run(instance.stop())
+
+
+@pytest.fixture
+async def fresh_tarantool(tmp_path: Path) -> AsyncIterator[EmbeddedTarantool]:
+    """A Tarantool of this test's own, for tests that change its TTL or stop it."""
+    instance = make_instance(tmp_path / "tarantool")
+    await instance.start()
+    yield instance
+    await instance.stop()
+
+
+@pytest.fixture(scope="session")
+def console(tarantool: EmbeddedTarantool) -> Iterator[Console]:
+    admin = Console(tarantool.console_path)
+    yield admin
+    admin.close()
+
+
+@pytest.fixture
+def settings(tarantool: EmbeddedTarantool) -> Settings:
+    return settings_for(tarantool)
+
+
+@pytest.fixture
+async def client(aiohttp_client: Any, settings: Settings) -> TestClient:
+    return await aiohttp_client(create_app(settings))
+
+
+_ids = itertools.count(random.randrange(1, 2**40) * 1000, 10)  # id + 1 .. id + 9 are free too
+
+
+@pytest.fixture
+def user_id() -> int:
+    """A user id no other test uses."""
+    return next(_ids)
+
+
+@pytest.fixture
+def ip() -> str:
+    """An IPv6 address (documentation range) no other test uses, in canonical form."""
+    n = next(_ids) % 2**32
+    return str(ipaddress.ip_address(f"2001:db8:{n >> 16:x}:{n & 0xFFFF:x}::1"))
+
+
+async def call(client: TestClient, path: str, method: str = "GET", **kwargs: Any) -> tuple[int, Any]:
+    """Status and decoded body of one API call; every answer must be a JSON envelope."""
+    response = await client.request(method, path, **kwargs)
+    assert response.content_type == "application/json", await response.text()
+    body = await response.json()
+    if response.status == 200:
+        assert body["status"] == "success"
+        assert set(body) == {"status", "data"}
+    else:
+        assert body["status"] == "error"
+        assert set(body) == {"status", "code", "message"}
+        assert isinstance(body["message"], str) and body["message"]
+    return response.status, body
+
+
+async def new_session(
+    client: TestClient, user_id: int, ip: str = "192.0.2.1", **kwargs: Any
+) -> dict[str, Any]:
+    status, body = await call(client, "/new", params={"user_id": str(user_id), "ip": ip}, **kwargs)
+    assert status == 200, body
+    return body["data"]
+
+
+def set_activity(console: Console, token: str, activity: int) -> None:
+    """Make a session look last used at `activity`, as if time had passed."""
+    console.eval(f"box.space.sessions:update(require('uuid').fromstr('{token}'), {{{{'=', 5, {activity}}}}})")
+
+
+def days_ago(days: float) -> int:
+    return int(time.time() - days * 86400)

@@ -1,0 +1,53 @@
+"""Errors outside the methods' own rules: unknown paths, methods, and a storage outage."""
+
+from __future__ import annotations
+
+import time
+
+import pytest
+
+from sessions.app import create_app
+
+from .conftest import call, new_session, settings_for
+
+
+@pytest.mark.parametrize("path", ["/", "/nope", "/new/", "/NEW", "/get/extra", "/favicon.ico"])
+async def test_unknown_path_is_404_not_found(client, path):
+    status, body = await call(client, path)
+    assert (status, body["code"]) == (404, "not_found")
+
+
+@pytest.mark.parametrize("method", ["PUT", "DELETE", "PATCH", "OPTIONS"])
+@pytest.mark.parametrize("path", ["/new", "/get", "/del", "/user", "/ip"])
+async def test_other_methods_are_405(client, method, path):
+    status, body = await call(client, path, method)
+    assert (status, body["code"]) == (405, "method_not_allowed")
+
+
+async def test_head_opens_no_session(client, user_id):
+    response = await client.head("/new", params={"user_id": str(user_id), "ip": "192.0.2.1"})
+    assert response.status == 405
+    assert (await call(client, "/user", params={"id": str(user_id)}))[1]["data"] == []
+
+
+async def test_storage_outage_is_503_never_a_wrong_answer(aiohttp_client, fresh_tarantool, user_id):
+    client = await aiohttp_client(create_app(settings_for(fresh_tarantool)))
+    session = await new_session(client, user_id)
+
+    await fresh_tarantool.stop()
+
+    for path, params in [
+        ("/get", {"token": session["token"]}),
+        ("/del", {"token": session["token"]}),
+        ("/new", {"user_id": str(user_id), "ip": "192.0.2.1"}),
+        ("/user", {"id": str(user_id)}),
+        ("/ip", {"ip": "192.0.2.1"}),
+    ]:
+        started = time.monotonic()
+        status, body = await call(client, path, params=params)
+        assert (status, body["code"]) == (503, "storage_unavailable"), path
+        assert time.monotonic() - started < 2
+
+    # Validation still answers without the storage.
+    status, body = await call(client, "/new", params={"user_id": "0", "ip": "192.0.2.1"})
+    assert (status, body["code"]) == (400, "invalid_user_id")

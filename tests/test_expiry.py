@@ -1,0 +1,85 @@
+"""Idle sessions: invisible once older than the TTL, and purged by the fiber in Tarantool."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+
+from sessions.app import create_app
+
+from .conftest import call, days_ago, new_session, set_activity, settings_for
+from .console import Console
+
+DAY = 86400
+
+
+async def test_session_idle_longer_than_180_days_is_gone_everywhere(client, console, user_id, ip):
+    live = await new_session(client, user_id, ip)
+    idle = await new_session(client, user_id, ip)
+    set_activity(console, live["token"], days_ago(179))
+    set_activity(console, idle["token"], days_ago(181))
+
+    assert (await call(client, "/get", params={"token": idle["token"]}))[0] == 404
+    assert (await call(client, "/del", params={"token": idle["token"]}))[0] == 404
+    for path, params in (("/user", {"id": str(user_id)}), ("/ip", {"ip": ip})):
+        listed = (await call(client, path, params=params))[1]["data"]
+        assert [s["token"] for s in listed] == [live["token"]]
+    assert (await call(client, "/get", params={"token": live["token"]}))[0] == 200
+
+
+async def test_ttl_boundary_never_ends_a_session_early(client, console, user_id):
+    session = await new_session(client, user_id)
+    set_activity(console, session["token"], int(time.time()) - 180 * DAY + 5)
+    assert (await call(client, "/get", params={"token": session["token"]}))[0] == 200
+
+
+async def test_idle_ttl_is_configurable(aiohttp_client, fresh_tarantool, user_id):
+    client = await aiohttp_client(create_app(settings_for(fresh_tarantool, idle_ttl=2 * DAY)))
+    admin = Console(fresh_tarantool.console_path)
+    try:
+        session = await new_session(client, user_id)
+        set_activity(admin, session["token"], days_ago(3))
+        assert (await call(client, "/get", params={"token": session["token"]}))[0] == 404
+    finally:
+        admin.close()
+
+
+async def test_purge_fiber_deletes_idle_sessions_in_batches(aiohttp_client, fresh_tarantool, user_id):
+    client = await aiohttp_client(create_app(settings_for(fresh_tarantool, idle_ttl=DAY)))
+    admin = Console(fresh_tarantool.console_path)
+    try:
+        live = await new_session(client, user_id)
+        # 25 000 sessions idle for two days, written straight into the space.
+        admin.eval(
+            f"""local uuid = require('uuid') local ts = {days_ago(2)}
+            for i = 1, 25000 do
+                box.space.sessions:insert{{uuid.new(), {user_id + 1}, '192.0.2.1', ts, ts, box.NULL}}
+            end"""
+        )
+        # Any call tells the fiber the TTL; it then purges without further prompting.
+        assert (await call(client, "/get", params={"token": live["token"]}))[0] == 200
+        deadline = time.monotonic() + 20
+        while admin.eval("return box.space.sessions:len()") > 1:
+            assert time.monotonic() < deadline, "idle sessions were not purged"
+            # The instance keeps serving while it purges.
+            assert (await call(client, "/get", params={"token": live["token"]}))[0] == 200
+            await asyncio.sleep(0.05)
+        assert admin.eval("return box.space.sessions:len()") == 1
+    finally:
+        admin.close()
+
+
+async def test_short_ttl_end_to_end(aiohttp_client, fresh_tarantool, user_id):
+    """Real time, a one-second TTL: the session lapses and the fiber purges it."""
+    client = await aiohttp_client(create_app(settings_for(fresh_tarantool, idle_ttl=1)))
+    admin = Console(fresh_tarantool.console_path)
+    try:
+        session = await new_session(client, user_id)
+        assert (await call(client, "/get", params={"token": session["token"]}))[0] == 200
+        deadline = time.monotonic() + 10
+        while admin.eval("return box.space.sessions:len()") > 0:
+            assert time.monotonic() < deadline, "session was not purged"
+            await asyncio.sleep(0.1)
+        assert (await call(client, "/get", params={"token": session["token"]}))[0] == 404
+    finally:
+        admin.close()

@@ -1,0 +1,185 @@
+"""Extra data on `/new` and `/get`: form or JSON bodies merged like JSON Merge Patch."""
+
+from __future__ import annotations
+
+import orjson
+import pytest
+
+from sessions.app import create_app
+
+from .conftest import call, days_ago, new_session, set_activity, settings_for
+
+FORM = {"Content-Type": "application/x-www-form-urlencoded"}
+
+
+async def test_form_body_on_get_as_in_the_original_php_example(client, user_id):
+    session = await new_session(client, user_id, "192.168.1.1")
+    status, body = await call(
+        client, "/get", params={"token": session["token"]}, data=b"device=Nexus+5&os=Android", headers=FORM
+    )
+    assert status == 200
+    assert body["data"]["extra"] == {"os": "Android", "device": "Nexus 5"}
+
+
+async def test_form_values_are_strings(client, user_id):
+    status, body = await call(
+        client,
+        "/new",
+        "POST",
+        params={"user_id": str(user_id), "ip": "192.0.2.1"},
+        data=b"n=1&empty=&flag=true&text=a%20b%26c",
+        headers=FORM,
+    )
+    assert status == 200
+    assert body["data"]["extra"] == {"n": "1", "empty": "", "flag": "true", "text": "a b&c"}
+
+
+async def test_json_body_keeps_json_types(client, user_id):
+    extra = {
+        "s": "x",
+        "i": 7,
+        "f": 1.5,
+        "t": True,
+        "n": [1, None, "2"],
+        "o": {"k": None, "e": {}},
+        "big": 2**63,
+    }
+    session = await new_session(client, user_id, json=extra, method="POST")
+    assert session["extra"] == extra
+
+
+async def test_merge_adds_replaces_and_removes_top_level_keys(client, user_id):
+    session = await new_session(client, user_id, json={"keep": 1, "replace": {"a": 1, "b": 2}, "drop": "x"})
+    status, body = await call(
+        client,
+        "/get",
+        "POST",
+        params={"token": session["token"]},
+        json={"replace": {"a": 9}, "drop": None, "add": [1], "absent": None},
+    )
+    assert status == 200
+    assert body["data"]["extra"] == {"keep": 1, "replace": {"a": 9}, "add": [1]}
+
+
+async def test_removing_every_key_leaves_an_empty_object(client, user_id):
+    session = await new_session(client, user_id, json={"a": 1})
+    body = (await call(client, "/get", "POST", params={"token": session["token"]}, json={"a": None}))[1]
+    assert body["data"]["extra"] == {}
+
+
+@pytest.mark.parametrize("content", [None, b"", b"{}"])
+async def test_no_body_or_an_empty_patch_changes_nothing(client, user_id, content):
+    session = await new_session(client, user_id)
+    headers = {"Content-Type": "application/json"}
+    first = (
+        await call(client, "/get", "POST", params={"token": session["token"]}, data=content, headers=headers)
+    )[1]
+    assert first["data"]["extra"] is None
+    await call(client, "/get", "POST", params={"token": session["token"]}, json={"a": 1})
+    again = (
+        await call(client, "/get", "POST", params={"token": session["token"]}, data=content, headers=headers)
+    )[1]
+    assert again["data"]["extra"] == {"a": 1}
+
+
+@pytest.mark.parametrize("content_type", ["application/json; charset=utf-8", "application/merge-patch+json"])
+async def test_json_content_type_variants(client, user_id, content_type):
+    session = await new_session(client, user_id, data=b'{"a": 1}', headers={"Content-Type": content_type})
+    assert session["extra"] == {"a": 1}
+
+
+@pytest.mark.parametrize(
+    ("content", "content_type"),
+    [
+        (b"[1, 2]", "application/json"),
+        (b'"text"', "application/json"),
+        (b"null", "application/json"),
+        (b"42", "application/json"),
+        (b"{bad json", "application/json"),
+        (b" ", "application/json"),
+        (b'{"a": NaN}', "application/json"),
+        (b'{"a": "\xff"}', "application/json"),
+        (b"a=%FF", "application/x-www-form-urlencoded"),
+        (b"a=\xff", "application/x-www-form-urlencoded"),
+        (b"a=1&a=2", "application/x-www-form-urlencoded"),
+        (b"a=1", "text/plain"),
+        (b"a=1", "multipart/form-data; boundary=x"),
+        (b"\x00\x01\x02", "application/octet-stream"),
+    ],
+)
+async def test_bad_extra_is_refused_and_writes_nothing(client, console, user_id, content, content_type):
+    headers = {"Content-Type": content_type}
+    status, body = await call(
+        client,
+        "/new",
+        "POST",
+        params={"user_id": str(user_id), "ip": "192.0.2.1"},
+        data=content,
+        headers=headers,
+    )
+    assert (status, body["code"]) == (400, "invalid_extra")
+    assert (await call(client, "/user", params={"id": str(user_id)}))[1]["data"] == []
+
+    session = await new_session(client, user_id, json={"a": 1})
+    old = days_ago(1)
+    set_activity(console, session["token"], old)
+    status, body = await call(
+        client, "/get", "POST", params={"token": session["token"]}, data=content, headers=headers
+    )
+    assert (status, body["code"]) == (400, "invalid_extra")
+    listed = (await call(client, "/user", params={"id": str(user_id)}))[1]["data"]
+    assert (listed[0]["extra"], listed[0]["activity"]) == ({"a": 1}, old)
+
+
+async def test_deep_nesting_is_refused(client, user_id):
+    deep: object = 1
+    for _ in range(40):
+        deep = [deep]
+    status, body = await call(
+        client, "/new", "POST", params={"user_id": str(user_id), "ip": "192.0.2.1"}, json={"a": deep}
+    )
+    assert (status, body["code"]) == (400, "invalid_extra")
+
+
+@pytest.mark.parametrize("form", [False, True])
+async def test_too_many_keys_is_refused(client, user_id, form):
+    keys = {f"k{i}": "" for i in range(2000)}
+    kwargs = {"data": "&".join(f"{k}=" for k in keys), "headers": FORM} if form else {"json": keys}
+    status, body = await call(
+        client, "/new", "POST", params={"user_id": str(user_id), "ip": "192.0.2.1"}, **kwargs
+    )
+    assert (status, body["code"]) == (400, "invalid_extra")
+
+
+async def test_body_over_the_limit_is_413_and_writes_nothing(client, user_id):
+    big = {"blob": "x" * (64 * 1024)}
+    status, body = await call(
+        client, "/new", "POST", params={"user_id": str(user_id), "ip": "192.0.2.1"}, json=big
+    )
+    assert (status, body["code"]) == (413, "payload_too_large")
+    assert (await call(client, "/user", params={"id": str(user_id)}))[1]["data"] == []
+
+
+async def test_body_just_under_the_limit_is_accepted(client, user_id):
+    payload = {"blob": "x" * (60 * 1024)}
+    session = await new_session(client, user_id, json=payload)
+    assert session["extra"] == payload
+
+
+async def test_merged_extra_over_the_limit_is_413_and_keeps_the_old_extra(aiohttp_client, tarantool, user_id):
+    client = await aiohttp_client(create_app(settings_for(tarantool, extra_max_bytes=300)))
+    session = await new_session(client, user_id, json={"a": "x" * 200})
+    status, body = await call(
+        client, "/get", "POST", params={"token": session["token"]}, json={"b": "y" * 200}
+    )
+    assert (status, body["code"]) == (413, "payload_too_large")
+    listed = (await call(client, "/user", params={"id": str(user_id)}))[1]["data"]
+    assert listed[0]["extra"] == {"a": "x" * 200}
+
+
+async def test_extra_round_trips_unicode_and_control_characters(client, user_id):
+    extra = {"emoji": "🙂", "nul": "a\x00b", "ctl": "\x01\x1f", "ключ": "значение"}
+    session = await new_session(
+        client, user_id, data=orjson.dumps(extra), headers={"Content-Type": "application/json"}
+    )
+    assert session["extra"] == extra

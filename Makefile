@@ -15,8 +15,8 @@ test: $(STAMP) tarantool lint
 	$(BIN)/pytest
 
 lint: $(STAMP)
-	$(BIN)/ruff check sessions tests bench
-	$(BIN)/ruff format --check -q sessions tests bench
+	$(BIN)/ruff check sessions tests $(wildcard bench)
+	$(BIN)/ruff format --check -q sessions tests $(wildcard bench)
 
 tarantool:
 	@command -v tarantool >/dev/null || { $(APT) update -q && $(APT) install -y -q tarantool; }

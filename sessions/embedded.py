@@ -107,7 +107,8 @@ class EmbeddedTarantool:
         env = {**os.environ, **self._env}
         # A plain Popen: it returns as soon as the child is forked, and unlike the
         # asyncio variants it takes preexec_fn on every event loop.
-        with open(self.log_path, "ab") as log_file:  # noqa: ASYNC230
+        log_fd = os.open(self.log_path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
+        with os.fdopen(log_fd, "ab") as log_file:
             self._process = subprocess.Popen(  # noqa: ASYNC220
                 [binary, str(self._init_script)],
                 cwd=self.data_dir,

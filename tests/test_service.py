@@ -29,6 +29,9 @@ async def test_data_survives_a_restart_with_the_same_data_dir(tmp_path, user_id)
         session = await new_session(client, user_id, json={"device": "Nexus 5"}, method="POST")
         pid = int((tmp_path / "data" / "tarantool.pid").read_text())
     assert not _alive(pid)
+    # Snapshots, WAL, log and sockets hold sessions and credentials: owner only.
+    for path in [tmp_path / "data", *(tmp_path / "data").iterdir()]:
+        assert path.stat().st_mode & 0o077 == 0, path
 
     async with TestClient(TestServer(create_app(settings))) as client:
         status, body = await call(client, "/user", params={"id": str(user_id)})

@@ -1,4 +1,8 @@
-"""HTTP handlers of the five methods: validate the query, read extra data, call storage."""
+"""HTTP handlers of the five methods: read the query, read extra data, call storage.
+
+Every handler is wrapped by `envelope.rendered`, the one place errors become responses; the
+app has no middleware, which would cost more per request than the handlers themselves.
+"""
 
 from __future__ import annotations
 
@@ -6,11 +10,11 @@ from typing import Any
 
 from aiohttp import web
 
-from .envelope import success
-from .errors import TokenNotFound
+from .envelope import rendered, success
+from .errors import MethodNotAllowed, NotFound, TokenNotFound
 from .extra import decode_extra
 from .keys import STORAGE
-from .models import DelParams, GetParams, IpParams, NewParams, UserParams, parse_params
+from .models import ID, IP, OPTIONAL_IP, TOKEN, USER_ID
 
 __all__ = ["setup_routes"]
 
@@ -24,40 +28,53 @@ async def _read_extra(request: web.Request) -> dict[str, Any] | None:
 
 
 async def new(request: web.Request) -> web.Response:
-    params = parse_params(NewParams, request.query)
+    user_id = USER_ID.read(request.query)
+    ip = IP.read(request.query)
     patch = await _read_extra(request)
-    return success(await request.app[STORAGE].new(params.user_id, params.ip, patch))
+    return success(await request.app[STORAGE].new(user_id, ip, patch))
 
 
 async def get(request: web.Request) -> web.Response:
-    params = parse_params(GetParams, request.query)
+    token = TOKEN.read(request.query)
+    ip = OPTIONAL_IP.read(request.query)
     patch = await _read_extra(request)
-    session = await request.app[STORAGE].get(params.token, params.ip, patch)
+    session = await request.app[STORAGE].get(token, ip, patch)
     if session is None:
         raise TokenNotFound()
     return success(session)
 
 
 async def delete(request: web.Request) -> web.Response:
-    params = parse_params(DelParams, request.query)
-    session = await request.app[STORAGE].delete(params.token)
+    session = await request.app[STORAGE].delete(TOKEN.read(request.query))
     if session is None:
         raise TokenNotFound()
     return success(session)
 
 
 async def by_user(request: web.Request) -> web.Response:
-    params = parse_params(UserParams, request.query)
-    return success(await request.app[STORAGE].by_user(params.id))
+    return success(await request.app[STORAGE].by_user(ID.read(request.query)))
 
 
 async def by_ip(request: web.Request) -> web.Response:
-    params = parse_params(IpParams, request.query)
-    return success(await request.app[STORAGE].by_ip(params.ip))
+    return success(await request.app[STORAGE].by_ip(IP.read(request.query)))
+
+
+async def method_not_allowed(request: web.Request) -> web.Response:
+    raise MethodNotAllowed()
+
+
+async def not_found(request: web.Request) -> web.Response:
+    raise NotFound()
+
+
+METHODS = {"/new": new, "/get": get, "/del": delete, "/user": by_user, "/ip": by_ip}
 
 
 def setup_routes(app: web.Application) -> None:
-    for path, handler in (("/new", new), ("/get", get), ("/del", delete), ("/user", by_user), ("/ip", by_ip)):
-        # add_route rather than add_get: a HEAD must not open or touch a session.
-        app.router.add_route("GET", path, handler)
-        app.router.add_route("POST", path, handler)
+    for path, handler in METHODS.items():
+        resource = app.router.add_resource(path)
+        # Not add_get: its implicit HEAD route must not open or touch a session.
+        resource.add_route("GET", rendered(handler))
+        resource.add_route("POST", rendered(handler))
+        resource.add_route("*", rendered(method_not_allowed))
+    app.router.add_route("*", "/{path:.*}", rendered(not_found))

@@ -1,60 +1,23 @@
-"""Application factory: routes, the error middleware and the storage lifetime."""
+"""Application factory: routes and the lifetime of the storage (and embedded Tarantool)."""
 
 from __future__ import annotations
 
 import asyncio
 import logging
 import secrets
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator
 
 from aiohttp import web
 
 from . import api
 from .config import Settings
 from .embedded import EmbeddedTarantool
-from .envelope import failure
-from .errors import InternalError, MethodNotAllowed, NotFound, PayloadTooLarge, SessionsError
 from .keys import SETTINGS, STORAGE
 from .storage import Storage
 
 __all__ = ["create_app"]
 
 log = logging.getLogger(__name__)
-
-Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
-
-
-class _BadRequest(SessionsError):
-    status = 400
-    code = "bad_request"
-    default_message = "The request could not be read."
-
-
-def _from_http(error: web.HTTPException, settings: Settings) -> SessionsError:
-    if error.status == 404:
-        return NotFound()
-    if error.status == 405:
-        return MethodNotAllowed()
-    if error.status == 413:
-        return PayloadTooLarge(f"Extra data may be at most {settings.extra_max_bytes} bytes.")
-    if 400 <= error.status < 500:
-        return _BadRequest()
-    return InternalError()
-
-
-@web.middleware
-async def _errors(request: web.Request, handler: Handler) -> web.StreamResponse:
-    """Every failure leaves as the error envelope; only unexpected ones are logged."""
-    try:
-        return await handler(request)
-    except SessionsError as error:
-        return failure(error)
-    except web.HTTPException as error:
-        return failure(_from_http(error, request.app[SETTINGS]))
-    except Exception:
-        # The path only: the query may hold a token.
-        log.exception("unexpected error in %s %s", request.method, request.path)
-        return failure(InternalError())
 
 
 async def _storage(app: web.Application) -> AsyncIterator[None]:
@@ -106,7 +69,7 @@ async def _storage(app: web.Application) -> AsyncIterator[None]:
 
 
 def create_app(settings: Settings) -> web.Application:
-    app = web.Application(middlewares=[_errors], client_max_size=settings.extra_max_bytes)
+    app = web.Application(client_max_size=settings.extra_max_bytes)
     app[SETTINGS] = settings
     app.cleanup_ctx.append(_storage)
     api.setup_routes(app)

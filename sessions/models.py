@@ -1,30 +1,36 @@
-"""Request parameters and the session object, with the validation rules of the API."""
+"""The session object and the rules for the API's query parameters.
+
+Parameters are checked by plain functions rather than a pydantic model per request: on the
+`get` hot path a model costs more than the whole check (see bench/README.md).
+"""
 
 from __future__ import annotations
 
 import ipaddress
 import re
 import uuid
-from collections.abc import Mapping
+from collections.abc import Callable
+from dataclasses import dataclass
 from functools import lru_cache
-from typing import Annotated, Any, ClassVar, TypedDict, TypeVar
+from typing import Any, TypedDict
 
 from multidict import MultiMapping
-from pydantic import BaseModel, ConfigDict, PlainValidator, ValidationError
-from pydantic_core import PydanticCustomError
+from pydantic import BaseModel, ConfigDict
 
 from .errors import InvalidIp, InvalidUserId, SessionsError, TokenNotFound
 
 __all__ = [
-    "DelParams",
-    "GetParams",
-    "IpParams",
-    "NewParams",
-    "Params",
+    "ID",
+    "IP",
+    "OPTIONAL_IP",
+    "TOKEN",
+    "USER_ID",
+    "Param",
     "Session",
-    "UserParams",
+    "SessionObject",
     "canonical_ip",
-    "parse_params",
+    "parse_token",
+    "parse_user_id",
 ]
 
 MAX_USER_ID = 2**63 - 1
@@ -32,7 +38,7 @@ _TOKEN = re.compile(r"[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4
 
 
 class Session(TypedDict):
-    """SessionObject as the API returns it."""
+    """SessionObject as the service builds it on the hot path."""
 
     ip: str
     extra: dict[str, Any] | None
@@ -42,13 +48,27 @@ class Session(TypedDict):
     token: str
 
 
-def _user_id(value: object) -> int:
-    # str.isdigit alone would let through other scripts' digits and int() underscores.
-    if isinstance(value, str) and value.isascii() and value.isdigit():
+class SessionObject(BaseModel):
+    """SessionObject as a model, for clients and the API description."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    ip: str
+    extra: dict[str, Any] | None
+    user_id: int
+    create: int
+    activity: int
+    token: str
+
+
+def parse_user_id(value: str) -> int | None:
+    """A positive 63-bit integer in plain decimal digits, or None."""
+    # str.isdigit alone would let through other scripts' digits, and int() underscores.
+    if value.isascii() and value.isdigit():
         number = int(value)
         if 0 < number <= MAX_USER_ID:
             return number
-    raise PydanticCustomError("invalid", "not a positive 63-bit integer")
+    return None
 
 
 @lru_cache(maxsize=4096)
@@ -69,77 +89,40 @@ def canonical_ip(value: str) -> str | None:
     return str(address)
 
 
-def _ip(value: object) -> str:
-    if isinstance(value, str):
-        canonical = canonical_ip(value)
-        if canonical is not None:
-            return canonical
-    raise PydanticCustomError("invalid", "not an IP address")
-
-
-def _token(value: object) -> uuid.UUID:
-    if isinstance(value, str) and len(value) == 36 and _TOKEN.fullmatch(value):
+def parse_token(value: str) -> uuid.UUID | None:
+    """A token in the 8-4-4-4-12 hex form (any case), or None."""
+    if len(value) == 36 and _TOKEN.fullmatch(value):
         return uuid.UUID(value)
-    raise PydanticCustomError("invalid", "not a token")
+    return None
 
 
-UserId = Annotated[int, PlainValidator(_user_id, json_schema_input_type=str)]
-IpAddress = Annotated[str, PlainValidator(_ip, json_schema_input_type=str)]
-Token = Annotated[uuid.UUID, PlainValidator(_token, json_schema_input_type=str)]
+@dataclass(frozen=True, slots=True)
+class Param:
+    """One query parameter: how to read it and which error a bad value raises."""
 
+    name: str
+    parse: Callable[[str], Any]
+    error: type[SessionsError]
+    required: bool = True
 
-class Params(BaseModel):
-    """Query parameters of one method; `errors` says which error each field raises."""
-
-    model_config = ConfigDict(frozen=True, extra="ignore")
-    errors: ClassVar[Mapping[str, type[SessionsError]]]
-
-
-class NewParams(Params):
-    errors = {"user_id": InvalidUserId, "ip": InvalidIp}
-    user_id: UserId
-    ip: IpAddress
-
-
-class GetParams(Params):
-    errors = {"token": TokenNotFound, "ip": InvalidIp}
-    token: Token
-    ip: IpAddress | None = None
-
-
-class DelParams(Params):
-    errors = {"token": TokenNotFound}
-    token: Token
-
-
-class UserParams(Params):
-    errors = {"id": InvalidUserId}
-    id: UserId
-
-
-class IpParams(Params):
-    errors = {"ip": InvalidIp}
-    ip: IpAddress
-
-
-P = TypeVar("P", bound=Params)
-
-
-def parse_params(model: type[P], query: MultiMapping[str]) -> P:
-    """Validate a query string against `model`, raising the API error of the first bad field."""
-    data: dict[str, object] = {}
-    for name in model.model_fields:
-        values = query.getall(name, ())
+    def read(self, query: MultiMapping[str]) -> Any:
+        values = query.getall(self.name, ())
         if len(values) == 1:
-            data[name] = values[0]
-        elif values:
-            data[name] = values  # a repeated parameter is ambiguous: the validator refuses it
-    try:
-        return model.model_validate(data)
-    except ValidationError as error:
-        first = error.errors()[0]
-        field = str(first["loc"][0])
-        error_type = model.errors[field]
-        if first["type"] == "missing" and error_type is not TokenNotFound:
-            raise error_type(f"Parameter {field} is required.") from None
-        raise error_type() from None
+            value = self.parse(values[0])
+            if value is not None:
+                return value
+        elif not values:
+            if not self.required:
+                return None
+            # A missing token is just another unknown token: no hint.
+            if self.error is not TokenNotFound:
+                raise self.error(f"Parameter {self.name} is required.")
+        # A repeated parameter is ambiguous, so it is refused like a bad one.
+        raise self.error()
+
+
+USER_ID = Param("user_id", parse_user_id, InvalidUserId)
+ID = Param("id", parse_user_id, InvalidUserId)
+IP = Param("ip", canonical_ip, InvalidIp)
+OPTIONAL_IP = Param("ip", canonical_ip, InvalidIp, required=False)
+TOKEN = Param("token", parse_token, TokenNotFound)

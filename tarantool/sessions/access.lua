@@ -1,6 +1,6 @@
 -- The service's own Tarantool user: it may only execute the procedures, which run with
 -- their owner's rights (setuid), so it never needs rights on spaces or the universe.
-local PROCEDURES = {'new', 'get', 'delete', 'by_user', 'by_ip', 'info'}
+local PROCEDURES = {'new', 'get', 'delete', 'batch', 'by_user', 'by_ip', 'info'}
 
 local function function_names()
     local names = {}

@@ -143,6 +143,40 @@ local function by_ip(ip, ttl)
     return live_by('ip', ip, ttl)
 end
 
+-- Several single-session operations in one call and one transaction: the service
+-- coalesces concurrent requests so that one round trip and one WAL write serve them all.
+-- Each item answers on its own: {tuple}, {} for nothing, or {nil, type, code, message}
+-- for an error, which undoes only that item's statement.
+local batchable = {new = new, get = get, delete = delete}
+
+local function error_item(err)
+    if type(err) == 'cdata' then
+        return {box.NULL, err.type, err.code, err.message}
+    end
+    return {box.NULL, 'LuaError', 0, tostring(err)}
+end
+
+local function batch(operation, calls)
+    local operation_fn = batchable[operation]
+    check(operation_fn ~= nil, 'unknown batch operation')
+    check(type(calls) == 'table', 'calls must be an array')
+    local results = {}
+    -- Nothing here yields before commit, so the batch is atomic and isolated.
+    box.begin()
+    for i, args in ipairs(calls) do
+        local ok, result = pcall(operation_fn, unpack(args, 1, 5))
+        if not ok then
+            results[i] = error_item(result)
+        elseif result == nil then
+            results[i] = {}
+        else
+            results[i] = {result}
+        end
+    end
+    box.commit()
+    return results
+end
+
 -- What a readiness probe and `sessions stats` need, without a full scan.
 local function info()
     local space = box.space.sessions
@@ -165,5 +199,6 @@ return {
     delete = delete,
     by_user = by_user,
     by_ip = by_ip,
+    batch = batch,
     info = info,
 }

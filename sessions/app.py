@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import secrets
 from collections.abc import AsyncIterator
 
 from aiohttp import web
@@ -23,24 +22,9 @@ log = logging.getLogger(__name__)
 async def _storage(app: web.Application) -> AsyncIterator[None]:
     settings = app[SETTINGS]
     embedded = None
-    if settings.tarantool_password is not None:
-        password = settings.tarantool_password.get_secret_value()
-    else:
-        # Only this process and its child ever need it, so a fresh one each start.
-        password = secrets.token_urlsafe(32)
+    password = settings.service_password()
     if settings.embedded:
-        embedded = EmbeddedTarantool(
-            data_dir=settings.data_dir,
-            scripts_dir=settings.tarantool_scripts,
-            binary=settings.tarantool_bin,
-            user=settings.tarantool_user,
-            password=password,
-            memory=settings.tarantool_memory,
-            wal_mode=settings.wal_mode,
-            idle_ttl=settings.idle_ttl,
-            startup_timeout=settings.startup_timeout,
-            shutdown_timeout=settings.shutdown_timeout,
-        )
+        embedded = EmbeddedTarantool.from_settings(settings, password=password)
         await embedded.start()
         address = embedded.address
     else:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import gc
 import logging
+import os
 import sys
 
 import uvloop
@@ -15,6 +16,7 @@ from .app import create_app
 from .config import Settings, describe_error
 from .embedded import EmbeddedError
 from .logs import AccessLogger, setup_logging
+from .supervisor import supervise
 
 __all__ = ["main"]
 
@@ -37,7 +39,8 @@ async def _freeze_gc(app: web.Application) -> None:
     gc.freeze()
 
 
-def serve(settings: Settings) -> int:
+def serve(settings: Settings, *, reuse_port: bool = False) -> int:
+    """Serve the API from this process."""
     setup_logging(settings.log_level)
     where = f"http://{settings.host}:{settings.port}"
     app = create_app(settings)
@@ -51,12 +54,23 @@ def serve(settings: Settings) -> int:
             access_log_class=AccessLogger,
             access_log=logging.getLogger("sessions.access") if settings.access_log else None,
             shutdown_timeout=settings.shutdown_timeout,
-            print=lambda _: log.info("serving on %s", where),
+            reuse_port=reuse_port,
+            print=lambda _: log.info("serving on %s (pid %d)", where, os.getpid()),
         )
     except (EmbeddedError, RuntimeError, OSError) as error:
         print(f"sessions: cannot serve on {where}: {error}", file=sys.stderr)
         return 1
     return 0
+
+
+def serve_workers(settings: Settings) -> int:
+    """Serve the API from `settings.workers` processes under a supervisor."""
+    setup_logging(settings.log_level)
+    try:
+        return uvloop.run(supervise(settings))
+    except (EmbeddedError, OSError) as error:
+        print(f"sessions: cannot start: {error}", file=sys.stderr)
+        return 1
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -65,12 +79,16 @@ def main(argv: list[str] | None = None) -> int:
     )
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     commands.add_parser("serve", help="serve the HTTP API (settings from SESSIONS_* variables)")
+    # One of the processes `serve` starts when SESSIONS_WORKERS > 1.
+    commands.add_parser("worker")
     args = parser.parse_args(argv)
 
     settings = _settings()
     if settings is None:
         return 2
     if args.command == "serve":
-        return serve(settings)
+        return serve(settings) if settings.workers == 1 else serve_workers(settings)
+    if args.command == "worker":
+        return serve(settings, reuse_port=True)
     parser.error(f"unknown command {args.command}")
     return 2

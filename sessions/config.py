@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import secrets
 from pathlib import Path
 from typing import Annotated, Literal
 
@@ -25,6 +26,8 @@ class Settings(BaseSettings):
 
     host: str = "127.0.0.1"
     port: Annotated[int, Field(ge=1, le=65535)] = 8080
+    # Processes serving the port together (SO_REUSEPORT); they share one Tarantool.
+    workers: Annotated[int, Field(ge=1, le=64)] = 1
 
     # Remote Tarantool as host:port, [ipv6]:port or unix/:/path; unset means embedded.
     tarantool: str | None = None
@@ -69,6 +72,13 @@ class Settings(BaseSettings):
     @property
     def embedded(self) -> bool:
         return self.tarantool is None
+
+    def service_password(self) -> str:
+        """The Tarantool password: the configured one, else a fresh one for an embedded
+        instance, which only this service and its own processes ever need."""
+        if self.tarantool_password is not None:
+            return self.tarantool_password.get_secret_value()
+        return secrets.token_urlsafe(32)
 
     @property
     def tarantool_address(self) -> TarantoolAddress:

@@ -15,7 +15,7 @@ import sys
 import time
 from pathlib import Path
 
-from .config import TarantoolAddress
+from .config import Settings, TarantoolAddress
 
 __all__ = ["EmbeddedError", "EmbeddedTarantool"]
 
@@ -82,6 +82,21 @@ class EmbeddedTarantool:
         self._startup_timeout = startup_timeout
         self._shutdown_timeout = shutdown_timeout
         self._process: subprocess.Popen[bytes] | None = None
+
+    @classmethod
+    def from_settings(cls, settings: Settings, *, password: str) -> EmbeddedTarantool:
+        return cls(
+            data_dir=settings.data_dir,
+            scripts_dir=settings.tarantool_scripts,
+            binary=settings.tarantool_bin,
+            user=settings.tarantool_user,
+            password=password,
+            memory=settings.tarantool_memory,
+            wal_mode=settings.wal_mode,
+            idle_ttl=settings.idle_ttl,
+            startup_timeout=settings.startup_timeout,
+            shutdown_timeout=settings.shutdown_timeout,
+        )
 
     @property
     def address(self) -> TarantoolAddress:

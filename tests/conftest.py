@@ -16,9 +16,8 @@ from aiohttp.test_utils import TestClient
 
 from sessions.app import create_app
 from sessions.config import Settings
+from sessions.console import Console
 from sessions.embedded import EmbeddedTarantool
-
-from .console import Console
 
 PASSWORD = "test-password"
 

@@ -6,9 +6,9 @@ import asyncio
 import time
 
 from sessions.app import create_app
+from sessions.console import Console
 
 from .conftest import call, days_ago, new_session, set_activity, settings_for
-from .console import Console
 
 DAY = 86400
 

@@ -6,15 +6,14 @@ local log = require('log')
 local F = require('sessions.fields')
 
 local BATCH = 1000      -- tuples deleted in one transaction (one WAL write)
-local MAX_SLEEP = 60    -- seconds between checks when nothing is due
+-- Seconds between looks at the oldest session when nothing is due yet: one index lookup,
+-- so cheap enough that a changed TTL or restored old data never waits long.
+local MAX_SLEEP = 1
 
 local state = {
     ttl = nil,          -- seconds; nil until the service or the environment says
     purged = 0,         -- sessions deleted since start, for stats
     worker = nil,
-    -- Signalled when the TTL changes; waiting on it rather than waking the fiber
-    -- directly never interrupts a WAL write in progress.
-    changed = fiber.cond(),
 }
 
 -- Expired tuples are those with activity < cutoff (see procedures.lua: a session lives
@@ -79,7 +78,7 @@ local function loop()
             end
         end
         if pause > 0 then
-            state.changed:wait(pause)
+            fiber.sleep(pause)
         else
             fiber.yield()
         end
@@ -92,12 +91,9 @@ local function start()
     end
 end
 
--- Called with the TTL of every request, so it must stay cheap when nothing changes.
+-- Called with the TTL of every request, so it must stay cheap.
 local function set_ttl(ttl)
-    if state.ttl ~= ttl then
-        state.ttl = ttl
-        state.changed:signal()
-    end
+    state.ttl = ttl
 end
 
 local function stats()

@@ -1,5 +1,5 @@
-"""A minimal client for a Tarantool admin console socket, so tests can inspect and
-rewind stored data (e.g. make a session look idle for 200 days) without sleeping."""
+"""A client for the admin console socket of a local Tarantool (`tarantool.control` in the
+embedded data dir): for operator commands, the benchmark and tests, never the API path."""
 
 from __future__ import annotations
 
@@ -12,11 +12,24 @@ import yaml
 _END = b"\n...\n"
 
 
+__all__ = ["Console", "ConsoleError"]
+
+
+class ConsoleError(RuntimeError):
+    """The Lua sent to the console raised an error."""
+
+
 class Console:
-    def __init__(self, path: Path) -> None:
+    def __init__(self, path: Path, *, timeout: float = 10.0) -> None:
         self._sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-        self._sock.settimeout(10)
+        self._sock.settimeout(timeout)
         self._sock.connect(str(path))
+
+    def __enter__(self) -> Console:
+        return self
+
+    def __exit__(self, *_: object) -> None:
+        self.close()
 
     def eval(self, code: str) -> Any:
         """Run Lua on one line and return its first result."""
@@ -31,7 +44,7 @@ class Console:
         document = data[data.rindex(b"---\n") :]
         values = yaml.safe_load(document)
         if isinstance(values, list) and values and isinstance(values[0], dict) and "error" in values[0]:
-            raise RuntimeError(values[0]["error"])
+            raise ConsoleError(values[0]["error"])
         return values[0] if values else None
 
     def close(self) -> None:

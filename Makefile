@@ -6,7 +6,7 @@ STAMP := $(VENV)/.installed-$(shell cksum < pyproject.toml | cut -d' ' -f1)
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 APT := $(SUDO) env DEBIAN_FRONTEND=noninteractive apt-get
 
-.PHONY: run test lint tarantool clean
+.PHONY: run test lint bench tarantool wrk clean
 
 run: $(STAMP) tarantool
 	$(BIN)/sessions serve
@@ -17,6 +17,16 @@ test: $(STAMP) tarantool lint
 lint: $(STAMP)
 	$(BIN)/ruff check sessions tests $(wildcard bench)
 	$(BIN)/ruff format --check -q sessions tests $(wildcard bench)
+
+bench: $(STAMP) tarantool wrk $(VENV)/.installed-bench
+	$(BIN)/python bench/run.py
+
+$(VENV)/.installed-bench: $(STAMP)
+	$(BIN)/pip install -q -e '.[dev,bench]'
+	touch $@
+
+wrk:
+	@command -v wrk >/dev/null || { $(APT) update -q && $(APT) install -y -q wrk; }
 
 tarantool:
 	@command -v tarantool >/dev/null || { $(APT) update -q && $(APT) install -y -q tarantool; }

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import ipaddress
 import re
-import uuid
 from collections.abc import Callable
 from dataclasses import dataclass
 from functools import lru_cache
@@ -89,10 +88,10 @@ def canonical_ip(value: str) -> str | None:
     return str(address)
 
 
-def parse_token(value: str) -> uuid.UUID | None:
+def parse_token(value: str) -> str | None:
     """A token in the 8-4-4-4-12 hex form (any case), or None."""
     if len(value) == 36 and _TOKEN.fullmatch(value):
-        return uuid.UUID(value)
+        return value
     return None
 
 

@@ -29,6 +29,7 @@ async def test_new_returns_the_session(client, user_id, method):
     token = uuid.UUID(session["token"])
     assert session["token"] == str(token)  # lowercase, hyphenated
     assert token.version == 4
+    assert token.variant == uuid.RFC_4122
 
 
 async def test_new_tokens_differ(client, user_id):

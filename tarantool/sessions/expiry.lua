@@ -5,7 +5,7 @@ local log = require('log')
 
 local F = require('sessions.fields')
 
-local BATCH = 1000      -- tuples deleted in one transaction (one WAL write)
+local BATCH = 100       -- tuples deleted in one transaction (one WAL write); see bench/README.md
 -- Seconds between looks at the oldest session when nothing is due yet: one index lookup,
 -- so cheap enough that a changed TTL or restored old data never waits long.
 local MAX_SLEEP = 1

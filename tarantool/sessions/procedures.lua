@@ -2,6 +2,7 @@
 -- between its read and its write, so it is atomic inside the instance.
 local fiber = require('fiber')
 local msgpack = require('msgpack')
+local uuid = require('uuid')
 
 local F = require('sessions.fields')
 local expiry = require('sessions.expiry')
@@ -34,6 +35,12 @@ local function check_ttl(ttl)
     expiry.set_ttl(ttl)
 end
 
+-- Results carry the token as text: Tarantool formats it in C for free, where the
+-- service would pay for decoding and formatting a UUID object per session.
+local function with_text_token(tuple)
+    return tuple:transform(F.TOKEN, 1, tuple[F.TOKEN]:str())
+end
+
 -- A session is live while now - activity <= ttl: with whole seconds on both sides this
 -- never ends a session before ttl real seconds have passed since its last activity.
 local function is_live(tuple, ttl)
@@ -64,8 +71,9 @@ local function merge_extra(current, patch, extra_max)
     return merged
 end
 
+-- `token` is 16 random bytes from the service with the UUID version 4 bits set.
 local function new(token, user_id, ip, patch, extra_max)
-    check(token ~= nil, 'token is required')
+    check(type(token) == 'string' and #token == 16, 'token must be 16 bytes')
     check(is_integer(user_id), 'user_id must be an integer')
     check(type(ip) == 'string', 'ip must be a string')
     local extra = box.NULL
@@ -73,15 +81,21 @@ local function new(token, user_id, ip, patch, extra_max)
         extra = merge_extra(nil, patch, extra_max)
     end
     local ts = now()
-    return box.space.sessions:insert{token, user_id, ip, ts, ts, extra}
+    return with_text_token(box.space.sessions:insert{uuid.frombin(token, 'b'), user_id, ip, ts, ts, extra})
 end
 
+-- Tokens arrive as text the service has checked for the 8-4-4-4-12 form, since
+-- uuid.fromstr on its own lets some malformed strings through.
 local function get(token, ip, patch, ttl, extra_max)
-    check(token ~= nil, 'token is required')
+    check(type(token) == 'string', 'token must be a string')
     check(ip == nil or type(ip) == 'string', 'ip must be a string')
     check_ttl(ttl)
+    local key = uuid.fromstr(token)
+    if key == nil then
+        return nil
+    end
     local space = box.space.sessions
-    local tuple = space:get(token)
+    local tuple = space:get(key)
     if tuple == nil or not is_live(tuple, ttl) then
         return nil
     end
@@ -98,19 +112,23 @@ local function get(token, ip, patch, ttl, extra_max)
         ops[#ops + 1] = {'=', F.EXTRA, merge_extra(tuple[F.EXTRA], patch, extra_max)}
     end
     if #ops == 0 then
-        return tuple
+        return with_text_token(tuple)
     end
-    return space:update(token, ops)
+    return with_text_token(space:update(key, ops))
 end
 
 local function delete(token, ttl)
-    check(token ~= nil, 'token is required')
+    check(type(token) == 'string', 'token must be a string')
     check_ttl(ttl)
-    local tuple = box.space.sessions:delete(token)
+    local key = uuid.fromstr(token)
+    if key == nil then
+        return nil
+    end
+    local tuple = box.space.sessions:delete(key)
     if tuple == nil or not is_live(tuple, ttl) then
         return nil
     end
-    return tuple
+    return with_text_token(tuple)
 end
 
 -- Live sessions under one key of a (key, activity) index, newest activity first; the
@@ -125,7 +143,7 @@ local function live_by(index_name, key, ttl)
             break
         end
         count = count + 1
-        result[count] = tuple
+        result[count] = with_text_token(tuple)
         if count % LIST_YIELD_EVERY == 0 then
             fiber.yield()
         end
@@ -143,11 +161,18 @@ local function by_ip(ip, ttl)
     return live_by('ip', ip, ttl)
 end
 
--- Several single-session operations in one call and one transaction: the service
--- coalesces concurrent requests so that one round trip and one WAL write serve them all.
--- Each item answers on its own: {tuple}, {} for nothing, or {nil, type, code, message}
--- for an error, which undoes only that item's statement.
-local batchable = {new = new, get = get, delete = delete}
+-- Several operations of one kind in one call: the service coalesces concurrent requests
+-- so that one round trip serves them all. Writes run in one transaction (one WAL write);
+-- listings run outside one, since a long listing yields. Each item answers on its own:
+-- {result}, {} for nothing, or {nil, type, code, message} for an error, which undoes
+-- only that item's statement.
+local batchable = {
+    new = {fn = new, transaction = true},
+    get = {fn = get, transaction = true},
+    delete = {fn = delete, transaction = true},
+    by_user = {fn = by_user, transaction = false},
+    by_ip = {fn = by_ip, transaction = false},
+}
 
 local function error_item(err)
     if type(err) == 'cdata' then
@@ -157,14 +182,16 @@ local function error_item(err)
 end
 
 local function batch(operation, calls)
-    local operation_fn = batchable[operation]
-    check(operation_fn ~= nil, 'unknown batch operation')
+    local spec = batchable[operation]
+    check(spec ~= nil, 'unknown batch operation')
     check(type(calls) == 'table', 'calls must be an array')
     local results = {}
-    -- Nothing here yields before commit, so the batch is atomic and isolated.
-    box.begin()
+    -- Nothing in a write yields before commit, so the batch is atomic and isolated.
+    if spec.transaction then
+        box.begin()
+    end
     for i, args in ipairs(calls) do
-        local ok, result = pcall(operation_fn, unpack(args, 1, 5))
+        local ok, result = pcall(spec.fn, unpack(args, 1, 5))
         if not ok then
             results[i] = error_item(result)
         elseif result == nil then
@@ -173,7 +200,9 @@ local function batch(operation, calls)
             results[i] = {result}
         end
     end
-    box.commit()
+    if spec.transaction then
+        box.commit()
+    end
     return results
 end
 

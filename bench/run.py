@@ -1,0 +1,407 @@
+"""`make bench`: the service measured side by side with a bare aiohttp baseline, in one run.
+
+Loopback only and bounded in time (about three minutes on 2 cores). Prints one table and
+writes it as JSON and as a PNG chart of the ratios under bench/results/. Nothing here is
+asserted: the figures are for reading and for comparing commits.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import platform
+import random
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+from sessions.console import Console
+from sessions.embedded import EmbeddedTarantool
+from sessions.storage import Storage
+
+ROOT = Path(__file__).resolve().parent.parent
+WRK_SCRIPT = ROOT / "bench" / "wrk" / "sessions.lua"
+RESULTS = ROOT / "bench" / "results"
+PASSWORD = "bench-password"
+BENCH_USER = 4242424242
+BENCH_IP = "198.51.100.10"
+DAY = 86400
+
+# Lua for the admin console: `n` sessions with random users and IPv4 addresses, all last
+# active at `ts`, inserted 1000 to a transaction. No line comments: the console gets one line.
+INSERT_LUA = """
+local uuid = require('uuid') local s = box.space.sessions local ts = {ts} local extra = {extra}
+for i = 1, {n}, 1000 do
+    box.begin()
+    for j = i, math.min(i + 999, {n}) do
+        s:insert{{uuid.new(), math.random(1, 5000000),
+            ('%d.%d.%d.%d'):format(math.random(1, 223), math.random(0, 255),
+                math.random(0, 255), math.random(1, 254)),
+            ts, ts, extra}}
+    end
+    box.commit()
+end
+return s:len()
+"""
+NO_EXTRA = "box.NULL"
+EXTRA_200 = "setmetatable({device = string.rep('x', 190)}, {__serialize = 'map'})"
+MEMORY_LUA = """
+local si = box.slab.info() local s = box.space.sessions local index = 0
+for _, name in ipairs({'token', 'user', 'ip', 'activity'}) do index = index + s.index[name]:bsize() end
+return {arena = si.arena_used, items = si.items_used, index = index}
+"""
+
+
+@dataclass
+class Load:
+    name: str
+    rps: float
+    p50_ms: float
+    p99_ms: float
+    errors: int
+    ratio: float | None = None
+    p99_ratio: float | None = None
+
+
+def free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return int(probe.getsockname()[1])
+
+
+def wait_port(port: int, process: subprocess.Popen[bytes], within: float = 60) -> None:
+    deadline = time.monotonic() + within
+    while True:
+        if process.poll() is not None:
+            raise RuntimeError(f"server exited with code {process.returncode}")
+        try:
+            socket.create_connection(("127.0.0.1", port), timeout=1).close()
+            return
+        except OSError:
+            if time.monotonic() > deadline:
+                raise RuntimeError(f"nothing listens on port {port}") from None
+            time.sleep(0.1)
+
+
+class Server:
+    """A server process on a free port, stopped with SIGTERM."""
+
+    def __init__(self, args: list[str], env: dict[str, str], log: Path) -> None:
+        self.port = free_port()
+        with open(log, "ab") as out:
+            self.process = subprocess.Popen(
+                args, env={**os.environ, **env, "SESSIONS_PORT": str(self.port)}, stdout=out, stderr=out
+            )
+        wait_port(self.port, self.process)
+
+    def stop(self) -> None:
+        self.process.send_signal(signal.SIGTERM)
+        try:
+            self.process.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            self.process.kill()
+            self.process.wait()
+
+
+def wrk(port: int, mode: str, *, seconds: float, connections: int, files: dict[str, str]) -> Load:
+    env = {**os.environ, "BENCH_MODE": mode, "BENCH_USER": str(BENCH_USER), "BENCH_IP": BENCH_IP, **files}
+    command = ["wrk", "-t1", f"-c{connections}", f"-d{seconds}s", "--timeout", "5s", "-s", str(WRK_SCRIPT)]
+    result = subprocess.run(
+        [*command, f"http://127.0.0.1:{port}/"],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=seconds + 60,
+        check=True,
+    )
+    line = next(line for line in result.stdout.splitlines() if line.startswith("BENCH "))
+    data = json.loads(line.removeprefix("BENCH "))
+    return Load(
+        name=mode,
+        rps=data["requests"] / (data["duration_us"] / 1e6),
+        p50_ms=data["p50_us"] / 1000,
+        p99_ms=data["p99_us"] / 1000,
+        errors=data["errors"] + data["non_2xx"],
+    )
+
+
+async def seed(socket_path: Path, workdir: Path, *, get_tokens: int, del_tokens: int) -> dict[str, str]:
+    """Sessions for the loads, written straight through the storage adapter; token files."""
+    storage = Storage(
+        ("unix/", str(socket_path)),
+        user="sessions",
+        password=PASSWORD,
+        idle_ttl=180 * DAY,
+        extra_max_bytes=65536,
+        timeout=10,
+    )
+    await storage.connect()
+    try:
+
+        async def many(count: int, user_id: int | None = None, ip: str | None = None) -> list[str]:
+            tokens: list[str] = []
+            while len(tokens) < count:
+                batch = min(500, count - len(tokens))
+                made = await asyncio.gather(
+                    *(
+                        storage.new(user_id or random.randrange(1, 10**9), ip or "192.0.2.1", None)
+                        for _ in range(batch)
+                    )
+                )
+                tokens += [session["token"] for session in made]
+            return tokens
+
+        await many(10, user_id=BENCH_USER)
+        await many(10, ip=BENCH_IP)
+        files = {}
+        for name, count in (("BENCH_TOKENS", get_tokens), ("BENCH_DEL_TOKENS", del_tokens)):
+            path = workdir / f"{name.lower()}.txt"
+            path.write_text("\n".join(await many(count)) + "\n")
+            files[name] = str(path)
+        return files
+    finally:
+        await storage.close()
+
+
+def service(data_dir: Path, log: Path, **env: str) -> Server:
+    settings = {"SESSIONS_DATA_DIR": str(data_dir), "SESSIONS_TARANTOOL_PASSWORD": PASSWORD, **env}
+    return Server([sys.executable, "-m", "sessions", "serve"], settings, log)
+
+
+def instance(data_dir: Path) -> EmbeddedTarantool:
+    return EmbeddedTarantool(
+        data_dir=data_dir,
+        scripts_dir=ROOT / "tarantool",
+        binary="tarantool",
+        user="sessions",
+        password=PASSWORD,
+        memory=3 * 2**30,
+        wal_mode="write",
+        idle_ttl=180 * DAY,
+        startup_timeout=120,
+        shutdown_timeout=60,
+    )
+
+
+def insert(console: Console, count: int, *, ts: int, extra: str = NO_EXTRA) -> int:
+    return int(console.eval(INSERT_LUA.format(n=count, ts=ts, extra=extra)))
+
+
+def measure_loads(work: Path, args: argparse.Namespace) -> list[Load]:
+    seconds, connections = args.seconds, args.connections
+    baseline = Server([sys.executable, str(ROOT / "bench" / "baseline.py")], {}, work / "baseline.log")
+    try:
+        base = wrk(baseline.port, "get", seconds=seconds, connections=connections, files={})
+        base.name = "baseline"
+    finally:
+        baseline.stop()
+
+    server = service(work / "one", work / "service.log")
+    try:
+        files = asyncio.run(seed(work / "one" / "tarantool.sock", work, get_tokens=1000, del_tokens=40000))
+        loads = [base]
+        for mode in ("get", "new", "get_ip", "user", "ip", "mixed"):
+            loads.append(wrk(server.port, mode, seconds=seconds, connections=connections, files=files))
+    finally:
+        server.stop()
+
+    workers = service(work / "one", work / "workers.log", SESSIONS_WORKERS=str(args.workers))
+    try:
+        many = wrk(workers.port, "get", seconds=seconds, connections=connections, files=files)
+        many.name = f"get, {args.workers} workers"
+        loads.append(many)
+    finally:
+        workers.stop()
+
+    for load in loads:
+        load.ratio = load.rps / base.rps
+        load.p99_ratio = load.p99_ms / base.p99_ms
+    return loads
+
+
+def measure_memory_and_recovery(work: Path, count: int) -> dict[str, Any]:
+    result: dict[str, Any] = {}
+    tarantool = instance(work / "memory")
+    asyncio.run(tarantool.start())
+    try:
+        with Console(tarantool.console_path, timeout=600) as console:
+            for label, extra in (("no_extra", NO_EXTRA), ("extra_200", EXTRA_200)):
+                console.eval("box.space.sessions:truncate()")
+                before = console.eval(MEMORY_LUA)
+                insert(console, count, ts=int(time.time()), extra=extra)
+                after = console.eval(MEMORY_LUA)
+                result[f"bytes_per_session_{label}"] = (after["arena"] - before["arena"]) / count
+                result[f"tuple_bytes_{label}"] = (after["items"] - before["items"]) / count
+                result[f"index_bytes_{label}"] = (after["index"] - before["index"]) / count
+            console.eval("box.space.sessions:truncate()")
+            insert(console, count, ts=int(time.time()))
+            console.eval("box.snapshot()")
+    finally:
+        asyncio.run(tarantool.stop())
+
+    started = time.monotonic()
+    asyncio.run(tarantool.start())
+    result["recovery_s_from_snapshot"] = time.monotonic() - started
+    try:
+        with Console(tarantool.console_path, timeout=600) as console:
+            result["recovered_sessions"] = console.eval("return box.space.sessions:len()")
+    finally:
+        asyncio.run(tarantool.stop())
+
+    # The same sessions from the write-ahead log alone, as after a crash between checkpoints.
+    wal_only = instance(work / "wal")
+    asyncio.run(wal_only.start())
+    try:
+        with Console(wal_only.console_path, timeout=600) as console:
+            insert(console, count, ts=int(time.time()))
+    finally:
+        asyncio.run(wal_only.stop())
+    started = time.monotonic()
+    asyncio.run(wal_only.start())
+    result["recovery_s_from_wal"] = time.monotonic() - started
+    asyncio.run(wal_only.stop())
+    return result
+
+
+def measure_expiry(work: Path, args: argparse.Namespace, count: int) -> dict[str, Any]:
+    """Purge `count` sessions that lapse together while `get` runs, against `get` without."""
+    ttl = 20
+    server = service(work / "expiry", work / "expiry.log", SESSIONS_IDLE_TTL=str(ttl))
+    try:
+        files = asyncio.run(seed(work / "expiry" / "tarantool.sock", work, get_tokens=1000, del_tokens=0))
+        with Console(work / "expiry" / "tarantool.control", timeout=600) as console:
+            inserted_at = int(time.time())
+            total = insert(console, count, ts=inserted_at)
+            quiet = wrk(server.port, "get", seconds=args.seconds, connections=args.connections, files=files)
+            # They lapse at the first second when now - activity > ttl.
+            due = inserted_at + ttl + 1
+            time.sleep(max(0.0, due - 1 - time.time()))
+            env = {**os.environ, "BENCH_MODE": "get", **files}
+            command = ["wrk", "-t1", f"-c{args.connections}", "-d10s", "-s", str(WRK_SCRIPT)]
+            during = subprocess.Popen(
+                [*command, f"http://127.0.0.1:{server.port}/"], env=env, stdout=subprocess.PIPE, text=True
+            )
+            first = last = None
+            live = total - count
+            deadline = time.monotonic() + 30
+            while time.monotonic() < deadline:
+                left = console.eval("return box.space.sessions:len()")
+                now = time.monotonic()
+                # A hundred gone: the handful of older seed sessions lapse a moment earlier.
+                if first is None and left < total - 100:
+                    first = now
+                if left <= live:
+                    last = now
+                    break
+                time.sleep(0.02)
+            output, _ = during.communicate(timeout=60)
+        line = next(line for line in output.splitlines() if line.startswith("BENCH "))
+        data = json.loads(line.removeprefix("BENCH "))
+    finally:
+        server.stop()
+    purge_s = (last - first) if first is not None and last is not None else None
+    return {
+        "purged": count,
+        "purge_s": purge_s,
+        "purge_per_s": count / purge_s if purge_s else None,
+        "get_p99_ms_quiet": quiet.p99_ms,
+        "get_p99_ms_during_purge": data["p99_us"] / 1000,
+        "p99_ratio": (data["p99_us"] / 1000) / quiet.p99_ms,
+        "errors_during_purge": data["errors"] + data["non_2xx"],
+    }
+
+
+def table(report: dict[str, Any]) -> str:
+    lines = [
+        f"sessions benchmark, {report['machine']}, {report['connections']} connections, "
+        f"{report['seconds']}s per load, commit {report['commit']}",
+        "",
+        f"{'load':<18}{'req/s':>9}{'p50 ms':>9}{'p99 ms':>9}{'x base':>9}{'p99 x':>8}{'errors':>8}",
+    ]
+    for load in report["loads"]:
+        lines.append(
+            f"{load['name']:<18}{load['rps']:>9.0f}{load['p50_ms']:>9.2f}{load['p99_ms']:>9.2f}"
+            f"{load['ratio']:>9.2f}{load['p99_ratio']:>8.2f}{load['errors']:>8}"
+        )
+    memory, expiry = report["memory"], report["expiry"]
+    per_s = expiry["purge_per_s"]
+    lines += [
+        "",
+        f"memory per session: {memory['bytes_per_session_no_extra']:.0f} B without extra "
+        f"(tuple {memory['tuple_bytes_no_extra']:.0f} + indexes {memory['index_bytes_no_extra']:.0f}), "
+        f"{memory['bytes_per_session_extra_200']:.0f} B with a 200-byte extra",
+        f"expiry: {expiry['purged']} sessions purged in {expiry['purge_s'] or float('nan'):.2f}s "
+        f"({per_s or float('nan'):.0f}/s); get p99 {expiry['get_p99_ms_during_purge']:.2f} ms during, "
+        f"{expiry['get_p99_ms_quiet']:.2f} ms without ({expiry['p99_ratio']:.2f}x), "
+        f"{expiry['errors_during_purge']} errors",
+        f"recovery of {memory['recovered_sessions']} sessions: {memory['recovery_s_from_snapshot']:.2f}s "
+        f"from a snapshot, {memory['recovery_s_from_wal']:.2f}s from the WAL alone",
+    ]
+    return "\n".join(lines)
+
+
+def chart(report: dict[str, Any], path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    loads = [load for load in report["loads"] if load["name"] != "baseline"]
+    fig, ax = plt.subplots(figsize=(8, 4))
+    ax.bar([load["name"] for load in loads], [load["ratio"] for load in loads], color="#4a7ab5")
+    for target, label in ((0.8, "get target"), (0.7, "new target"), (0.6, "user/ip target")):
+        ax.axhline(target, linestyle="--", linewidth=0.8, color="grey")
+        ax.text(len(loads) - 0.5, target, label, fontsize=7, va="bottom", ha="right", color="grey")
+    ax.set_ylabel("requests/s relative to the bare aiohttp baseline")
+    ax.set_title(f"sessions {report['commit']}: throughput ratio at {report['connections']} connections")
+    plt.setp(ax.get_xticklabels(), rotation=20, ha="right", fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--seconds", type=float, default=5, help="duration of each load")
+    parser.add_argument("--connections", type=int, default=64, help="concurrent connections")
+    parser.add_argument("--workers", type=int, default=2, help="worker processes for the scaling load")
+    parser.add_argument("--sessions", type=int, default=1_000_000, help="sessions for memory/expiry/recovery")
+    args = parser.parse_args()
+
+    commit = subprocess.run(
+        ["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, capture_output=True, text=True
+    ).stdout.strip()
+    started = time.monotonic()
+    with tempfile.TemporaryDirectory(prefix="sessions-bench-") as tmp:
+        work = Path(tmp)
+        loads = measure_loads(work, args)
+        memory = measure_memory_and_recovery(work, args.sessions)
+        expiry = measure_expiry(work, args, args.sessions)
+    report = {
+        "commit": commit or "unknown",
+        "time": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+        "machine": f"{os.cpu_count()} cores, {platform.machine()}, Python {platform.python_version()}",
+        "connections": args.connections,
+        "seconds": args.seconds,
+        "loads": [asdict(load) for load in loads],
+        "memory": memory,
+        "expiry": expiry,
+        "elapsed_s": time.monotonic() - started,
+    }
+    RESULTS.mkdir(parents=True, exist_ok=True)
+    stem = f"{time.strftime('%Y%m%d-%H%M%S')}-{report['commit']}"
+    (RESULTS / f"{stem}.json").write_text(json.dumps(report, indent=2) + "\n")
+    chart(report, RESULTS / f"{stem}.png")
+    print(table(report))
+    print(f"\nwritten: bench/results/{stem}.json and .png ({report['elapsed_s']:.0f}s in all)")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,73 @@
+-- wrk script for the sessions benchmark. BENCH_MODE picks the load:
+--   get, get_ip, new, user, ip, mixed (90% get, 5% new, 5% del)
+-- BENCH_TOKENS is a file of live tokens for get; BENCH_DEL_TOKENS one of tokens to delete.
+-- At the end it prints one JSON line with the figures the harness reads.
+local mode = os.getenv('BENCH_MODE') or 'get'
+local tokens, doomed = {}, {}
+local next_doomed = 0
+
+local function load(path, into)
+    if path == nil or path == '' then
+        return
+    end
+    for line in io.lines(path) do
+        into[#into + 1] = line
+    end
+end
+
+function init(args)
+    load(os.getenv('BENCH_TOKENS'), tokens)
+    load(os.getenv('BENCH_DEL_TOKENS'), doomed)
+    if #tokens == 0 then
+        -- The baseline answers any token alike; it just needs a URL of the same shape.
+        tokens[1] = '61494096-9af7-49ba-9fb4-e89c0811e6d3'
+    end
+    math.randomseed(os.time())
+end
+
+local function get()
+    return wrk.format('GET', '/get?token=' .. tokens[math.random(#tokens)])
+end
+
+local function new()
+    return wrk.format('GET', '/new?user_id=' .. math.random(1, 1000000000) .. '&ip=192.0.2.1')
+end
+
+local function del()
+    next_doomed = next_doomed + 1
+    return wrk.format('GET', '/del?token=' .. (doomed[next_doomed] or tokens[1]))
+end
+
+local loads = {
+    get = get,
+    new = new,
+    get_ip = function()
+        local ip = ('10.%d.%d.%d'):format(math.random(0, 255), math.random(0, 255), math.random(1, 254))
+        return wrk.format('GET', '/get?token=' .. tokens[math.random(#tokens)] .. '&ip=' .. ip)
+    end,
+    user = function()
+        return wrk.format('GET', '/user?id=' .. os.getenv('BENCH_USER'))
+    end,
+    ip = function()
+        return wrk.format('GET', '/ip?ip=' .. os.getenv('BENCH_IP'))
+    end,
+    mixed = function()
+        local roll = math.random(100)
+        if roll <= 90 then
+            return get()
+        elseif roll <= 95 then
+            return new()
+        end
+        return del()
+    end,
+}
+
+request = loads[mode]
+
+function done(summary, latency, requests)
+    local errors = summary.errors
+    io.write(('BENCH {"requests": %d, "duration_us": %d, "p50_us": %d, "p99_us": %d, '
+        .. '"errors": %d, "non_2xx": %d}\n'):format(
+        summary.requests, summary.duration, latency:percentile(50), latency:percentile(99),
+        errors.connect + errors.read + errors.write + errors.timeout, errors.status))
+end

@@ -76,6 +76,12 @@ def _new_token() -> bytes:
     return bytes(raw)
 
 
+# Batches are cut at this size so that several are in flight at once: Tarantool works on
+# one while the service writes out the answers of another, instead of each waiting on the
+# other in lock step. 16 measured best of 4/8/16/32/unbounded (bench/README.md).
+_MAX_BATCH = 16
+
+
 class _Coalescer:
     """Sends the calls of one operation made in one event loop iteration as one batch.
 
@@ -96,9 +102,13 @@ class _Coalescer:
             loop.call_soon(self._flush)
         future = loop.create_future()
         self._pending.append((args, future))
+        if len(self._pending) >= _MAX_BATCH:
+            self._flush()
         return future
 
     def _flush(self) -> None:
+        if not self._pending:
+            return
         pending, self._pending = self._pending, []
         task = asyncio.ensure_future(self._run(pending))
         self._running.add(task)

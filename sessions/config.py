@@ -40,13 +40,15 @@ class Settings(BaseSettings):
     data_dir: Path = Path("var")
     tarantool_bin: str = "tarantool"
     tarantool_scripts: Path = _PROJECT_DIR / "tarantool"
-    tarantool_memory: Annotated[int, Field(ge=64 * 2**20)] = 2**30
+    # 2 GiB: about 13 million sessions without extra data, 8 million with 200 bytes each.
+    tarantool_memory: Annotated[int, Field(ge=64 * 2**20)] = 2 * 2**30
     wal_mode: Literal["write", "fsync", "none"] = "write"
     startup_timeout: Annotated[float, Field(gt=0)] = 60.0
     shutdown_timeout: Annotated[float, Field(gt=0)] = 10.0
 
     idle_ttl: Annotated[int, Field(ge=1, le=100 * 365 * DAY)] = 180 * DAY
-    extra_max_bytes: Annotated[int, Field(ge=64, le=16 * 2**20)] = 64 * 2**10
+    # Tarantool stores a session in one tuple of at most 1 MiB (memtx_max_tuple_size).
+    extra_max_bytes: Annotated[int, Field(ge=64, le=2**20 - 4096)] = 64 * 2**10
 
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
     access_log: bool = False

@@ -41,8 +41,11 @@ def _error(error_type: str | None, code: int, message: str) -> Exception:
         return _CUSTOM_ERRORS[error_type](message)
     if code == ErrorCode.ER_TUPLE_FOUND:
         return _DuplicateToken()
-    if code == ErrorCode.ER_MEMORY_ISSUE:
+    # memtx reports exhaustion as an OutOfMemory error, with no code inside a batch.
+    if error_type == "OutOfMemory" or code == ErrorCode.ER_MEMORY_ISSUE:
         return StorageFull()
+    if code == ErrorCode.ER_MEMTX_MAX_TUPLE_SIZE:
+        return PayloadTooLarge()
     if code in _UNAVAILABLE_CODES:
         return StorageUnavailable()
     return StorageError(f"tarantool error {error_type} ({code}): {message}")

@@ -4,7 +4,7 @@
 -- Environment (box.cfg option names, as Tarantool 2.11 spells them):
 --   TT_LISTEN          address for the service, e.g. 3301, 0.0.0.0:3301, unix/:/path.sock
 --   TT_WORK_DIR        data directory (snapshots and WAL); default: current directory
---   TT_MEMTX_MEMORY    bytes for data and indexes; default 1 GiB
+--   TT_MEMTX_MEMORY    bytes for data and indexes; default 2 GiB
 --   TT_WAL_MODE        write (default), fsync or none
 --   TT_LOG, TT_LOG_LEVEL, TT_PID_FILE, TT_READ_ONLY, TT_REPLICATION (comma-separated)
 --   TT_CONSOLE_SOCKET  path of an admin console unix socket (optional)
@@ -86,7 +86,7 @@ fio.umask(tonumber('077', 8))
 -- a connection can use it at once.
 box.cfg{
     work_dir = env('TT_WORK_DIR'),
-    memtx_memory = env_number('TT_MEMTX_MEMORY', 1024 * 1024 * 1024),
+    memtx_memory = env_number('TT_MEMTX_MEMORY', 2 * 1024 * 1024 * 1024),
     wal_mode = env('TT_WAL_MODE', 'write'),
     log = env('TT_LOG'),
     log_level = env_number('TT_LOG_LEVEL', 5),

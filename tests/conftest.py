@@ -22,14 +22,16 @@ from sessions.embedded import EmbeddedTarantool
 PASSWORD = "test-password"
 
 
-def make_instance(data_dir: Path, idle_ttl: int = 180 * 86400) -> EmbeddedTarantool:
+def make_instance(
+    data_dir: Path, idle_ttl: int = 180 * 86400, memory: int = 256 * 2**20
+) -> EmbeddedTarantool:
     return EmbeddedTarantool(
         data_dir=data_dir,
         scripts_dir=Path(__file__).resolve().parent.parent / "tarantool",
         binary="tarantool",
         user="sessions",
         password=PASSWORD,
-        memory=256 * 2**20,
+        memory=memory,
         wal_mode="write",
         idle_ttl=idle_ttl,
         startup_timeout=30,

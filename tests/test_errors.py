@@ -8,7 +8,7 @@ import pytest
 
 from sessions.app import create_app
 
-from .conftest import call, new_session, settings_for
+from .conftest import call, make_instance, new_session, settings_for
 
 
 @pytest.mark.parametrize("path", ["/", "/nope", "/new/", "/NEW", "/get/extra", "/favicon.ico"])
@@ -51,3 +51,28 @@ async def test_storage_outage_is_503_never_a_wrong_answer(aiohttp_client, fresh_
     # Validation still answers without the storage.
     status, body = await call(client, "/new", params={"user_id": "0", "ip": "192.0.2.1"})
     assert (status, body["code"]) == (400, "invalid_user_id")
+
+
+async def test_full_memory_refuses_new_sessions_and_keeps_serving_reads(aiohttp_client, tmp_path, user_id):
+    instance = make_instance(tmp_path / "small", memory=64 * 2**20)
+    await instance.start()
+    try:
+        limit = 2**20 - 4096
+        client = await aiohttp_client(create_app(settings_for(instance, extra_max_bytes=limit)))
+        first = await new_session(client, user_id)
+        blob = {"blob": "x" * (limit - 100)}
+        for _ in range(200):
+            status, body = await call(
+                client, "/new", "POST", params={"user_id": str(user_id), "ip": "192.0.2.1"}, json=blob
+            )
+            if status != 200:
+                break
+        assert (status, body["code"]) == (503, "storage_full")
+        assert (await call(client, "/get", params={"token": first["token"]}))[0] == 200
+        assert (await call(client, "/user", params={"id": str(user_id)}))[0] == 200
+        # Ending sessions frees memory for new ones.
+        for session in (await call(client, "/user", params={"id": str(user_id)}))[1]["data"][:10]:
+            assert (await call(client, "/del", params={"token": session["token"]}))[0] == 200
+        assert (await call(client, "/new", params={"user_id": str(user_id), "ip": "192.0.2.1"}))[0] == 200
+    finally:
+        await instance.stop()

@@ -6,14 +6,15 @@ app has no middleware, which would cost more per request than the handlers thems
 
 from __future__ import annotations
 
+import asyncio
 from typing import Any
 
 from aiohttp import web
 
 from .envelope import rendered, success
-from .errors import MethodNotAllowed, NotFound, TokenNotFound
+from .errors import MethodNotAllowed, NotFound, RequestTimeout, TokenNotFound
 from .extra import decode_extra
-from .keys import STORAGE
+from .keys import SETTINGS, STORAGE
 from .models import ID, IP, OPTIONAL_IP, TOKEN, USER_ID
 
 __all__ = ["setup_routes"]
@@ -22,8 +23,13 @@ __all__ = ["setup_routes"]
 async def _read_extra(request: web.Request) -> dict[str, Any] | None:
     if not request.body_exists:
         return None
-    # Over client_max_size (the extra data limit) this raises 413 before buffering more.
-    body = await request.read()
+    try:
+        # Over client_max_size (the extra data limit) this raises 413 before buffering more;
+        # a body that never comes (or a Content-Length that lies) runs into the timeout.
+        async with asyncio.timeout(request.app[SETTINGS].body_timeout):
+            body = await request.read()
+    except TimeoutError:
+        raise RequestTimeout() from None
     return decode_extra(request.content_type, body)
 
 

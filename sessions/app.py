@@ -9,9 +9,10 @@ from collections.abc import AsyncIterator
 from aiohttp import web
 
 from . import api
+from .auth import ApiKeys
 from .config import Settings
 from .embedded import EmbeddedTarantool
-from .keys import SETTINGS, STORAGE
+from .keys import AUTH, SETTINGS, SHUTDOWN, STORAGE, Shutdown
 from .storage import Storage
 
 __all__ = ["create_app"]
@@ -23,10 +24,12 @@ async def _storage(app: web.Application) -> AsyncIterator[None]:
     settings = app[SETTINGS]
     embedded = None
     password = settings.service_password()
+    watchdog = None
     if settings.embedded:
         embedded = EmbeddedTarantool.from_settings(settings, password=password)
         await embedded.start()
         address = embedded.address
+        watchdog = asyncio.create_task(embedded.watch(lambda: app[SHUTDOWN].request(1)))
     else:
         address = settings.tarantool_address
     storage = Storage(
@@ -50,11 +53,17 @@ async def _storage(app: web.Application) -> AsyncIterator[None]:
         await storage.close()
         if embedded is not None:
             await embedded.stop()
+        if watchdog is not None:
+            await watchdog
 
 
 def create_app(settings: Settings) -> web.Application:
     app = web.Application(client_max_size=settings.extra_max_bytes)
     app[SETTINGS] = settings
+    app[SHUTDOWN] = Shutdown()
+    probes = ("/health", "/ready") if settings.open_probes else ()
+    keys = [key.get_secret_value() for key in settings.api_keys]
+    app[AUTH] = ApiKeys(keys, open_paths=probes) if keys else None
     app.cleanup_ctx.append(_storage)
     api.setup_routes(app)
     return app

@@ -5,17 +5,17 @@ from __future__ import annotations
 import argparse
 import gc
 import logging
-import os
 import sys
 
 import uvloop
 from aiohttp import web
 from pydantic import ValidationError
 
+from . import server
 from .app import create_app
 from .config import Settings, describe_error
 from .embedded import EmbeddedError
-from .logs import AccessLogger, setup_logging
+from .logs import setup_logging
 from .supervisor import supervise
 
 __all__ = ["main"]
@@ -42,25 +42,19 @@ async def _freeze_gc(app: web.Application) -> None:
 def serve(settings: Settings, *, reuse_port: bool = False) -> int:
     """Serve the API from this process."""
     setup_logging(settings.log_level)
-    where = f"http://{settings.host}:{settings.port}"
+    if not settings.api_keys and not settings.loopback_only:
+        log.warning(
+            "listening on %s without SESSIONS_API_KEYS: anyone who can reach this port can "
+            "read and end every session",
+            settings.host,
+        )
     app = create_app(settings)
     app.on_startup.append(_freeze_gc)
     try:
-        web.run_app(
-            app,
-            host=settings.host,
-            port=settings.port,
-            loop=uvloop.new_event_loop(),
-            access_log_class=AccessLogger,
-            access_log=logging.getLogger("sessions.access") if settings.access_log else None,
-            shutdown_timeout=settings.shutdown_timeout,
-            reuse_port=reuse_port,
-            print=lambda _: log.info("serving on %s (pid %d)", where, os.getpid()),
-        )
+        return server.run(app, settings, reuse_port=reuse_port)
     except (EmbeddedError, RuntimeError, OSError) as error:
-        print(f"sessions: cannot serve on {where}: {error}", file=sys.stderr)
+        print(f"sessions: cannot serve on http://{settings.host}:{settings.port}: {error}", file=sys.stderr)
         return 1
-    return 0
 
 
 def serve_workers(settings: Settings) -> int:

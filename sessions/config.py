@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
+import ipaddress
 import secrets
 from pathlib import Path
 from typing import Annotated, Literal
 
 from pydantic import Field, SecretStr, ValidationError, field_validator, model_validator
-from pydantic_settings import BaseSettings, SettingsConfigDict
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 __all__ = ["DAY", "Settings", "TarantoolAddress", "describe_error"]
 
@@ -53,6 +54,23 @@ class Settings(BaseSettings):
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
     access_log: bool = False
 
+    # Comma-separated; with any set, every request needs `Authorization: Bearer <key>`.
+    api_keys: Annotated[tuple[SecretStr, ...], NoDecode] = ()
+    # Leave the health probes (/health, /ready) open even when API keys are set.
+    open_probes: bool = True
+
+    # A connection idle this long, or still sending its request head, is closed.
+    keepalive_timeout: Annotated[float, Field(gt=0)] = 30.0
+    # A request body must arrive within this long, or the answer is 408.
+    body_timeout: Annotated[float, Field(gt=0)] = 10.0
+
+    @field_validator("api_keys", mode="before")
+    @classmethod
+    def _split_keys(cls, value: object) -> object:
+        if isinstance(value, str):
+            return tuple(key.strip() for key in value.split(",") if key.strip())
+        return value
+
     @field_validator("log_level", mode="before")
     @classmethod
     def _upper(cls, value: object) -> object:
@@ -70,6 +88,16 @@ class Settings(BaseSettings):
         if self.tarantool is not None and self.tarantool_password is None:
             raise ValueError("SESSIONS_TARANTOOL_PASSWORD is required with SESSIONS_TARANTOOL")
         return self
+
+    @property
+    def loopback_only(self) -> bool:
+        """Whether the service listens only where other machines cannot reach it."""
+        if self.host == "localhost":
+            return True
+        try:
+            return ipaddress.ip_address(self.host).is_loopback
+        except ValueError:
+            return False
 
     @property
     def embedded(self) -> bool:

@@ -13,6 +13,8 @@ import socket
 import subprocess
 import sys
 import time
+from collections import deque
+from collections.abc import Callable
 from pathlib import Path
 
 from .config import Settings, TarantoolAddress
@@ -20,6 +22,10 @@ from .config import Settings, TarantoolAddress
 __all__ = ["EmbeddedError", "EmbeddedTarantool"]
 
 log = logging.getLogger(__name__)
+
+# More restarts than this within the window mean Tarantool cannot run here: stop trying.
+_MAX_RESTARTS = 5
+_RESTART_WINDOW = 60
 
 # sockaddr_un holds 108 bytes including the terminating NUL.
 _MAX_SOCKET_PATH = 107
@@ -82,6 +88,7 @@ class EmbeddedTarantool:
         self._startup_timeout = startup_timeout
         self._shutdown_timeout = shutdown_timeout
         self._process: subprocess.Popen[bytes] | None = None
+        self._wanted = False
 
     @classmethod
     def from_settings(cls, settings: Settings, *, password: str) -> EmbeddedTarantool:
@@ -107,6 +114,7 @@ class EmbeddedTarantool:
         return None if self._process is None else self._process.pid
 
     async def start(self) -> None:
+        self._wanted = True
         binary = shutil.which(self._binary)
         if binary is None:
             raise EmbeddedError(
@@ -142,6 +150,7 @@ class EmbeddedTarantool:
             raise
 
     async def stop(self) -> None:
+        self._wanted = False
         process, self._process = self._process, None
         if process is None or process.poll() is not None:
             return
@@ -151,6 +160,43 @@ class EmbeddedTarantool:
             process.kill()
             await self._wait_exit(process, 5.0)
         log.info("embedded tarantool stopped, exit code %s", process.returncode)
+
+    async def watch(self, on_fatal: Callable[[], None]) -> None:
+        """Restart Tarantool whenever it dies, backing off; call `on_fatal` when it keeps dying.
+
+        Runs until `stop()`. The service's connection reconnects by itself meanwhile and
+        answers 503 until Tarantool is back.
+        """
+        restarts: deque[float] = deque()
+        while self._wanted:
+            await asyncio.sleep(0.2)
+            process = self._process
+            if not self._wanted or process is None or process.poll() is None:
+                continue
+            log.error("embedded tarantool exited with code %s; restarting it", process.returncode)
+            while self._wanted:
+                now = time.monotonic()
+                while restarts and now - restarts[0] > _RESTART_WINDOW:
+                    restarts.popleft()
+                if len(restarts) >= _MAX_RESTARTS:
+                    log.error(
+                        "embedded tarantool died %d times in %ds; giving up: %s",
+                        _MAX_RESTARTS,
+                        _RESTART_WINDOW,
+                        self._log_tail(),
+                    )
+                    on_fatal()
+                    return
+                await asyncio.sleep(min(8.0, 0.25 * 2 ** len(restarts)))
+                restarts.append(time.monotonic())
+                try:
+                    await self.start()
+                except EmbeddedError as error:
+                    log.error("restarting embedded tarantool failed: %s", error)
+                    self._wanted = True  # start() cleaned up after itself; keep trying
+                    continue
+                log.info("embedded tarantool is back")
+                break
 
     async def _wait_ready(self) -> None:
         # init.lua starts listening only once the schema and procedures are in place.

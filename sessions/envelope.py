@@ -10,8 +10,8 @@ from typing import Any
 import orjson
 from aiohttp import web
 
-from .errors import InternalError, PayloadTooLarge, SessionsError
-from .keys import SETTINGS
+from .errors import BadRequest, InternalError, PayloadTooLarge, RequestTimeout, SessionsError
+from .keys import AUTH, SETTINGS
 
 __all__ = ["failure", "rendered", "success"]
 
@@ -22,19 +22,15 @@ _JSON = "application/json"
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
 
-class BadRequest(SessionsError):
-    status = 400
-    code = "bad_request"
-    default_message = "The request could not be read."
-
-
 def success(data: Any) -> web.Response:
     return web.Response(body=orjson.dumps({"status": "success", "data": data}), content_type=_JSON)
 
 
 def failure(error: SessionsError) -> web.Response:
     body = {"status": "error", "code": error.code, "message": error.message}
-    return web.Response(status=error.status, body=orjson.dumps(body), content_type=_JSON)
+    return web.Response(
+        status=error.status, body=orjson.dumps(body), content_type=_JSON, headers=error.headers
+    )
 
 
 def _from_http(error: web.HTTPException, request: web.Request) -> SessionsError:
@@ -52,9 +48,16 @@ def rendered(handler: Handler) -> Handler:
     @functools.wraps(handler)
     async def wrapper(request: web.Request) -> web.StreamResponse:
         try:
+            auth = request.app[AUTH]
+            if auth is not None:
+                auth.check(request)
             return await handler(request)
         except SessionsError as error:
-            return failure(error)
+            response = failure(error)
+            if isinstance(error, RequestTimeout):
+                # The rest of the body may still come; the connection cannot be reused.
+                response.force_close()
+            return response
         except web.HTTPException as error:
             return failure(_from_http(error, request))
         except Exception:

@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import ClassVar
 
 __all__ = [
+    "BadRequest",
     "InternalError",
     "InvalidExtra",
     "InvalidIp",
@@ -12,10 +13,12 @@ __all__ = [
     "MethodNotAllowed",
     "NotFound",
     "PayloadTooLarge",
+    "RequestTimeout",
     "SessionsError",
     "StorageFull",
     "StorageUnavailable",
     "TokenNotFound",
+    "Unauthorized",
 ]
 
 
@@ -25,10 +28,30 @@ class SessionsError(Exception):
     status: ClassVar[int] = 500
     code: ClassVar[str] = "internal_error"
     default_message: ClassVar[str] = "Internal error."
+    headers: ClassVar[dict[str, str]] = {}
 
     def __init__(self, message: str | None = None) -> None:
         self.message = message or self.default_message
         super().__init__(self.message)
+
+
+class BadRequest(SessionsError):
+    status = 400
+    code = "bad_request"
+    default_message = "The request is not valid HTTP."
+
+
+class Unauthorized(SessionsError):
+    status = 401
+    code = "unauthorized"
+    default_message = "A valid API key is required: Authorization: Bearer <key>."
+    headers: ClassVar[dict[str, str]] = {"WWW-Authenticate": "Bearer"}
+
+
+class RequestTimeout(SessionsError):
+    status = 408
+    code = "request_timeout"
+    default_message = "The request was not received in time."
 
 
 class InvalidUserId(SessionsError):

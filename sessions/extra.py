@@ -2,10 +2,10 @@
 
 from __future__ import annotations
 
+import json
+import math
 from typing import Any
 from urllib.parse import parse_qsl
-
-import orjson
 
 from .errors import InvalidExtra
 
@@ -54,24 +54,63 @@ def _decode_form(body: bytes) -> dict[str, Any]:
     return patch
 
 
+class _NumberOutOfRange(ValueError):
+    pass
+
+
+def _integer(text: str) -> int:
+    # Storage keeps 64-bit integers; a larger one would silently turn into a rounded float.
+    number = int(text)
+    if not -(2**63) <= number < 2**64:
+        raise _NumberOutOfRange(text)
+    return number
+
+
+def _real(text: str) -> float:
+    number = float(text)
+    if not math.isfinite(number):
+        raise _NumberOutOfRange(text)
+    return number
+
+
+def _constant(text: str) -> Any:
+    raise _NumberOutOfRange(text)  # NaN and Infinity are not JSON
+
+
 def _decode_json(body: bytes) -> dict[str, Any]:
+    # The standard library parser, unlike orjson, lets numbers be checked for range, so
+    # that what is stored is exactly what was sent. Bodies are small and off the hot path.
     try:
-        patch = orjson.loads(body)
-    except orjson.JSONDecodeError:
+        patch = json.loads(
+            body.decode("utf-8"), parse_int=_integer, parse_float=_real, parse_constant=_constant
+        )
+    except _NumberOutOfRange as error:
+        raise InvalidExtra(f"Extra data has a number out of range: {str(error)[:40]}.") from None
+    except (UnicodeDecodeError, ValueError, RecursionError):
         raise InvalidExtra("Extra data is not valid JSON.") from None
     if not isinstance(patch, dict):
         raise InvalidExtra("Extra data must be a JSON object.")
-    if _too_deep(patch):
-        raise InvalidExtra(f"Extra data is nested deeper than {MAX_DEPTH} levels.")
+    _check_structure(patch)
     return patch
 
 
-def _too_deep(value: Any) -> bool:
-    stack = [(value, 1)]
+def _check_structure(value: dict[str, Any]) -> None:
+    """Refuse nesting past MAX_DEPTH and strings that are not valid Unicode (lone surrogates)."""
+    stack: list[tuple[Any, int]] = [(value, 1)]
     while stack:
         item, depth = stack.pop()
+        if isinstance(item, str):
+            try:
+                item.encode("utf-8")
+            except UnicodeEncodeError:
+                raise InvalidExtra("Extra data has a string that is not valid Unicode.") from None
+            continue
+        if not isinstance(item, (dict, list)):
+            continue
         if depth > MAX_DEPTH:
-            return True
-        children = item.values() if isinstance(item, dict) else item
-        stack.extend((child, depth + 1) for child in children if isinstance(child, (dict, list)))
-    return False
+            raise InvalidExtra(f"Extra data is nested deeper than {MAX_DEPTH} levels.")
+        if isinstance(item, dict):
+            stack.extend((key, depth) for key in item)
+            stack.extend((child, depth + 1) for child in item.values())
+        else:
+            stack.extend((child, depth + 1) for child in item)

@@ -2,12 +2,30 @@
 
 from __future__ import annotations
 
+import asyncio
+
 from aiohttp import web
 
+from .auth import ApiKeys
 from .config import Settings
 from .storage import Storage
 
-__all__ = ["SETTINGS", "STORAGE"]
+__all__ = ["AUTH", "SETTINGS", "SHUTDOWN", "STORAGE", "Shutdown"]
+
+
+class Shutdown:
+    """How a part of the app asks the process to stop, and with which exit code."""
+
+    def __init__(self) -> None:
+        self.requested = asyncio.Event()
+        self.exit_code = 0
+
+    def request(self, exit_code: int) -> None:
+        self.exit_code = max(self.exit_code, exit_code)
+        self.requested.set()
+
 
 SETTINGS = web.AppKey("settings", Settings)
 STORAGE = web.AppKey("storage", Storage)
+AUTH = web.AppKey("auth", ApiKeys | None)
+SHUTDOWN = web.AppKey("shutdown", Shutdown)

@@ -1,21 +1,40 @@
-"""Logging setup and the access log, which never writes a token."""
+"""Logging setup and the access log; no log line ever carries a session token."""
 
 from __future__ import annotations
 
 import logging
+import re
 from urllib.parse import urlencode
 
 from aiohttp import web
 from aiohttp.abc import AbstractAccessLogger
 
-__all__ = ["AccessLogger", "redacted_target", "setup_logging"]
+__all__ = ["AccessLogger", "RedactingFormatter", "redact", "redacted_target", "setup_logging"]
 
 # Query parameters whose values are credentials.
 SECRET_PARAMS = frozenset({"token", "except"})
 
+_SECRET_VALUE = re.compile(r"\b(token|except)(=|%3[dD])[^&\s'\"\\]*", re.IGNORECASE)
+# Tokens are UUIDs, and a token may turn up anywhere a request is quoted (an exception
+# message repeating a bad request line, say), so anything shaped like one is masked.
+_UUID = re.compile(r"[0-9a-fA-F]{8}-?[0-9a-fA-F]{4}-?[0-9a-fA-F]{4}-?[0-9a-fA-F]{4}-?[0-9a-fA-F]{12}")
+
+
+def redact(text: str) -> str:
+    return _UUID.sub("<redacted>", _SECRET_VALUE.sub(r"\1\2<redacted>", text))
+
+
+class RedactingFormatter(logging.Formatter):
+    """Masks tokens in the whole formatted record, tracebacks included."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        return redact(super().format(record))
+
 
 def setup_logging(level: str) -> None:
-    logging.basicConfig(level=level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    handler = logging.StreamHandler()
+    handler.setFormatter(RedactingFormatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+    logging.basicConfig(level=level, handlers=[handler], force=True)
 
 
 def redacted_target(request: web.BaseRequest) -> str:

@@ -56,10 +56,20 @@ async def supervise(settings: Settings) -> int:
     password = settings.service_password()
     embedded = None
     tarantool = settings.tarantool
+    stopping = asyncio.Event()
+    status = 0
+    watchdog = None
+
+    def give_up() -> None:
+        nonlocal status
+        status = 1
+        stopping.set()
+
     if settings.embedded:
         embedded = EmbeddedTarantool.from_settings(settings, password=password)
         await embedded.start()
         tarantool = f"unix/:{embedded.socket_path}"
+        watchdog = asyncio.create_task(embedded.watch(give_up))
     assert tarantool is not None
     env = {
         **os.environ,
@@ -68,14 +78,12 @@ async def supervise(settings: Settings) -> int:
         "SESSIONS_WORKERS": "1",
     }
 
-    stopping = asyncio.Event()
     loop = asyncio.get_running_loop()
     for signum in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(signum, stopping.set)
 
     workers = [_Worker(number, env) for number in range(settings.workers)]
     log.info("supervising %d workers on http://%s:%d", len(workers), settings.host, settings.port)
-    status = 0
     try:
         while not stopping.is_set():
             for worker in workers:
@@ -102,4 +110,6 @@ async def supervise(settings: Settings) -> int:
             await _wait(processes, 5.0)
         if embedded is not None:
             await embedded.stop()
+        if watchdog is not None:
+            await watchdog
     return status

@@ -2,17 +2,10 @@
 
 from __future__ import annotations
 
-import json
 import os
 import signal
-import socket
 import subprocess
 import sys
-import time
-import urllib.error
-import urllib.request
-from pathlib import Path
-from typing import Any
 
 import pytest
 from aiohttp.test_utils import TestClient, TestServer
@@ -21,6 +14,7 @@ from sessions.app import create_app
 from sessions.config import Settings
 
 from .conftest import call, new_session
+from .service import Service, alive, free_port, wait_gone
 
 
 async def test_data_survives_a_restart_with_the_same_data_dir(tmp_path, user_id):
@@ -28,7 +22,7 @@ async def test_data_survives_a_restart_with_the_same_data_dir(tmp_path, user_id)
     async with TestClient(TestServer(create_app(settings))) as client:
         session = await new_session(client, user_id, json={"device": "Nexus 5"}, method="POST")
         pid = int((tmp_path / "data" / "tarantool.pid").read_text())
-    assert not _alive(pid)
+    assert not alive(pid)
     # Snapshots, WAL, log and sockets hold sessions and credentials: owner only.
     for path in [tmp_path / "data", *(tmp_path / "data").iterdir()]:
         assert path.stat().st_mode & 0o077 == 0, path
@@ -36,80 +30,6 @@ async def test_data_survives_a_restart_with_the_same_data_dir(tmp_path, user_id)
     async with TestClient(TestServer(create_app(settings))) as client:
         status, body = await call(client, "/user", params={"id": str(user_id)})
         assert (status, body["data"]) == (200, [session])
-
-
-def _free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return int(probe.getsockname()[1])
-
-
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    # A zombie still answers kill(0); it is gone for every purpose here.
-    try:
-        return Path(f"/proc/{pid}/stat").read_text().split()[2] != "Z"
-    except FileNotFoundError:
-        return False
-
-
-def _wait_gone(pid: int, within: float = 10) -> None:
-    deadline = time.monotonic() + within
-    while _alive(pid):
-        assert time.monotonic() < deadline, f"process {pid} is still running"
-        time.sleep(0.05)
-
-
-class Service:
-    """`python -m sessions serve` in a child process, with its own port and data dir."""
-
-    def __init__(self, data_dir: Path, **env: str) -> None:
-        self.port = _free_port()
-        self.data_dir = data_dir
-        self.log_path = data_dir.parent / f"service-{self.port}.log"
-        with open(self.log_path, "wb") as log:
-            self.process = subprocess.Popen(
-                [sys.executable, "-m", "sessions", "serve"],
-                env={
-                    **os.environ,
-                    "SESSIONS_PORT": str(self.port),
-                    "SESSIONS_DATA_DIR": str(data_dir),
-                    **env,
-                },
-                stdout=log,
-                stderr=subprocess.STDOUT,
-            )
-        deadline = time.monotonic() + 30
-        while True:
-            try:
-                self.request("/get")
-                break
-            except OSError:
-                assert self.process.poll() is None, self.output()
-                assert time.monotonic() < deadline, "service did not start"
-                time.sleep(0.1)
-
-    @property
-    def tarantool_pid(self) -> int:
-        return int((self.data_dir / "tarantool.pid").read_text())
-
-    def request(self, path: str) -> tuple[int, Any]:
-        url = f"http://127.0.0.1:{self.port}{path}"
-        try:
-            with urllib.request.urlopen(url, timeout=5) as response:
-                return response.status, json.load(response)
-        except urllib.error.HTTPError as error:
-            return error.code, json.load(error)
-
-    def output(self) -> str:
-        return self.log_path.read_text(errors="replace")
-
-    def stop(self, sig: int) -> int:
-        self.process.send_signal(sig)
-        return self.process.wait(timeout=30)
 
 
 @pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM])
@@ -121,7 +41,7 @@ def test_serve_and_stop_cleanly_leaving_no_tarantool(tmp_path, sig):
     tarantool_pid = service.tarantool_pid
 
     assert service.stop(sig) == 0
-    _wait_gone(tarantool_pid)
+    wait_gone(tarantool_pid)
 
     again = Service(tmp_path / "data")
     try:
@@ -139,7 +59,7 @@ def test_kill_9_of_the_service_takes_tarantool_down_cleanly_and_keeps_data(tmp_p
 
     service.process.kill()
     service.process.wait(timeout=10)
-    _wait_gone(tarantool_pid)
+    wait_gone(tarantool_pid)
 
     again = Service(tmp_path / "data")
     try:
@@ -155,7 +75,7 @@ def test_a_second_service_on_the_same_data_dir_is_refused(tmp_path):
             [sys.executable, "-m", "sessions", "serve"],
             env={
                 **os.environ,
-                "SESSIONS_PORT": str(_free_port()),
+                "SESSIONS_PORT": str(free_port()),
                 "SESSIONS_DATA_DIR": str(tmp_path / "data"),
             },
             capture_output=True,

@@ -38,6 +38,11 @@ local migrations = {
             parts = {{field = 'activity'}},
         })
     end},
+    -- Nobody may use the instance without a password: the service has its own user, and
+    -- guest would otherwise keep its default right to connect and call public functions.
+    {'sessions_v2', function()
+        box.schema.user.revoke('guest', 'session,usage', 'universe', nil, {if_exists = true})
+    end},
 }
 
 local VERSION = #migrations

@@ -1,0 +1,33 @@
+"""Optional API keys: with SESSIONS_API_KEYS set, every request needs `Authorization: Bearer <key>`."""
+
+from __future__ import annotations
+
+import hmac
+from collections.abc import Iterable
+
+from aiohttp import web
+
+from .errors import Unauthorized
+
+__all__ = ["ApiKeys"]
+
+
+class ApiKeys:
+    """The accepted keys (several, so that they can be rotated) and the paths left open."""
+
+    def __init__(self, keys: Iterable[str], *, open_paths: Iterable[str] = ()) -> None:
+        self._keys = [key.encode() for key in keys]
+        self._open_paths = frozenset(open_paths)
+
+    def check(self, request: web.Request) -> None:
+        if request.path in self._open_paths:
+            return
+        scheme, _, given = request.headers.get("Authorization", "").partition(" ")
+        candidate = given.strip().encode()
+        # Compare with every key, without stopping at a match, so that the time taken
+        # says nothing about which key, or how much of one, was right.
+        matched = False
+        for key in self._keys:
+            matched |= hmac.compare_digest(candidate, key)
+        if not matched or scheme.lower() != "bearer":
+            raise Unauthorized()

@@ -78,9 +78,14 @@ METHODS = {"/new": new, "/get": get, "/del": delete, "/user": by_user, "/ip": by
 
 def setup_routes(app: web.Application) -> None:
     for path, handler in METHODS.items():
+        name = path.strip("/")
         resource = app.router.add_resource(path)
         # Not add_get: its implicit HEAD route must not open or touch a session.
-        resource.add_route("GET", rendered(handler))
-        resource.add_route("POST", rendered(handler))
-        resource.add_route("*", rendered(method_not_allowed))
+        resource.add_route("GET", rendered(handler, name))
+        resource.add_route("POST", rendered(handler, name))
+        resource.add_route("*", rendered(method_not_allowed, name))
+
+
+def setup_fallback_route(app: web.Application) -> None:
+    """Everything no other route takes is `not_found`; added last, after every other route."""
     app.router.add_route("*", "/{path:.*}", rendered(not_found))

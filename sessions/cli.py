@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import gc
+import json
 import logging
 import sys
 
@@ -16,6 +17,7 @@ from .app import create_app
 from .config import Settings, describe_error
 from .embedded import EmbeddedError
 from .logs import setup_logging
+from .openapi import build_spec
 from .supervisor import supervise
 
 __all__ = ["main"]
@@ -41,7 +43,8 @@ async def _freeze_gc(app: web.Application) -> None:
 
 def serve(settings: Settings, *, reuse_port: bool = False) -> int:
     """Serve the API from this process."""
-    setup_logging(settings.log_level)
+    setup_logging(settings.log_level, settings.log_format)
+    log.info("configuration: %s", settings.model_dump_json())
     if not settings.api_keys and not settings.loopback_only:
         log.warning(
             "listening on %s without SESSIONS_API_KEYS: anyone who can reach this port can "
@@ -59,7 +62,8 @@ def serve(settings: Settings, *, reuse_port: bool = False) -> int:
 
 def serve_workers(settings: Settings) -> int:
     """Serve the API from `settings.workers` processes under a supervisor."""
-    setup_logging(settings.log_level)
+    setup_logging(settings.log_level, settings.log_format)
+    log.info("configuration: %s", settings.model_dump_json())
     try:
         return uvloop.run(supervise(settings))
     except (EmbeddedError, OSError) as error:
@@ -73,9 +77,13 @@ def main(argv: list[str] | None = None) -> int:
     )
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     commands.add_parser("serve", help="serve the HTTP API (settings from SESSIONS_* variables)")
+    commands.add_parser("openapi", help="print the OpenAPI description of the API")
     # One of the processes `serve` starts when SESSIONS_WORKERS > 1.
     commands.add_parser("worker")
     args = parser.parse_args(argv)
+    if args.command == "openapi":
+        print(json.dumps(build_spec(), indent=2))
+        return 0
 
     settings = _settings()
     if settings is None:

@@ -52,7 +52,12 @@ class Settings(BaseSettings):
     extra_max_bytes: Annotated[int, Field(ge=64, le=2**20 - 4096)] = 64 * 2**10
 
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
+    log_format: Literal["text", "json"] = "text"
     access_log: bool = False
+
+    # /health, /ready, /metrics, /openapi.json and /docs: off, or on a port of their own.
+    ops_enabled: bool = True
+    ops_port: Annotated[int, Field(ge=1, le=65535)] | None = None
 
     # Comma-separated; with any set, every request needs `Authorization: Bearer <key>`.
     api_keys: Annotated[tuple[SecretStr, ...], NoDecode] = ()
@@ -82,6 +87,11 @@ class Settings(BaseSettings):
         if value is not None:
             parse_address(value)
         return value
+
+    @field_validator("log_format", mode="before")
+    @classmethod
+    def _lower(cls, value: object) -> object:
+        return value.lower() if isinstance(value, str) else value
 
     @model_validator(mode="after")
     def _remote_needs_password(self) -> Settings:

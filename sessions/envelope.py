@@ -4,6 +4,9 @@ from __future__ import annotations
 
 import functools
 import logging
+import os
+import re
+import time
 from collections.abc import Awaitable, Callable
 from typing import Any
 
@@ -11,7 +14,8 @@ import orjson
 from aiohttp import web
 
 from .errors import BadRequest, InternalError, PayloadTooLarge, RequestTimeout, SessionsError
-from .keys import AUTH, SETTINGS
+from .keys import AUTH, METRICS, SETTINGS
+from .logs import REQUEST_ID
 
 __all__ = ["failure", "rendered", "success"]
 
@@ -20,6 +24,9 @@ log = logging.getLogger(__name__)
 _JSON = "application/json"
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+
+# A caller's own request id is kept if it cannot smuggle anything into a log line.
+_REQUEST_ID = re.compile(r"[A-Za-z0-9._:-]{1,128}")
 
 
 def success(data: Any) -> web.Response:
@@ -42,27 +49,45 @@ def _from_http(error: web.HTTPException, request: web.Request) -> SessionsError:
     return InternalError()
 
 
-def rendered(handler: Handler) -> Handler:
-    """`handler` with every failure answered as the error envelope; only surprises are logged."""
+def _request_id(request: web.Request) -> str:
+    given = request.headers.get("X-Request-Id")
+    if given is not None and _REQUEST_ID.fullmatch(given):
+        return given
+    return os.urandom(8).hex()
+
+
+def rendered(handler: Handler, name: str = "other") -> Handler:
+    """`handler` behind the service's one front door: the API key check, a request id (echoed
+    in X-Request-Id and on every log line), every failure answered as the error envelope (only
+    surprises are logged), and the request counted in the metrics under `name`."""
 
     @functools.wraps(handler)
     async def wrapper(request: web.Request) -> web.StreamResponse:
+        started = time.perf_counter()
+        request_id = _request_id(request)
+        context = REQUEST_ID.set(request_id)
+        code = "success"
         try:
             auth = request.app[AUTH]
             if auth is not None:
                 auth.check(request)
-            return await handler(request)
+            response = await handler(request)
         except SessionsError as error:
-            response = failure(error)
+            response, code = failure(error), error.code
             if isinstance(error, RequestTimeout):
                 # The rest of the body may still come; the connection cannot be reused.
                 response.force_close()
-            return response
         except web.HTTPException as error:
-            return failure(_from_http(error, request))
+            converted = _from_http(error, request)
+            response, code = failure(converted), converted.code
         except Exception:
             # The path only: the query may hold a token.
             log.exception("unexpected error in %s %s", request.method, request.path)
-            return failure(InternalError())
+            response, code = failure(InternalError()), InternalError.code
+        finally:
+            REQUEST_ID.reset(context)
+        response.headers["X-Request-Id"] = request_id
+        request.app[METRICS].record(name, code, time.perf_counter() - started)
+        return response
 
     return wrapper

@@ -4,12 +4,25 @@ from __future__ import annotations
 
 import logging
 import re
+from contextvars import ContextVar
 from urllib.parse import urlencode
 
 from aiohttp import web
 from aiohttp.abc import AbstractAccessLogger
+from pythonjsonlogger.json import JsonFormatter
 
-__all__ = ["AccessLogger", "RedactingFormatter", "redact", "redacted_target", "setup_logging"]
+__all__ = [
+    "REQUEST_ID",
+    "AccessLogger",
+    "RedactingFormatter",
+    "RedactingJsonFormatter",
+    "redact",
+    "redacted_target",
+    "setup_logging",
+]
+
+# The id of the request being handled, for every log line written meanwhile.
+REQUEST_ID: ContextVar[str] = ContextVar("request_id", default="-")
 
 # Query parameters whose values are credentials.
 SECRET_PARAMS = frozenset({"token", "except"})
@@ -24,6 +37,12 @@ def redact(text: str) -> str:
     return _UUID.sub("<redacted>", _SECRET_VALUE.sub(r"\1\2<redacted>", text))
 
 
+class _RequestIdFilter(logging.Filter):
+    def filter(self, record: logging.LogRecord) -> bool:
+        record.request_id = REQUEST_ID.get()
+        return True
+
+
 class RedactingFormatter(logging.Formatter):
     """Masks tokens in the whole formatted record, tracebacks included."""
 
@@ -31,9 +50,28 @@ class RedactingFormatter(logging.Formatter):
         return redact(super().format(record))
 
 
-def setup_logging(level: str) -> None:
+class RedactingJsonFormatter(JsonFormatter):
+    """One JSON object per line, with tokens masked like the text format."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        return redact(super().format(record))
+
+
+def setup_logging(level: str, log_format: str = "text") -> None:
     handler = logging.StreamHandler()
-    handler.setFormatter(RedactingFormatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+    handler.addFilter(_RequestIdFilter())
+    if log_format == "json":
+        handler.setFormatter(
+            RedactingJsonFormatter(
+                "{asctime}{levelname}{name}{message}{request_id}",
+                style="{",
+                rename_fields={"asctime": "time", "levelname": "level", "name": "logger"},
+            )
+        )
+    else:
+        handler.setFormatter(
+            RedactingFormatter("%(asctime)s %(levelname)s %(name)s [%(request_id)s]: %(message)s")
+        )
     logging.basicConfig(level=level, handlers=[handler], force=True)
 
 
@@ -49,10 +87,11 @@ def redacted_target(request: web.BaseRequest) -> str:
 class AccessLogger(AbstractAccessLogger):
     def log(self, request: web.BaseRequest, response: web.StreamResponse, time: float) -> None:
         self.logger.info(
-            '%s "%s %s" %d %.1fms',
+            '%s "%s %s" %d %.1fms %s',
             request.remote,
             request.method,
             redacted_target(request),
             response.status,
             time * 1000,
+            response.headers.get("X-Request-Id", "-"),
         )

@@ -90,6 +90,10 @@ async def _serve(app: web.Application, settings: Settings, *, reuse_port: bool) 
             shutdown_timeout=settings.shutdown_timeout,
         )
         await site.start()
+        if settings.ops_enabled and settings.ops_port is not None:
+            ops_site = web.TCPSite(runner, settings.host, settings.ops_port, reuse_port=reuse_port or None)
+            await ops_site.start()
+            log.info("operational endpoints on http://%s:%d", settings.host, settings.ops_port)
         log.info("serving on http://%s:%d (pid %d)", settings.host, settings.port, os.getpid())
         shutdown = app[SHUTDOWN]
         loop = asyncio.get_running_loop()

@@ -1,10 +1,11 @@
 -- wrk script for the sessions benchmark. BENCH_MODE picks the load:
 --   get, get_ip, new, user, ip, mixed (90% get, 5% new, 5% del)
--- BENCH_TOKENS is a file of live tokens for get; BENCH_DEL_TOKENS one of tokens to delete.
+-- BENCH_TOKENS is a file of live tokens for get; BENCH_DEL_TOKENS one of tokens to delete,
+-- used from line BENCH_DEL_OFFSET + 1 on (so that rounds of a longer run use fresh ones).
 -- At the end it prints one JSON line with the figures the harness reads.
 local mode = os.getenv('BENCH_MODE') or 'get'
 local tokens, doomed = {}, {}
-local next_doomed = 0
+local next_doomed = tonumber(os.getenv('BENCH_DEL_OFFSET') or '0')
 
 local function load(path, into)
     if path == nil or path == '' then
@@ -35,7 +36,8 @@ end
 
 local function del()
     next_doomed = next_doomed + 1
-    return wrk.format('GET', '/del?token=' .. (doomed[next_doomed] or tokens[1]))
+    -- Once the list runs out the token is unknown, so the exhaustion shows up as 404s.
+    return wrk.format('GET', '/del?token=' .. (doomed[next_doomed] or '00000000-0000-4000-8000-000000000000'))
 end
 
 local loads = {

@@ -1,0 +1,201 @@
+"""The OpenAPI 3.1 description of the API, built from the code it describes.
+
+`python -m sessions openapi > openapi.json` writes the copy kept in the repository; a test
+checks that the copy and this code agree.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from . import __version__
+from .errors import (
+    BadRequest,
+    InvalidExtra,
+    InvalidIp,
+    InvalidUserId,
+    MethodNotAllowed,
+    NotFound,
+    PayloadTooLarge,
+    RequestTimeout,
+    SessionsError,
+    StorageFull,
+    StorageUnavailable,
+    TokenNotFound,
+    Unauthorized,
+)
+from .models import SessionObject
+
+__all__ = ["METHODS", "build_spec"]
+
+_EXAMPLE_SESSION = {
+    "ip": "192.168.1.1",
+    "extra": {"device": "Nexus 5", "os": "Android"},
+    "user_id": 1,
+    "create": 1464909151,
+    "activity": 1465564426,
+    "token": "61494096-9af7-49ba-9fb4-e89c0811e6d3",
+}
+
+_PARAMS = {
+    "user_id": {
+        "description": "User id: a positive integer up to 2^63-1 in plain decimal digits.",
+        "schema": {"type": "string", "pattern": "^[0-9]+$"},
+        "example": "1",
+    },
+    "id": {
+        "description": "User id: a positive integer up to 2^63-1 in plain decimal digits.",
+        "schema": {"type": "string", "pattern": "^[0-9]+$"},
+        "example": "1",
+    },
+    "ip": {
+        "description": "An IPv4 or IPv6 address; compared in canonical form.",
+        "schema": {"type": "string"},
+        "example": "192.168.1.1",
+    },
+    "token": {
+        "description": "The session token (a UUID).",
+        "schema": {"type": "string"},
+        "example": _EXAMPLE_SESSION["token"],
+    },
+}
+
+# path -> (summary, [(parameter, required)], takes extra data, returns a list, error types)
+METHODS: dict[str, tuple[str, list[tuple[str, bool]], bool, bool, list[type[SessionsError]]]] = {
+    "/new": (
+        "Open a session",
+        [("user_id", True), ("ip", True)],
+        True,
+        False,
+        [InvalidUserId, InvalidIp, InvalidExtra, PayloadTooLarge, StorageFull],
+    ),
+    "/get": (
+        "Check a session and mark it active; with ip, move it to that address",
+        [("token", True), ("ip", False)],
+        True,
+        False,
+        [TokenNotFound, InvalidIp, InvalidExtra, PayloadTooLarge],
+    ),
+    "/del": ("End a session", [("token", True)], False, False, [TokenNotFound]),
+    "/user": (
+        "All live sessions of a user, newest activity first",
+        [("id", True)],
+        False,
+        True,
+        [InvalidUserId],
+    ),
+    "/ip": (
+        "All live sessions seen from an address, newest activity first",
+        [("ip", True)],
+        False,
+        True,
+        [InvalidIp],
+    ),
+}
+
+# Errors any method may answer.
+_COMMON_ERRORS: list[type[SessionsError]] = [BadRequest, Unauthorized, RequestTimeout, StorageUnavailable]
+
+
+def _error_response(errors: list[type[SessionsError]]) -> dict[str, dict[str, Any]]:
+    by_status: dict[int, list[type[SessionsError]]] = {}
+    for error in errors:
+        by_status.setdefault(error.status, []).append(error)
+    responses = {}
+    for status, group in sorted(by_status.items()):
+        responses[str(status)] = {
+            "description": "; ".join(f"`{e.code}`: {e.default_message}" for e in group),
+            "content": {
+                "application/json": {
+                    "schema": {"$ref": "#/components/schemas/Error"},
+                    "examples": {
+                        e.code: {"value": {"status": "error", "code": e.code, "message": e.default_message}}
+                        for e in group
+                    },
+                }
+            },
+        }
+    return responses
+
+
+def _operation(path: str, method: str) -> dict[str, Any]:
+    summary, params, extra, listing, errors = METHODS[path]
+    data: dict[str, Any] = {"$ref": "#/components/schemas/SessionObject"}
+    if listing:
+        data = {"type": "array", "items": data}
+    operation: dict[str, Any] = {
+        "operationId": f"{path.strip('/')}_{method}",
+        "summary": summary,
+        "parameters": [
+            {"name": name, "in": "query", "required": required, **_PARAMS[name]} for name, required in params
+        ],
+        "responses": {
+            "200": {
+                "description": "Success",
+                "content": {
+                    "application/json": {
+                        "schema": {
+                            "type": "object",
+                            "required": ["status", "data"],
+                            "additionalProperties": False,
+                            "properties": {"status": {"const": "success"}, "data": data},
+                        },
+                        "example": {
+                            "status": "success",
+                            "data": [_EXAMPLE_SESSION] if listing else _EXAMPLE_SESSION,
+                        },
+                    }
+                },
+            },
+            **_error_response([*errors, *_COMMON_ERRORS]),
+        },
+    }
+    if extra:
+        operation["requestBody"] = {
+            "required": False,
+            "description": "Extra data merged into the session's `extra` like JSON Merge Patch at the top "
+            "level: new keys added, existing keys replaced, keys set to null removed.",
+            "content": {
+                "application/json": {
+                    "schema": {"type": "object"},
+                    "example": {"os": None, "app_version": 42},
+                },
+                "application/x-www-form-urlencoded": {
+                    "schema": {"type": "object", "additionalProperties": {"type": "string"}},
+                    "example": {"device": "Nexus 5", "os": "Android"},
+                },
+            },
+        }
+    return operation
+
+
+def build_spec() -> dict[str, Any]:
+    session_schema = SessionObject.model_json_schema()
+    session_schema["example"] = _EXAMPLE_SESSION
+    paths = {path: {"get": _operation(path, "get"), "post": _operation(path, "post")} for path in METHODS}
+    all_errors = {*_COMMON_ERRORS, *(e for m in METHODS.values() for e in m[4]), NotFound, MethodNotAllowed}
+    return {
+        "openapi": "3.1.0",
+        "info": {
+            "title": "sessions",
+            "version": __version__,
+            "description": "Login sessions of web and mobile users. Every method answers GET and POST "
+            "alike; parameters come from the query string, a body on `new` and `get` is extra data.",
+        },
+        "paths": paths,
+        "components": {
+            "schemas": {
+                "SessionObject": session_schema,
+                "Error": {
+                    "type": "object",
+                    "required": ["status", "code", "message"],
+                    "additionalProperties": False,
+                    "properties": {
+                        "status": {"const": "error"},
+                        "code": {"enum": sorted({e.code for e in all_errors} | {"internal_error"})},
+                        "message": {"type": "string"},
+                    },
+                },
+            }
+        },
+    }

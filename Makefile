@@ -6,12 +6,12 @@ STAMP := $(VENV)/.installed-$(shell cksum < pyproject.toml | cut -d' ' -f1)
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 APT := $(SUDO) env DEBIAN_FRONTEND=noninteractive apt-get
 
-.PHONY: run test lint bench tarantool wrk clean
+.PHONY: run test lint bench tarantool wrk chromium clean
 
 run: $(STAMP) tarantool
 	$(BIN)/sessions serve
 
-test: $(STAMP) tarantool lint
+test: $(STAMP) tarantool chromium lint
 	$(BIN)/pytest
 
 lint: $(STAMP)
@@ -27,6 +27,10 @@ $(VENV)/.installed-bench: $(STAMP)
 
 wrk:
 	@command -v wrk >/dev/null || { $(APT) update -q && $(APT) install -y -q wrk; }
+
+# For the test that opens /docs in a real browser.
+chromium:
+	@command -v chromium >/dev/null || { $(APT) update -q && $(APT) install -y -q chromium; }
 
 tarantool:
 	@command -v tarantool >/dev/null || { $(APT) update -q && $(APT) install -y -q tarantool; }

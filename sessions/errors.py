@@ -88,6 +88,7 @@ class MethodNotAllowed(SessionsError):
     status = 405
     code = "method_not_allowed"
     default_message = "Use GET or POST."
+    headers: ClassVar[dict[str, str]] = {"Allow": "GET, POST"}
 
 
 class PayloadTooLarge(SessionsError):

@@ -39,7 +39,9 @@ def redact(text: str) -> str:
 
 class _RequestIdFilter(logging.Filter):
     def filter(self, record: logging.LogRecord) -> bool:
-        record.request_id = REQUEST_ID.get()
+        # The access log names its request itself: it is written after the handler is done.
+        if not hasattr(record, "request_id"):
+            record.request_id = REQUEST_ID.get()
         return True
 
 
@@ -87,11 +89,11 @@ def redacted_target(request: web.BaseRequest) -> str:
 class AccessLogger(AbstractAccessLogger):
     def log(self, request: web.BaseRequest, response: web.StreamResponse, time: float) -> None:
         self.logger.info(
-            '%s "%s %s" %d %.1fms %s',
+            '%s "%s %s" %d %.1fms',
             request.remote,
             request.method,
             redacted_target(request),
             response.status,
             time * 1000,
-            response.headers.get("X-Request-Id", "-"),
+            extra={"request_id": response.headers.get("X-Request-Id", "-")},
         )

@@ -24,6 +24,7 @@ from .errors import (
     TokenNotFound,
     Unauthorized,
 )
+from .extra import MAX_DEPTH, MAX_KEYS
 from .models import SessionObject
 
 __all__ = ["METHODS", "build_spec"]
@@ -37,25 +38,27 @@ _EXAMPLE_SESSION = {
     "token": "61494096-9af7-49ba-9fb4-e89c0811e6d3",
 }
 
+_USER_ID = {"type": "integer", "format": "int64", "minimum": 1, "maximum": 2**63 - 1}
+_IP = {"anyOf": [{"type": "string", "format": "ipv4"}, {"type": "string", "format": "ipv6"}]}
 _PARAMS = {
     "user_id": {
         "description": "User id: a positive integer up to 2^63-1 in plain decimal digits.",
-        "schema": {"type": "string", "pattern": "^[0-9]+$"},
-        "example": "1",
+        "schema": _USER_ID,
+        "example": 1,
     },
     "id": {
         "description": "User id: a positive integer up to 2^63-1 in plain decimal digits.",
-        "schema": {"type": "string", "pattern": "^[0-9]+$"},
-        "example": "1",
+        "schema": _USER_ID,
+        "example": 1,
     },
     "ip": {
         "description": "An IPv4 or IPv6 address; compared in canonical form.",
-        "schema": {"type": "string"},
+        "schema": _IP,
         "example": "192.168.1.1",
     },
     "token": {
-        "description": "The session token (a UUID).",
-        "schema": {"type": "string"},
+        "description": "The session token.",
+        "schema": {"type": "string", "format": "uuid"},
         "example": _EXAMPLE_SESSION["token"],
     },
 }
@@ -157,7 +160,7 @@ def _operation(path: str, method: str) -> dict[str, Any]:
             "level: new keys added, existing keys replaced, keys set to null removed.",
             "content": {
                 "application/json": {
-                    "schema": {"type": "object"},
+                    "schema": {"$ref": "#/components/schemas/ExtraPatch"},
                     "example": {"os": None, "app_version": 42},
                 },
                 "application/x-www-form-urlencoded": {
@@ -186,6 +189,24 @@ def build_spec() -> dict[str, Any]:
         "components": {
             "schemas": {
                 "SessionObject": session_schema,
+                "ExtraPatch": {
+                    "type": "object",
+                    "maxProperties": MAX_KEYS,
+                    "additionalProperties": {"$ref": "#/components/schemas/ExtraValue"},
+                    "description": f"Nested at most {MAX_DEPTH} levels; integers must fit in 64 bits.",
+                },
+                "ExtraValue": {
+                    "anyOf": [
+                        {"type": ["null", "boolean", "string"]},
+                        {"type": "integer", "minimum": -(2**63), "maximum": 2**64 - 1},
+                        {"type": "number", "not": {"type": "integer"}},
+                        {"type": "array", "items": {"$ref": "#/components/schemas/ExtraValue"}},
+                        {
+                            "type": "object",
+                            "additionalProperties": {"$ref": "#/components/schemas/ExtraValue"},
+                        },
+                    ]
+                },
                 "Error": {
                     "type": "object",
                     "required": ["status", "code", "message"],

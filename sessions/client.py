@@ -1,0 +1,147 @@
+"""An async client for the sessions service, for backends written in Python.
+
+    async with SessionsClient("http://127.0.0.1:8080") as sessions:
+        session = await sessions.new(user_id=1, ip="192.0.2.1", extra={"device": "Nexus 5"})
+        try:
+            session = await sessions.get(session.token)
+        except TokenNotFound:
+            ...  # signed out or expired
+
+Every error code of the API is raised as its own exception, the same classes the service
+uses (`sessions.errors`); network trouble and timeouts are raised as StorageUnavailable's
+sibling `ServiceUnavailable`, so callers can tell "no such session" from "cannot tell now".
+"""
+
+from __future__ import annotations
+
+from types import TracebackType
+from typing import Any
+
+import aiohttp
+import orjson
+
+from .errors import (
+    BadRequest,
+    InternalError,
+    InvalidExtra,
+    InvalidIp,
+    InvalidUserId,
+    MethodNotAllowed,
+    NotFound,
+    PayloadTooLarge,
+    RequestTimeout,
+    SessionsError,
+    StorageFull,
+    StorageUnavailable,
+    TokenNotFound,
+    Unauthorized,
+)
+from .models import SessionObject
+
+__all__ = ["ServiceUnavailable", "SessionsClient"]
+
+
+class ServiceUnavailable(SessionsError):
+    """The service could not be reached or did not answer in time."""
+
+    status = 503
+    code = "service_unavailable"
+    default_message = "The sessions service could not be reached."
+
+
+_ERRORS: dict[str, type[SessionsError]] = {
+    error.code: error
+    for error in (
+        BadRequest,
+        InternalError,
+        InvalidExtra,
+        InvalidIp,
+        InvalidUserId,
+        MethodNotAllowed,
+        NotFound,
+        PayloadTooLarge,
+        RequestTimeout,
+        StorageFull,
+        StorageUnavailable,
+        TokenNotFound,
+        Unauthorized,
+    )
+}
+
+
+class SessionsClient:
+    """One pooled HTTP connection set to a sessions service; use it as an async context manager."""
+
+    def __init__(
+        self,
+        base_url: str,
+        *,
+        api_key: str | None = None,
+        timeout: float = 2.0,
+        max_connections: int = 100,
+    ) -> None:
+        self._base_url = base_url.rstrip("/")
+        self._headers = {"Authorization": f"Bearer {api_key}"} if api_key else {}
+        self._timeout = aiohttp.ClientTimeout(total=timeout)
+        self._max_connections = max_connections
+        self._http: aiohttp.ClientSession | None = None
+
+    async def __aenter__(self) -> SessionsClient:
+        self._http = aiohttp.ClientSession(
+            connector=aiohttp.TCPConnector(limit=self._max_connections),
+            timeout=self._timeout,
+            headers=self._headers,
+        )
+        return self
+
+    async def __aexit__(
+        self, kind: type[BaseException] | None, error: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        await self.close()
+
+    async def close(self) -> None:
+        if self._http is not None:
+            await self._http.close()
+            self._http = None
+
+    async def new(self, user_id: int, ip: str, *, extra: dict[str, Any] | None = None) -> SessionObject:
+        return SessionObject(**await self._call("/new", {"user_id": str(user_id), "ip": ip}, extra))
+
+    async def get(
+        self, token: str, *, ip: str | None = None, extra: dict[str, Any] | None = None
+    ) -> SessionObject:
+        params = {"token": token} if ip is None else {"token": token, "ip": ip}
+        return SessionObject(**await self._call("/get", params, extra))
+
+    async def delete(self, token: str) -> SessionObject:
+        return SessionObject(**await self._call("/del", {"token": token}))
+
+    async def by_user(self, user_id: int) -> list[SessionObject]:
+        return [SessionObject(**s) for s in await self._call("/user", {"id": str(user_id)})]
+
+    async def by_ip(self, ip: str) -> list[SessionObject]:
+        return [SessionObject(**s) for s in await self._call("/ip", {"ip": ip})]
+
+    async def _call(self, path: str, params: dict[str, str], extra: dict[str, Any] | None = None) -> Any:
+        if self._http is None:
+            raise RuntimeError("use SessionsClient as `async with SessionsClient(...) as client`")
+        try:
+            body = None if extra is None else orjson.dumps(extra)
+        except TypeError as error:  # what the service would refuse too, e.g. a 70-bit integer
+            raise InvalidExtra(f"Extra data cannot be sent as JSON: {error}.") from None
+        headers = {"Content-Type": "application/json"} if body is not None else None
+        try:
+            async with self._http.post(
+                self._base_url + path, params=params, data=body, headers=headers
+            ) as response:
+                raw = await response.read()
+        except (aiohttp.ClientError, TimeoutError) as error:
+            raise ServiceUnavailable(f"{type(error).__name__}: {error}") from error
+        try:
+            envelope = orjson.loads(raw)
+        except orjson.JSONDecodeError:
+            raise ServiceUnavailable(f"not a sessions service answer (HTTP {response.status})") from None
+        if envelope.get("status") == "success":
+            return envelope["data"]
+        error_type = _ERRORS.get(envelope.get("code"), SessionsError)
+        raise error_type(envelope.get("message"))

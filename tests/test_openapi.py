@@ -1,0 +1,135 @@
+"""The OpenAPI description: valid, in the repo as built, true to the running service."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import signal
+import subprocess
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+import schemathesis
+from hypothesis import HealthCheck, settings
+from jsonschema import Draft202012Validator
+from openapi_spec_validator import validate
+
+from sessions.openapi import build_spec
+
+from .conftest import call, new_session
+from .service import Service
+
+SPEC = build_spec()
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def validator(schema: dict[str, Any]) -> Draft202012Validator:
+    # The response schemas refer to #/components/...: resolve them against the whole document.
+    return Draft202012Validator({**schema, "components": SPEC["components"]})
+
+
+def test_the_document_is_valid_openapi_3_1():
+    validate(SPEC)
+
+
+def test_the_copy_in_the_repo_is_current():
+    assert json.loads((ROOT / "openapi.json").read_text()) == SPEC, (
+        "run: python -m sessions openapi > openapi.json"
+    )
+
+
+async def test_served_at_openapi_json(client):
+    response = await client.get("/openapi.json")
+    assert response.status == 200 and await response.json() == SPEC
+
+
+def test_every_route_is_documented_and_every_documented_route_answers(client):
+    api_paths = {r.resource.canonical for r in client.app.router.routes() if r.method in ("GET", "POST")}
+    ops = {
+        "/health",
+        "/ready",
+        "/metrics",
+        "/openapi.json",
+        "/docs",
+        "/docs/",
+        "/docs/swagger.json",
+        "/docs/static",
+    }
+    api_paths -= ops
+    assert api_paths == set(SPEC["paths"])
+
+
+@pytest.mark.parametrize("path", sorted(SPEC["paths"]))
+@pytest.mark.parametrize("method", ["get", "post"])
+async def test_documented_operations_answer_and_match_their_schemas(client, user_id, path, method):
+    session = await new_session(client, user_id)
+    params = {
+        "/new": {"user_id": str(user_id), "ip": "192.0.2.1"},
+        "/get": {"token": session["token"]},
+        "/del": {"token": session["token"]},
+        "/user": {"id": str(user_id)},
+        "/ip": {"ip": "192.0.2.1"},
+    }[path]
+    responses = SPEC["paths"][path][method]["responses"]
+    for query in (params, {"token": "x", "user_id": "0", "id": "-1", "ip": "no"}):
+        status, body = await call(client, path, method.upper(), params=query)
+        assert str(status) in responses, (path, status)
+        validator(responses[str(status)]["content"]["application/json"]["schema"]).validate(body)
+
+
+def test_examples_match_their_schemas():
+    for path, operations in SPEC["paths"].items():
+        for method, operation in operations.items():
+            for status, response in operation["responses"].items():
+                content = response["content"]["application/json"]
+                check = validator(content["schema"])
+                examples = [content["example"]] if "example" in content else []
+                examples += [e["value"] for e in content.get("examples", {}).values()]
+                assert examples, (path, method, status)
+                for example in examples:
+                    check.validate(example)
+
+
+@pytest.fixture(scope="module")
+def service(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Service]:
+    running = Service(tmp_path_factory.mktemp("openapi") / "data")
+    yield running
+    running.stop(signal.SIGTERM)
+
+
+@pytest.mark.skipif(shutil.which("chromium") is None, reason="Debian's chromium is not installed")
+def test_docs_page_lists_every_method_in_a_real_browser(service, tmp_path):
+    page = subprocess.run(
+        [
+            "chromium",
+            "--headless",
+            "--no-sandbox",
+            "--disable-gpu",
+            "--disable-quic",
+            "--no-first-run",
+            "--disable-background-networking",
+            "--disable-component-update",
+            "--disable-sync",
+            f"--user-data-dir={tmp_path / 'profile'}",
+            "--virtual-time-budget=15000",
+            "--dump-dom",
+            f"http://127.0.0.1:{service.port}/docs",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    ).stdout
+    assert "swagger-ui" in page
+    for path in SPEC["paths"]:
+        assert f">{path}<" in page or f'data-path="{path}"' in page, path
+
+
+fuzz = schemathesis.openapi.from_dict(SPEC)
+
+
+@fuzz.parametrize()
+@settings(max_examples=25, deadline=None, suppress_health_check=list(HealthCheck))
+def test_schemathesis(case, service):
+    case.call_and_validate(base_url=f"http://127.0.0.1:{service.port}")

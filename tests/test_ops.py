@@ -1,0 +1,108 @@
+"""Operational endpoints, request ids, logs and metrics."""
+
+from __future__ import annotations
+
+import json
+import re
+import signal
+
+import pytest
+
+from sessions.app import create_app
+
+from .conftest import call, new_session, settings_for
+from .service import Service, free_port
+
+
+async def test_health_and_ready(client):
+    assert await call(client, "/health") == (200, {"status": "success", "data": {"alive": True}})
+    status, body = await call(client, "/ready")
+    assert status == 200 and body["data"]["ready"] is True
+
+
+async def test_ready_is_503_without_tarantool_while_health_stays_200(aiohttp_client, fresh_tarantool):
+    client = await aiohttp_client(create_app(settings_for(fresh_tarantool)))
+    await fresh_tarantool.stop()
+    assert (await call(client, "/health"))[0] == 200
+    status, body = await call(client, "/ready")
+    assert (status, body["code"]) == (503, "storage_unavailable")
+
+
+async def test_probes_stay_open_with_api_keys(aiohttp_client, tarantool):
+    client = await aiohttp_client(create_app(settings_for(tarantool, api_keys="secret")))
+    assert (await call(client, "/health"))[0] == 200
+    assert (await call(client, "/user?id=1"))[0] == 401
+    closed = await aiohttp_client(create_app(settings_for(tarantool, api_keys="secret", open_probes=False)))
+    assert (await call(closed, "/health"))[0] == 401
+
+
+async def test_ops_can_be_switched_off(aiohttp_client, tarantool):
+    client = await aiohttp_client(create_app(settings_for(tarantool, ops_enabled=False)))
+    for path in ("/health", "/ready", "/metrics", "/openapi.json", "/docs"):
+        assert (await call(client, path))[0] == 404
+
+
+async def test_metrics(client, user_id):
+    session = await new_session(client, user_id, "198.51.100.77")
+    await call(client, "/get", params={"token": session["token"]})
+    await call(client, "/get", params={"token": "nope"})
+    response = await client.get("/metrics")
+    assert response.status == 200
+    text = await response.text()
+    assert re.search(r'sessions_requests_total\{code="success",method="get"\} [1-9]', text)
+    assert re.search(r'sessions_requests_total\{code="token_not_found",method="get"\} [1-9]', text)
+    assert 'sessions_request_duration_seconds_bucket{le="0.005",method="get"}' in text
+    assert re.search(r"^sessions_stored [1-9]", text, re.M)
+    assert "sessions_tarantool_up 1.0" in text
+    assert "sessions_purged_total" in text
+    # Bounded labels: no tokens, ids or addresses ever become label values.
+    for secret in (session["token"], str(user_id), "198.51.100.77"):
+        assert secret not in text
+    methods = set(re.findall(r'method="([^"]+)"', text))
+    assert methods <= {"new", "get", "del", "user", "ip", "ops", "other"}
+
+
+@pytest.mark.parametrize(
+    ("given", "kept"), [("abc-123", True), ("x" * 200, False), ("bad id", False), ("a\nb", False)]
+)
+async def test_request_id_is_echoed_or_made(client, given, kept):
+    response = await client.get("/user?id=1", headers={"X-Request-Id": given} if "\n" not in given else {})
+    echoed = response.headers["X-Request-Id"]
+    if kept:
+        assert echoed == given
+    else:
+        assert echoed != given and re.fullmatch(r"[0-9a-f]{16}", echoed)
+
+
+def test_json_logs_carry_the_request_id_and_a_masked_configuration(tmp_path):
+    service = Service(
+        tmp_path / "data",
+        SESSIONS_LOG_FORMAT="json",
+        SESSIONS_ACCESS_LOG="true",
+        SESSIONS_TARANTOOL_PASSWORD="pw-in-config",
+    )
+    try:
+        status, _ = service.request("/user?id=1")
+        assert status == 200
+    finally:
+        service.stop(signal.SIGTERM)
+    lines = [json.loads(line) for line in service.output().splitlines() if line.startswith("{")]
+    assert lines and all({"time", "level", "logger", "message", "request_id"} <= set(line) for line in lines)
+    access = [line for line in lines if line["logger"] == "sessions.access"]
+    assert access and re.fullmatch(r"[0-9a-f]{16}", access[0]["request_id"])
+    config = next(line["message"] for line in lines if line["message"].startswith("configuration:"))
+    assert '"tarantool_password":"**********"' in config
+    assert "pw-in-config" not in service.output()
+
+
+def test_ops_on_a_port_of_their_own(tmp_path):
+    ops_port = free_port()
+    service = Service(tmp_path / "data", SESSIONS_OPS_PORT=str(ops_port))
+    try:
+        assert service.request("/health")[0] == 404
+        assert service.request("/new?user_id=1&ip=192.0.2.1")[0] == 200
+        service_port, service.port = service.port, ops_port
+        assert service.request("/health")[0] == 200
+        service.port = service_port
+    finally:
+        service.stop(signal.SIGTERM)

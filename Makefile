@@ -6,7 +6,7 @@ STAMP := $(VENV)/.installed-$(shell cksum < pyproject.toml | cut -d' ' -f1)
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 APT := $(SUDO) env DEBIAN_FRONTEND=noninteractive apt-get
 
-.PHONY: run test lint bench tarantool wrk chromium clean
+.PHONY: run test lint bench tarantool wrk chromium docker-compose clean
 
 run: $(STAMP) tarantool
 	$(BIN)/sessions serve
@@ -14,9 +14,12 @@ run: $(STAMP) tarantool
 test: $(STAMP) tarantool chromium lint
 	$(BIN)/pytest
 
-lint: $(STAMP)
+lint: $(STAMP) docker-compose
 	$(BIN)/ruff check sessions tests $(wildcard bench)
 	$(BIN)/ruff format --check -q sessions tests $(wildcard bench)
+	$(BIN)/hadolint Dockerfile
+	SESSIONS_TARANTOOL_PASSWORD=lint docker-compose -f docker-compose.yml config -q
+	SESSIONS_TARANTOOL_PASSWORD=lint docker-compose -f docker-compose.yml -f dc.sample.yml config -q
 
 bench: $(STAMP) tarantool wrk $(VENV)/.installed-bench
 	$(BIN)/python bench/run.py
@@ -27,6 +30,10 @@ $(VENV)/.installed-bench: $(STAMP)
 
 wrk:
 	@command -v wrk >/dev/null || { $(APT) update -q && $(APT) install -y -q wrk; }
+
+# No Docker engine is needed: compose files are only validated here.
+docker-compose:
+	@command -v docker-compose >/dev/null || { $(APT) update -q && $(APT) install -y -q docker-compose; }
 
 # For the test that opens /docs in a real browser.
 chromium:

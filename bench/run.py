@@ -136,7 +136,7 @@ def wrk(port: int, mode: str, *, seconds: float, connections: int, files: dict[s
 async def seed(socket_path: Path, workdir: Path, *, get_tokens: int, del_tokens: int) -> dict[str, str]:
     """Sessions for the loads, written straight through the storage adapter; token files."""
     storage = Storage(
-        ("unix/", str(socket_path)),
+        [("unix/", str(socket_path))],
         user="sessions",
         password=PASSWORD,
         idle_ttl=180 * DAY,

@@ -29,12 +29,12 @@ async def _storage(app: web.Application) -> AsyncIterator[None]:
     if settings.embedded:
         embedded = EmbeddedTarantool.from_settings(settings, password=password)
         await embedded.start()
-        address = embedded.address
+        addresses = [embedded.address]
         watchdog = asyncio.create_task(embedded.watch(lambda: app[SHUTDOWN].request(1)))
     else:
-        address = settings.tarantool_address
+        addresses = settings.tarantool_addresses
     storage = Storage(
-        address,
+        addresses,
         user=settings.tarantool_user,
         password=password,
         idle_ttl=settings.idle_ttl,

@@ -3,16 +3,19 @@
 from __future__ import annotations
 
 import argparse
+import datetime
 import gc
 import json
 import logging
 import sys
+from pathlib import Path
+from typing import Any
 
 import uvloop
 from aiohttp import web
 from pydantic import ValidationError
 
-from . import server
+from . import backup, server
 from .app import create_app
 from .config import Settings, describe_error
 from .embedded import EmbeddedError
@@ -71,6 +74,22 @@ def serve_workers(settings: Settings) -> int:
         return 1
 
 
+def _when(timestamp: float | None) -> str:
+    if timestamp is None:
+        return "never"
+    return datetime.datetime.fromtimestamp(timestamp, datetime.UTC).isoformat(timespec="seconds")
+
+
+def _print_stats(info: dict[str, Any]) -> None:
+    print(f"sessions stored:    {info['sessions']}")
+    print(f"memory used:        {info['memory_used']} bytes")
+    print(f"oldest activity:    {_when(info['oldest_activity'])}")
+    print(f"last checkpoint:    {_when(info['last_checkpoint'])}")
+    print(f"purged since start: {info['purged']}")
+    print(f"read-only:          {info['ro']}")
+    print(f"schema version:     {info['schema_version']} (Tarantool {info['tarantool_version']})")
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
         prog="sessions", description="Session store for web and mobile backends."
@@ -78,6 +97,15 @@ def main(argv: list[str] | None = None) -> int:
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     commands.add_parser("serve", help="serve the HTTP API (settings from SESSIONS_* variables)")
     commands.add_parser("openapi", help="print the OpenAPI description of the API")
+    backup_command = commands.add_parser(
+        "backup", help="write a consistent archive of the running Tarantool's data to FILE"
+    )
+    backup_command.add_argument("file", type=Path)
+    restore_command = commands.add_parser(
+        "restore", help="check FILE and restore it into SESSIONS_DATA_DIR (service stopped)"
+    )
+    restore_command.add_argument("file", type=Path)
+    commands.add_parser("stats", help="sessions stored, memory, oldest activity, last checkpoint")
     # One of the processes `serve` starts when SESSIONS_WORKERS > 1.
     commands.add_parser("worker")
     args = parser.parse_args(argv)
@@ -92,5 +120,20 @@ def main(argv: list[str] | None = None) -> int:
         return serve(settings) if settings.workers == 1 else serve_workers(settings)
     if args.command == "worker":
         return serve(settings, reuse_port=True)
+    try:
+        if args.command == "backup":
+            manifest = backup.backup(settings, args.file)
+            print(f"backed up {manifest['sessions']} sessions to {args.file}")
+        elif args.command == "restore":
+            manifest = backup.restore(settings, args.file)
+            print(f"restored {manifest['sessions']} sessions from {args.file} (taken {manifest['created']})")
+            if "previous_files_moved_to" in manifest:
+                print(f"the files it replaced are in {manifest['previous_files_moved_to']}")
+        elif args.command == "stats":
+            _print_stats(backup.stats(settings))
+        return 0
+    except backup.BackupError as error:
+        print(f"sessions {args.command}: {error}", file=sys.stderr)
+        return 1
     parser.error(f"unknown command {args.command}")
     return 2

@@ -30,7 +30,8 @@ class Settings(BaseSettings):
     # Processes serving the port together (SO_REUSEPORT); they share one Tarantool.
     workers: Annotated[int, Field(ge=1, le=64)] = 1
 
-    # Remote Tarantool as host:port, [ipv6]:port or unix/:/path; unset means embedded.
+    # Remote Tarantool as host:port, [ipv6]:port or unix/:/path; several, comma-separated,
+    # for a primary and its replicas (the writable one is used). Unset means embedded.
     tarantool: str | None = None
     tarantool_user: Annotated[str, Field(min_length=1)] = "sessions"
     # Required for a remote instance; the embedded one gets a fresh random one per start.
@@ -85,7 +86,7 @@ class Settings(BaseSettings):
     @classmethod
     def _valid_address(cls, value: str | None) -> str | None:
         if value is not None:
-            parse_address(value)
+            parse_addresses(value)
         return value
 
     @field_validator("log_format", mode="before")
@@ -121,10 +122,17 @@ class Settings(BaseSettings):
         return secrets.token_urlsafe(32)
 
     @property
-    def tarantool_address(self) -> TarantoolAddress:
+    def tarantool_addresses(self) -> list[TarantoolAddress]:
         if self.tarantool is None:
             raise ValueError("no remote Tarantool address is configured")
-        return parse_address(self.tarantool)
+        return parse_addresses(self.tarantool)
+
+
+def parse_addresses(value: str) -> list[TarantoolAddress]:
+    addresses = [parse_address(item.strip()) for item in value.split(",") if item.strip()]
+    if not addresses:
+        raise ValueError("expected at least one address")
+    return addresses
 
 
 def parse_address(value: str) -> TarantoolAddress:

@@ -14,7 +14,7 @@ import subprocess
 import sys
 import time
 from collections import deque
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from pathlib import Path
 
 from .config import Settings, TarantoolAddress
@@ -65,6 +65,7 @@ class EmbeddedTarantool:
         idle_ttl: int,
         startup_timeout: float,
         shutdown_timeout: float,
+        environment: Mapping[str, str] | None = None,
     ) -> None:
         self.data_dir = data_dir.resolve()
         self.socket_path = self.data_dir / "tarantool.sock"
@@ -84,6 +85,8 @@ class EmbeddedTarantool:
             "SESSIONS_TARANTOOL_USER": user,
             "SESSIONS_TARANTOOL_PASSWORD": password,
             "SESSIONS_IDLE_TTL": str(idle_ttl),
+            # More of init.lua's settings, e.g. TT_REPLICATION for a replica.
+            **(environment or {}),
         }
         self._startup_timeout = startup_timeout
         self._shutdown_timeout = shutdown_timeout

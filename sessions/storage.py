@@ -6,6 +6,8 @@ This is the only module that knows asynctnt and the tuple layout.
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import logging
 import os
 from collections.abc import Awaitable, Callable
 from typing import Any
@@ -18,6 +20,8 @@ from .errors import PayloadTooLarge, SessionsError, StorageFull, StorageUnavaila
 from .models import Session
 
 __all__ = ["Storage", "StorageError"]
+
+log = logging.getLogger(__name__)
 
 # Tuple layout of the `sessions` space (tarantool/sessions/fields.lua), zero-based.
 TOKEN, USER_ID, IP, CREATE, ACTIVITY, EXTRA = range(6)
@@ -138,11 +142,16 @@ class _Coalescer:
 
 
 class Storage:
-    """Session operations on one Tarantool connection that reconnects by itself."""
+    """Session operations on Tarantool, over connections that reconnect by themselves.
+
+    Given several instances (a primary and its replicas), calls go to the one that is
+    writable; a watcher looks every half second, and at once after a failed call, so that
+    the service follows a failover within about a second.
+    """
 
     def __init__(
         self,
-        address: TarantoolAddress,
+        addresses: list[TarantoolAddress],
         *,
         user: str,
         password: str,
@@ -150,22 +159,28 @@ class Storage:
         extra_max_bytes: int,
         timeout: float,
     ) -> None:
-        host, port = address
         self._idle_ttl = idle_ttl
         self._extra_max = extra_max_bytes
         self._timeout = timeout
-        self._conn = asynctnt.Connection(
-            host=host,
-            port=port,
-            username=user,
-            password=password,
-            # Only procedures are called, so the schema is never needed.
-            fetch_schema=False,
-            auto_refetch_schema=False,
-            connect_timeout=timeout,
-            reconnect_timeout=0.2,
-            ping_timeout=1.0,
-        )
+        self._conns = [
+            asynctnt.Connection(
+                host=host,
+                port=port,
+                username=user,
+                password=password,
+                # Only procedures are called, so the schema is never needed.
+                fetch_schema=False,
+                auto_refetch_schema=False,
+                connect_timeout=timeout,
+                reconnect_timeout=0.2,
+                ping_timeout=1.0,
+            )
+            for host, port in addresses
+        ]
+        self._conn = self._conns[0]
+        self._recheck = asyncio.Event()
+        self._watcher: asyncio.Task[None] | None = None
+        self._connecting: list[asyncio.Future[Any]] = []
         self._new = _Coalescer("new", self._batch)
         self._get = _Coalescer("get", self._batch)
         self._delete = _Coalescer("delete", self._batch)
@@ -173,10 +188,48 @@ class Storage:
         self._by_ip = _Coalescer("by_ip", self._batch)
 
     async def connect(self) -> None:
-        await self._conn.connect()
+        """Connect to every instance; with several, wait until one of them is writable."""
+        if len(self._conns) == 1:
+            await self._conn.connect()
+            return
+        # Each keeps retrying in the background until its instance is there.
+        self._connecting = [asyncio.ensure_future(conn.connect()) for conn in self._conns]
+        # Polling: which instance is writable is Tarantool's state, with nothing to wait on.
+        while not await self._elect():  # noqa: ASYNC110
+            await asyncio.sleep(0.1)
+        self._watcher = asyncio.create_task(self._watch())
 
     async def close(self) -> None:
-        await self._conn.disconnect()
+        for task in [*self._connecting, *([self._watcher] if self._watcher else [])]:
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await task
+        for conn in self._conns:
+            await conn.disconnect()
+
+    async def _elect(self) -> bool:
+        """Point calls at a writable instance, preferring the current one; whether found."""
+        candidates = [self._conn, *(c for c in self._conns if c is not self._conn)]
+        for conn in candidates:
+            if not conn.is_fully_connected:
+                continue
+            try:
+                info = (await conn.call("sessions.info", [], timeout=self._timeout))[0]
+            except (TarantoolError, TimeoutError, OSError):
+                continue
+            if not info["ro"]:
+                if conn is not self._conn:
+                    log.warning("switching to the writable Tarantool at %s", conn.fingerprint)
+                self._conn = conn
+                return True
+        return False
+
+    async def _watch(self) -> None:
+        while True:
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._recheck.wait(), 0.5)
+            self._recheck.clear()
+            await self._elect()
 
     async def new(self, user_id: int, ip: str, patch: dict[str, Any] | None) -> Session:
         while True:
@@ -213,6 +266,7 @@ class Storage:
     async def _call(self, name: str, args: list[Any]) -> Any:
         """The first value a procedure returns, with Tarantool's errors mapped."""
         if not self._conn.is_fully_connected:
+            self._recheck.set()
             raise StorageUnavailable()
         try:
             response = await self._conn.call(name, args, timeout=self._timeout)
@@ -220,7 +274,11 @@ class Storage:
             custom = None
             if error.error is not None and error.error.trace:
                 custom = error.error.trace[0].fields.get("custom_type")
-            raise _error(custom, error.code, error.message) from None
+            mapped = _error(custom, error.code, error.message)
+            if isinstance(mapped, StorageUnavailable):
+                self._recheck.set()
+            raise mapped from None
         except (TarantoolError, TimeoutError, OSError):
+            self._recheck.set()
             raise StorageUnavailable() from None
         return response[0] if response else None

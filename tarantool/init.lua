@@ -10,6 +10,9 @@
 --   TT_CONSOLE_SOCKET  path of an admin console unix socket (optional)
 --   SESSIONS_TARANTOOL_USER, SESSIONS_TARANTOOL_PASSWORD   the service's credentials
 --   SESSIONS_IDLE_TTL  idle TTL in seconds for the expiry fiber until the service sends one
+--   SESSIONS_REPLICATION_PASSWORD  creates the `replicator` user replicas join as; a replica
+--                      then sets TT_REPLICATION=replicator:<password>@primary:3301 and
+--                      TT_READ_ONLY=true
 local fio = require('fio')
 local log = require('log')
 
@@ -99,6 +102,10 @@ schema.migrate()
 rawset(_G, 'sessions', procedures)
 if not box.info.ro then
     access.ensure_user(user, password)
+    local replication_password = env('SESSIONS_REPLICATION_PASSWORD')
+    if replication_password ~= nil then
+        access.ensure_replication_user(replication_password)
+    end
 end
 
 local ttl = env_number('SESSIONS_IDLE_TTL')

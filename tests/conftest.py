@@ -23,7 +23,10 @@ PASSWORD = "test-password"
 
 
 def make_instance(
-    data_dir: Path, idle_ttl: int = 180 * 86400, memory: int = 256 * 2**20
+    data_dir: Path,
+    idle_ttl: int = 180 * 86400,
+    memory: int = 256 * 2**20,
+    environment: dict[str, str] | None = None,
 ) -> EmbeddedTarantool:
     return EmbeddedTarantool(
         data_dir=data_dir,
@@ -36,11 +39,13 @@ def make_instance(
         idle_ttl=idle_ttl,
         startup_timeout=30,
         shutdown_timeout=10,
+        environment=environment,
     )
 
 
 def settings_for(instance: EmbeddedTarantool, **overrides: Any) -> Settings:
-    return Settings(tarantool=f"unix/:{instance.socket_path}", tarantool_password=PASSWORD, **overrides)
+    overrides.setdefault("tarantool", f"unix/:{instance.socket_path}")
+    return Settings(tarantool_password=PASSWORD, **overrides)
 
 
 @pytest.fixture(scope="session")

@@ -19,7 +19,15 @@ local function ensure_user(user, password)
     end
 end
 
+-- Replicas join the primary as this user; it exists only when a password is configured.
+local function ensure_replication_user(password)
+    box.schema.user.create('replicator', {password = password, if_not_exists = true})
+    box.schema.user.passwd('replicator', password)
+    box.schema.user.grant('replicator', 'replication', nil, nil, {if_not_exists = true})
+end
+
 return {
     PROCEDURES = PROCEDURES,
     ensure_user = ensure_user,
+    ensure_replication_user = ensure_replication_user,
 }

@@ -1,6 +1,7 @@
 -- Stored procedures behind the HTTP API, one per operation. Each runs without yielding
 -- between its read and its write, so it is atomic inside the instance.
 local fiber = require('fiber')
+local fio = require('fio')
 local msgpack = require('msgpack')
 local uuid = require('uuid')
 
@@ -206,6 +207,18 @@ local function batch(operation, calls)
     return results
 end
 
+-- Modification time of the newest snapshot, or nil before the first one.
+local function last_checkpoint()
+    local checkpoints = box.info.gc().checkpoints
+    local newest = checkpoints[#checkpoints]
+    if newest == nil then
+        return nil
+    end
+    local path = fio.pathjoin(box.cfg.memtx_dir, ('%020d.snap'):format(newest.signature))
+    local stat = fio.stat(path)
+    return stat and stat.mtime
+end
+
 -- What a readiness probe and `sessions stats` need, without a full scan.
 local function info()
     local space = box.space.sessions
@@ -219,6 +232,7 @@ local function info()
         purged = expiry_stats.purged,
         memory_used = box.slab.info().arena_used,
         tarantool_version = box.info.version,
+        last_checkpoint = last_checkpoint() or box.NULL,
     }
 end
 

@@ -1,0 +1,27 @@
+# The sessions service. Build: docker build -t sessions .
+# Tarantool runs in its own container (docker-compose.yml); this image holds only the app.
+
+FROM python:3.11-slim-bookworm AS build
+ENV PIP_NO_CACHE_DIR=1 PIP_DISABLE_PIP_VERSION_CHECK=1
+WORKDIR /src
+RUN python -m venv /opt/venv
+COPY pyproject.toml README.md ./
+COPY sessions ./sessions
+RUN /opt/venv/bin/pip install .
+
+FROM python:3.11-slim-bookworm
+RUN groupadd --system --gid 10001 sessions \
+    && useradd --system --uid 10001 --gid sessions --no-create-home --shell /usr/sbin/nologin sessions
+COPY --from=build /opt/venv /opt/venv
+ENV PATH=/opt/venv/bin:$PATH \
+    PYTHONDONTWRITEBYTECODE=1 \
+    PYTHONUNBUFFERED=1 \
+    SESSIONS_HOST=0.0.0.0 \
+    SESSIONS_PORT=8080
+USER 10001:10001
+EXPOSE 8080
+HEALTHCHECK --interval=10s --timeout=3s --start-period=20s --retries=3 \
+    CMD ["python", "-c", "import os, urllib.request; urllib.request.urlopen('http://127.0.0.1:%s/health' % (os.environ.get('SESSIONS_OPS_PORT') or os.environ['SESSIONS_PORT']), timeout=2)"]
+# Exec form: signals reach the service itself, which stops in order on SIGTERM.
+ENTRYPOINT ["sessions"]
+CMD ["serve"]

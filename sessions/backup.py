@@ -1,0 +1,190 @@
+"""`sessions backup`, `restore` and `stats`: the original design's snapshot steps as commands.
+
+Backup and restore work on the Tarantool data dir (SESSIONS_DATA_DIR): the embedded
+instance's, or in compose the volume the Tarantool container writes, mounted into a
+`sessions` container. A backup asks the running instance, through its admin console socket
+in that dir, for a fresh checkpoint and for the files that make it up (box.backup), and packs
+them with a manifest of checksums into one archive while the service keeps serving.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import datetime
+import hashlib
+import io
+import json
+import os
+import shutil
+import socket
+import tarfile
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+from .config import Settings
+from .console import Console, ConsoleError
+from .storage import Storage
+
+__all__ = ["BackupError", "backup", "restore", "stats"]
+
+MANIFEST = "manifest.json"
+FORMAT = 1
+_DATA_SUFFIXES = (".snap", ".xlog", ".vylog")
+
+
+class BackupError(RuntimeError):
+    """A backup or restore that cannot be done; nothing was changed."""
+
+
+def _console_path(settings: Settings) -> Path:
+    return settings.data_dir.resolve() / "tarantool.control"
+
+
+def _in_use(data_dir: Path) -> bool:
+    for name in ("tarantool.control", "tarantool.sock"):
+        path = data_dir / name
+        if path.exists():
+            with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as probe:
+                try:
+                    probe.connect(str(path))
+                except OSError:
+                    continue
+                return True
+    return False
+
+
+def _sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as data:
+        for chunk in iter(lambda: data.read(1 << 20), b""):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def backup(settings: Settings, target: Path) -> dict[str, Any]:
+    """Write a consistent archive of the running instance's data; returns the manifest."""
+    data_dir = settings.data_dir.resolve()
+    if not _in_use(data_dir):
+        raise BackupError(f"no running Tarantool found in {data_dir}: start the service first")
+    with Console(_console_path(settings), timeout=600) as console:
+        console.eval("box.snapshot()")
+        files = console.eval("return box.backup.start()")
+        try:
+            info = console.eval(
+                "return {version = box.info.version, "
+                "schema = package.loaded['sessions.schema'].version(), "
+                "sessions = box.space.sessions:len()}"
+            )
+            manifest = {
+                "format": FORMAT,
+                "created": datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds"),
+                "tarantool_version": info["version"],
+                "schema_version": info["schema"],
+                "sessions": info["sessions"],
+                "files": {},
+            }
+            target.parent.mkdir(parents=True, exist_ok=True)
+            partial = target.with_name(target.name + ".partial")
+            with tarfile.open(partial, "w:gz") as archive:
+                for name in files:
+                    path = data_dir / name
+                    manifest["files"][path.name] = {"sha256": _sha256(path), "size": path.stat().st_size}
+                    archive.add(path, arcname=path.name)
+                body = json.dumps(manifest, indent=2).encode()
+                entry = tarfile.TarInfo(MANIFEST)
+                entry.size, entry.mtime, entry.mode = len(body), int(time.time()), 0o600
+                archive.addfile(entry, io.BytesIO(body))
+            os.chmod(partial, 0o600)  # sessions are credentials
+            partial.replace(target)
+        finally:
+            console.eval("box.backup.stop()")
+    return manifest
+
+
+def _verified(source: Path, into: Path) -> dict[str, Any]:
+    """Unpack `source` into the empty dir `into`, checking everything; the manifest."""
+    try:
+        with tarfile.open(source, "r:gz") as archive:
+            members = {member.name: member for member in archive.getmembers()}
+            if MANIFEST not in members:
+                raise BackupError("not a sessions backup: no manifest")
+            extracted = archive.extractfile(members[MANIFEST])
+            assert extracted is not None
+            manifest = json.loads(extracted.read())
+            expected = manifest.get("files") or {}
+            if manifest.get("format") != FORMAT or set(members) != {MANIFEST, *expected}:
+                raise BackupError("the archive does not match its manifest")
+            for name in expected:
+                member = members[name]
+                if not member.isfile() or "/" in name or not name.endswith(_DATA_SUFFIXES):
+                    raise BackupError(f"unexpected entry {name!r} in the archive")
+                content = archive.extractfile(member)
+                assert content is not None
+                with open(into / name, "wb") as out:
+                    shutil.copyfileobj(content, out)
+                if _sha256(into / name) != expected[name]["sha256"]:
+                    raise BackupError(f"checksum mismatch for {name}")
+    except (tarfile.TarError, OSError, EOFError, ValueError, KeyError) as error:
+        raise BackupError(f"corrupt archive: {error}") from None
+    return manifest
+
+
+def restore(settings: Settings, source: Path) -> dict[str, Any]:
+    """Replace the data in SESSIONS_DATA_DIR with the archive's; the old files are kept aside."""
+    data_dir = settings.data_dir.resolve()
+    if _in_use(data_dir):
+        raise BackupError(f"a running Tarantool uses {data_dir}: stop the service first")
+    data_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory(dir=data_dir, prefix=".restore-") as staging:
+        manifest = _verified(source, Path(staging))
+        # Only now, with the whole archive checked, is anything in the data dir touched.
+        current = [p for p in data_dir.iterdir() if p.suffix in _DATA_SUFFIXES]
+        if current:
+            aside = data_dir / f"pre-restore-{time.strftime('%Y%m%d-%H%M%S')}"
+            aside.mkdir(mode=0o700)
+            for path in current:
+                path.rename(aside / path.name)
+            manifest["previous_files_moved_to"] = str(aside)
+        owner = data_dir.stat()
+        for name in manifest["files"]:
+            target = data_dir / name
+            shutil.move(Path(staging) / name, target)
+            os.chmod(target, 0o600)
+            # Restored by root into a volume that Tarantool reads as its own user.
+            if os.geteuid() == 0:
+                os.chown(target, owner.st_uid, owner.st_gid)
+    return manifest
+
+
+def stats(settings: Settings) -> dict[str, Any]:
+    """The instance's figures, from the local console if there is one, else as the service user."""
+    if not settings.embedded:
+        return asyncio.run(_remote_info(settings))
+    if not _in_use(settings.data_dir.resolve()):
+        raise BackupError(f"no running Tarantool found in {settings.data_dir.resolve()}")
+    try:
+        with Console(_console_path(settings)) as console:
+            result: dict[str, Any] = console.eval("return sessions.info()")
+            return result
+    except ConsoleError as error:
+        raise BackupError(str(error)) from None
+
+
+async def _remote_info(settings: Settings) -> dict[str, Any]:
+    storage = Storage(
+        settings.tarantool_addresses,
+        user=settings.tarantool_user,
+        password=settings.service_password(),
+        idle_ttl=settings.idle_ttl,
+        extra_max_bytes=settings.extra_max_bytes,
+        timeout=settings.tarantool_timeout,
+    )
+    try:
+        await asyncio.wait_for(storage.connect(), settings.startup_timeout)
+        return await storage.info()
+    except TimeoutError:
+        raise BackupError(f"Tarantool at {settings.tarantool} did not answer") from None
+    finally:
+        await storage.close()

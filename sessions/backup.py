@@ -1,4 +1,4 @@
-"""`sessions backup`, `restore` and `stats`: the original design's snapshot steps as commands.
+"""`sessions backup`, `restore`, `stats` and `promote`: operator commands on a Tarantool data dir.
 
 Backup and restore work on the Tarantool data dir (SESSIONS_DATA_DIR): the embedded
 instance's, or in compose the volume the Tarantool container writes, mounted into a
@@ -27,7 +27,7 @@ from .config import Settings
 from .console import Console, ConsoleError
 from .storage import Storage
 
-__all__ = ["BackupError", "backup", "restore", "stats"]
+__all__ = ["BackupError", "backup", "promote", "restore", "stats"]
 
 MANIFEST = "manifest.json"
 FORMAT = 1
@@ -156,6 +156,17 @@ def restore(settings: Settings, source: Path) -> dict[str, Any]:
             if os.geteuid() == 0:
                 os.chown(target, owner.st_uid, owner.st_gid)
     return manifest
+
+
+def promote(settings: Settings) -> None:
+    """Make the replica whose data dir this is writable, after its primary is lost."""
+    data_dir = settings.data_dir.resolve()
+    if not _in_use(data_dir):
+        raise BackupError(f"no running Tarantool found in {data_dir}")
+    with Console(_console_path(settings)) as console:
+        console.eval("box.cfg{read_only = false}")
+        if console.eval("return box.info.ro"):
+            raise BackupError(f"Tarantool is still read-only: {console.eval('return box.info.status')}")
 
 
 def stats(settings: Settings) -> dict[str, Any]:

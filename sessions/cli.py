@@ -106,6 +106,7 @@ def main(argv: list[str] | None = None) -> int:
     )
     restore_command.add_argument("file", type=Path)
     commands.add_parser("stats", help="sessions stored, memory, oldest activity, last checkpoint")
+    commands.add_parser("promote", help="make the replica in SESSIONS_DATA_DIR writable (failover)")
     # One of the processes `serve` starts when SESSIONS_WORKERS > 1.
     commands.add_parser("worker")
     args = parser.parse_args(argv)
@@ -131,6 +132,9 @@ def main(argv: list[str] | None = None) -> int:
                 print(f"the files it replaced are in {manifest['previous_files_moved_to']}")
         elif args.command == "stats":
             _print_stats(backup.stats(settings))
+        elif args.command == "promote":
+            backup.promote(settings)
+            print(f"the Tarantool in {settings.data_dir} is writable now")
         return 0
     except backup.BackupError as error:
         print(f"sessions {args.command}: {error}", file=sys.stderr)

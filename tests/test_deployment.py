@@ -12,7 +12,7 @@ import pytest
 from aiohttp.test_utils import TestClient, TestServer
 
 from sessions.app import create_app
-from sessions.backup import BackupError, backup, restore
+from sessions.backup import BackupError, backup, promote, restore
 from sessions.config import Settings
 from sessions.console import Console
 
@@ -116,7 +116,7 @@ async def test_failover_to_a_promoted_replica_keeps_serving(aiohttp_client, tmp_
                     break
                 await asyncio.sleep(0.05)
             await primary.stop()
-            console.eval("box.cfg{read_only = false}")
+        await asyncio.to_thread(promote, Settings(data_dir=tmp_path / "replica"))
 
         deadline = asyncio.get_running_loop().time() + 10
         while (await call(client, "/get", params={"token": made[0]["token"]}))[0] != 200:

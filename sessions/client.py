@@ -20,22 +20,7 @@ from typing import Any
 import aiohttp
 import orjson
 
-from .errors import (
-    BadRequest,
-    InternalError,
-    InvalidExtra,
-    InvalidIp,
-    InvalidUserId,
-    MethodNotAllowed,
-    NotFound,
-    PayloadTooLarge,
-    RequestTimeout,
-    SessionsError,
-    StorageFull,
-    StorageUnavailable,
-    TokenNotFound,
-    Unauthorized,
-)
+from .errors import BY_CODE, InvalidExtra, SessionsError
 from .models import SessionObject
 
 __all__ = ["ServiceUnavailable", "SessionsClient"]
@@ -47,26 +32,6 @@ class ServiceUnavailable(SessionsError):
     status = 503
     code = "service_unavailable"
     default_message = "The sessions service could not be reached."
-
-
-_ERRORS: dict[str, type[SessionsError]] = {
-    error.code: error
-    for error in (
-        BadRequest,
-        InternalError,
-        InvalidExtra,
-        InvalidIp,
-        InvalidUserId,
-        MethodNotAllowed,
-        NotFound,
-        PayloadTooLarge,
-        RequestTimeout,
-        StorageFull,
-        StorageUnavailable,
-        TokenNotFound,
-        Unauthorized,
-    )
-}
 
 
 class SessionsClient:
@@ -143,5 +108,5 @@ class SessionsClient:
             raise ServiceUnavailable(f"not a sessions service answer (HTTP {response.status})") from None
         if envelope.get("status") == "success":
             return envelope["data"]
-        error_type = _ERRORS.get(envelope.get("code"), SessionsError)
+        error_type = BY_CODE.get(envelope.get("code"), SessionsError)
         raise error_type(envelope.get("message"))

@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import ClassVar
 
 __all__ = [
+    "BY_CODE",
     "BadRequest",
     "InternalError",
     "InvalidExtra",
@@ -111,3 +112,24 @@ class StorageFull(SessionsError):
 
 class InternalError(SessionsError):
     pass
+
+
+# Every error the API can answer, by its envelope code: for clients and the API description.
+BY_CODE: dict[str, type[SessionsError]] = {
+    error.code: error
+    for error in (
+        BadRequest,
+        Unauthorized,
+        RequestTimeout,
+        InvalidUserId,
+        InvalidIp,
+        InvalidExtra,
+        TokenNotFound,
+        NotFound,
+        MethodNotAllowed,
+        PayloadTooLarge,
+        StorageUnavailable,
+        StorageFull,
+        InternalError,
+    )
+}

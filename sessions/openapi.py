@@ -10,12 +10,11 @@ from typing import Any
 
 from . import __version__
 from .errors import (
+    BY_CODE,
     BadRequest,
     InvalidExtra,
     InvalidIp,
     InvalidUserId,
-    MethodNotAllowed,
-    NotFound,
     PayloadTooLarge,
     RequestTimeout,
     SessionsError,
@@ -176,7 +175,6 @@ def build_spec() -> dict[str, Any]:
     session_schema = SessionObject.model_json_schema()
     session_schema["example"] = _EXAMPLE_SESSION
     paths = {path: {"get": _operation(path, "get"), "post": _operation(path, "post")} for path in METHODS}
-    all_errors = {*_COMMON_ERRORS, *(e for m in METHODS.values() for e in m[4]), NotFound, MethodNotAllowed}
     return {
         "openapi": "3.1.0",
         "info": {
@@ -213,7 +211,7 @@ def build_spec() -> dict[str, Any]:
                     "additionalProperties": False,
                     "properties": {
                         "status": {"const": "error"},
-                        "code": {"enum": sorted({e.code for e in all_errors} | {"internal_error"})},
+                        "code": {"enum": sorted(BY_CODE)},
                         "message": {"type": "string"},
                     },
                 },

@@ -19,14 +19,15 @@ local state = {
 -- Expired tuples are those with activity < cutoff (see procedures.lua: a session lives
 -- while now - activity <= ttl). Collecting first and deleting after keeps the index
 -- iterator out of the way of the deletes; nothing yields in between.
-local function purge_batch(space, cutoff)
+local function purge_batch(space, cutoff, limit)
+    limit = limit or BATCH
     local tokens = {}
     for _, tuple in space.index.activity:pairs() do
         if tuple[F.ACTIVITY] >= cutoff then
             break
         end
         tokens[#tokens + 1] = tuple[F.TOKEN]
-        if #tokens >= BATCH then
+        if #tokens >= limit then
             break
         end
     end
@@ -101,6 +102,7 @@ local function stats()
 end
 
 return {
+    purge_batch = purge_batch,
     start = start,
     set_ttl = set_ttl,
     stats = stats,

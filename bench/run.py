@@ -213,6 +213,15 @@ def measure_loads(work: Path, args: argparse.Namespace) -> list[Load]:
     finally:
         server.stop()
 
+    # The price of surviving power loss: every batch's WAL write waits for fsync.
+    durable = service(work / "fsync", work / "fsync.log", SESSIONS_WAL_MODE="fsync")
+    try:
+        synced = wrk(durable.port, "new", seconds=seconds, connections=connections, files={})
+        synced.name = "new, WAL fsync"
+        loads.append(synced)
+    finally:
+        durable.stop()
+
     workers = service(work / "one", work / "workers.log", SESSIONS_WORKERS=str(args.workers))
     try:
         many = wrk(workers.port, "get", seconds=seconds, connections=connections, files=files)

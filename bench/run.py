@@ -407,8 +407,8 @@ def main() -> None:
     RESULTS.mkdir(parents=True, exist_ok=True)
     stem = f"{time.strftime('%Y%m%d-%H%M%S')}-{report['commit']}"
     (RESULTS / f"{stem}.json").write_text(json.dumps(report, indent=2) + "\n")
-    chart(report, RESULTS / f"{stem}.png")
     print(table(report))
+    chart(report, RESULTS / f"{stem}.png")
     print(f"\nwritten: bench/results/{stem}.json and .png ({report['elapsed_s']:.0f}s in all)")
 
 

@@ -12,8 +12,8 @@ from . import api
 from .auth import ApiKeys
 from .config import Settings
 from .embedded import EmbeddedTarantool
-from .keys import AUTH, METRICS, SETTINGS, SHUTDOWN, STORAGE, Shutdown
-from .ops import Metrics, setup_ops_routes
+from .keys import AUTH, SETTINGS, SHUTDOWN, STORAGE, Shutdown
+from .ops import setup_ops_routes
 from .storage import Storage
 
 __all__ = ["create_app"]
@@ -65,7 +65,6 @@ def create_app(settings: Settings) -> web.Application:
     probes = ("/health", "/ready") if settings.open_probes else ()
     keys = [key.get_secret_value() for key in settings.api_keys]
     app[AUTH] = ApiKeys(keys, open_paths=probes) if keys else None
-    app[METRICS] = Metrics()
     app.cleanup_ctx.append(_storage)
     api.setup_routes(app)
     if settings.ops_enabled:

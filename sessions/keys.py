@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-from typing import Any
 
 from aiohttp import web
 
@@ -11,7 +10,7 @@ from .auth import ApiKeys
 from .config import Settings
 from .storage import Storage
 
-__all__ = ["AUTH", "METRICS", "SETTINGS", "SHUTDOWN", "STORAGE", "Shutdown"]
+__all__ = ["AUTH", "SETTINGS", "SHUTDOWN", "STORAGE", "Shutdown"]
 
 
 class Shutdown:
@@ -30,5 +29,3 @@ SETTINGS = web.AppKey("settings", Settings)
 STORAGE = web.AppKey("storage", Storage)
 AUTH = web.AppKey("auth", ApiKeys | None)
 SHUTDOWN = web.AppKey("shutdown", Shutdown)
-# The request metrics of this process (ops.Metrics); typed loosely to keep imports acyclic.
-METRICS = web.AppKey("metrics", Any)

@@ -56,17 +56,24 @@ class SessionObject(BaseModel):
 
 def parse_user_id(value: str) -> int | None:
     """A positive 63-bit integer in plain decimal digits, or None."""
-    # str.isdigit alone would let through other scripts' digits, and int() underscores.
-    if value.isascii() and value.isdigit():
-        number = int(value)
+    # str.isdigit alone would let through other scripts' digits, and int() underscores;
+    # more than 19 significant digits cannot fit, and int() refuses over 4300 at all.
+    significant = value.lstrip("0")
+    if value.isascii() and value.isdigit() and len(significant) <= 19:
+        number = int(significant or "0")
         if 0 < number <= MAX_USER_ID:
             return number
     return None
 
 
-@lru_cache(maxsize=4096)
 def canonical_ip(value: str) -> str | None:
     """The canonical text of an IPv4 or IPv6 address, or None if it is not one."""
+    # The longest address text is 45 characters; longer junk never reaches the cache.
+    return _canonical_ip(value) if len(value) <= 45 else None
+
+
+@lru_cache(maxsize=4096)
+def _canonical_ip(value: str) -> str | None:
     try:
         address = ipaddress.ip_address(value)
     except ValueError:

@@ -42,6 +42,11 @@ async def test_largest_user_id_is_accepted(client):
     assert session["user_id"] == 2**63 - 1
 
 
+async def test_many_leading_zeros_are_still_plain_decimal(client, user_id):
+    status, body = await call(client, "/user", params={"id": "0" * 5000 + str(user_id)})
+    assert (status, body["data"]) == (200, [])
+
+
 async def test_leading_zeros_are_plain_decimal(client, user_id):
     status, body = await call(client, "/new", params={"user_id": f"00{user_id}", "ip": "192.0.2.1"})
     assert status == 200
@@ -66,6 +71,8 @@ async def test_leading_zeros_are_plain_decimal(client, user_id):
         str(2**63),
         str(2**64),
         "9" * 400,
+        "9" * 5000,
+        "0" * 5000,
         "١٢٣",
         "²",
     ],
@@ -117,6 +124,7 @@ async def test_ip_is_stored_canonical(client, user_id, given, stored):
         "1.2.3.4/24",
         "\x00",
         "1.2.3.4\x00",
+        "1" * 5000,
     ],
 )
 async def test_bad_ip(client, user_id, value):

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 from collections.abc import AsyncIterator
 
@@ -11,9 +12,9 @@ from aiohttp import web
 from . import api
 from .auth import ApiKeys
 from .config import Settings
-from .embedded import EmbeddedTarantool
-from .keys import AUTH, SETTINGS, SHUTDOWN, STORAGE, Shutdown
-from .ops import setup_ops_routes
+from .embedded import embedded_tarantool
+from .keys import AUTH, OPS_APP, SETTINGS, SHUTDOWN, STORAGE, Shutdown
+from .ops import PROBES, setup_ops_routes
 from .storage import Storage
 
 __all__ = ["create_app"]
@@ -23,25 +24,25 @@ log = logging.getLogger(__name__)
 
 async def _storage(app: web.Application) -> AsyncIterator[None]:
     settings = app[SETTINGS]
-    embedded = None
     password = settings.service_password()
-    watchdog = None
-    if settings.embedded:
-        embedded = EmbeddedTarantool.from_settings(settings, password=password)
-        await embedded.start()
-        addresses = [embedded.address]
-        watchdog = asyncio.create_task(embedded.watch(lambda: app[SHUTDOWN].request(1)))
-    else:
-        addresses = settings.tarantool_addresses
-    storage = Storage(
-        addresses,
-        user=settings.tarantool_user,
-        password=password,
-        idle_ttl=settings.idle_ttl,
-        extra_max_bytes=settings.extra_max_bytes,
-        timeout=settings.tarantool_timeout,
-    )
-    try:
+    async with contextlib.AsyncExitStack() as stack:
+        if settings.embedded:
+            embedded = await stack.enter_async_context(
+                embedded_tarantool(settings, password=password, on_fatal=lambda: app[SHUTDOWN].request(1))
+            )
+            addresses = [embedded.address]
+        else:
+            addresses = settings.tarantool_addresses
+        storage = Storage(
+            addresses,
+            user=settings.tarantool_user,
+            password=password,
+            idle_ttl=settings.idle_ttl,
+            extra_max_bytes=settings.extra_max_bytes,
+            timeout=settings.tarantool_timeout,
+        )
+        # Closed before the embedded Tarantool stops (exit stacks unwind in reverse).
+        stack.push_async_callback(storage.close)
         try:
             await asyncio.wait_for(storage.connect(), settings.startup_timeout)
         except TimeoutError:
@@ -50,24 +51,32 @@ async def _storage(app: web.Application) -> AsyncIterator[None]:
             ) from None
         app[STORAGE] = storage
         yield
-    finally:
-        await storage.close()
-        if embedded is not None:
-            await embedded.stop()
-        if watchdog is not None:
-            await watchdog
+
+
+def _base_app(settings: Settings, *, client_max_size: int) -> web.Application:
+    app = web.Application(client_max_size=client_max_size)
+    app[SETTINGS] = settings
+    probes = PROBES if settings.open_probes else ()
+    keys = [key.get_secret_value() for key in settings.api_keys]
+    app[AUTH] = ApiKeys(keys, open_paths=probes) if keys else None
+    return app
 
 
 def create_app(settings: Settings) -> web.Application:
-    app = web.Application(client_max_size=settings.extra_max_bytes)
-    app[SETTINGS] = settings
+    """The API's application; with SESSIONS_OPS_PORT set, the operational endpoints' own
+    application is at `app[OPS_APP]`, to be served on that port (server.py)."""
+    app = _base_app(settings, client_max_size=settings.extra_max_bytes)
     app[SHUTDOWN] = Shutdown()
-    probes = ("/health", "/ready") if settings.open_probes else ()
-    keys = [key.get_secret_value() for key in settings.api_keys]
-    app[AUTH] = ApiKeys(keys, open_paths=probes) if keys else None
     app.cleanup_ctx.append(_storage)
     api.setup_routes(app)
+    app[OPS_APP] = None
     if settings.ops_enabled:
-        setup_ops_routes(app)
+        if settings.ops_port is None:
+            setup_ops_routes(app, api=app)
+        else:
+            ops = _base_app(settings, client_max_size=1024)
+            setup_ops_routes(ops, api=app)
+            api.setup_fallback_route(ops)
+            app[OPS_APP] = ops
     api.setup_fallback_route(app)
     return app

@@ -23,7 +23,9 @@ class ApiKeys:
         if request.path in self._open_paths:
             return
         scheme, _, given = request.headers.get("Authorization", "").partition(" ")
-        candidate = given.strip().encode()
+        # Header values arrive as UTF-8 with undecodable bytes kept as surrogates; they
+        # go back to bytes the same way, so any header compares instead of raising.
+        candidate = given.strip().encode("utf-8", "surrogateescape")
         # Compare with every key, without stopping at a match, so that the time taken
         # says nothing about which key, or how much of one, was right.
         matched = False

@@ -7,6 +7,7 @@ import datetime
 import gc
 import json
 import logging
+import os
 import sys
 from pathlib import Path
 from typing import Any
@@ -17,7 +18,7 @@ from pydantic import ValidationError
 
 from . import backup, server
 from .app import create_app
-from .config import Settings, describe_error
+from .config import Settings, describe_error, unknown_variables
 from .embedded import EmbeddedError
 from .logs import setup_logging
 from .openapi import build_spec
@@ -29,6 +30,10 @@ log = logging.getLogger("sessions")
 
 
 def _settings() -> Settings | None:
+    unknown = unknown_variables(os.environ)
+    if unknown:
+        print(f"sessions: invalid configuration: unknown variables {', '.join(unknown)}", file=sys.stderr)
+        return None
     try:
         return Settings()
     except ValidationError as error:
@@ -59,7 +64,7 @@ def serve(settings: Settings, *, reuse_port: bool = False) -> int:
     try:
         return server.run(app, settings, reuse_port=reuse_port)
     except (EmbeddedError, RuntimeError, OSError) as error:
-        print(f"sessions: cannot serve on http://{settings.host}:{settings.port}: {error}", file=sys.stderr)
+        print(f"sessions: cannot serve on {settings.url(settings.port)}: {error}", file=sys.stderr)
         return 1
 
 

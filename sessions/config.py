@@ -2,15 +2,17 @@
 
 from __future__ import annotations
 
+import difflib
 import ipaddress
 import secrets
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Annotated, Literal
 
 from pydantic import Field, SecretStr, ValidationError, field_validator, model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
-__all__ = ["DAY", "Settings", "TarantoolAddress", "describe_error"]
+__all__ = ["DAY", "Settings", "TarantoolAddress", "describe_error", "unknown_variables"]
 
 DAY = 24 * 60 * 60
 _PROJECT_DIR = Path(__file__).resolve().parent.parent
@@ -74,7 +76,11 @@ class Settings(BaseSettings):
     @classmethod
     def _split_keys(cls, value: object) -> object:
         if isinstance(value, str):
-            return tuple(key.strip() for key in value.split(",") if key.strip())
+            keys = tuple(key.strip() for key in value.split(",") if key.strip())
+            # "," or " " is a mistake, not a wish to turn authentication off: that is unset.
+            if not keys:
+                raise ValueError("no key in it; leave it unset to serve without API keys")
+            return keys
         return value
 
     @field_validator("log_level", mode="before")
@@ -109,6 +115,11 @@ class Settings(BaseSettings):
             return ipaddress.ip_address(self.host).is_loopback
         except ValueError:
             return False
+
+    def url(self, port: int) -> str:
+        """The service's address on `port`, an IPv6 host in brackets."""
+        host = f"[{self.host}]" if ":" in self.host else self.host
+        return f"http://{host}:{port}"
 
     @property
     def embedded(self) -> bool:
@@ -153,7 +164,26 @@ def describe_error(error: ValidationError) -> str:
     parts = []
     for item in error.errors():
         field = ".".join(str(part) for part in item["loc"])
-        name = f"SESSIONS_{field.upper()}" if field else "configuration"
         message = str(item["msg"]).removeprefix("Value error, ")
-        parts.append(f"{name}: {message}")
+        # An error of the whole configuration names its variables itself.
+        parts.append(f"SESSIONS_{field.upper()}: {message}" if field else message)
     return "invalid configuration: " + "; ".join(parts)
+
+
+# Read by the Tarantool side (tarantool/init.lua), not by the service.
+_TARANTOOL_VARIABLES = frozenset({"SESSIONS_REPLICATION_PASSWORD"})
+
+
+def unknown_variables(environ: Mapping[str, str]) -> list[str]:
+    """SESSIONS_* variables no setting reads, each with the likeliest one meant.
+
+    A misspelled variable would otherwise be ignored in silence, and the one meant left
+    at its default: SESSIONS_API_KEY for SESSIONS_API_KEYS serves without authentication.
+    """
+    known = {f"SESSIONS_{name.upper()}" for name in Settings.model_fields} | _TARANTOOL_VARIABLES
+    problems = []
+    for name in sorted(environ):
+        if name.upper().startswith("SESSIONS_") and name.upper() not in known:
+            close = difflib.get_close_matches(name.upper(), known, n=1)
+            problems.append(f"{name} (did you mean {close[0]}?)" if close else name)
+    return problems

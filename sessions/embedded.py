@@ -4,22 +4,21 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import ctypes
 import logging
 import os
 import shutil
 import signal
 import socket
 import subprocess
-import sys
 import time
 from collections import deque
-from collections.abc import Callable, Mapping
+from collections.abc import AsyncIterator, Callable, Mapping
 from pathlib import Path
 
+from .children import spawn
 from .config import Settings, TarantoolAddress
 
-__all__ = ["EmbeddedError", "EmbeddedTarantool"]
+__all__ = ["EmbeddedError", "EmbeddedTarantool", "embedded_tarantool"]
 
 log = logging.getLogger(__name__)
 
@@ -29,24 +28,10 @@ _RESTART_WINDOW = 60
 
 # sockaddr_un holds 108 bytes including the terminating NUL.
 _MAX_SOCKET_PATH = 107
-_PR_SET_PDEATHSIG = 1
 
 
 class EmbeddedError(RuntimeError):
     """The embedded Tarantool could not be started."""
-
-
-def _prctl_in_child() -> None:
-    # Runs between fork and exec: if the service dies, even by SIGKILL, the kernel sends
-    # Tarantool SIGTERM and it shuts down cleanly instead of holding the data dir.
-    _prctl(_PR_SET_PDEATHSIG, signal.SIGTERM)
-
-
-if sys.platform == "linux":
-    _prctl = ctypes.CDLL(None, use_errno=True).prctl
-    _PREEXEC = _prctl_in_child
-else:  # pragma: no cover
-    _PREEXEC = None
 
 
 class EmbeddedTarantool:
@@ -128,22 +113,17 @@ class EmbeddedTarantool:
             raise EmbeddedError(f"Tarantool scripts not found: {self._init_script}")
         if len(str(self.socket_path)) > _MAX_SOCKET_PATH:
             raise EmbeddedError(f"data dir path is too long for a unix socket: {self.data_dir}")
-        self.data_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
+        _private_dir(self.data_dir)
         self._remove_stale_sockets()
         env = {**os.environ, **self._env}
-        # A plain Popen: it returns as soon as the child is forked, and unlike the
-        # asyncio variants it takes preexec_fn on every event loop.
         log_fd = os.open(self.log_path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
         with os.fdopen(log_fd, "ab") as log_file:
-            self._process = subprocess.Popen(  # noqa: ASYNC220
+            self._process = spawn(
                 [binary, str(self._init_script)],
                 cwd=self.data_dir,
                 env=env,
-                stdin=subprocess.DEVNULL,
-                stdout=log_file,
-                stderr=log_file,
-                start_new_session=True,  # Ctrl-C reaches the service, which stops Tarantool in order
-                preexec_fn=_PREEXEC,
+                output=log_file,
+                new_session=True,  # Ctrl-C reaches the service, which stops Tarantool in order
             )
         log.info("embedded tarantool started, pid %d, data in %s", self._process.pid, self.data_dir)
         try:
@@ -167,8 +147,8 @@ class EmbeddedTarantool:
     async def watch(self, on_fatal: Callable[[], None]) -> None:
         """Restart Tarantool whenever it dies, backing off; call `on_fatal` when it keeps dying.
 
-        Runs until `stop()`. The service's connection reconnects by itself meanwhile and
-        answers 503 until Tarantool is back.
+        Runs until cancelled (see `embedded_tarantool`). The service's connection reconnects
+        by itself meanwhile and answers 503 until Tarantool is back.
         """
         restarts: deque[float] = deque()
         while self._wanted:
@@ -251,3 +231,35 @@ class EmbeddedTarantool:
         except OSError:
             return "(no log)"
         return " | ".join(line.strip() for line in tail) or "(empty log)"
+
+
+def _private_dir(path: Path) -> None:
+    """Create `path` for this user only, or make an existing one so: it holds the data,
+    the sockets and the log, and the sockets accept the service's credentials."""
+    path.mkdir(mode=0o700, parents=True, exist_ok=True)
+    mode = path.stat().st_mode & 0o777
+    if mode & 0o077:
+        log.warning("data dir %s was open to others (mode %o); making it owner-only", path, mode)
+        path.chmod(0o700)
+
+
+@contextlib.asynccontextmanager
+async def embedded_tarantool(
+    settings: Settings, *, password: str, on_fatal: Callable[[], None]
+) -> AsyncIterator[EmbeddedTarantool]:
+    """The embedded Tarantool's whole life: started, watched and restarted while the block
+    runs, stopped when it ends. Used by the single-process app and by the supervisor alike.
+
+    Leaving the block cancels the watchdog before stopping Tarantool, so a stop always wins
+    over a restart in progress: a Tarantool the watchdog was starting is stopped with it.
+    """
+    instance = EmbeddedTarantool.from_settings(settings, password=password)
+    await instance.start()
+    watchdog = asyncio.create_task(instance.watch(on_fatal), name="embedded-tarantool-watchdog")
+    try:
+        yield instance
+    finally:
+        watchdog.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await watchdog
+        await instance.stop()

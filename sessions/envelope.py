@@ -13,13 +13,23 @@ from typing import Any
 
 import orjson
 from aiohttp import web
+from aiohttp.http_exceptions import ContentEncodingError, HttpProcessingError
 
-from .errors import BadRequest, InternalError, PayloadTooLarge, RequestTimeout, SessionsError
+from .errors import (
+    BadRequest,
+    ExpectationFailed,
+    InternalError,
+    MethodNotAllowed,
+    NotFound,
+    PayloadTooLarge,
+    RequestTimeout,
+    SessionsError,
+)
 from .keys import AUTH, SETTINGS
 from .logs import REQUEST_ID
 from .metrics import METRICS
 
-__all__ = ["failure", "rendered", "success"]
+__all__ = ["failure", "from_http", "rendered", "success"]
 
 log = logging.getLogger(__name__)
 
@@ -31,24 +41,51 @@ Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 _REQUEST_ID = re.compile(r"[A-Za-z0-9._:-]{1,128}")
 
 
+# Answers carry tokens and sessions: no cache on the way may keep them. The server names
+# itself without versions, which would only help an attacker pick an exploit.
+_HEADERS = {"Cache-Control": "no-store", "Server": "sessions"}
+
+
 def success(data: Any) -> web.Response:
-    return web.Response(body=orjson.dumps({"status": "success", "data": data}), content_type=_JSON)
+    return web.Response(
+        body=orjson.dumps({"status": "success", "data": data}), content_type=_JSON, headers=_HEADERS
+    )
 
 
 def failure(error: SessionsError) -> web.Response:
     body = {"status": "error", "code": error.code, "message": error.message}
     return web.Response(
-        status=error.status, body=orjson.dumps(body), content_type=_JSON, headers=error.headers
+        status=error.status,
+        body=orjson.dumps(body),
+        content_type=_JSON,
+        headers={**_HEADERS, **error.response_headers()},
     )
 
 
-def _from_http(error: web.HTTPException, request: web.Request) -> SessionsError:
-    # aiohttp raises these while reading a body.
-    if error.status == 413:
+def from_http(error: web.HTTPException, request: web.BaseRequest) -> SessionsError:
+    """The service's error for one aiohttp raised: while reading a body, or before any
+    handler ran (a target no route can take, such as `OPTIONS *`; an unknown Expect)."""
+    if error.status == 413 and isinstance(request, web.Request):
         return PayloadTooLarge(f"Extra data may be at most {request.app[SETTINGS].extra_max_bytes} bytes.")
+    known = _BY_STATUS.get(error.status)
+    if known is not None:
+        return known()
     if 400 <= error.status < 500:
         return BadRequest()
     return InternalError()
+
+
+_BY_STATUS: dict[int, type[SessionsError]] = {
+    error.status: error for error in (NotFound, MethodNotAllowed, ExpectationFailed, PayloadTooLarge)
+}
+
+
+def _from_protocol(error: HttpProcessingError) -> SessionsError:
+    # A body that breaks HTTP's rules (a bad chunk, a length it does not keep, an encoding
+    # that does not decode) is the client's doing; aiohttp raises it from the read.
+    if isinstance(error, ContentEncodingError):
+        return BadRequest("The request body could not be decoded (Content-Encoding).")
+    return BadRequest("The request body is not valid HTTP.")
 
 
 # Made ids: a random prefix per process and a counter, unique without a syscall per request.
@@ -87,8 +124,16 @@ def rendered(handler: Handler, name: str = "other") -> Handler:
                 # The rest of the body may still come; the connection cannot be reused.
                 response.force_close()
         except web.HTTPException as error:
-            converted = _from_http(error, request)
+            converted = from_http(error, request)
             response, code = failure(converted), converted.code
+        except HttpProcessingError as error:
+            converted = _from_protocol(error)
+            response, code = failure(converted), converted.code
+            response.force_close()
+        except ConnectionError:
+            # The client is gone: nobody to answer, nothing to log (aiohttp drops it).
+            stats.record("client_gone", time.perf_counter() - started)
+            raise
         except Exception:
             # The path only: the query may hold a token.
             log.exception("unexpected error in %s %s", request.method, request.path)

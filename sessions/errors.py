@@ -7,6 +7,7 @@ from typing import ClassVar
 __all__ = [
     "BY_CODE",
     "BadRequest",
+    "ExpectationFailed",
     "InternalError",
     "InvalidExtra",
     "InvalidIp",
@@ -18,6 +19,7 @@ __all__ = [
     "SessionsError",
     "StorageFull",
     "StorageUnavailable",
+    "StorageWriteFailed",
     "TokenNotFound",
     "Unauthorized",
 ]
@@ -34,6 +36,10 @@ class SessionsError(Exception):
     def __init__(self, message: str | None = None) -> None:
         self.message = message or self.default_message
         super().__init__(self.message)
+
+    def response_headers(self) -> dict[str, str]:
+        """HTTP headers that go with this error's answer."""
+        return self.headers
 
 
 class BadRequest(SessionsError):
@@ -89,7 +95,19 @@ class MethodNotAllowed(SessionsError):
     status = 405
     code = "method_not_allowed"
     default_message = "Use GET or POST."
-    headers: ClassVar[dict[str, str]] = {"Allow": "GET, POST"}
+
+    def __init__(self, message: str | None = None, *, allow: tuple[str, ...] = ("GET", "POST")) -> None:
+        super().__init__(message or f"Use {' or '.join(allow)}.")
+        self.allow = allow
+
+    def response_headers(self) -> dict[str, str]:
+        return {"Allow": ", ".join(self.allow)}
+
+
+class ExpectationFailed(SessionsError):
+    status = 417
+    code = "expectation_failed"
+    default_message = "The only Expect this service knows is 100-continue."
 
 
 class PayloadTooLarge(SessionsError):
@@ -98,16 +116,29 @@ class PayloadTooLarge(SessionsError):
     default_message = "Extra data is too large."
 
 
+# Every 503 tells the client when to try again: these are passing states of the storage.
+_RETRY_SOON: dict[str, str] = {"Retry-After": "1"}
+
+
 class StorageUnavailable(SessionsError):
     status = 503
     code = "storage_unavailable"
     default_message = "Session storage is unavailable, try again."
+    headers = _RETRY_SOON
 
 
 class StorageFull(SessionsError):
     status = 503
     code = "storage_full"
-    default_message = "Session storage is out of memory; no new sessions can be stored."
+    default_message = "Session storage is out of memory; no new sessions or extra data can be stored."
+    headers = _RETRY_SOON
+
+
+class StorageWriteFailed(SessionsError):
+    status = 503
+    code = "storage_write_failed"
+    default_message = "Session storage could not write to disk; nothing was changed, try again."
+    headers = _RETRY_SOON
 
 
 class InternalError(SessionsError):
@@ -127,9 +158,11 @@ BY_CODE: dict[str, type[SessionsError]] = {
         TokenNotFound,
         NotFound,
         MethodNotAllowed,
+        ExpectationFailed,
         PayloadTooLarge,
         StorageUnavailable,
         StorageFull,
+        StorageWriteFailed,
         InternalError,
     )
 }

@@ -10,7 +10,7 @@ from .auth import ApiKeys
 from .config import Settings
 from .storage import Storage
 
-__all__ = ["AUTH", "SETTINGS", "SHUTDOWN", "STORAGE", "Shutdown"]
+__all__ = ["AUTH", "OPS_APP", "SETTINGS", "SHUTDOWN", "STORAGE", "Shutdown"]
 
 
 class Shutdown:
@@ -27,5 +27,8 @@ class Shutdown:
 
 SETTINGS = web.AppKey("settings", Settings)
 STORAGE = web.AppKey("storage", Storage)
-AUTH = web.AppKey("auth", ApiKeys | None)
+# None: no API keys are configured, every request is let in.
+AUTH: web.AppKey[ApiKeys | None] = web.AppKey("auth")
+# The application serving the operational endpoints on SESSIONS_OPS_PORT, if one is set.
+OPS_APP: web.AppKey[web.Application | None] = web.AppKey("ops_app")
 SHUTDOWN = web.AppKey("shutdown", Shutdown)

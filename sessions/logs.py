@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import re
+import time
 from contextvars import ContextVar
 from urllib.parse import urlencode
 
@@ -14,6 +15,7 @@ from pythonjsonlogger.json import JsonFormatter
 __all__ = [
     "REQUEST_ID",
     "AccessLogger",
+    "RateLimitedLog",
     "RedactingFormatter",
     "RedactingJsonFormatter",
     "redact",
@@ -57,6 +59,38 @@ class RedactingJsonFormatter(JsonFormatter):
 
     def format(self, record: logging.LogRecord) -> str:
         return redact(super().format(record))
+
+
+class RateLimitedLog:
+    """At most one line per kind per `interval` seconds, saying how many were left out.
+
+    For what a client or a failing dependency can make happen on every request, so that
+    the log's volume stays bounded whatever they send.
+    """
+
+    def __init__(self, logger: logging.Logger, *, interval: float) -> None:
+        self._logger = logger
+        self._interval = interval
+        self._last: dict[str, float] = {}
+        self._skipped: dict[str, int] = {}
+
+    def log(self, level: int, kind: str, message: str, *args: object) -> None:
+        now = time.monotonic()
+        last = self._last.get(kind)
+        if last is not None and now - last < self._interval:
+            self._skipped[kind] = self._skipped.get(kind, 0) + 1
+            return
+        self._last[kind] = now
+        skipped = self._skipped.pop(kind, 0)
+        if skipped:
+            message += f" ({skipped} more like it since the last such line)"
+        self._logger.log(level, message, *args)
+
+    def warning(self, kind: str, message: str, *args: object) -> None:
+        self.log(logging.WARNING, kind, message, *args)
+
+    def error(self, kind: str, message: str, *args: object) -> None:
+        self.log(logging.ERROR, kind, message, *args)
 
 
 def setup_logging(level: str, log_format: str = "text") -> None:

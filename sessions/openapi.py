@@ -20,6 +20,7 @@ from .errors import (
     SessionsError,
     StorageFull,
     StorageUnavailable,
+    StorageWriteFailed,
     TokenNotFound,
     Unauthorized,
 )
@@ -76,7 +77,7 @@ METHODS: dict[str, tuple[str, list[tuple[str, bool]], bool, bool, list[type[Sess
         [("token", True), ("ip", False)],
         True,
         False,
-        [TokenNotFound, InvalidIp, InvalidExtra, PayloadTooLarge],
+        [TokenNotFound, InvalidIp, InvalidExtra, PayloadTooLarge, StorageFull],
     ),
     "/del": ("End a session", [("token", True)], False, False, [TokenNotFound]),
     "/user": (
@@ -96,7 +97,13 @@ METHODS: dict[str, tuple[str, list[tuple[str, bool]], bool, bool, list[type[Sess
 }
 
 # Errors any method may answer.
-_COMMON_ERRORS: list[type[SessionsError]] = [BadRequest, Unauthorized, RequestTimeout, StorageUnavailable]
+_COMMON_ERRORS: list[type[SessionsError]] = [
+    BadRequest,
+    Unauthorized,
+    RequestTimeout,
+    StorageUnavailable,
+    StorageWriteFailed,
+]
 
 
 def _error_response(errors: list[type[SessionsError]]) -> dict[str, dict[str, Any]]:

@@ -1,8 +1,15 @@
-"""Operational endpoints: /health, /ready, /metrics, /openapi.json and the /docs page."""
+"""Operational endpoints: /health, /ready, /metrics, /openapi.json and the /docs page.
+
+They are served beside the API, or with SESSIONS_OPS_PORT by an application of their own on
+that port, which then serves nothing else (and the API's port serves none of them).
+"""
 
 from __future__ import annotations
 
+import mimetypes
+import re
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import orjson
@@ -12,14 +19,15 @@ from prometheus_client.registry import Collector
 from swagger_ui.core import ApplicationDocument
 
 from .envelope import rendered, success
-from .errors import NotFound, SessionsError, StorageUnavailable
-from .keys import SETTINGS, STORAGE
+from .errors import MethodNotAllowed, NotFound, SessionsError, StorageUnavailable
+from .keys import STORAGE
 from .metrics import METRICS, Metrics
 from .openapi import build_spec
 
-__all__ = ["setup_ops_routes"]
+__all__ = ["PROBES", "setup_ops_routes"]
 
 PROBES = ("/health", "/ready")
+_ALLOW = ("GET", "HEAD")
 
 
 class _Exposition(Collector):
@@ -30,54 +38,63 @@ class _Exposition(Collector):
         return self._metrics.collect()
 
 
-def _on_ops_port(request: web.Request) -> None:
-    """With SESSIONS_OPS_PORT set, operational paths answer there and only there."""
-    ops_port = request.app[SETTINGS].ops_port
-    if ops_port is not None and request.transport is not None:
-        sockname = request.transport.get_extra_info("sockname")
-        if not sockname or sockname[1] != ops_port:
-            raise NotFound()
-
-
-async def health(request: web.Request) -> web.Response:
-    _on_ops_port(request)
-    return success({"alive": True})
-
-
-async def ready(request: web.Request) -> web.Response:
-    _on_ops_port(request)
-    info = await request.app[STORAGE].info()
-    if info["ro"]:
-        raise StorageUnavailable("Tarantool is read-only: new sessions cannot be written.")
-    return success({"ready": True, "sessions": info["sessions"], "schema_version": info["schema_version"]})
-
-
-async def metrics(request: web.Request) -> web.Response:
-    _on_ops_port(request)
-    state = METRICS
-    try:
-        state.storage = await request.app[STORAGE].info()
-    except SessionsError:
-        state.storage = None
-    registry = CollectorRegistry(auto_describe=False)
-    registry.register(_Exposition(state))
-    return web.Response(body=generate_latest(registry), content_type="text/plain", charset="utf-8")
-
-
-def setup_ops_routes(app: web.Application) -> None:
+def setup_ops_routes(app: web.Application, *, api: web.Application) -> None:
+    """Add the operational endpoints to `app`; `api` is the application whose storage they report."""
     spec = build_spec()
     spec_body = orjson.dumps(spec)
     # swagger-ui-py bundles Swagger UI's files, so the page needs nothing from the internet.
     document = ApplicationDocument(app, config=spec, url_prefix="/docs", title="sessions API")
     page = document.doc_html
+    # Only the files the page names are served, read once here (about 1.5 MB): no path
+    # from a request ever reaches the file system, and serving cannot fail half-way.
+    static_dir = Path(document.static_dir)
+    assets = {
+        name: ((static_dir / name).read_bytes(), mimetypes.guess_type(name)[0] or "application/octet-stream")
+        for name in re.findall(r'/docs/static/([\w.-]+)"', page)
+    }
+
+    async def health(request: web.Request) -> web.Response:
+        return success({"alive": True})
+
+    async def ready(request: web.Request) -> web.Response:
+        info = await api[STORAGE].info()
+        if info["ro"]:
+            raise StorageUnavailable("Tarantool is read-only: new sessions cannot be written.")
+        # A full store stays ready: reads and deletes still work there, and failing every
+        # instance's probe at once would take the whole service out of its load balancer.
+        return success(
+            {
+                "ready": True,
+                "sessions": info["sessions"],
+                "schema_version": info["schema_version"],
+                "storage_full": bool(info.get("storage_full", False)),
+            }
+        )
+
+    async def metrics(request: web.Request) -> web.Response:
+        try:
+            METRICS.storage = await api[STORAGE].info()
+        except SessionsError:
+            METRICS.storage = None
+        registry = CollectorRegistry(auto_describe=False)
+        registry.register(_Exposition(METRICS))
+        return web.Response(body=generate_latest(registry), content_type="text/plain", charset="utf-8")
 
     async def openapi(request: web.Request) -> web.Response:
-        _on_ops_port(request)
         return web.Response(body=spec_body, content_type="application/json")
 
     async def docs(request: web.Request) -> web.Response:
-        _on_ops_port(request)
         return web.Response(text=page, content_type="text/html")
+
+    async def static(request: web.Request) -> web.Response:
+        asset = assets.get(request.match_info["name"])
+        if asset is None:
+            raise NotFound("No such file.")
+        body, content_type = asset
+        return web.Response(body=body, content_type=content_type)
+
+    async def method_not_allowed(request: web.Request) -> web.Response:
+        raise MethodNotAllowed(allow=_ALLOW)
 
     for path, handler in (
         ("/health", health),
@@ -87,6 +104,10 @@ def setup_ops_routes(app: web.Application) -> None:
         ("/docs/swagger.json", openapi),
         ("/docs", docs),
         ("/docs/", docs),
+        ("/docs/static/{name}", static),
     ):
-        app.router.add_route("GET", path, rendered(handler, "ops"))
-    app.router.add_static("/docs/static", document.static_dir)
+        resource = app.router.add_resource(path)
+        # HEAD as well: load balancers probe with it.
+        for method in _ALLOW:
+            resource.add_route(method, rendered(handler, "ops"))
+        resource.add_route("*", rendered(method_not_allowed, "ops"))

@@ -16,7 +16,14 @@ import asynctnt
 from asynctnt.exceptions import ErrorCode, TarantoolDatabaseError, TarantoolError
 
 from .config import TarantoolAddress
-from .errors import PayloadTooLarge, SessionsError, StorageFull, StorageUnavailable
+from .errors import (
+    PayloadTooLarge,
+    SessionsError,
+    StorageFull,
+    StorageUnavailable,
+    StorageWriteFailed,
+)
+from .logs import RateLimitedLog
 from .models import Session
 
 __all__ = ["Storage", "StorageError"]
@@ -28,7 +35,33 @@ TOKEN, USER_ID, IP, CREATE, ACTIVITY, EXTRA = range(6)
 
 # Errors the procedures raise on purpose, by their custom type.
 _CUSTOM_ERRORS: dict[str, type[SessionsError]] = {"PayloadTooLarge": PayloadTooLarge}
-_UNAVAILABLE_CODES = {ErrorCode.ER_READONLY, ErrorCode.ER_LOADING, ErrorCode.ER_NONMASTER}
+# Tarantool's own error codes by what they mean to a caller. A write that could not reach
+# the disk (a full or failing disk, a rolled-back transaction) changed nothing and can be
+# retried; the instance itself goes on serving reads, and writes again once it can.
+_WRITE_FAILED_CODES = {
+    ErrorCode.ER_WAL_IO,
+    ErrorCode.ER_CASCADE_ROLLBACK,
+    ErrorCode.ER_TXN_ROLLBACK,
+    ErrorCode.ER_SYNC_ROLLBACK,
+    ErrorCode.ER_SYNC_QUORUM_TIMEOUT,
+}
+_UNAVAILABLE_CODES = {
+    ErrorCode.ER_READONLY,
+    ErrorCode.ER_LOADING,
+    ErrorCode.ER_NONMASTER,
+    ErrorCode.ER_BOOTSTRAP_READONLY,
+    ErrorCode.ER_NO_CONNECTION,
+    ErrorCode.ER_TIMEOUT,
+    ErrorCode.ER_TRANSACTION_TIMEOUT,
+}
+# Errors of the procedures' own code (a bad argument, a Lua error): bugs, not bad input.
+_BUG_TYPES = {"LuaError", "InvalidArgument"}
+_BUG_CODES = {ErrorCode.ER_PROC_LUA}
+
+# A failing disk or a bug fails every request alike: one line a minute says so.
+_storage_log = RateLimitedLog(log, interval=60.0)
+# A full store touches every `get`: one line every ten seconds is enough to say so.
+_touch_log = RateLimitedLog(log, interval=10.0)
 
 
 class StorageError(RuntimeError):
@@ -40,7 +73,7 @@ class _DuplicateToken(Exception):
 
 
 def _error(error_type: str | None, code: int, message: str) -> Exception:
-    """The exception for an error Tarantool reported."""
+    """The exception for an error Tarantool reported, whatever it is."""
     if error_type in _CUSTOM_ERRORS:
         return _CUSTOM_ERRORS[error_type](message)
     if code == ErrorCode.ER_TUPLE_FOUND:
@@ -52,7 +85,29 @@ def _error(error_type: str | None, code: int, message: str) -> Exception:
         return PayloadTooLarge()
     if code in _UNAVAILABLE_CODES:
         return StorageUnavailable()
-    return StorageError(f"tarantool error {error_type} ({code}): {message}")
+    if code in _WRITE_FAILED_CODES:
+        _storage_log.warning("write-failed", "tarantool could not write: %s (%s)", message, code)
+        return StorageWriteFailed()
+    if error_type in _BUG_TYPES or code in _BUG_CODES:
+        return StorageError(f"tarantool error {error_type} ({code}): {message}")
+    _storage_log.error(
+        "unknown", "tarantool answered an unexpected error %s (%s): %s", error_type, code, message
+    )
+    return StorageUnavailable()
+
+
+def _error_type(error: TarantoolDatabaseError) -> str | None:
+    """The type Tarantool gave an error (a custom one first), if its answer says."""
+    # Older instances and some errors (a failed WAL write, say) come without a stack, or
+    # with frames that have no fields.
+    payload = error.error
+    trace = getattr(payload, "trace", None) if payload is not None else None
+    if not trace:
+        return None
+    frame = trace[0]
+    fields = getattr(frame, "fields", None)
+    custom = fields.get("custom_type") if isinstance(fields, dict) else None
+    return str(custom or getattr(frame, "error_type", None) or "") or None
 
 
 def _fresh(error: Exception) -> Exception:
@@ -132,13 +187,15 @@ class _Coalescer:
             if not isinstance(error, Exception):
                 raise
             return
-        for (_, future), result in zip(pending, results, strict=True):
+        for (_, future), item in zip(pending, results, strict=True):
             if future.done():
                 continue
-            if len(result) > 1:  # [nil, type, code, message]
-                future.set_exception(_error(result[1], result[2], result[3]))
+            # The item shapes of `batch` (procedures.lua): [], [result], [result, flag],
+            # or [nil, type, code, message].
+            if len(item) == 4:
+                future.set_exception(_error(item[1], item[2], item[3]))
             else:
-                future.set_result(result[0] if result else None)
+                future.set_result(item)
 
 
 class Storage:
@@ -234,27 +291,34 @@ class Storage:
     async def new(self, user_id: int, ip: str, patch: dict[str, Any] | None) -> Session:
         while True:
             try:
-                row = await self._new.call([_new_token(), user_id, ip, patch, self._extra_max])
+                item = await self._new.call([_new_token(), user_id, ip, patch, self._extra_max])
             except _DuplicateToken:
                 # 122 random bits make a clash next to impossible; draw again if it happens.
                 continue
-            return _session(row)
+            return _session(item[0])
 
     async def get(self, token: str, ip: str | None, patch: dict[str, Any] | None) -> Session | None:
-        row = await self._get.call([token, ip, patch, self._idle_ttl, self._extra_max])
-        return None if row is None else _session(row)
+        item = await self._get.call([token, ip, patch, self._idle_ttl, self._extra_max])
+        if not item:
+            return None
+        if len(item) > 1:  # served as stored: memory is full
+            _touch_log.warning(
+                "untouched",
+                "storage is full: sessions are served without recording their activity",
+            )
+        return _session(item[0])
 
     async def delete(self, token: str) -> Session | None:
-        row = await self._delete.call([token, self._idle_ttl])
-        return None if row is None else _session(row)
+        item = await self._delete.call([token, self._idle_ttl])
+        return _session(item[0]) if item else None
 
     async def by_user(self, user_id: int) -> list[Session]:
-        rows = await self._by_user.call([user_id, self._idle_ttl])
-        return [_session(row) for row in rows]
+        item = await self._by_user.call([user_id, self._idle_ttl])
+        return [_session(row) for row in item[0]]
 
     async def by_ip(self, ip: str) -> list[Session]:
-        rows = await self._by_ip.call([ip, self._idle_ttl])
-        return [_session(row) for row in rows]
+        item = await self._by_ip.call([ip, self._idle_ttl])
+        return [_session(row) for row in item[0]]
 
     async def info(self) -> dict[str, Any]:
         result: dict[str, Any] = await self._call("sessions.info", [])
@@ -271,10 +335,7 @@ class Storage:
         try:
             response = await self._conn.call(name, args, timeout=self._timeout)
         except TarantoolDatabaseError as error:
-            custom = None
-            if error.error is not None and error.error.trace:
-                custom = error.error.trace[0].fields.get("custom_type")
-            mapped = _error(custom, error.code, error.message)
+            mapped = _error(_error_type(error), error.code, error.message)
             if isinstance(mapped, StorageUnavailable):
                 self._recheck.set()
             raise mapped from None

@@ -12,12 +12,14 @@ import contextlib
 import logging
 import os
 import signal
+import socket
 import subprocess
 import sys
 import time
 
+from .children import spawn
 from .config import Settings
-from .embedded import EmbeddedTarantool
+from .embedded import embedded_tarantool
 
 __all__ = ["supervise"]
 
@@ -37,7 +39,8 @@ class _Worker:
 
     def _spawn(self) -> subprocess.Popen[bytes]:
         self.started = time.monotonic()
-        return subprocess.Popen([sys.executable, "-m", "sessions", "worker"], env=self._env)
+        # A worker dies with the supervisor, so none is left holding the port.
+        return spawn([sys.executable, "-m", "sessions", "worker"], env=self._env)
 
     def respawn(self) -> None:
         self.process = self._spawn()
@@ -53,38 +56,39 @@ async def _wait(processes: list[subprocess.Popen[bytes]], within: float) -> bool
 
 
 async def supervise(settings: Settings) -> int:
-    password = settings.service_password()
-    embedded = None
-    tarantool = settings.tarantool
     stopping = asyncio.Event()
     status = 0
-    watchdog = None
 
     def give_up() -> None:
         nonlocal status
         status = 1
         stopping.set()
 
-    if settings.embedded:
-        embedded = EmbeddedTarantool.from_settings(settings, password=password)
-        await embedded.start()
-        tarantool = f"unix/:{embedded.socket_path}"
-        watchdog = asyncio.create_task(embedded.watch(give_up))
-    assert tarantool is not None
-    env = {
-        **os.environ,
-        "SESSIONS_TARANTOOL": tarantool,
-        "SESSIONS_TARANTOOL_PASSWORD": password,
-        "SESSIONS_WORKERS": "1",
-    }
+    _check_port_free(settings)
+    password = settings.service_password()
+    async with contextlib.AsyncExitStack() as stack:
+        tarantool = settings.tarantool
+        if settings.embedded:
+            embedded = await stack.enter_async_context(
+                embedded_tarantool(settings, password=password, on_fatal=give_up)
+            )
+            tarantool = f"unix/:{embedded.socket_path}"
+        assert tarantool is not None
+        env = {
+            **os.environ,
+            "SESSIONS_TARANTOOL": tarantool,
+            "SESSIONS_TARANTOOL_PASSWORD": password,
+            "SESSIONS_WORKERS": "1",
+        }
 
-    loop = asyncio.get_running_loop()
-    for signum in (signal.SIGINT, signal.SIGTERM):
-        loop.add_signal_handler(signum, stopping.set)
+        loop = asyncio.get_running_loop()
+        for signum in (signal.SIGINT, signal.SIGTERM):
+            loop.add_signal_handler(signum, stopping.set)
 
-    workers = [_Worker(number, env) for number in range(settings.workers)]
-    log.info("supervising %d workers on http://%s:%d", len(workers), settings.host, settings.port)
-    try:
+        workers = [_Worker(number, env) for number in range(settings.workers)]
+        # Workers stop before Tarantool: the exit stack unwinds in reverse.
+        stack.push_async_callback(_stop_workers, workers, settings.shutdown_timeout)
+        log.info("supervising %d workers on %s", len(workers), settings.url(settings.port))
         while not stopping.is_set():
             for worker in workers:
                 code = worker.process.poll()
@@ -99,17 +103,31 @@ async def supervise(settings: Settings) -> int:
                 worker.respawn()
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(stopping.wait(), _POLL)
-    finally:
-        processes = [w.process for w in workers if w.process.poll() is None]
-        for process in processes:
-            process.send_signal(signal.SIGTERM)
-        if not await _wait(processes, settings.shutdown_timeout):
-            log.warning("workers did not stop in %.1fs, killing them", settings.shutdown_timeout)
-            for process in processes:
-                process.kill()
-            await _wait(processes, 5.0)
-        if embedded is not None:
-            await embedded.stop()
-        if watchdog is not None:
-            await watchdog
     return status
+
+
+async def _stop_workers(workers: list[_Worker], within: float) -> None:
+    processes = [w.process for w in workers if w.process.poll() is None]
+    for process in processes:
+        process.send_signal(signal.SIGTERM)
+    if not await _wait(processes, within):
+        log.warning("workers did not stop in %.1fs, killing them", within)
+        for process in processes:
+            process.kill()
+        await _wait(processes, 5.0)
+
+
+def _check_port_free(settings: Settings) -> None:
+    """Refuse to start beside anything already listening on the port.
+
+    Workers share the port through SO_REUSEPORT, which would just as gladly share it with
+    a stray left from an earlier run. A plain bind, without that option, fails whenever
+    anything listens there.
+    """
+    family = socket.AF_INET6 if ":" in settings.host else socket.AF_INET
+    with socket.socket(family, socket.SOCK_STREAM) as probe:
+        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            probe.bind((settings.host, settings.port))
+        except OSError as error:
+            raise OSError(f"{settings.url(settings.port)} is already in use: {error.strerror}") from None

@@ -1,9 +1,16 @@
--- Field numbers of a tuple in the `sessions` space, shared by every module.
-return {
-    TOKEN = 1,     -- uuid: the session token, primary key
-    USER_ID = 2,   -- unsigned: owner of the session
-    IP = 3,        -- string: canonical text form of the last IP address seen
-    CREATE = 4,    -- unsigned: Unix seconds when the session was opened
-    ACTIVITY = 5,  -- unsigned: Unix seconds of the last `get`; drives expiry
-    EXTRA = 6,     -- map or nil: free-form data merged in by `new` and `get`
+-- The tuple layout of the `sessions` space: the one place Lua names its fields. The
+-- schema's format, the index parts and every procedure are built from this table.
+local FORMAT = {
+    {name = 'token', type = 'uuid'},                           -- the session token, primary key
+    {name = 'user_id', type = 'unsigned'},                     -- owner of the session
+    {name = 'ip', type = 'string'},                            -- canonical text of the last IP seen
+    {name = 'create', type = 'unsigned'},                      -- Unix seconds when opened
+    {name = 'activity', type = 'unsigned'},                    -- Unix seconds of the last `get`
+    {name = 'extra', type = 'map', is_nullable = true},        -- merged in by `new` and `get`
 }
+
+local fields = {FORMAT = FORMAT}
+for number, field in ipairs(FORMAT) do
+    fields[field.name:upper()] = number
+end
+return fields

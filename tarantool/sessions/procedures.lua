@@ -2,22 +2,35 @@
 -- between its read and its write, so it is atomic inside the instance.
 local fiber = require('fiber')
 local fio = require('fio')
+local log = require('log')
 local msgpack = require('msgpack')
 local uuid = require('uuid')
 
 local F = require('sessions.fields')
+local clock = require('sessions.clock')
 local expiry = require('sessions.expiry')
 local schema = require('sessions.schema')
 
 local MAP = {__serialize = 'map'}
+-- The flag beside a `get` result served without rewriting its activity.
+local UNTOUCHED = 'untouched'
 local LIST_YIELD_EVERY = 1000
 
 local function raise(error_type, reason)
     box.error({type = error_type, reason = reason})
 end
 
-local function now()
-    return math.floor(fiber.time())
+local now = clock.now
+
+-- Whether memtx memory ran out: set by a write that failed for lack of it, cleared by the
+-- next write that fits. Reads and deletes go on meanwhile (see `get`).
+local memory = {
+    full = false,
+    touch_skipped = 0,  -- `get`s served without rewriting activity, since start
+}
+
+local function is_out_of_memory(err)
+    return type(err) == 'cdata' and (err.type == 'OutOfMemory' or err.code == box.error.MEMORY_ISSUE)
 end
 
 local function check(condition, reason)
@@ -82,7 +95,9 @@ local function new(token, user_id, ip, patch, extra_max)
         extra = merge_extra(nil, patch, extra_max)
     end
     local ts = now()
-    return with_text_token(box.space.sessions:insert{uuid.frombin(token, 'b'), user_id, ip, ts, ts, extra})
+    local tuple = box.space.sessions:insert{uuid.frombin(token, 'b'), user_id, ip, ts, ts, extra}
+    memory.full = false
+    return with_text_token(tuple)
 end
 
 -- Tokens arrive as text the service has checked for the 8-4-4-4-12 form, since
@@ -115,7 +130,19 @@ local function get(token, ip, patch, ttl, extra_max)
     if #ops == 0 then
         return with_text_token(tuple)
     end
-    return with_text_token(space:update(key, ops))
+    local ok, updated = pcall(space.update, space, key, ops)
+    if ok then
+        return with_text_token(updated)
+    end
+    -- With memory full, a signed-in user stays signed in: the session is served as stored,
+    -- its activity (and last ip) not rewritten this time. Extra data the caller sent is a
+    -- write it asked for, so that still fails.
+    if patch ~= nil or not is_out_of_memory(updated) then
+        error(updated)
+    end
+    memory.full = true
+    memory.touch_skipped = memory.touch_skipped + 1
+    return with_text_token(tuple), UNTOUCHED
 end
 
 local function delete(token, ttl)
@@ -164,9 +191,13 @@ end
 
 -- Several operations of one kind in one call: the service coalesces concurrent requests
 -- so that one round trip serves them all. Writes run in one transaction (one WAL write);
--- listings run outside one, since a long listing yields. Each item answers on its own:
--- {result}, {} for nothing, or {nil, type, code, message} for an error, which undoes
--- only that item's statement.
+-- listings run outside one, since a long listing yields. Each item answers on its own,
+-- in one of three shapes the service tells apart by length (storage.py):
+--   {}                              nothing (an unknown or lapsed token)
+--   {result} or {result, flag}      a result, with `UNTOUCHED` for a get served as stored
+--   {nil, type, code, message}      an error, which undoes only that item's statement
+-- An error of the whole call (a failed WAL write at commit, say) undoes every item and
+-- reaches the service as the call's own error.
 local batchable = {
     new = {fn = new, transaction = true},
     get = {fn = get, transaction = true},
@@ -177,8 +208,13 @@ local batchable = {
 
 local function error_item(err)
     if type(err) == 'cdata' then
+        if is_out_of_memory(err) then
+            memory.full = true
+        end
         return {box.NULL, err.type, err.code, err.message}
     end
+    -- A plain Lua error is a bug here, not bad input: log it where an operator looks.
+    log.error('sessions: procedure failed: %s', tostring(err))
     return {box.NULL, 'LuaError', 0, tostring(err)}
 end
 
@@ -192,13 +228,13 @@ local function batch(operation, calls)
         box.begin()
     end
     for i, args in ipairs(calls) do
-        local ok, result = pcall(spec.fn, unpack(args, 1, 5))
+        local ok, result, flag = pcall(spec.fn, unpack(args, 1, 5))
         if not ok then
             results[i] = error_item(result)
         elseif result == nil then
             results[i] = {}
         else
-            results[i] = {result}
+            results[i] = {result, flag}
         end
     end
     if spec.transaction then
@@ -233,15 +269,13 @@ local function info()
         memory_used = box.slab.info().arena_used,
         tarantool_version = box.info.version,
         last_checkpoint = last_checkpoint() or box.NULL,
+        storage_full = memory.full,
+        touch_skipped = memory.touch_skipped,
     }
 end
 
+-- What the service calls, and so all that its Tarantool user may execute (access.lua).
 return {
-    new = new,
-    get = get,
-    delete = delete,
-    by_user = by_user,
-    by_ip = by_ip,
     batch = batch,
     info = info,
 }

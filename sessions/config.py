@@ -54,6 +54,10 @@ class Settings(BaseSettings):
     # Tarantool stores a session in one tuple of at most 1 MiB (memtx_max_tuple_size).
     extra_max_bytes: Annotated[int, Field(ge=64, le=2**20 - 4096)] = 64 * 2**10
 
+    # The most sessions one /user or /ip answer holds when no `limit` is given; the rest
+    # come page by page through the Link header.
+    list_max: Annotated[int, Field(ge=1, le=1000)] = 1000
+
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
     log_format: Literal["text", "json"] = "text"
     access_log: bool = False

@@ -46,9 +46,11 @@ _REQUEST_ID = re.compile(r"[A-Za-z0-9._:-]{1,128}")
 _HEADERS = {"Cache-Control": "no-store", "Server": "sessions"}
 
 
-def success(data: Any) -> web.Response:
+def success(data: Any, headers: dict[str, str] | None = None) -> web.Response:
     return web.Response(
-        body=orjson.dumps({"status": "success", "data": data}), content_type=_JSON, headers=_HEADERS
+        body=orjson.dumps({"status": "success", "data": data}),
+        content_type=_JSON,
+        headers={**_HEADERS, **headers} if headers else _HEADERS,
     )
 
 

@@ -9,8 +9,10 @@ __all__ = [
     "BadRequest",
     "ExpectationFailed",
     "InternalError",
+    "InvalidCursor",
     "InvalidExtra",
     "InvalidIp",
+    "InvalidLimit",
     "InvalidUserId",
     "MethodNotAllowed",
     "NotFound",
@@ -77,6 +79,18 @@ class InvalidExtra(SessionsError):
     status = 400
     code = "invalid_extra"
     default_message = "Extra data must be a JSON object or a form-encoded body."
+
+
+class InvalidLimit(SessionsError):
+    status = 400
+    code = "invalid_limit"
+    default_message = "Limit must be an integer from 1 to 1000."
+
+
+class InvalidCursor(SessionsError):
+    status = 400
+    code = "invalid_cursor"
+    default_message = "The cursor is not one this service gave: follow the Link header's next URL."
 
 
 class TokenNotFound(SessionsError):
@@ -155,6 +169,8 @@ BY_CODE: dict[str, type[SessionsError]] = {
         InvalidUserId,
         InvalidIp,
         InvalidExtra,
+        InvalidLimit,
+        InvalidCursor,
         TokenNotFound,
         NotFound,
         MethodNotAllowed,

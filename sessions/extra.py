@@ -70,6 +70,10 @@ def _real(text: str) -> float:
     number = float(text)
     if not math.isfinite(number):
         raise _NumberOutOfRange(text)
+    # A number with no fractional part is an integer to JSON Schema, however it is spelled
+    # (1e20, 4.5e107): the same range as for integers keeps the API description exact.
+    if number.is_integer() and not -(2**63) <= number < 2**64:
+        raise _NumberOutOfRange(text)
     return number
 
 

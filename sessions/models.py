@@ -6,6 +6,7 @@ Parameters are checked by plain functions rather than a pydantic model per reque
 
 from __future__ import annotations
 
+import base64
 import ipaddress
 import re
 from collections.abc import Callable
@@ -16,18 +17,23 @@ from typing import Any
 from multidict import MultiMapping
 from pydantic import BaseModel, ConfigDict
 
-from .errors import InvalidIp, InvalidUserId, SessionsError, TokenNotFound
+from .errors import InvalidCursor, InvalidIp, InvalidLimit, InvalidUserId, SessionsError, TokenNotFound
 
 __all__ = [
+    "AFTER",
     "ID",
     "IP",
+    "LIMIT",
+    "LIST_MAX",
     "OPTIONAL_IP",
     "TOKEN",
     "USER_ID",
+    "Cursor",
     "Param",
     "Session",
     "SessionObject",
     "canonical_ip",
+    "make_cursor",
     "parse_token",
     "parse_user_id",
 ]
@@ -96,6 +102,40 @@ def parse_token(value: str) -> str | None:
     return None
 
 
+# The most sessions one listing answers; more come by the Link header's next URL.
+LIST_MAX = 1000
+
+# Where a listing resumes: the (activity, token) of the last session a page held.
+Cursor = tuple[int, str]
+
+
+def parse_limit(value: str) -> int | None:
+    """A page size from 1 to LIST_MAX in plain decimal digits, or None."""
+    if value.isascii() and value.isdigit() and len(value) <= 4 and 1 <= int(value) <= LIST_MAX:
+        return int(value)
+    return None
+
+
+def make_cursor(session: Session) -> str:
+    """The opaque cursor of the page that follows `session`."""
+    raw = f"{session['activity']}.{session['token']}".encode()
+    return base64.urlsafe_b64encode(raw).rstrip(b"=").decode()
+
+
+def parse_cursor(value: str) -> Cursor | None:
+    """The position a cursor from `make_cursor` stands for, or None for anything else."""
+    if not value.isascii() or len(value) > 80:
+        return None
+    try:
+        raw = base64.urlsafe_b64decode(value + "=" * (-len(value) % 4)).decode("ascii")
+    except (ValueError, UnicodeDecodeError):
+        return None
+    activity, _, token = raw.partition(".")
+    if not (activity.isdigit() and len(activity) <= 19) or parse_token(token) is None:
+        return None
+    return int(activity), token.lower()
+
+
 @dataclass(frozen=True, slots=True)
 class Param:
     """One query parameter: how to read it and which error a bad value raises."""
@@ -126,3 +166,5 @@ ID = Param("id", parse_user_id, InvalidUserId)
 IP = Param("ip", canonical_ip, InvalidIp)
 OPTIONAL_IP = Param("ip", canonical_ip, InvalidIp, required=False)
 TOKEN = Param("token", parse_token, TokenNotFound)
+LIMIT = Param("limit", parse_limit, InvalidLimit, required=False)
+AFTER = Param("after", parse_cursor, InvalidCursor, required=False)

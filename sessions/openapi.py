@@ -12,8 +12,10 @@ from . import __version__
 from .errors import (
     BY_CODE,
     BadRequest,
+    InvalidCursor,
     InvalidExtra,
     InvalidIp,
+    InvalidLimit,
     InvalidUserId,
     PayloadTooLarge,
     RequestTimeout,
@@ -25,7 +27,7 @@ from .errors import (
     Unauthorized,
 )
 from .extra import MAX_DEPTH, MAX_KEYS
-from .models import SessionObject
+from .models import LIST_MAX, SessionObject
 
 __all__ = ["METHODS", "build_spec"]
 
@@ -56,6 +58,17 @@ _PARAMS = {
         "schema": _IP,
         "example": "192.168.1.1",
     },
+    "limit": {
+        "description": f"The most sessions in this page, 1 to {LIST_MAX}; without it, the "
+        "service's SESSIONS_LIST_MAX (1000 by default).",
+        "schema": {"type": "integer", "minimum": 1, "maximum": LIST_MAX},
+        "example": 100,
+    },
+    "after": {
+        "description": "Where the page starts: the cursor in the previous page's `Link: <...>; "
+        'rel="next"` URL. Opaque; follow that URL rather than building one.',
+        "schema": {"type": "string", "maxLength": 80},
+    },
     "token": {
         "description": "The session token.",
         "schema": {"type": "string", "format": "uuid"},
@@ -81,18 +94,18 @@ METHODS: dict[str, tuple[str, list[tuple[str, bool]], bool, bool, list[type[Sess
     ),
     "/del": ("End a session", [("token", True)], False, False, [TokenNotFound]),
     "/user": (
-        "All live sessions of a user, newest activity first",
-        [("id", True)],
+        "Live sessions of a user, newest activity first, a page at a time",
+        [("id", True), ("limit", False), ("after", False)],
         False,
         True,
-        [InvalidUserId],
+        [InvalidUserId, InvalidLimit, InvalidCursor],
     ),
     "/ip": (
-        "All live sessions seen from an address, newest activity first",
-        [("ip", True)],
+        "Live sessions seen from an address, newest activity first, a page at a time",
+        [("ip", True), ("limit", False), ("after", False)],
         False,
         True,
-        [InvalidIp],
+        [InvalidIp, InvalidLimit, InvalidCursor],
     ),
 }
 
@@ -132,6 +145,15 @@ def _operation(path: str, method: str) -> dict[str, Any]:
     data: dict[str, Any] = {"$ref": "#/components/schemas/SessionObject"}
     if listing:
         data = {"type": "array", "items": data}
+    success: dict[str, Any] = {"description": "Success"}
+    if listing:
+        success["headers"] = {
+            "Link": {
+                "description": 'When more sessions follow: `<URL>; rel="next"` (RFC 8288), the URL of '
+                "the next page.",
+                "schema": {"type": "string"},
+            }
+        }
     operation: dict[str, Any] = {
         "operationId": f"{path.strip('/')}_{method}",
         "summary": summary,
@@ -140,7 +162,7 @@ def _operation(path: str, method: str) -> dict[str, Any]:
         ],
         "responses": {
             "200": {
-                "description": "Success",
+                **success,
                 "content": {
                     "application/json": {
                         "schema": {
@@ -203,6 +225,8 @@ def build_spec() -> dict[str, Any]:
                 "ExtraValue": {
                     "anyOf": [
                         {"type": ["null", "boolean", "string"]},
+                        # Any number with no fractional part, 1e3 as much as 1000, is an
+                        # integer here and in the service alike (extra.py).
                         {"type": "integer", "minimum": -(2**63), "maximum": 2**64 - 1},
                         {"type": "number", "not": {"type": "integer"}},
                         {"type": "array", "items": {"$ref": "#/components/schemas/ExtraValue"}},

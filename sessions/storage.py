@@ -24,7 +24,7 @@ from .errors import (
     StorageWriteFailed,
 )
 from .logs import RateLimitedLog
-from .models import Session
+from .models import Cursor, Session
 
 __all__ = ["Storage", "StorageError"]
 
@@ -241,8 +241,6 @@ class Storage:
         self._new = _Coalescer("new", self._batch)
         self._get = _Coalescer("get", self._batch)
         self._delete = _Coalescer("delete", self._batch)
-        self._by_user = _Coalescer("by_user", self._batch)
-        self._by_ip = _Coalescer("by_ip", self._batch)
 
     async def connect(self) -> None:
         """Connect to every instance; with several, wait until one of them is writable."""
@@ -312,13 +310,16 @@ class Storage:
         item = await self._delete.call([token, self._idle_ttl])
         return _session(item[0]) if item else None
 
-    async def by_user(self, user_id: int) -> list[Session]:
-        item = await self._by_user.call([user_id, self._idle_ttl])
-        return [_session(row) for row in item[0]]
-
-    async def by_ip(self, ip: str) -> list[Session]:
-        item = await self._by_ip.call([ip, self._idle_ttl])
-        return [_session(row) for row in item[0]]
+    async def list(
+        self, kind: str, key: int | str, limit: int, after: Cursor | None
+    ) -> tuple[list[Session], bool]:
+        """One page of the live sessions of a user (`kind` "user") or an address ("ip"),
+        newest first, and whether more follow. Called on its own, never in a batch."""
+        args: list[Any] = [kind, key, self._idle_ttl, limit]
+        if after is not None:
+            args.extend(after)
+        rows, more = await self._call("sessions.list", args)
+        return [_session(row) for row in rows], bool(more)
 
     async def info(self) -> dict[str, Any]:
         result: dict[str, Any] = await self._call("sessions.info", [])

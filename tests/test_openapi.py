@@ -15,10 +15,11 @@ import schemathesis
 from hypothesis import HealthCheck, settings
 from jsonschema import Draft202012Validator
 from openapi_spec_validator import validate
+from schemathesis.specs.openapi.checks import positive_data_acceptance
 
 from sessions.openapi import build_spec
 
-from .conftest import call, new_session
+from .conftest import FUZZ_EXAMPLES, call, new_session
 from .service import Service
 
 SPEC = build_spec()
@@ -130,6 +131,9 @@ fuzz = schemathesis.openapi.from_dict(SPEC)
 
 
 @fuzz.parametrize()
-@settings(max_examples=25, deadline=None, suppress_health_check=list(HealthCheck))
+@settings(max_examples=FUZZ_EXAMPLES // 16, deadline=None, suppress_health_check=list(HealthCheck))
 def test_schemathesis(case, service):
-    case.call_and_validate(base_url=f"http://127.0.0.1:{service.port}")
+    # A cursor is opaque: only the ones the service hands out are valid, which no schema can
+    # say, so a made-up one may be refused although it is a schema-valid string.
+    excluded = [positive_data_acceptance] if "after" in (case.query or {}) else []
+    case.call_and_validate(base_url=f"http://127.0.0.1:{service.port}", excluded_checks=excluded)

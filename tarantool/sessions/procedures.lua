@@ -159,39 +159,69 @@ local function delete(token, ttl)
     return with_text_token(tuple)
 end
 
--- Live sessions under one key of a (key, activity) index, newest activity first; the
--- walk stops at the first expired tuple since everything after it is older.
-local function live_by(index_name, key, ttl)
+-- One page of answer is at most this many bytes of tuples (and at least one session), so
+-- that one listing's answer, and the service's memory for it, stay bounded whatever the
+-- sessions hold.
+local LIST_MAX_BYTES = 4 * 1024 * 1024
+
+local LISTS = {
+    user = {index = 'user', field = F.USER_ID, check = is_integer, what = 'user_id must be an integer'},
+    ip = {index = 'ip', field = F.IP, check = function(v) return type(v) == 'string' end,
+          what = 'ip must be a string'},
+}
+
+-- Live sessions under one key of a (key, activity) index, newest activity first, at most
+-- `limit` of them, starting after the session (after_activity, after_token) when given.
+-- Tuples of equal activity come in descending token order (the index's hidden primary
+-- key part), so a cursor is a unique position. Returns {sessions, more}. The walk stops
+-- at the first expired tuple, since everything after it is older, and yields every
+-- LIST_YIELD_EVERY tuples, so a long walk never holds up other requests.
+local function list(kind, key, ttl, limit, after_activity, after_token)
+    local spec = LISTS[kind]
+    check(spec ~= nil, 'unknown list')
+    check(spec.check(key), spec.what)
     check_ttl(ttl)
+    check(type(limit) == 'number' and limit >= 1, 'limit must be a positive number')
+    local position = {key}
+    local skip_below = nil
+    if after_activity ~= nil then
+        check(is_integer(after_activity) and type(after_token) == 'string', 'bad cursor')
+        position = {key, after_activity}
+        skip_below = after_token
+    end
     local cutoff = now() - ttl
     local result = {}
-    local count = 0
-    for _, tuple in box.space.sessions.index[index_name]:pairs({key}, {iterator = 'REQ'}) do
-        if tuple[F.ACTIVITY] < cutoff then
+    local count, bytes, seen = 0, 0, 0
+    local more = false
+    for _, tuple in box.space.sessions.index[spec.index]:pairs(position, {iterator = 'LE'}) do
+        if tuple[spec.field] ~= key or tuple[F.ACTIVITY] < cutoff then
             break
         end
-        count = count + 1
-        result[count] = with_text_token(tuple)
-        if count % LIST_YIELD_EVERY == 0 then
+        seen = seen + 1
+        if seen % LIST_YIELD_EVERY == 0 then
             fiber.yield()
         end
+        -- Sessions of the cursor's own second that came before it (token not below it).
+        local skip = skip_below ~= nil and tuple[F.ACTIVITY] == after_activity
+            and tuple[F.TOKEN]:str() >= skip_below
+        if not skip then
+            local size = tuple:bsize()
+            if count >= limit or (count > 0 and bytes + size > LIST_MAX_BYTES) then
+                more = true
+                break
+            end
+            count = count + 1
+            bytes = bytes + size
+            result[count] = with_text_token(tuple)
+        end
     end
-    return result
-end
-
-local function by_user(user_id, ttl)
-    check(is_integer(user_id), 'user_id must be an integer')
-    return live_by('user', user_id, ttl)
-end
-
-local function by_ip(ip, ttl)
-    check(type(ip) == 'string', 'ip must be a string')
-    return live_by('ip', ip, ttl)
+    return {result, more}
 end
 
 -- Several operations of one kind in one call: the service coalesces concurrent requests
--- so that one round trip serves them all. Writes run in one transaction (one WAL write);
--- listings run outside one, since a long listing yields. Each item answers on its own,
+-- so that one round trip serves them all, in one transaction (one WAL write). Listings
+-- are called one by one (`list`): a long one must not hold up, or share a timeout with,
+-- anybody else's. Each item answers on its own,
 -- in one of three shapes the service tells apart by length (storage.py):
 --   {}                              nothing (an unknown or lapsed token)
 --   {result} or {result, flag}      a result, with `UNTOUCHED` for a get served as stored
@@ -199,11 +229,9 @@ end
 -- An error of the whole call (a failed WAL write at commit, say) undoes every item and
 -- reaches the service as the call's own error.
 local batchable = {
-    new = {fn = new, transaction = true},
-    get = {fn = get, transaction = true},
-    delete = {fn = delete, transaction = true},
-    by_user = {fn = by_user, transaction = false},
-    by_ip = {fn = by_ip, transaction = false},
+    new = new,
+    get = get,
+    delete = delete,
 }
 
 local function error_item(err)
@@ -219,16 +247,14 @@ local function error_item(err)
 end
 
 local function batch(operation, calls)
-    local spec = batchable[operation]
-    check(spec ~= nil, 'unknown batch operation')
+    local fn = batchable[operation]
+    check(fn ~= nil, 'unknown batch operation')
     check(type(calls) == 'table', 'calls must be an array')
     local results = {}
     -- Nothing in a write yields before commit, so the batch is atomic and isolated.
-    if spec.transaction then
-        box.begin()
-    end
+    box.begin()
     for i, args in ipairs(calls) do
-        local ok, result, flag = pcall(spec.fn, unpack(args, 1, 5))
+        local ok, result, flag = pcall(fn, unpack(args, 1, 5))
         if not ok then
             results[i] = error_item(result)
         elseif result == nil then
@@ -237,9 +263,7 @@ local function batch(operation, calls)
             results[i] = {result, flag}
         end
     end
-    if spec.transaction then
-        box.commit()
-    end
+    box.commit()
     return results
 end
 
@@ -277,5 +301,6 @@ end
 -- What the service calls, and so all that its Tarantool user may execute (access.lua).
 return {
     batch = batch,
+    list = list,
     info = info,
 }

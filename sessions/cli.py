@@ -92,6 +92,8 @@ def _print_stats(info: dict[str, Any]) -> None:
     print(f"last checkpoint:    {_when(info['last_checkpoint'])}")
     print(f"purged since start: {info['purged']}")
     print(f"read-only:          {info['ro']}")
+    print(f"storage full:       {info.get('storage_full', False)}")
+    print(f"served untouched:   {info.get('touch_skipped', 0)} (gets while memory was full)")
     print(f"schema version:     {info['schema_version']} (Tarantool {info['tarantool_version']})")
 
 

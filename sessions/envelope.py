@@ -14,6 +14,7 @@ from typing import Any
 import orjson
 from aiohttp import web
 from aiohttp.http_exceptions import ContentEncodingError, HttpProcessingError
+from aiohttp.web_protocol import RequestPayloadError
 
 from .errors import (
     BadRequest,
@@ -82,10 +83,11 @@ _BY_STATUS: dict[int, type[SessionsError]] = {
 }
 
 
-def _from_protocol(error: HttpProcessingError) -> SessionsError:
+def _from_protocol(error: Exception) -> SessionsError:
     # A body that breaks HTTP's rules (a bad chunk, a length it does not keep, an encoding
-    # that does not decode) is the client's doing; aiohttp raises it from the read.
-    if isinstance(error, ContentEncodingError):
+    # that does not decode) is the client's doing; aiohttp raises it from the read, as its
+    # own error or wrapped in a RequestPayloadError.
+    if isinstance(error.__cause__ or error, ContentEncodingError):
         return BadRequest("The request body could not be decoded (Content-Encoding).")
     return BadRequest("The request body is not valid HTTP.")
 
@@ -128,10 +130,13 @@ def rendered(handler: Handler, name: str = "other") -> Handler:
         except web.HTTPException as error:
             converted = from_http(error, request)
             response, code = failure(converted), converted.code
-        except HttpProcessingError as error:
+        except (HttpProcessingError, RequestPayloadError) as error:
             converted = _from_protocol(error)
             response, code = failure(converted), converted.code
             response.force_close()
+            # The body cannot be read further: marked as ended, aiohttp does not try to
+            # drain it after the answer (which would raise, and log, the same error again).
+            request.content.feed_eof()
         except ConnectionError:
             # The client is gone: nobody to answer, nothing to log (aiohttp drops it).
             stats.record("client_gone", time.perf_counter() - started)

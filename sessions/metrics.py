@@ -90,6 +90,17 @@ class Metrics:
             yield GaugeMetricFamily(
                 "sessions_tarantool_read_only", "1 if Tarantool is read-only", value=int(self.storage["ro"])
             )
+            yield GaugeMetricFamily(
+                "sessions_storage_full",
+                "1 if Tarantool's memory is full: no new sessions or extra data until room is made",
+                value=int(bool(self.storage.get("storage_full", False))),
+            )
+            skipped = CounterMetricFamily(
+                "sessions_touch_skipped",
+                "Sessions served by get without recording their activity, memory being full",
+            )
+            skipped.add_metric([], self.storage.get("touch_skipped", 0))
+            yield skipped
 
 
 # One per process, like Prometheus's own default registry: what /metrics reports.

@@ -42,7 +42,8 @@ def wait_gone(pid: int, within: float = 10) -> None:
 class Service:
     """`python -m sessions serve` in a child process, with its own port and data dir."""
 
-    def __init__(self, data_dir: Path, **env: str) -> None:
+    def __init__(self, data_dir: Path, *, probe_host: str = "127.0.0.1", **env: str) -> None:
+        self.host = probe_host
         self.port = free_port()
         self.data_dir = data_dir
         self.log_path = data_dir.parent / f"service-{self.port}.log"
@@ -72,8 +73,9 @@ class Service:
     def tarantool_pid(self) -> int:
         return int((self.data_dir / "tarantool.pid").read_text())
 
-    def request(self, path: str) -> tuple[int, Any]:
-        url = f"http://127.0.0.1:{self.port}{path}"
+    def request(self, path: str, *, headers: dict[str, str] | None = None) -> tuple[int, Any]:
+        host = f"[{self.host}]" if ":" in self.host else self.host
+        url = urllib.request.Request(f"http://{host}:{self.port}{path}", headers=headers or {})
         try:
             with urllib.request.urlopen(url, timeout=5) as response:
                 return response.status, json.load(response)

@@ -134,7 +134,18 @@ async def new_session(
 
 def set_activity(console: Console, token: str, activity: int) -> None:
     """Make a session look last used at `activity`, as if time had passed."""
-    console.eval(f"box.space.sessions:update(require('uuid').fromstr('{token}'), {{{{'=', 5, {activity}}}}})")
+    console.eval(
+        f"box.space.sessions:update(require('uuid').fromstr('{token}'), {{{{'=', 'activity', {activity}}}}})"
+    )
+
+
+def lua_session(user_id: object, ip: object, activity: object, extra: object = "box.NULL") -> str:
+    """Lua for a new sessions tuple, fields by name (the layout lives in fields.lua only);
+    each argument is a Lua expression."""
+    return (
+        f"box.space.sessions:frommap({{token = require('uuid').new(), user_id = {user_id}, ip = {ip}, "
+        f"create = {activity}, activity = {activity}, extra = {extra}}})"
+    )
 
 
 def days_ago(days: float) -> int:

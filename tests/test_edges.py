@@ -20,7 +20,7 @@ from sessions.app import create_app
 from sessions.config import Settings, describe_error, unknown_variables
 from sessions.console import Console
 
-from .conftest import call, make_instance, new_session, settings_for
+from .conftest import call, lua_session, make_instance, new_session, settings_for
 from .service import Service, alive, free_port, wait_gone
 
 TOKEN = "61494096-9af7-49ba-9fb4-e89c0811e6d3"
@@ -31,12 +31,12 @@ def _fill_memory(admin: Console, activity: int) -> int:
     allocator's size classes; how many went in."""
     return int(
         admin.eval(
-            f"""local uuid = require('uuid') local s = box.space.sessions local n = 0
+            f"""local s = box.space.sessions local n = 0
             local sizes = {{60000, 4000, 1000}}
             for size = 400, 0, -1 do sizes[#sizes + 1] = size end
             for _, size in ipairs(sizes) do
                 local extra = size > 0 and {{x = string.rep('x', size)}} or box.NULL
-                while pcall(s.insert, s, {{uuid.new(), 7, '192.0.2.200', {activity}, {activity}, extra}}) do
+                while pcall(s.insert, s, {lua_session(7, "'192.0.2.200'", activity, "extra")}) do
                     n = n + 1
                 end
             end
@@ -387,11 +387,12 @@ async def test_a_huge_listing_pages_and_does_not_hold_up_other_listings(
     admin = Console(fresh_tarantool.console_path)
     try:
         admin.eval(
-            f"""local uuid = require('uuid') local now = require('sessions.clock').now()
+            f"""local now = require('sessions.clock').now()
             for i = 1, 30000 do
                 if i % 1000 == 1 then box.begin() end
-                box.space.sessions:insert{{uuid.new(), {user_id}, '192.0.2.9', now, now - i % 50,
-                    {{blob = string.rep('x', 300)}}}}
+                box.space.sessions:insert({
+                lua_session(user_id, "'192.0.2.9'", "now - i % 50", "{blob = string.rep('x', 300)}")
+            })
                 if i % 1000 == 0 then box.commit() end
             end"""
         )

@@ -5,10 +5,12 @@ from __future__ import annotations
 import asyncio
 import time
 
+import pytest
+
 from sessions.app import create_app
 from sessions.console import Console
 
-from .conftest import call, days_ago, new_session, set_activity, settings_for
+from .conftest import call, days_ago, lua_session, make_instance, new_session, set_activity, settings_for
 
 DAY = 86400
 
@@ -51,9 +53,11 @@ async def test_purge_fiber_deletes_idle_sessions_in_batches(aiohttp_client, fres
         live = await new_session(client, user_id)
         # 25 000 sessions idle for two days, written straight into the space.
         admin.eval(
-            f"""local uuid = require('uuid') local ts = {days_ago(2)}
+            f"""local ts = {days_ago(2)}
             for i = 1, 25000 do
-                box.space.sessions:insert{{uuid.new(), {user_id + 1}, '192.0.2.1', ts, ts, box.NULL}}
+                if i % 1000 == 1 then box.begin() end
+                box.space.sessions:insert({lua_session(user_id + 1, "'192.0.2.1'", "ts")})
+                if i % 1000 == 0 then box.commit() end
             end"""
         )
         # Any call tells the fiber the TTL; it then purges without further prompting.
@@ -83,3 +87,50 @@ async def test_short_ttl_end_to_end(aiohttp_client, fresh_tarantool, user_id):
         assert (await call(client, "/get", params={"token": session["token"]}))[0] == 404
     finally:
         admin.close()
+
+
+TTL = 100
+T0 = 1_700_000_000
+
+
+def _wait_for_purge_passes(admin: Console, count: int) -> None:
+    """Until the purge fiber has taken `count` more steps with the clock as it is now."""
+    start = admin.eval("return require('sessions.expiry').stats().passes")
+    deadline = time.monotonic() + 10
+    while admin.eval("return require('sessions.expiry').stats().passes") < start + count:
+        assert time.monotonic() < deadline, "the purge fiber is not running"
+        time.sleep(0.05)
+
+
+@pytest.mark.parametrize(("idle", "live"), [(TTL - 1, True), (TTL, True), (TTL + 1, False)])
+async def test_the_exact_ttl_boundary_for_every_method_and_the_purge(aiohttp_client, tmp_path, idle, live):
+    """A session idle exactly `ttl` seconds is live everywhere; one second more, gone everywhere."""
+    instance = make_instance(tmp_path / "tarantool", idle_ttl=TTL)
+    await instance.start()
+    admin = Console(instance.console_path)
+    try:
+        client = await aiohttp_client(create_app(settings_for(instance, idle_ttl=TTL)))
+        admin.eval(f"require('sessions.clock').freeze({T0})")
+        ip = "192.0.2.77"
+        made = {name: await new_session(client, 5, ip) for name in ("get", "del", "purged")}
+        assert all(s["activity"] == T0 for s in made.values())
+        admin.eval(f"require('sessions.clock').freeze({T0 + idle})")
+
+        for path, params in (("/user", {"id": "5"}), ("/ip", {"ip": ip})):
+            listed = (await call(client, path, params=params))[1]["data"]
+            assert len(listed) == (3 if live else 0), path
+        status, body = await call(client, "/get", params={"token": made["get"]["token"]})
+        assert status == (200 if live else 404)
+        if live:
+            assert body["data"]["activity"] == T0 + idle
+        status, _ = await call(client, "/del", params={"token": made["del"]["token"]})
+        assert status == (200 if live else 404)
+
+        _wait_for_purge_passes(admin, 2)
+        stored = admin.eval(
+            f"return box.space.sessions:get(require('uuid').fromstr('{made['purged']['token']}')) ~= nil"
+        )
+        assert stored is live
+    finally:
+        admin.close()
+        await instance.stop()

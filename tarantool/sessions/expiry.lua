@@ -15,6 +15,7 @@ local state = {
     ttl = nil,          -- seconds; nil until the service or the environment says
     purged = 0,         -- sessions deleted since start, for stats
     collected_at = 0,   -- `purged` when Lua's garbage was last collected
+    passes = 0,         -- purge steps taken, so that a test can wait for the next one
     worker = nil,
 }
 
@@ -69,6 +70,7 @@ local function loop()
         -- from the service, since a guess could delete live sessions.
         if state.ttl ~= nil and not box.info.ro and box.space.sessions ~= nil then
             local ok, result = pcall(step, state.ttl)
+            state.passes = state.passes + 1
             if ok then
                 pause = result
             else
@@ -107,7 +109,7 @@ local function set_ttl(ttl)
 end
 
 local function stats()
-    return {ttl = state.ttl, purged = state.purged}
+    return {ttl = state.ttl, purged = state.purged, passes = state.passes}
 end
 
 return {

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+
 import orjson
 import pytest
 
@@ -183,3 +185,71 @@ async def test_extra_round_trips_unicode_and_control_characters(client, user_id)
         client, user_id, data=orjson.dumps(extra), headers={"Content-Type": "application/json"}
     )
     assert session["extra"] == extra
+
+
+@pytest.mark.parametrize(
+    ("number", "accepted"),
+    [
+        ("-9223372036854775808", True),  # -2**63, the smallest 64-bit integer
+        ("-9223372036854775809", False),
+        ("18446744073709551615", True),  # 2**64 - 1, the largest
+        ("18446744073709551616", False),
+        ("-200", True),
+        ("-9.2233720368547758e18", True),  # integral, in range however spelled
+        ("-1e19", False),  # integral and out of range: an integer to JSON Schema too
+        ("1.8446744073709552e19", False),  # 2**64 as a float
+        ("1e19", True),
+        ("1.5e300", False),
+        ("-0.5", True),
+        ("1e-300", True),
+    ],
+)
+async def test_numbers_at_the_edges_of_64_bits(client, user_id, number, accepted):
+    status, body = await call(
+        client,
+        "/new",
+        "POST",
+        params={"user_id": str(user_id), "ip": "192.0.2.1"},
+        data=f'{{"n": {number}}}'.encode(),
+        headers={"Content-Type": "application/json"},
+    )
+    assert status == (200 if accepted else 400), body
+    if accepted:
+        assert body["data"]["extra"]["n"] == json.loads(number)
+    else:
+        assert body["code"] == "invalid_extra"
+
+
+@pytest.mark.parametrize(("depth", "accepted"), [(32, True), (33, False)])
+async def test_nesting_limit_is_exact(client, user_id, depth, accepted):
+    nested: object = "leaf"
+    for _ in range(depth - 1):  # the body's own object is the first level
+        nested = [nested]
+    status, _ = await call(
+        client, "/new", "POST", params={"user_id": str(user_id), "ip": "192.0.2.1"}, json={"a": nested}
+    )
+    assert status == (200 if accepted else 400)
+
+
+@pytest.mark.parametrize("form", [False, True])
+@pytest.mark.parametrize(("keys", "accepted"), [(1024, True), (1025, False)])
+async def test_key_limit_is_exact(client, user_id, form, keys, accepted):
+    patch = {f"k{i}": "v" for i in range(keys)}
+    kwargs = {"data": patch} if form else {"json": patch}
+    status, _ = await call(
+        client, "/new", "POST", params={"user_id": str(user_id), "ip": "192.0.2.1"}, **kwargs
+    )
+    assert status == (200 if accepted else 400)
+
+
+async def test_lone_surrogates_in_json_strings_are_refused(client, user_id):
+    for body in (b'{"a": "\\ud800"}', b'{"\\udfff": 1}', b'{"a": ["x", {"b": "\\ud800"}]}'):
+        status, response = await call(
+            client,
+            "/new",
+            "POST",
+            params={"user_id": str(user_id), "ip": "192.0.2.1"},
+            data=body,
+            headers={"Content-Type": "application/json"},
+        )
+        assert (status, response["code"]) == (400, "invalid_extra"), body

@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import pytest
 
-from .conftest import call, days_ago, new_session, set_activity
+from sessions.app import create_app
+
+from .conftest import call, days_ago, new_session, set_activity, settings_for
 
 
 async def test_user_lists_own_sessions_newest_first(client, console, user_id):
@@ -89,3 +91,107 @@ async def test_ip_bad_address(client, params):
 async def test_repeated_ip(client):
     status, body = await call(client, "/ip", params=[("ip", "192.0.2.1"), ("ip", "192.0.2.2")])
     assert (status, body["code"]) == (400, "invalid_ip")
+
+
+async def _pages(client, path: str, params: dict[str, str]) -> list[list[dict]]:
+    """Every page of a listing, following Link rel="next" as a client would."""
+    pages = []
+    response = await client.get(path, params=params)
+    while True:
+        assert response.status == 200, await response.text()
+        pages.append((await response.json())["data"])
+        if "next" not in response.links:
+            return pages
+        response = await client.get(response.links["next"]["url"].path_qs)
+
+
+@pytest.mark.parametrize("path", ["/user", "/ip"])
+async def test_pages_cover_every_session_once_in_order(client, console, user_id, ip, path):
+    made = []
+    for age in range(7):
+        session = await new_session(client, user_id, ip)
+        # Two sessions per second of activity: ties are ordered by token, and a page
+        # boundary may fall between them.
+        set_activity(console, session["token"], days_ago(1) - age // 2)
+        made.append(session["token"])
+    params = {"id": str(user_id)} if path == "/user" else {"ip": ip}
+    whole = (await call(client, path, params=params))[1]["data"]
+    for limit in (1, 2, 3, 7, 8):
+        pages = await _pages(client, path, {**params, "limit": str(limit)})
+        assert [len(p) for p in pages[:-1]] == [limit] * (len(pages) - 1)
+        assert 1 <= len(pages[-1]) <= limit
+        assert [s["token"] for p in pages for s in p] == [s["token"] for s in whole]
+    assert sorted(s["token"] for s in whole) == sorted(made)
+
+
+async def test_no_link_when_nothing_follows(client, user_id):
+    await new_session(client, user_id)
+    response = await client.get("/user", params={"id": str(user_id), "limit": "1"})
+    assert "Link" not in response.headers
+    response = await client.get("/user", params={"id": str(user_id + 1)})
+    assert "Link" not in response.headers and (await response.json())["data"] == []
+
+
+async def test_the_next_link_keeps_the_query(client, user_id):
+    for _ in range(2):
+        await new_session(client, user_id)
+    response = await client.get("/user", params={"id": str(user_id), "limit": "1"})
+    link = response.links["next"]["url"]
+    assert link.path == "/user"
+    assert link.query["id"] == str(user_id) and link.query["limit"] == "1" and link.query["after"]
+    assert response.headers["Link"].endswith('>; rel="next"')
+
+
+@pytest.mark.parametrize(
+    ("limit", "ok"),
+    [
+        ("0", False),
+        ("1", True),
+        ("1000", True),
+        ("1001", False),
+        ("-1", False),
+        ("01", True),
+        ("1e2", False),
+        ("", False),
+        ("\u0661", False),
+        ("99999", False),
+    ],
+)
+async def test_limit_bounds(client, user_id, limit, ok):
+    status, body = await call(client, "/user", params={"id": str(user_id), "limit": limit})
+    assert status == (200 if ok else 400), body
+    if not ok:
+        assert body["code"] == "invalid_limit"
+
+
+@pytest.mark.parametrize("cursor", ["", "x", "bm9wZQ", "MTIzLm5vdC1hLXRva2Vu", "A" * 81, "é", "MTIz"])
+async def test_a_cursor_the_service_did_not_give_is_refused(client, user_id, cursor):
+    status, body = await call(client, "/user", params={"id": str(user_id), "after": cursor})
+    assert (status, body["code"]) == (400, "invalid_cursor")
+
+
+async def test_the_default_page_is_the_configured_list_max(aiohttp_client, tarantool, user_id):
+    client = await aiohttp_client(create_app(settings_for(tarantool, list_max=2)))
+    for _ in range(3):
+        await new_session(client, user_id)
+    pages = await _pages(client, "/user", {"id": str(user_id)})
+    assert [len(p) for p in pages] == [2, 1]
+
+
+async def test_paging_while_sessions_are_added_never_repeats_one(client, console, user_id):
+    originals = []
+    for i in range(5):
+        session = await new_session(client, user_id)
+        set_activity(console, session["token"], days_ago(1) - i)
+        originals.append(session["token"])
+    seen: list[str] = []
+    response = await client.get("/user", params={"id": str(user_id), "limit": "2"})
+    while True:
+        seen += [s["token"] for s in (await response.json())["data"]]
+        await new_session(client, user_id)  # newer than everything: lands before the cursor
+        if "next" not in response.links:
+            break
+        response = await client.get(response.links["next"]["url"].path_qs)
+    # Sessions opened meanwhile are newer than the cursor: each page goes on where the last
+    # one ended, so every session that was there is seen exactly once.
+    assert seen == originals

@@ -1,0 +1,8 @@
+# Stand-in for tarantool/tarantool:2.11 in the deployment tests (tests/docker/images.sh):
+# Debian's Tarantool 2.6, run as root, without the official image's entrypoint.
+FROM sessions-test/debian:bookworm
+RUN apt-get update -q \
+    && apt-get install -y -q --no-install-recommends tarantool \
+    && rm -rf /var/lib/apt/lists/* \
+    && mkdir -p /var/lib/tarantool
+WORKDIR /var/lib/tarantool

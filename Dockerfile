@@ -1,7 +1,10 @@
 # The sessions service. Build: docker build -t sessions .
 # Tarantool runs in its own container (docker-compose.yml); this image holds only the app.
+# PYTHON_IMAGE is the official image; the deployment tests build on a local stand-in of it
+# (tests/docker/images.sh) on machines that cannot pull from Docker Hub.
+ARG PYTHON_IMAGE=python:3.11-slim-bookworm
 
-FROM python:3.11-slim-bookworm AS build
+FROM ${PYTHON_IMAGE} AS build
 ENV PIP_NO_CACHE_DIR=1 PIP_DISABLE_PIP_VERSION_CHECK=1
 WORKDIR /src
 RUN python -m venv /opt/venv
@@ -9,7 +12,7 @@ COPY pyproject.toml README.md ./
 COPY sessions ./sessions
 RUN /opt/venv/bin/pip install .
 
-FROM python:3.11-slim-bookworm
+FROM ${PYTHON_IMAGE}
 RUN groupadd --system --gid 10001 sessions \
     && useradd --system --uid 10001 --gid sessions --no-create-home --shell /usr/sbin/nologin sessions
 COPY --from=build /opt/venv /opt/venv

@@ -6,20 +6,37 @@ STAMP := $(VENV)/.installed-$(shell cksum < pyproject.toml | cut -d' ' -f1)
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 APT := $(SUDO) env DEBIAN_FRONTEND=noninteractive apt-get
 
-.PHONY: run test lint bench tarantool wrk chromium docker-compose clean
+.PHONY: run test lint fuzz mutate bench tarantool wrk chromium docker-compose docker-engine luacheck clean
 
 run: $(STAMP) tarantool
 	$(BIN)/sessions serve
 
-test: $(STAMP) tarantool chromium lint
+test: $(STAMP) tarantool chromium docker-engine lint
 	$(BIN)/pytest
 
-lint: $(STAMP) docker-compose
+lint: $(STAMP) docker-compose luacheck
 	$(BIN)/ruff check sessions tests $(wildcard bench)
 	$(BIN)/ruff format --check -q sessions tests $(wildcard bench)
+	$(BIN)/mypy --strict sessions
+	luacheck -q --no-color tarantool $(wildcard bench/*.lua)
 	$(BIN)/hadolint Dockerfile
 	SESSIONS_TARANTOOL_PASSWORD=lint docker-compose -f docker-compose.yml config -q
 	SESSIONS_TARANTOOL_PASSWORD=lint docker-compose -f docker-compose.yml -f dc.sample.yml config -q
+
+# Property-based tests with a fresh seed (printed first) and ten times the examples of
+# `make test`; a failure prints the falsifying request and how to reproduce it.
+fuzz: $(STAMP) tarantool
+	@seed=$$(od -An -N4 -tu4 /dev/urandom | tr -d ' '); echo "fuzz seed: $$seed"; \
+	FUZZ_PROFILE=explore FUZZ_EXAMPLES=4000 $(BIN)/pytest -p no:cacheprovider --hypothesis-seed=$$seed \
+		tests/test_fuzz.py tests/test_openapi.py -k "random_requests or schemathesis"
+
+# Mutation testing (slow, not part of `make test`): mutmut on the Python validators, then
+# tests/mutate_lua.py on the Lua liveness, expiry and limit code. Both print their score.
+mutate: $(STAMP) tarantool
+	rm -rf mutants
+	$(BIN)/mutmut run --max-children 2 || true
+	$(BIN)/mutmut results | grep -v ': killed' || true
+	$(BIN)/python tests/mutate_lua.py
 
 bench: $(STAMP) tarantool wrk $(VENV)/.installed-bench
 	$(BIN)/python bench/run.py
@@ -31,9 +48,24 @@ $(VENV)/.installed-bench: $(STAMP)
 wrk:
 	@command -v wrk >/dev/null || { $(APT) update -q && $(APT) install -y -q wrk; }
 
-# No Docker engine is needed: compose files are only validated here.
 docker-compose:
 	@command -v docker-compose >/dev/null || { $(APT) update -q && $(APT) install -y -q docker-compose; }
+
+# The deployment tests build and run the real image and compose stack. As root this installs
+# Debian's Docker and debootstrap and starts dockerd if no engine answers; elsewhere those
+# tests skip with the reason (and fail under CI=true).
+docker-engine: docker-compose
+	@if [ "$$(id -u)" = 0 ]; then \
+		command -v dockerd >/dev/null && command -v debootstrap >/dev/null \
+			|| { $(APT) update -q && $(APT) install -y -q docker.io debootstrap; }; \
+		if ! docker info >/dev/null 2>&1; then \
+			nohup dockerd >/var/log/sessions-dockerd.log 2>&1 & \
+			for i in $$(seq 1 60); do docker info >/dev/null 2>&1 && break; sleep 0.5; done; \
+		fi; \
+	fi
+
+luacheck:
+	@command -v luacheck >/dev/null || { $(APT) update -q && $(APT) install -y -q lua-check; }
 
 # For the test that opens /docs in a real browser.
 chromium:
@@ -54,4 +86,4 @@ $(STAMP):
 	touch $@
 
 clean:
-	rm -rf $(VENV) .pytest_cache .ruff_cache *.egg-info
+	rm -rf $(VENV) .pytest_cache .ruff_cache .mypy_cache mutants *.egg-info

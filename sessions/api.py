@@ -62,7 +62,7 @@ async def _listing(request: web.Request, kind: str, name: str, key: int | str) -
     """One page of a listing; a Link header (RFC 8288) names the next one, if any."""
     query = request.query
     limit = LIMIT.read(query)
-    sessions, more = await request.app[STORAGE].list(
+    sessions, more = await request.app[STORAGE].page(
         kind, key, limit or request.app[SETTINGS].list_max, AFTER.read(query)
     )
     if not (more and sessions):

@@ -112,7 +112,7 @@ def _verified(source: Path, into: Path) -> dict[str, Any]:
                 raise BackupError("not a sessions backup: no manifest")
             extracted = archive.extractfile(members[MANIFEST])
             assert extracted is not None
-            manifest = json.loads(extracted.read())
+            manifest: dict[str, Any] = json.loads(extracted.read())
             expected = manifest.get("files") or {}
             if manifest.get("format") != FORMAT or set(members) != {MANIFEST, *expected}:
                 raise BackupError("the archive does not match its manifest")

@@ -42,7 +42,7 @@ _EXAMPLE_SESSION = {
 
 _USER_ID = {"type": "integer", "format": "int64", "minimum": 1, "maximum": 2**63 - 1}
 _IP = {"anyOf": [{"type": "string", "format": "ipv4"}, {"type": "string", "format": "ipv6"}]}
-_PARAMS = {
+_PARAMS: dict[str, dict[str, Any]] = {
     "user_id": {
         "description": "User id: a positive integer up to 2^63-1 in plain decimal digits.",
         "schema": _USER_ID,

@@ -139,8 +139,8 @@ async def _serve(app: web.Application, settings: Settings, *, reuse_port: bool) 
     finally:
         # Each stops listening first, then waits for requests in flight, then cleans up;
         # the API's own last, since it closes the storage the others report on.
-        for runner in reversed(runners):
-            await runner.cleanup()
+        for each in reversed(runners):
+            await each.cleanup()
     return app[SHUTDOWN].exit_code
 
 

@@ -310,7 +310,7 @@ class Storage:
         item = await self._delete.call([token, self._idle_ttl])
         return _session(item[0]) if item else None
 
-    async def list(
+    async def page(
         self, kind: str, key: int | str, limit: int, after: Cursor | None
     ) -> tuple[list[Session], bool]:
         """One page of the live sessions of a user (`kind` "user") or an address ("ip"),

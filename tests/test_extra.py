@@ -253,3 +253,15 @@ async def test_lone_surrogates_in_json_strings_are_refused(client, user_id):
             headers={"Content-Type": "application/json"},
         )
         assert (status, response["code"]) == (400, "invalid_extra"), body
+
+
+@pytest.mark.parametrize(("length", "accepted"), [(91, True), (92, False)])
+async def test_merged_extra_may_be_exactly_the_limit(aiohttp_client, tarantool, user_id, length, accepted):
+    # With SESSIONS_EXTRA_MAX_BYTES=200 the stored map is measured as MessagePack:
+    # {"a": 100 chars} is 105 bytes, and "b" with 91 more chars brings it to exactly 200.
+    client = await aiohttp_client(create_app(settings_for(tarantool, extra_max_bytes=200)))
+    session = await new_session(client, user_id, json={"a": "x" * 100})
+    status, body = await call(
+        client, "/get", "POST", params={"token": session["token"]}, json={"b": "y" * length}
+    )
+    assert status == (200 if accepted else 413), body

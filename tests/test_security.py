@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import signal
 import uuid
 
@@ -11,6 +12,7 @@ from asynctnt.exceptions import TarantoolDatabaseError
 
 from sessions.app import create_app
 from sessions.config import Settings
+from sessions.console import ConsoleError
 from sessions.storage import _new_token
 
 from .conftest import PASSWORD, call, new_session, settings_for
@@ -130,17 +132,45 @@ async def test_service_user_may_only_call_the_procedures(tarantool):
 
 
 def test_tokens_are_random_version_4_uuids():
-    tokens = [uuid.UUID(bytes=_new_token()) for _ in range(100_000)]
-    assert len(set(tokens)) == len(tokens)
+    count = 100_000
+    tokens = [uuid.UUID(bytes=_new_token()) for _ in range(count)]
+    assert len(set(tokens)) == count
     assert all(t.version == 4 and t.variant == uuid.RFC_4122 for t in tokens)
-    # Every one of the 122 random bits takes both values.
-    ones = 0
-    for t in tokens[:2000]:
-        ones |= t.int
-    assert bin(ones).count("1") == 122 + 2  # plus the fixed version and variant bits
+    # Each of the 122 random bits is 1 in about half the tokens: within 6 standard
+    # deviations (about 950 of 100 000), which a fair source misses with a probability near
+    # 1e-7 for all bits together, while a stuck bit or a bias of 2% is outside.
+    fixed = uuid.UUID("00000000-0000-f000-c000-000000000000").int  # version and variant bits
+    bound = 6 * math.sqrt(count) / 2
+    for bit in range(128):
+        if fixed >> bit & 1:
+            continue
+        ones = sum(t.int >> bit & 1 for t in tokens)
+        assert abs(ones - count / 2) < bound, (bit, ones)
 
 
 def test_non_loopback_without_keys_warns(tmp_path):
     service = Service(tmp_path / "data", SESSIONS_HOST="0.0.0.0")
     service.stop(signal.SIGTERM)
     assert "without SESSIONS_API_KEYS" in service.output()
+
+
+@pytest.mark.parametrize(
+    ("call_lua", "reason"),
+    [
+        ("sessions.batch('get', {{'61494096-9af7-49ba-9fb4-e89c0811e6d3', nil, nil, 0, 1024}})", "ttl"),
+        ("sessions.batch('get', {{'61494096-9af7-49ba-9fb4-e89c0811e6d3', nil, nil, -5, 1024}})", "ttl"),
+        ("sessions.batch('delete', {{'61494096-9af7-49ba-9fb4-e89c0811e6d3', 0}})", "ttl"),
+        ("sessions.batch('new', {{'short', 1, '192.0.2.1', nil, 1024}})", "token"),
+        ("sessions.batch('new', {{'0123456789abcdef', 'x', '192.0.2.1', nil, 1024}})", "user_id"),
+    ],
+)
+def test_procedures_check_their_own_arguments(console, call_lua, reason):
+    """Defence in depth: the procedures refuse what the service never sends."""
+    item = console.eval(f"return {call_lua}[1]")
+    assert item[1] == "InvalidArgument" and reason in item[3]
+
+
+@pytest.mark.parametrize("limit", [0, -1])
+def test_the_list_procedure_refuses_a_bad_limit(console, limit):
+    with pytest.raises(ConsoleError, match="limit"):
+        console.eval(f"return sessions.list('user', 1, 100, {limit})")

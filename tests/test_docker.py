@@ -1,0 +1,241 @@
+"""The deployment run for real: the image built from the Dockerfile, the compose stack of
+the README with its healthchecks, tools and replica profiles, and Tarantool in a container.
+
+Base images are local stand-ins (tests/docker/images.sh) under their own names: Debian's
+Python 3.11 for python:3.11-slim-bookworm and Debian's Tarantool 2.6 for
+tarantool/tarantool:2.11. Not covered here, then: the official Tarantool image's entrypoint,
+its user id on the volume, and Tarantool 2.11 itself. Without a Docker engine these tests
+skip with the reason; under CI=true they fail instead.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import secrets
+import shutil
+import subprocess
+import time
+import urllib.error
+import urllib.request
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from sessions.app import create_app
+from sessions.config import Settings
+
+from .conftest import call, new_session
+from .service import free_port
+
+ROOT = Path(__file__).resolve().parent.parent
+PROJECT = "sessionstest"
+STANDINS = {
+    "TARANTOOL_IMAGE": "sessions-test/tarantool:2.6",
+    "PYTHON_IMAGE": "sessions-test/python:3.11",
+    "APP_IMAGE": "sessions-test/app:latest",
+}
+
+
+def _why_no_docker() -> str | None:
+    if shutil.which("docker") is None or shutil.which("docker-compose") is None:
+        return "no docker or docker-compose command (make test installs them as root)"
+    probe = subprocess.run(["docker", "info"], capture_output=True, text=True)
+    if probe.returncode != 0:
+        return "no Docker engine answers (make test starts dockerd as root)"
+    return None
+
+
+@pytest.fixture(scope="module")
+def docker() -> None:
+    reason = _why_no_docker()
+    if reason is not None:
+        if os.environ.get("CI") == "true":
+            pytest.fail(f"the deployment tests must run in CI: {reason}")
+        pytest.skip(reason)
+    subprocess.run(["bash", str(ROOT / "tests/docker/images.sh")], check=True, timeout=900)
+
+
+class Stack:
+    """`docker-compose -f docker-compose.yml -f dc.sample.yml` with the stand-in images."""
+
+    def __init__(self, env_file: Path, port: int) -> None:
+        self.env_file = env_file
+        self.port = port
+
+    def compose(self, *args: str, check: bool = True, timeout: float = 600) -> str:
+        result = subprocess.run(
+            [
+                "docker-compose",
+                "--env-file",
+                str(self.env_file),
+                "-p",
+                PROJECT,
+                "-f",
+                "docker-compose.yml",
+                "-f",
+                "dc.sample.yml",
+                *args,
+            ],
+            cwd=ROOT,
+            capture_output=True,
+            text=True,
+            timeout=timeout,
+        )
+        if check and result.returncode != 0:
+            raise AssertionError(f"docker-compose {' '.join(args)}: {result.stdout}\n{result.stderr}")
+        return result.stdout + result.stderr
+
+    def request(self, path: str, *, data: bytes | None = None, headers: dict[str, str] | None = None) -> Any:
+        req = urllib.request.Request(f"http://127.0.0.1:{self.port}{path}", data=data, headers=headers or {})
+        try:
+            with urllib.request.urlopen(req, timeout=5) as response:
+                return response.status, json.load(response)
+        except urllib.error.HTTPError as error:
+            return error.code, json.load(error)
+
+    def wait_healthy(self, container: str, within: float = 120) -> None:
+        deadline = time.monotonic() + within
+        while True:
+            status = subprocess.run(
+                ["docker", "inspect", "--format", "{{.State.Health.Status}}", f"{PROJECT}_{container}_1"],
+                capture_output=True,
+                text=True,
+            ).stdout.strip()
+            if status == "healthy":
+                return
+            assert time.monotonic() < deadline, (
+                f"{container} is {status!r}: {self.compose('logs', '--tail=20')}"
+            )
+            time.sleep(1)
+
+
+@pytest.fixture(scope="module")
+def stack(docker: None, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
+    env_file = tmp_path_factory.mktemp("compose") / "env"
+    port = free_port()
+    settings = {
+        **STANDINS,
+        "PUBLISH_PORT": str(port),
+        "SESSIONS_TARANTOOL_PASSWORD": secrets.token_urlsafe(16),
+        "SESSIONS_REPLICATION_PASSWORD": secrets.token_urlsafe(16),
+    }
+    env_file.write_text("".join(f"{name}={value}\n" for name, value in settings.items()))
+    running = Stack(env_file, port)
+    backups = ROOT / "backups"
+    had_backups = backups.exists()
+    try:
+        running.compose("build", "-q")
+        running.compose("up", "-d")
+        running.wait_healthy("tarantool")
+        running.wait_healthy("sessions")
+        yield running
+    finally:
+        running.compose(
+            "--profile", "tools", "--profile", "replica", "down", "-v", "--remove-orphans", check=False
+        )
+        if not had_backups:
+            shutil.rmtree(backups, ignore_errors=True)
+
+
+def test_the_readme_examples_against_the_published_port(stack: Stack) -> None:
+    status, body = stack.request("/new?user_id=1&ip=192.168.1.1")
+    assert status == 200, body
+    session = body["data"]
+    assert (session["user_id"], session["ip"], session["extra"]) == (1, "192.168.1.1", None)
+    token = session["token"]
+    # The original design's PHP example: a form body on GET /get.
+    status, body = stack.request(
+        f"/get?token={token}",
+        data=b"device=Nexus+5&os=Android",
+        headers={"Content-Type": "application/x-www-form-urlencoded"},
+    )
+    assert status == 200 and body["data"]["extra"] == {"device": "Nexus 5", "os": "Android"}
+    assert [s["token"] for s in stack.request("/user?id=1")[1]["data"]] == [token]
+    assert token in [s["token"] for s in stack.request("/ip?ip=192.168.1.1")[1]["data"]]
+    assert stack.request(f"/del?token={token}")[0] == 200
+    assert stack.request(f"/get?token={token}") == (
+        404,
+        {"status": "error", "code": "token_not_found", "message": "No live session has this token."},
+    )
+
+
+def test_ready_through_the_healthchecks(stack: Stack) -> None:
+    status, body = stack.request("/ready")
+    assert status == 200 and body["data"]["ready"] is True
+
+
+def test_the_tools_profile_backs_up_and_reports(stack: Stack) -> None:
+    assert stack.request("/new?user_id=2&ip=192.0.2.2")[0] == 200
+    stats = stack.compose("--profile", "tools", "run", "--rm", "tools", "stats")
+    assert "sessions stored:" in stats and "read-only:          False" in stats
+    name = f"test-{secrets.token_hex(4)}.tar.gz"
+    output = stack.compose("--profile", "tools", "run", "--rm", "tools", "backup", f"/backups/{name}")
+    assert "backed up" in output
+    assert (ROOT / "backups" / name).stat().st_size > 0
+
+
+def test_failover_to_the_promoted_replica_keeps_serving(stack: Stack) -> None:
+    # The app follows whichever of the two is writable.
+    stack.env_file.write_text(
+        stack.env_file.read_text() + "SESSIONS_TARANTOOL=tarantool:3301,tarantool-replica:3301\n"
+    )
+    stack.compose("--profile", "replica", "up", "-d")
+    stack.wait_healthy("tarantool-replica")
+    stack.wait_healthy("sessions")
+    status, body = stack.request("/new?user_id=3&ip=192.0.2.3")
+    assert status == 200, body
+    token = body["data"]["token"]
+    replica_tools = ("--profile", "replica", "run", "--rm", "replica-tools")
+    deadline = time.monotonic() + 30
+    while "sessions stored:    0" in (stats := stack.compose(*replica_tools, "stats")):
+        assert time.monotonic() < deadline, stats
+        time.sleep(0.5)
+
+    stack.compose("stop", "tarantool")
+    assert stack.request(f"/get?token={token}")[1]["code"] == "storage_unavailable"
+    assert "writable now" in stack.compose(*replica_tools, "promote")
+    deadline = time.monotonic() + 15
+    while (answer := stack.request(f"/get?token={token}"))[0] != 200:
+        assert time.monotonic() < deadline, answer
+        time.sleep(0.2)
+    assert answer[1]["data"]["token"] == token
+
+
+@pytest.fixture
+def tarantool_container(docker: None, tmp_path: Path) -> Iterator[tuple[str, int]]:
+    """One Tarantool in a container, on the project's Lua, through testcontainers."""
+    os.environ.setdefault("TESTCONTAINERS_RYUK_DISABLED", "true")  # its reaper image cannot be pulled here
+    from testcontainers.core.container import DockerContainer
+
+    container = (
+        DockerContainer(STANDINS["TARANTOOL_IMAGE"])
+        .with_command("tarantool /opt/sessions/tarantool/init.lua")
+        .with_volume_mapping(str(ROOT / "tarantool"), "/opt/sessions/tarantool", "ro")
+        .with_env("TT_LISTEN", "3301")
+        .with_env("SESSIONS_TARANTOOL_PASSWORD", "container-pw")
+        .with_exposed_ports(3301)
+    )
+    container.start()
+    try:
+        yield container.get_container_host_ip(), int(container.get_exposed_port(3301))
+    finally:
+        container.stop()
+
+
+async def test_storage_against_tarantool_in_a_container(
+    aiohttp_client: Any, tarantool_container: tuple[str, int]
+) -> None:
+    host, port = tarantool_container
+    settings = Settings(tarantool=f"{host}:{port}", tarantool_password="container-pw", startup_timeout=30)
+    client = await aiohttp_client(create_app(settings))
+    session = await new_session(client, 77, json={"device": "container"})
+    status, body = await call(client, "/get", params={"token": session["token"]})
+    assert status == 200 and body["data"]["extra"] == {"device": "container"}
+    assert [s["token"] for s in (await call(client, "/user", params={"id": "77"}))[1]["data"]] == [
+        session["token"]
+    ]
+    assert (await call(client, "/del", params={"token": session["token"]}))[0] == 200
+    assert (await call(client, "/get", params={"token": session["token"]}))[0] == 404

@@ -16,7 +16,7 @@ import uvloop
 from aiohttp import web
 from pydantic import ValidationError
 
-from . import backup, server
+from . import admin, server
 from .app import create_app
 from .config import Settings, describe_error, unknown_variables
 from .embedded import EmbeddedError
@@ -130,20 +130,20 @@ def main(argv: list[str] | None = None) -> int:
         return serve(settings, reuse_port=True)
     try:
         if args.command == "backup":
-            manifest = backup.backup(settings, args.file)
+            manifest = admin.backup(settings, args.file)
             print(f"backed up {manifest['sessions']} sessions to {args.file}")
         elif args.command == "restore":
-            manifest = backup.restore(settings, args.file)
+            manifest = admin.restore(settings, args.file)
             print(f"restored {manifest['sessions']} sessions from {args.file} (taken {manifest['created']})")
             if "previous_files_moved_to" in manifest:
                 print(f"the files it replaced are in {manifest['previous_files_moved_to']}")
         elif args.command == "stats":
-            _print_stats(backup.stats(settings))
+            _print_stats(admin.stats(settings))
         elif args.command == "promote":
-            backup.promote(settings)
+            admin.promote(settings)
             print(f"the Tarantool in {settings.data_dir} is writable now")
         return 0
-    except backup.BackupError as error:
+    except admin.BackupError as error:
         print(f"sessions {args.command}: {error}", file=sys.stderr)
         return 1
     parser.error(f"unknown command {args.command}")

@@ -59,7 +59,7 @@ class Mutant:
     new: str
 
     def describe(self) -> str:
-        return f"{self.path}:{self.line}: {self.old!r} -> {self.new!r}"
+        return f"{self.path}:{self.line}:{self.column + 1}: {self.old!r} -> {self.new!r}"
 
 
 def _code_part(line: str) -> str:

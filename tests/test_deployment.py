@@ -11,8 +11,8 @@ from pathlib import Path
 import pytest
 from aiohttp.test_utils import TestClient, TestServer
 
+from sessions.admin import BackupError, backup, promote, restore
 from sessions.app import create_app
-from sessions.backup import BackupError, backup, promote, restore
 from sessions.config import Settings
 from sessions.console import Console
 

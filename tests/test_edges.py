@@ -73,7 +73,7 @@ async def test_memory_full_keeps_signed_in_users_signed_in(aiohttp_client, tmp_p
         assert status == 200 and body["data"]["storage_full"] is True
         metrics = await (await client.get("/metrics")).text()
         assert "sessions_storage_full 1.0" in metrics
-        assert re.search(r"^sessions_touch_skipped_total [3-9]", metrics, re.M)
+        assert re.search(r"^sessions_touch_skipped_total 3\.0$", metrics, re.M)  # the three gets above
         # Ending sessions works, and so does listing them.
         status, body = await call(client, "/del", params={"token": doomed["token"]})
         assert status == 200, body

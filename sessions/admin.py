@@ -1,4 +1,4 @@
-"""`sessions backup`, `restore`, `stats` and `promote`: operator commands on a Tarantool data dir.
+"""Operator commands on a Tarantool data dir: `sessions backup`, `restore`, `stats` and `promote`.
 
 Backup and restore work on the Tarantool data dir (SESSIONS_DATA_DIR): the embedded
 instance's, or in compose the volume the Tarantool container writes, mounted into a

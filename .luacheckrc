@@ -1,4 +1,5 @@
 -- luacheck settings for the Tarantool Lua in tarantool/ and bench/.
 std = 'luajit'
-read_globals = {'box'}
+-- Tarantool's globals: box, and its additions to the standard table library.
+read_globals = {'box', table = {fields = {'copy', 'deepcopy'}}}
 max_line_length = 110

@@ -1,4 +1,4 @@
-"""HTTP handlers of the five methods: read the query, read extra data, call storage.
+"""HTTP handlers of the API's methods: read the query, read extra data, call storage.
 
 Every handler is wrapped by `envelope.rendered`, the one place errors become responses; the
 app has no middleware, which would cost more per request than the handlers themselves.
@@ -13,12 +13,27 @@ from urllib.parse import urlencode
 from aiohttp import web
 
 from .envelope import rendered, success
-from .errors import MethodNotAllowed, NotFound, RequestTimeout, TokenNotFound
+from .errors import BadRequest, InvalidTtl, MethodNotAllowed, NotFound, RequestTimeout, TokenNotFound
 from .extra import decode_extra
 from .keys import SETTINGS, STORAGE
-from .models import AFTER, ID, IP, LIMIT, OPTIONAL_IP, TOKEN, USER_ID, make_cursor
+from .models import (
+    AFTER,
+    EXCEPT,
+    ID,
+    IP,
+    LIMIT,
+    OPTIONAL_IP,
+    TOKEN,
+    USER_ID,
+    make_cursor,
+    parse_token,
+    parse_ttl,
+)
 
-__all__ = ["setup_routes"]
+__all__ = ["METHODS", "TOKEN_HEADER", "setup_routes"]
+
+# Where `get`, `del` and `rotate` also take the token.
+TOKEN_HEADER = "X-Session-Token"
 
 
 async def _read_extra(request: web.Request) -> dict[str, Any] | None:
@@ -34,15 +49,41 @@ async def _read_extra(request: web.Request) -> dict[str, Any] | None:
     return decode_extra(request.content_type, body)
 
 
+def _token(request: web.Request) -> str:
+    """The session token, from the query or the X-Session-Token header (which keeps it out
+    of URLs and the logs that hold them). Given both ways, the two must agree."""
+    header = request.headers.get(TOKEN_HEADER)
+    if header is None:
+        return str(TOKEN.read(request.query))
+    token = parse_token(header)
+    if token is None:
+        raise TokenNotFound()
+    if "token" in request.query and TOKEN.read(request.query).lower() != token.lower():
+        raise BadRequest(f"The token in the query and in {TOKEN_HEADER} differ.")
+    return token
+
+
+def _own_ttl(request: web.Request) -> int | None:
+    values = request.query.getall("ttl", ())
+    if not values:
+        return None
+    longest = request.app[SETTINGS].idle_ttl
+    ttl = parse_ttl(values[0], longest) if len(values) == 1 else None
+    if ttl is None:
+        raise InvalidTtl(f"ttl must be a whole number of seconds from 1 to {longest}.")
+    return ttl
+
+
 async def new(request: web.Request) -> web.Response:
     user_id = USER_ID.read(request.query)
     ip = IP.read(request.query)
+    ttl = _own_ttl(request)
     patch = await _read_extra(request)
-    return success(await request.app[STORAGE].new(user_id, ip, patch))
+    return success(await request.app[STORAGE].new(user_id, ip, patch, ttl=ttl))
 
 
 async def get(request: web.Request) -> web.Response:
-    token = TOKEN.read(request.query)
+    token = _token(request)
     ip = OPTIONAL_IP.read(request.query)
     patch = await _read_extra(request)
     session = await request.app[STORAGE].get(token, ip, patch)
@@ -52,10 +93,27 @@ async def get(request: web.Request) -> web.Response:
 
 
 async def delete(request: web.Request) -> web.Response:
-    session = await request.app[STORAGE].delete(TOKEN.read(request.query))
+    session = await request.app[STORAGE].delete(_token(request))
     if session is None:
         raise TokenNotFound()
     return success(session)
+
+
+async def rotate(request: web.Request) -> web.Response:
+    session = await request.app[STORAGE].rotate(_token(request))
+    if session is None:
+        raise TokenNotFound()
+    return success(session)
+
+
+async def delete_by_user(request: web.Request) -> web.Response:
+    user_id = ID.read(request.query)
+    keep = EXCEPT.read(request.query)
+    return success({"deleted": await request.app[STORAGE].delete_all("user", user_id, except_token=keep)})
+
+
+async def delete_by_ip(request: web.Request) -> web.Response:
+    return success({"deleted": await request.app[STORAGE].delete_all("ip", IP.read(request.query))})
 
 
 async def _listing(request: web.Request, kind: str, name: str, key: int | str) -> web.Response:
@@ -90,12 +148,21 @@ async def not_found(request: web.Request) -> web.Response:
     raise NotFound()
 
 
-METHODS = {"/new": new, "/get": get, "/del": delete, "/user": by_user, "/ip": by_ip}
+# path -> handler and the name metrics count it under.
+METHODS = {
+    "/new": (new, "new"),
+    "/get": (get, "get"),
+    "/del": (delete, "del"),
+    "/user": (by_user, "user"),
+    "/ip": (by_ip, "ip"),
+    "/user/del": (delete_by_user, "user_del"),
+    "/ip/del": (delete_by_ip, "ip_del"),
+    "/rotate": (rotate, "rotate"),
+}
 
 
 def setup_routes(app: web.Application) -> None:
-    for path, handler in METHODS.items():
-        name = path.strip("/")
+    for path, (handler, name) in METHODS.items():
         resource = app.router.add_resource(path)
         # Not add_get: its implicit HEAD route must not open or touch a session.
         resource.add_route("GET", rendered(handler, name))

@@ -38,6 +38,8 @@ async def _storage(app: web.Application) -> AsyncIterator[None]:
             user=settings.tarantool_user,
             password=password,
             idle_ttl=settings.idle_ttl,
+            max_lifetime=settings.max_lifetime,
+            max_per_user=settings.max_per_user,
             extra_max_bytes=settings.extra_max_bytes,
             timeout=settings.tarantool_timeout,
         )

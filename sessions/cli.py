@@ -88,7 +88,7 @@ def _when(timestamp: float | None) -> str:
 def _print_stats(info: dict[str, Any]) -> None:
     print(f"sessions stored:    {info['sessions']}")
     print(f"memory used:        {info['memory_used']} bytes")
-    print(f"oldest activity:    {_when(info['oldest_activity'])}")
+    print(f"next expiry:        {_when(info['next_expiry'])}")
     print(f"last checkpoint:    {_when(info['last_checkpoint'])}")
     print(f"purged since start: {info['purged']}")
     print(f"read-only:          {info['ro']}")
@@ -112,7 +112,7 @@ def main(argv: list[str] | None = None) -> int:
         "restore", help="check FILE and restore it into SESSIONS_DATA_DIR (service stopped)"
     )
     restore_command.add_argument("file", type=Path)
-    commands.add_parser("stats", help="sessions stored, memory, oldest activity, last checkpoint")
+    commands.add_parser("stats", help="sessions stored, memory, next expiry, last checkpoint, memory full")
     commands.add_parser("promote", help="make the replica in SESSIONS_DATA_DIR writable (failover)")
     # One of the processes `serve` starts when SESSIONS_WORKERS > 1.
     commands.add_parser("worker")

@@ -70,17 +70,39 @@ class SessionsClient:
             await self._http.close()
             self._http = None
 
-    async def new(self, user_id: int, ip: str, *, extra: dict[str, Any] | None = None) -> SessionObject:
-        return SessionObject(**await self._call("/new", {"user_id": str(user_id), "ip": ip}, extra))
+    async def new(
+        self, user_id: int, ip: str, *, extra: dict[str, Any] | None = None, ttl: int | None = None
+    ) -> SessionObject:
+        """Open a session; `ttl` gives it an idle TTL of its own, shorter than the service's."""
+        params = {"user_id": str(user_id), "ip": ip}
+        if ttl is not None:
+            params["ttl"] = str(ttl)
+        return SessionObject(**await self._call("/new", params, extra))
 
+    # Tokens go in the X-Session-Token header, never in URLs that proxies and logs keep.
     async def get(
         self, token: str, *, ip: str | None = None, extra: dict[str, Any] | None = None
     ) -> SessionObject:
-        params = {"token": token} if ip is None else {"token": token, "ip": ip}
-        return SessionObject(**await self._call("/get", params, extra))
+        params = {} if ip is None else {"ip": ip}
+        return SessionObject(**await self._call("/get", params, extra, token=token))
 
     async def delete(self, token: str) -> SessionObject:
-        return SessionObject(**await self._call("/del", {"token": token}))
+        return SessionObject(**await self._call("/del", {}, token=token))
+
+    async def rotate(self, token: str) -> SessionObject:
+        """The same session under a new token; `token` stops working at once."""
+        return SessionObject(**await self._call("/rotate", {}, token=token))
+
+    async def delete_user(self, user_id: int, *, keep: str | None = None) -> int:
+        """End every live session of the user but `keep` (a token of theirs); how many."""
+        params = {"id": str(user_id)}
+        if keep is not None:
+            params["except"] = keep
+        return int((await self._call("/user/del", params))["deleted"])
+
+    async def delete_ip(self, ip: str) -> int:
+        """End every live session seen from the address; how many."""
+        return int((await self._call("/ip/del", {"ip": ip}))["deleted"])
 
     async def by_user(self, user_id: int) -> list[SessionObject]:
         """Every live session of the user, newest activity first (all pages)."""
@@ -101,12 +123,24 @@ class SessionsClient:
                 return sessions
             url, query = next_url, None  # the next URL carries its whole query
 
-    async def _call(self, path: str, params: dict[str, str], extra: dict[str, Any] | None = None) -> Any:
-        data, _ = await self._send(self._base_url + path, params, extra)
+    async def _call(
+        self,
+        path: str,
+        params: dict[str, str],
+        extra: dict[str, Any] | None = None,
+        *,
+        token: str | None = None,
+    ) -> Any:
+        data, _ = await self._send(self._base_url + path, params, extra, token=token)
         return data
 
     async def _send(
-        self, url: str | yarl.URL, params: dict[str, str] | None, extra: dict[str, Any] | None = None
+        self,
+        url: str | yarl.URL,
+        params: dict[str, str] | None,
+        extra: dict[str, Any] | None = None,
+        *,
+        token: str | None = None,
     ) -> tuple[Any, yarl.URL | None]:
         """The data of one call's answer and the URL of the page after it, if any."""
         if self._http is None:
@@ -115,7 +149,9 @@ class SessionsClient:
             body = None if extra is None else orjson.dumps(extra)
         except TypeError as error:  # what the service would refuse too, e.g. a 70-bit integer
             raise InvalidExtra(f"Extra data cannot be sent as JSON: {error}.") from None
-        headers = {"Content-Type": "application/json"} if body is not None else None
+        headers = {"Content-Type": "application/json"} if body is not None else {}
+        if token is not None:
+            headers["X-Session-Token"] = token
         try:
             async with self._http.post(url, params=params, data=body, headers=headers) as response:
                 raw = await response.read()

@@ -51,6 +51,10 @@ class Settings(BaseSettings):
     shutdown_timeout: Annotated[float, Field(gt=0)] = 10.0
 
     idle_ttl: Annotated[int, Field(ge=1, le=100 * 365 * DAY)] = 180 * DAY
+    # A session ends this long after it was opened, however busy it is (unset: never).
+    max_lifetime: Annotated[int, Field(ge=1, le=100 * 365 * DAY)] | None = None
+    # A `new` for a user with this many live sessions ends their least recently active one.
+    max_per_user: Annotated[int, Field(ge=1, le=1_000_000)] | None = None
     # Tarantool stores a session in one tuple of at most 1 MiB (memtx_max_tuple_size).
     extra_max_bytes: Annotated[int, Field(ge=64, le=2**20 - 4096)] = 64 * 2**10
 

@@ -48,6 +48,7 @@ class EmbeddedTarantool:
         memory: int,
         wal_mode: str,
         idle_ttl: int,
+        max_lifetime: int | None = None,
         startup_timeout: float,
         shutdown_timeout: float,
         environment: Mapping[str, str] | None = None,
@@ -70,6 +71,7 @@ class EmbeddedTarantool:
             "SESSIONS_TARANTOOL_USER": user,
             "SESSIONS_TARANTOOL_PASSWORD": password,
             "SESSIONS_IDLE_TTL": str(idle_ttl),
+            "SESSIONS_MAX_LIFETIME": str(max_lifetime or 0),
             # More of init.lua's settings, e.g. TT_REPLICATION for a replica.
             **(environment or {}),
         }
@@ -89,6 +91,7 @@ class EmbeddedTarantool:
             memory=settings.tarantool_memory,
             wal_mode=settings.wal_mode,
             idle_ttl=settings.idle_ttl,
+            max_lifetime=settings.max_lifetime,
             startup_timeout=settings.startup_timeout,
             shutdown_timeout=settings.shutdown_timeout,
         )

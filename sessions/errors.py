@@ -13,6 +13,7 @@ __all__ = [
     "InvalidExtra",
     "InvalidIp",
     "InvalidLimit",
+    "InvalidTtl",
     "InvalidUserId",
     "MethodNotAllowed",
     "NotFound",
@@ -79,6 +80,12 @@ class InvalidExtra(SessionsError):
     status = 400
     code = "invalid_extra"
     default_message = "Extra data must be a JSON object or a form-encoded body."
+
+
+class InvalidTtl(SessionsError):
+    status = 400
+    code = "invalid_ttl"
+    default_message = "ttl must be a whole number of seconds from 1 to the service's idle TTL."
 
 
 class InvalidLimit(SessionsError):
@@ -171,6 +178,7 @@ BY_CODE: dict[str, type[SessionsError]] = {
         InvalidExtra,
         InvalidLimit,
         InvalidCursor,
+        InvalidTtl,
         TokenNotFound,
         NotFound,
         MethodNotAllowed,

@@ -2,8 +2,8 @@
 
 Requests are counted into small slotted objects on the hot path (a few hundred nanoseconds)
 and turned into Prometheus metrics with prometheus-client only when /metrics is scraped.
-Labels are bounded: the method is one of the API's five, `ops` or `other`, the code one of
-the envelope's.
+Labels are bounded: the method is one of the API's (api.METHODS), `ops` or `other`, the code
+one of the envelope's or `client_gone`.
 """
 
 from __future__ import annotations

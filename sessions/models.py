@@ -21,6 +21,7 @@ from .errors import InvalidCursor, InvalidIp, InvalidLimit, InvalidUserId, Sessi
 
 __all__ = [
     "AFTER",
+    "EXCEPT",
     "ID",
     "IP",
     "LIMIT",
@@ -35,6 +36,7 @@ __all__ = [
     "canonical_ip",
     "make_cursor",
     "parse_token",
+    "parse_ttl",
     "parse_user_id",
 ]
 
@@ -109,6 +111,13 @@ LIST_MAX = 1000
 Cursor = tuple[int, str]
 
 
+def parse_ttl(value: str, longest: int) -> int | None:
+    """A session's own idle TTL: whole seconds from 1 to `longest`, or None."""
+    if value.isascii() and value.isdigit() and len(value) <= 12 and 1 <= int(value) <= longest:
+        return int(value)
+    return None
+
+
 def parse_limit(value: str) -> int | None:
     """A page size from 1 to LIST_MAX in plain decimal digits, or None."""
     if value.isascii() and value.isdigit() and len(value) <= 4 and 1 <= int(value) <= LIST_MAX:
@@ -167,4 +176,6 @@ IP = Param("ip", canonical_ip, InvalidIp)
 OPTIONAL_IP = Param("ip", canonical_ip, InvalidIp, required=False)
 TOKEN = Param("token", parse_token, TokenNotFound)
 LIMIT = Param("limit", parse_limit, InvalidLimit, required=False)
+# The one session `/user/del` leaves: a bad one ends nothing, like a wrong one.
+EXCEPT = Param("except", parse_token, TokenNotFound, required=False)
 AFTER = Param("after", parse_cursor, InvalidCursor, required=False)

@@ -16,6 +16,7 @@ from .errors import (
     InvalidExtra,
     InvalidIp,
     InvalidLimit,
+    InvalidTtl,
     InvalidUserId,
     PayloadTooLarge,
     RequestTimeout,
@@ -70,42 +71,81 @@ _PARAMS: dict[str, dict[str, Any]] = {
         "schema": {"type": "string", "maxLength": 80},
     },
     "token": {
-        "description": "The session token.",
+        "description": "The session token (or send it in the X-Session-Token header instead).",
         "schema": {"type": "string", "format": "uuid"},
         "example": _EXAMPLE_SESSION["token"],
     },
+    "X-Session-Token": {
+        "in": "header",
+        "description": "The session token, kept out of the URL; with `token` too, the two must agree.",
+        "schema": {"type": "string", "format": "uuid"},
+    },
+    "ttl": {
+        "description": "This session's own idle TTL in seconds, from 1 to the service's SESSIONS_IDLE_TTL "
+        "(its default).",
+        "schema": {"type": "integer", "minimum": 1, "maximum": 180 * 86400},
+        "example": 3600,
+    },
+    "except": {
+        "description": "A token of this user's to keep (the caller's own session, say); it must be live.",
+        "schema": {"type": "string", "format": "uuid"},
+    },
 }
 
-# path -> (summary, [(parameter, required)], takes extra data, returns a list, error types)
-METHODS: dict[str, tuple[str, list[tuple[str, bool]], bool, bool, list[type[SessionsError]]]] = {
+# What a method answers in `data`.
+_SESSION, _LIST, _COUNT = "session", "list", "count"
+
+# path -> (summary, [(parameter, required)], takes extra data, what `data` is, error types)
+METHODS: dict[str, tuple[str, list[tuple[str, bool]], bool, str, list[type[SessionsError]]]] = {
     "/new": (
         "Open a session",
-        [("user_id", True), ("ip", True)],
+        [("user_id", True), ("ip", True), ("ttl", False)],
         True,
-        False,
-        [InvalidUserId, InvalidIp, InvalidExtra, PayloadTooLarge, StorageFull],
+        _SESSION,
+        [InvalidUserId, InvalidIp, InvalidTtl, InvalidExtra, PayloadTooLarge, StorageFull],
     ),
     "/get": (
         "Check a session and mark it active; with ip, move it to that address",
-        [("token", True), ("ip", False)],
+        [("token", False), ("X-Session-Token", False), ("ip", False)],
         True,
-        False,
+        _SESSION,
         [TokenNotFound, InvalidIp, InvalidExtra, PayloadTooLarge, StorageFull],
     ),
-    "/del": ("End a session", [("token", True)], False, False, [TokenNotFound]),
+    "/del": (
+        "End a session",
+        [("token", False), ("X-Session-Token", False)],
+        False,
+        _SESSION,
+        [TokenNotFound, BadRequest],
+    ),
     "/user": (
         "Live sessions of a user, newest activity first, a page at a time",
         [("id", True), ("limit", False), ("after", False)],
         False,
-        True,
+        _LIST,
         [InvalidUserId, InvalidLimit, InvalidCursor],
     ),
     "/ip": (
         "Live sessions seen from an address, newest activity first, a page at a time",
         [("ip", True), ("limit", False), ("after", False)],
         False,
-        True,
+        _LIST,
         [InvalidIp, InvalidLimit, InvalidCursor],
+    ),
+    "/user/del": (
+        "End every live session of a user, but one if `except` names it (sign out everywhere else)",
+        [("id", True), ("except", False)],
+        False,
+        _COUNT,
+        [InvalidUserId, TokenNotFound],
+    ),
+    "/ip/del": ("End every live session seen from an address", [("ip", True)], False, _COUNT, [InvalidIp]),
+    "/rotate": (
+        "The same session under a new token (after a privilege change); the old token ends at once",
+        [("token", False), ("X-Session-Token", False)],
+        False,
+        _SESSION,
+        [TokenNotFound, BadRequest],
     ),
 }
 
@@ -141,10 +181,20 @@ def _error_response(errors: list[type[SessionsError]]) -> dict[str, dict[str, An
 
 
 def _operation(path: str, method: str) -> dict[str, Any]:
-    summary, params, extra, listing, errors = METHODS[path]
+    summary, params, extra, result, errors = METHODS[path]
+    listing = result == _LIST
     data: dict[str, Any] = {"$ref": "#/components/schemas/SessionObject"}
+    example: Any = _EXAMPLE_SESSION
     if listing:
-        data = {"type": "array", "items": data}
+        data, example = {"type": "array", "items": data}, [_EXAMPLE_SESSION]
+    elif result == _COUNT:
+        data = {
+            "type": "object",
+            "required": ["deleted"],
+            "additionalProperties": False,
+            "properties": {"deleted": {"type": "integer", "minimum": 0}},
+        }
+        example = {"deleted": 3}
     success: dict[str, Any] = {"description": "Success"}
     if listing:
         success["headers"] = {
@@ -171,10 +221,7 @@ def _operation(path: str, method: str) -> dict[str, Any]:
                             "additionalProperties": False,
                             "properties": {"status": {"const": "success"}, "data": data},
                         },
-                        "example": {
-                            "status": "success",
-                            "data": [_EXAMPLE_SESSION] if listing else _EXAMPLE_SESSION,
-                        },
+                        "example": {"status": "success", "data": example},
                     }
                 },
             },

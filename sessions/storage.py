@@ -22,6 +22,7 @@ from .errors import (
     StorageFull,
     StorageUnavailable,
     StorageWriteFailed,
+    TokenNotFound,
 )
 from .logs import RateLimitedLog
 from .models import Cursor, Session
@@ -34,7 +35,10 @@ log = logging.getLogger(__name__)
 TOKEN, USER_ID, IP, CREATE, ACTIVITY, EXTRA = range(6)
 
 # Errors the procedures raise on purpose, by their custom type.
-_CUSTOM_ERRORS: dict[str, type[SessionsError]] = {"PayloadTooLarge": PayloadTooLarge}
+_CUSTOM_ERRORS: dict[str, type[SessionsError]] = {
+    "PayloadTooLarge": PayloadTooLarge,
+    "TokenNotFound": TokenNotFound,
+}
 # Tarantool's own error codes by what they mean to a caller. A write that could not reach
 # the disk (a full or failing disk, a rolled-back transaction) changed nothing and can be
 # retried; the instance itself goes on serving reads, and writes again once it can.
@@ -213,10 +217,13 @@ class Storage:
         user: str,
         password: str,
         idle_ttl: int,
+        max_lifetime: int | None = None,
+        max_per_user: int | None = None,
         extra_max_bytes: int,
         timeout: float,
     ) -> None:
-        self._idle_ttl = idle_ttl
+        # The rules every call carries (tarantool/sessions/liveness.lua): 0 is "no limit".
+        self._rules = [idle_ttl, max_lifetime or 0, max_per_user or 0]
         self._extra_max = extra_max_bytes
         self._timeout = timeout
         self._conns = [
@@ -241,6 +248,7 @@ class Storage:
         self._new = _Coalescer("new", self._batch)
         self._get = _Coalescer("get", self._batch)
         self._delete = _Coalescer("delete", self._batch)
+        self._rotate = _Coalescer("rotate", self._batch)
 
     async def connect(self) -> None:
         """Connect to every instance; with several, wait until one of them is writable."""
@@ -286,17 +294,22 @@ class Storage:
             self._recheck.clear()
             await self._elect()
 
-    async def new(self, user_id: int, ip: str, patch: dict[str, Any] | None) -> Session:
+    async def new(
+        self, user_id: int, ip: str, patch: dict[str, Any] | None, *, ttl: int | None = None
+    ) -> Session:
+        """Open a session; `ttl` is its own idle TTL (the service's when None)."""
         while True:
             try:
-                item = await self._new.call([_new_token(), user_id, ip, patch, self._extra_max])
+                item = await self._new.call(
+                    [_new_token(), user_id, ip, patch, self._extra_max, self._rules, ttl]
+                )
             except _DuplicateToken:
                 # 122 random bits make a clash next to impossible; draw again if it happens.
                 continue
             return _session(item[0])
 
     async def get(self, token: str, ip: str | None, patch: dict[str, Any] | None) -> Session | None:
-        item = await self._get.call([token, ip, patch, self._idle_ttl, self._extra_max])
+        item = await self._get.call([token, ip, patch, self._rules, self._extra_max])
         if not item:
             return None
         if len(item) > 1:  # served as stored: memory is full
@@ -307,19 +320,44 @@ class Storage:
         return _session(item[0])
 
     async def delete(self, token: str) -> Session | None:
-        item = await self._delete.call([token, self._idle_ttl])
+        item = await self._delete.call([token, self._rules])
         return _session(item[0]) if item else None
+
+    async def rotate(self, token: str) -> Session | None:
+        """The session under a new token, the old one ended; None if there is no such session."""
+        while True:
+            try:
+                item = await self._rotate.call([token, _new_token(), self._rules])
+            except _DuplicateToken:
+                continue
+            return _session(item[0]) if item else None
 
     async def page(
         self, kind: str, key: int | str, limit: int, after: Cursor | None
     ) -> tuple[list[Session], bool]:
         """One page of the live sessions of a user (`kind` "user") or an address ("ip"),
         newest first, and whether more follow. Called on its own, never in a batch."""
-        args: list[Any] = [kind, key, self._idle_ttl, limit]
+        args: list[Any] = [kind, key, self._rules, limit]
         if after is not None:
             args.extend(after)
         rows, more = await self._call("sessions.list", args)
         return [_session(row) for row in rows], bool(more)
+
+    async def delete_all(self, kind: str, key: int | str, *, except_token: str | None = None) -> int:
+        """End every live session of a user (`kind` "user") or an address ("ip"), but
+        `except_token`; how many. Each call to Tarantool ends a bounded number, in short
+        transactions, so other requests go on meanwhile."""
+        ended, first = 0, True
+        while True:
+            # Only the first call checks the kept session (a later failure would come after
+            # sessions were already ended); the later ones only leave it alone.
+            count, more = await self._call(
+                "sessions.delete_all", [kind, key, self._rules, except_token, not first]
+            )
+            ended += int(count)
+            first = False
+            if not more:
+                return ended
 
     async def info(self) -> dict[str, Any]:
         result: dict[str, Any] = await self._call("sessions.info", [])

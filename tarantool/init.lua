@@ -10,6 +10,8 @@
 --   TT_CONSOLE_SOCKET  path of an admin console unix socket (optional)
 --   SESSIONS_TARANTOOL_USER, SESSIONS_TARANTOOL_PASSWORD   the service's credentials
 --   SESSIONS_IDLE_TTL  idle TTL in seconds for the expiry fiber until the service sends one
+--                      (and for migration v3's expiry of existing sessions)
+--   SESSIONS_MAX_LIFETIME  likewise the maximum lifetime in seconds (0 or unset: none)
 --   SESSIONS_REPLICATION_PASSWORD  creates the `replicator` user replicas join as; a replica
 --                      then sets TT_REPLICATION=replicator:<password>@primary:3301 and
 --                      TT_READ_ONLY=true
@@ -98,7 +100,8 @@ box.cfg{
     replication = env_list('TT_REPLICATION'),
 }
 
-schema.migrate()
+local ttl = env_number('SESSIONS_IDLE_TTL')
+schema.migrate({idle_ttl = ttl})
 rawset(_G, 'sessions', procedures)
 if not box.info.ro then
     access.ensure_user(user, password)
@@ -108,9 +111,8 @@ if not box.info.ro then
     end
 end
 
-local ttl = env_number('SESSIONS_IDLE_TTL')
 if ttl ~= nil then
-    expiry.set_ttl(ttl)
+    expiry.set_rules({ttl, env_number('SESSIONS_MAX_LIFETIME', 0), 0})
 end
 expiry.start()
 

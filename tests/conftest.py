@@ -133,18 +133,21 @@ async def new_session(
 
 
 def set_activity(console: Console, token: str, activity: int) -> None:
-    """Make a session look last used at `activity`, as if time had passed."""
+    """Make a session look last used at `activity`, as if time had passed. Its stored expiry
+    becomes that second too: the earliest it can be, which the purge re-checks under the
+    service's rules before it ends anything."""
     console.eval(
-        f"box.space.sessions:update(require('uuid').fromstr('{token}'), {{{{'=', 'activity', {activity}}}}})"
+        f"box.space.sessions:update(require('uuid').fromstr('{token}'), "
+        f"{{{{'=', 'activity', {activity}}}, {{'=', 'expires', {activity}}}}})"
     )
 
 
 def lua_session(user_id: object, ip: object, activity: object, extra: object = "box.NULL") -> str:
     """Lua for a new sessions tuple, fields by name (the layout lives in fields.lua only);
-    each argument is a Lua expression."""
+    each argument is a Lua expression. Its stored expiry is its activity (see set_activity)."""
     return (
         f"box.space.sessions:frommap({{token = require('uuid').new(), user_id = {user_id}, ip = {ip}, "
-        f"create = {activity}, activity = {activity}, extra = {extra}}})"
+        f"create = {activity}, activity = {activity}, extra = {extra}, expires = {activity}}})"
     )
 
 

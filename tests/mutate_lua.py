@@ -40,6 +40,8 @@ TESTS = [
     "tests/test_lists.py",
     "tests/test_new.py",
     "tests/test_extra.py",
+    "tests/test_management.py",
+    "tests/test_security.py::test_procedures_check_their_own_arguments",
     "tests/test_edges.py::test_memory_full_keeps_signed_in_users_signed_in",
     "tests/test_edges.py::test_purged_sessions_give_their_memory_back_without_outside_help",
     "tests/test_edges.py::test_a_huge_listing_pages_and_does_not_hold_up_other_listings",

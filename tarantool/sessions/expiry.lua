@@ -1,64 +1,73 @@
--- Background purge of idle sessions: a named fiber deletes expired tuples oldest first,
--- in bounded batches that yield, then sleeps until the next session falls due.
+-- Background purge of lapsed sessions: a named fiber walks the `expires` index from the
+-- earliest, in bounded batches that yield, then sleeps until the next session falls due.
 local fiber = require('fiber')
 local log = require('log')
 
 local F = require('sessions.fields')
 local clock = require('sessions.clock')
+local liveness = require('sessions.liveness')
 
-local BATCH = 100       -- tuples deleted in one transaction (one WAL write); see bench/README.md
--- Seconds between looks at the oldest session when nothing is due yet: one index lookup,
--- so cheap enough that a changed TTL or restored old data never waits long.
+local BATCH = 100       -- tuples handled in one transaction (one WAL write); see bench/README.md
+-- Seconds between looks at the earliest expiry when nothing is due yet: one index lookup,
+-- so cheap enough that changed rules or restored old data never wait long.
 local MAX_SLEEP = 1
 
 local state = {
-    ttl = nil,          -- seconds; nil until the service or the environment says
+    rules = nil,        -- liveness.lua's rules; nil until the service or the environment says
     purged = 0,         -- sessions deleted since start, for stats
     collected_at = 0,   -- `purged` when Lua's garbage was last collected
     passes = 0,         -- purge steps taken, so that a test can wait for the next one
     worker = nil,
 }
 
--- Expired tuples are those with activity < cutoff (see procedures.lua: a session lives
--- while now - activity <= ttl). Collecting first and deleting after keeps the index
--- iterator out of the way of the deletes; nothing yields in between.
-local function purge_batch(space, cutoff, limit)
+-- A tuple is due once its stored expiry has passed (a session is live up to and including
+-- it). The stored expiry follows the rules of the tuple's last write; under the rules in
+-- force now the session may still be live (the service's TTL was raised since, say): then
+-- only its expiry moves on, and the purge never ends a live session. Collecting first and
+-- writing after keeps the index iterator out of the way; nothing yields in between.
+-- Returns the sessions deleted and the tuples handled.
+local function purge_batch(space, rules, limit)
     limit = limit or BATCH
-    local tokens = {}
-    for _, tuple in space.index.activity:pairs() do
-        if tuple[F.ACTIVITY] >= cutoff then
+    local now = clock.now()
+    local doomed, renewed = {}, {}
+    for _, tuple in space.index.expires:pairs() do
+        if tuple[F.EXPIRES] >= now or #doomed + #renewed >= limit then
             break
         end
-        tokens[#tokens + 1] = tuple[F.TOKEN]
-        if #tokens >= limit then
-            break
+        if liveness.is_live(tuple, rules) then
+            renewed[#renewed + 1] = {tuple[F.TOKEN], liveness.deadline(tuple, rules)}
+        else
+            doomed[#doomed + 1] = tuple[F.TOKEN]
         end
     end
-    if #tokens == 0 then
-        return 0
+    if #doomed + #renewed == 0 then
+        return 0, 0
     end
     box.begin()
-    for _, token in ipairs(tokens) do
+    for _, token in ipairs(doomed) do
         space:delete(token)
     end
+    for _, item in ipairs(renewed) do
+        space:update(item[1], {{'=', F.EXPIRES, item[2]}})
+    end
     box.commit()
-    return #tokens
+    return #doomed, #doomed + #renewed
 end
 
 -- One step of the loop: purge a batch and say how long to sleep before the next one.
-local function step(ttl)
+local function step(rules)
     local space = box.space.sessions
-    local purged = purge_batch(space, clock.now() - ttl)
+    local purged, handled = purge_batch(space, rules)
     state.purged = state.purged + purged
-    if purged >= BATCH then
+    if handled >= BATCH then
         return 0
     end
-    local oldest = space.index.activity:min()
-    if oldest == nil then
+    local earliest = space.index.expires:min()
+    if earliest == nil then
         return MAX_SLEEP
     end
-    -- The oldest session expires at the first whole second where now - activity > ttl.
-    local due = oldest[F.ACTIVITY] + ttl + 1 - clock.time()
+    -- It is due at the first whole second after its expiry.
+    local due = earliest[F.EXPIRES] + 1 - clock.time()
     return math.min(MAX_SLEEP, math.max(due, 0.01))
 end
 
@@ -68,8 +77,8 @@ local function loop()
         local pause = MAX_SLEEP
         -- Replicas receive the deletes from their master; never purge without a TTL
         -- from the service, since a guess could delete live sessions.
-        if state.ttl ~= nil and not box.info.ro and box.space.sessions ~= nil then
-            local ok, result = pcall(step, state.ttl)
+        if state.rules ~= nil and not box.info.ro and box.space.sessions ~= nil then
+            local ok, result = pcall(step, state.rules)
             state.passes = state.passes + 1
             if ok then
                 pause = result
@@ -103,18 +112,19 @@ local function start()
     end
 end
 
--- Called with the TTL of every request, so it must stay cheap.
-local function set_ttl(ttl)
-    state.ttl = ttl
+-- Called with the rules of every request, so it must stay cheap.
+local function set_rules(rules)
+    state.rules = rules
 end
 
 local function stats()
-    return {ttl = state.ttl, purged = state.purged, passes = state.passes}
+    local rules = state.rules
+    return {ttl = rules and rules[liveness.TTL], purged = state.purged, passes = state.passes}
 end
 
 return {
     purge_batch = purge_batch,
     start = start,
-    set_ttl = set_ttl,
+    set_rules = set_rules,
     stats = stats,
 }

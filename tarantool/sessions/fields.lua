@@ -1,12 +1,17 @@
 -- The tuple layout of the `sessions` space: the one place Lua names its fields. The
--- schema's format, the index parts and every procedure are built from this table.
+-- schema's format, the index parts and every procedure are built from this table. Fields
+-- are only ever appended (a migration adds them), so a field's number never changes.
 local FORMAT = {
-    {name = 'token', type = 'uuid'},                           -- the session token, primary key
-    {name = 'user_id', type = 'unsigned'},                     -- owner of the session
-    {name = 'ip', type = 'string'},                            -- canonical text of the last IP seen
-    {name = 'create', type = 'unsigned'},                      -- Unix seconds when opened
-    {name = 'activity', type = 'unsigned'},                    -- Unix seconds of the last `get`
-    {name = 'extra', type = 'map', is_nullable = true},        -- merged in by `new` and `get`
+    {name = 'token', type = 'uuid'},                       -- the session token, primary key
+    {name = 'user_id', type = 'unsigned'},                 -- owner of the session
+    {name = 'ip', type = 'string'},                        -- canonical text of the last IP seen
+    {name = 'create', type = 'unsigned'},                  -- Unix seconds when opened
+    {name = 'activity', type = 'unsigned'},                -- Unix seconds of the last `get`
+    {name = 'extra', type = 'map', is_nullable = true},    -- merged in by `new` and `get`
+    -- Since schema v3:
+    {name = 'expires', type = 'unsigned'},                 -- last live second under the rules
+                                                           -- at the last write; drives the purge
+    {name = 'ttl', type = 'unsigned', is_nullable = true}, -- the session's own idle TTL, if any
 }
 
 local fields = {FORMAT = FORMAT}

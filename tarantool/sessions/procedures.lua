@@ -9,12 +9,20 @@ local uuid = require('uuid')
 local F = require('sessions.fields')
 local clock = require('sessions.clock')
 local expiry = require('sessions.expiry')
+local liveness = require('sessions.liveness')
 local schema = require('sessions.schema')
 
 local MAP = {__serialize = 'map'}
 -- The flag beside a `get` result served without rewriting its activity.
 local UNTOUCHED = 'untouched'
 local LIST_YIELD_EVERY = 1000
+-- A bulk delete ends at most this many sessions per transaction, and at most BULK_CALL
+-- per call: the service calls again while more remain, so that neither a transaction nor
+-- a call holds anybody up for long (about 5 ms and 50 ms here).
+local BULK_TRANSACTION = 500
+local BULK_CALL = 5000
+-- A `new` over a user's cap ends at most this many of the user's older sessions.
+local CAP_DELETES = 1000
 
 local function raise(error_type, reason)
     box.error({type = error_type, reason = reason})
@@ -44,21 +52,18 @@ local function is_integer(value)
     return kind == 'number' or kind == 'cdata'
 end
 
-local function check_ttl(ttl)
-    check(type(ttl) == 'number' and ttl > 0, 'ttl must be a positive number')
-    expiry.set_ttl(ttl)
+-- Every call carries the service's rules (liveness.lua); the purge learns them here.
+local function check_rules(rules)
+    check(liveness.valid(rules), 'rules must be {ttl > 0, lifetime >= 0, cap >= 0}')
+    expiry.set_rules(rules)
 end
+
+local is_live = liveness.is_live
 
 -- Results carry the token as text: Tarantool formats it in C for free, where the
 -- service would pay for decoding and formatting a UUID object per session.
 local function with_text_token(tuple)
     return tuple:transform(F.TOKEN, 1, tuple[F.TOKEN]:str())
-end
-
--- A session is live while now - activity <= ttl: with whole seconds on both sides this
--- never ends a session before ttl real seconds have passed since its last activity.
-local function is_live(tuple, ttl)
-    return now() - tuple[F.ACTIVITY] <= ttl
 end
 
 -- JSON Merge Patch (RFC 7396) at the top level: null removes a key, anything else
@@ -85,34 +90,69 @@ local function merge_extra(current, patch, extra_max)
     return merged
 end
 
--- `token` is 16 random bytes from the service with the UUID version 4 bits set.
-local function new(token, user_id, ip, patch, extra_max)
+-- With a cap on live sessions per user, end the user's least recently active ones so that
+-- the new one fits: the walk goes newest first, keeps cap - 1 live ones and ends the rest
+-- (at most CAP_DELETES per call), and stops where even the service's TTL has lapsed.
+local function make_room(user_id, rules)
+    local cap = rules[liveness.CAP]
+    if cap == 0 then
+        return
+    end
+    local space = box.space.sessions
+    local cutoff = now() - rules[liveness.TTL]
+    local kept, doomed = 0, {}
+    for _, tuple in space.index.user:pairs({user_id}, {iterator = 'REQ'}) do
+        if tuple[F.ACTIVITY] < cutoff or #doomed >= CAP_DELETES then
+            break
+        end
+        if is_live(tuple, rules) then
+            if kept < cap - 1 then
+                kept = kept + 1
+            else
+                doomed[#doomed + 1] = tuple[F.TOKEN]
+            end
+        end
+    end
+    for _, token in ipairs(doomed) do
+        space:delete(token)
+    end
+end
+
+-- `token` is 16 random bytes from the service with the UUID version 4 bits set; `own_ttl`
+-- the session's own idle TTL, or nil for the service's.
+local function new(token, user_id, ip, patch, extra_max, rules, own_ttl)
     check(type(token) == 'string' and #token == 16, 'token must be 16 bytes')
     check(is_integer(user_id), 'user_id must be an integer')
     check(type(ip) == 'string', 'ip must be a string')
+    check_rules(rules)
+    check(own_ttl == nil or (type(own_ttl) == 'number' and own_ttl >= 1), 'own ttl must be positive')
     local extra = box.NULL
     if patch ~= nil then
         extra = merge_extra(nil, patch, extra_max)
     end
+    make_room(user_id, rules)
     local ts = now()
-    local tuple = box.space.sessions:insert{uuid.frombin(token, 'b'), user_id, ip, ts, ts, extra}
+    local tuple = box.space.sessions:insert{
+        uuid.frombin(token, 'b'), user_id, ip, ts, ts, extra,
+        liveness.deadline_of(ts, ts, own_ttl, rules), own_ttl,
+    }
     memory.full = false
     return with_text_token(tuple)
 end
 
 -- Tokens arrive as text the service has checked for the 8-4-4-4-12 form, since
 -- uuid.fromstr on its own lets some malformed strings through.
-local function get(token, ip, patch, ttl, extra_max)
+local function get(token, ip, patch, rules, extra_max)
     check(type(token) == 'string', 'token must be a string')
     check(ip == nil or type(ip) == 'string', 'ip must be a string')
-    check_ttl(ttl)
+    check_rules(rules)
     local key = uuid.fromstr(token)
     if key == nil then
         return nil
     end
     local space = box.space.sessions
     local tuple = space:get(key)
-    if tuple == nil or not is_live(tuple, ttl) then
+    if tuple == nil or not is_live(tuple, rules) then
         return nil
     end
     local ops = {}
@@ -120,6 +160,7 @@ local function get(token, ip, patch, ttl, extra_max)
     -- Rewriting the same second would cost a WAL write for nothing.
     if tuple[F.ACTIVITY] ~= ts then
         ops[#ops + 1] = {'=', F.ACTIVITY, ts}
+        ops[#ops + 1] = {'=', F.EXPIRES, liveness.deadline_of(tuple[F.CREATE], ts, tuple[F.TTL], rules)}
     end
     if ip ~= nil and ip ~= tuple[F.IP] then
         ops[#ops + 1] = {'=', F.IP, ip}
@@ -145,18 +186,43 @@ local function get(token, ip, patch, ttl, extra_max)
     return with_text_token(tuple), UNTOUCHED
 end
 
-local function delete(token, ttl)
+local function delete(token, rules)
     check(type(token) == 'string', 'token must be a string')
-    check_ttl(ttl)
+    check_rules(rules)
     local key = uuid.fromstr(token)
     if key == nil then
         return nil
     end
     local tuple = box.space.sessions:delete(key)
-    if tuple == nil or not is_live(tuple, ttl) then
+    if tuple == nil or not is_live(tuple, rules) then
         return nil
     end
     return with_text_token(tuple)
+end
+
+-- The same session under `new_token` (16 bytes, as for `new`): user, ip, extra, create and
+-- its own TTL kept, activity now; the old token ends in the same transaction.
+local function rotate(token, new_token, rules)
+    check(type(token) == 'string', 'token must be a string')
+    check(type(new_token) == 'string' and #new_token == 16, 'new token must be 16 bytes')
+    check_rules(rules)
+    local key = uuid.fromstr(token)
+    if key == nil then
+        return nil
+    end
+    local space = box.space.sessions
+    local tuple = space:get(key)
+    if tuple == nil or not is_live(tuple, rules) then
+        return nil
+    end
+    local ts = now()
+    local fresh = space:insert(tuple:update({
+        {'=', F.TOKEN, uuid.frombin(new_token, 'b')},
+        {'=', F.ACTIVITY, ts},
+        {'=', F.EXPIRES, liveness.deadline_of(tuple[F.CREATE], ts, tuple[F.TTL], rules)},
+    }))
+    space:delete(key)
+    return with_text_token(fresh)
 end
 
 -- One page of answer is at most this many bytes of tuples (and at least one session), so
@@ -176,11 +242,11 @@ local LISTS = {
 -- key part), so a cursor is a unique position. Returns {sessions, more}. The walk stops
 -- at the first expired tuple, since everything after it is older, and yields every
 -- LIST_YIELD_EVERY tuples, so a long walk never holds up other requests.
-local function list(kind, key, ttl, limit, after_activity, after_token)
+local function list(kind, key, rules, limit, after_activity, after_token)
     local spec = LISTS[kind]
     check(spec ~= nil, 'unknown list')
     check(spec.check(key), spec.what)
-    check_ttl(ttl)
+    check_rules(rules)
     check(type(limit) == 'number' and limit >= 1, 'limit must be a positive number')
     local position = {key}
     local skip_below = nil
@@ -189,7 +255,9 @@ local function list(kind, key, ttl, limit, after_activity, after_token)
         position = {key, after_activity}
         skip_below = after_token
     end
-    local cutoff = now() - ttl
+    -- Nothing idle longer than the service's TTL is live, whatever else; past that the walk
+    -- stops. Before it, a session's own TTL or the lifetime may have ended it: skipped.
+    local cutoff = now() - rules[liveness.TTL]
     local result = {}
     local count, bytes, seen = 0, 0, 0
     local more = false
@@ -204,7 +272,7 @@ local function list(kind, key, ttl, limit, after_activity, after_token)
         -- Sessions of the cursor's own second that came before it (token not below it).
         local skip = skip_below ~= nil and tuple[F.ACTIVITY] == after_activity
             and tuple[F.TOKEN]:str() >= skip_below
-        if not skip then
+        if not skip and is_live(tuple, rules) then
             local size = tuple:bsize()
             if count >= limit or (count > 0 and bytes + size > LIST_MAX_BYTES) then
                 more = true
@@ -216,6 +284,56 @@ local function list(kind, key, ttl, limit, after_activity, after_token)
         end
     end
     return {result, more}
+end
+
+-- End the live sessions of a user (`kind` "user") or an address ("ip"), except the session
+-- `except_token` (which must then be a live session of that user, or nothing is ended;
+-- `checked` says an earlier call of the same request checked it already), in transactions
+-- of BULK_TRANSACTION that yield between them, at most BULK_CALL per call. Lapsed sessions
+-- met on the way go too, uncounted. Returns {ended, more}.
+local function delete_all(kind, key, rules, except_token, checked)
+    local spec = LISTS[kind]
+    check(spec ~= nil, 'unknown list')
+    check(spec.check(key), spec.what)
+    check_rules(rules)
+    local space = box.space.sessions
+    local except = nil
+    if except_token ~= nil then
+        check(type(except_token) == 'string', 'except must be a string')
+        except = uuid.fromstr(except_token)
+        local kept = except and space:get(except)
+        if not checked and (not kept or kept[spec.field] ~= key or not is_live(kept, rules)) then
+            raise('TokenNotFound', 'except is not a live session of this user')
+        end
+    end
+    local index = space.index[spec.index]
+    local ended, removed = 0, 0
+    while removed < BULK_CALL do
+        local doomed, live = {}, 0
+        for _, tuple in index:pairs({key}, {iterator = 'EQ'}) do
+            if except == nil or tuple[F.TOKEN] ~= except then
+                doomed[#doomed + 1] = tuple[F.TOKEN]
+                if is_live(tuple, rules) then
+                    live = live + 1
+                end
+                if #doomed >= BULK_TRANSACTION then
+                    break
+                end
+            end
+        end
+        if #doomed == 0 then
+            return {ended, false}
+        end
+        box.begin()
+        for _, token in ipairs(doomed) do
+            space:delete(token)
+        end
+        box.commit()
+        ended = ended + live
+        removed = removed + #doomed
+        fiber.yield()
+    end
+    return {ended, true}
 end
 
 -- Several operations of one kind in one call: the service coalesces concurrent requests
@@ -232,6 +350,7 @@ local batchable = {
     new = new,
     get = get,
     delete = delete,
+    rotate = rotate,
 }
 
 local function error_item(err)
@@ -254,7 +373,7 @@ local function batch(operation, calls)
     -- Nothing in a write yields before commit, so the batch is atomic and isolated.
     box.begin()
     for i, args in ipairs(calls) do
-        local ok, result, flag = pcall(fn, unpack(args, 1, 5))
+        local ok, result, flag = pcall(fn, unpack(args, 1, 7))
         if not ok then
             results[i] = error_item(result)
         elseif result == nil then
@@ -282,13 +401,13 @@ end
 -- What a readiness probe and `sessions stats` need, without a full scan.
 local function info()
     local space = box.space.sessions
-    local oldest = space.index.activity:min()
+    local next_due = space.index.expires:min()
     local expiry_stats = expiry.stats()
     return {
         ro = box.info.ro,
         schema_version = schema.version(),
         sessions = space:len(),
-        oldest_activity = oldest and oldest[F.ACTIVITY] or box.NULL,
+        next_expiry = next_due and next_due[F.EXPIRES] or box.NULL,
         purged = expiry_stats.purged,
         memory_used = box.slab.info().arena_used,
         tarantool_version = box.info.version,
@@ -302,5 +421,6 @@ end
 return {
     batch = batch,
     list = list,
+    delete_all = delete_all,
     info = info,
 }

@@ -6,29 +6,45 @@ local F = require('sessions.fields')
 
 local SPACE = 'sessions'
 
--- The indexes the procedures rely on, by field number: created by the first migration
--- and checked on every start.
+-- The indexes the procedures rely on, by field number, each with the migration that
+-- creates it: checked on every start.
 local INDEXES = {
     -- Tokens are only ever looked up whole.
-    {name = 'token', type = 'hash', unique = true, parts = {F.TOKEN}},
+    {name = 'token', type = 'hash', unique = true, parts = {F.TOKEN}, since = 1},
     -- (key, activity) so that listings come out newest first straight from the index and
-    -- stop at the first expired tuple.
-    {name = 'user', type = 'tree', unique = false, parts = {F.USER_ID, F.ACTIVITY}},
-    {name = 'ip', type = 'tree', unique = false, parts = {F.IP, F.ACTIVITY}},
-    -- The purge walks this one from the oldest activity.
-    {name = 'activity', type = 'tree', unique = false, parts = {F.ACTIVITY}},
+    -- stop at the first tuple past the idle TTL.
+    {name = 'user', type = 'tree', unique = false, parts = {F.USER_ID, F.ACTIVITY}, since = 1},
+    {name = 'ip', type = 'tree', unique = false, parts = {F.IP, F.ACTIVITY}, since = 1},
+    -- The purge walks this one from the earliest expiry.
+    {name = 'expires', type = 'tree', unique = false, parts = {F.EXPIRES}, since = 3},
 }
 
-local function create_indexes(space)
+local function create_indexes(space, version)
     for _, index in ipairs(INDEXES) do
-        local parts = {}
-        for i, fieldno in ipairs(index.parts) do
-            parts[i] = {field = fieldno}
+        if index.since == version then
+            local parts = {}
+            for i, fieldno in ipairs(index.parts) do
+                parts[i] = {field = fieldno}
+            end
+            space:create_index(index.name, {
+                type = index.type, unique = index.unique, parts = parts, if_not_exists = true,
+            })
         end
-        space:create_index(index.name, {
-            type = index.type, unique = index.unique, parts = parts, if_not_exists = true,
-        })
     end
+end
+
+-- The format with the fields of the first `count` only, nullable from `nullable_from` on:
+-- what a step needs while it brings old tuples up to date.
+local function format_of(count, nullable_from)
+    local format = {}
+    for i = 1, count do
+        local field = table.copy(F.FORMAT[i])
+        if nullable_from ~= nil and i >= nullable_from then
+            field.is_nullable = true
+        end
+        format[i] = field
+    end
+    return format
 end
 
 -- Each migration runs once per database (box.once keeps its name in _schema), in this
@@ -36,13 +52,51 @@ end
 -- Append new steps; never change what a shipped step does.
 local migrations = {
     {'sessions_v1', function()
-        local space = box.schema.space.create(SPACE, {if_not_exists = true, format = F.FORMAT})
-        create_indexes(space)
+        local space = box.schema.space.create(SPACE, {if_not_exists = true, format = format_of(F.EXTRA)})
+        create_indexes(space, 1)
+        -- Release 1's purge index, replaced by `expires` in v3.
+        space:create_index('activity', {
+            type = 'tree', unique = false, parts = {{field = F.ACTIVITY}}, if_not_exists = true,
+        })
     end},
     -- Nobody may use the instance without a password: the service has its own user, and
     -- guest would otherwise keep its default right to connect and call public functions.
     {'sessions_v2', function()
         box.schema.user.revoke('guest', 'session,usage', 'universe', nil, {if_exists = true})
+    end},
+    -- Per-session TTLs and a maximum lifetime: each session stores when it expires, and the
+    -- purge follows an index on that instead of on activity (the same memory per session).
+    -- Old sessions get activity + the idle TTL the instance was started with (or activity
+    -- itself without one: the purge then re-checks them under the service's rules and only
+    -- moves their expiry on; it never ends a live session).
+    {'sessions_v3', function(options)
+        local space = box.space[SPACE]
+        space:format(format_of(#F.FORMAT, F.EXPIRES))
+        local ttl = options.idle_ttl or 0
+        local batch = {}
+        local function flush()
+            box.begin()
+            for _, item in ipairs(batch) do
+                space:update(item[1], {{'=', F.EXPIRES, item[2]}})
+            end
+            box.commit()
+            batch = {}
+        end
+        -- The tree index keeps its place while tuples change under it (a hash one may not).
+        for _, tuple in space.index.activity:pairs() do
+            if tuple[F.EXPIRES] == nil then
+                batch[#batch + 1] = {tuple[F.TOKEN], tuple[F.ACTIVITY] + ttl}
+            end
+            if #batch >= 1000 then
+                flush()
+            end
+        end
+        flush()
+        space:format(format_of(#F.FORMAT, F.TTL))
+        create_indexes(space, 3)
+        if space.index.activity ~= nil then
+            space.index.activity:drop()
+        end
     end},
 }
 
@@ -70,12 +124,12 @@ end
 
 -- box.once waits for the instance to become writable, so a replica simply picks the
 -- schema up through replication.
-local function migrate()
+local function migrate(options)
     for _, step in ipairs(migrations) do
         local name, up = step[1], step[2]
         box.once(name, function()
             log.info('sessions: applying schema migration %s', name)
-            up()
+            up(options or {})
         end)
     end
     validate()

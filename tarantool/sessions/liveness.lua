@@ -1,0 +1,52 @@
+-- When a session is live: the one definition the procedures and the purge share.
+--
+-- The rules travel with every call from the service as an array {ttl, lifetime, cap}:
+--   ttl       the service's idle TTL in seconds (SESSIONS_IDLE_TTL)
+--   lifetime  the most seconds a session may live after `create` (0: no limit)
+--   cap       the most live sessions one user may have (0: no limit)
+-- A session is live up to and including its deadline: idle at most its own TTL or the
+-- service's, whichever is shorter, and no longer than `lifetime` after it was opened. With
+-- whole seconds on both sides, no rule ever ends a session early.
+local F = require('sessions.fields')
+local clock = require('sessions.clock')
+
+local TTL, LIFETIME, CAP = 1, 2, 3
+
+local function deadline_of(create, activity, own_ttl, rules)
+    local idle = rules[TTL]
+    if own_ttl ~= nil and own_ttl < idle then
+        idle = own_ttl
+    end
+    local last = activity + idle
+    local lifetime = rules[LIFETIME]
+    if lifetime > 0 and create + lifetime < last then
+        last = create + lifetime
+    end
+    return last
+end
+
+local function deadline(tuple, rules)
+    return deadline_of(tuple[F.CREATE], tuple[F.ACTIVITY], tuple[F.TTL], rules)
+end
+
+local function is_live(tuple, rules)
+    return clock.now() <= deadline(tuple, rules)
+end
+
+-- Whether `rules` has the shape above (the procedures check their arguments).
+local function valid(rules)
+    return type(rules) == 'table'
+        and type(rules[TTL]) == 'number' and rules[TTL] > 0
+        and type(rules[LIFETIME]) == 'number' and rules[LIFETIME] >= 0
+        and type(rules[CAP]) == 'number' and rules[CAP] >= 0
+end
+
+return {
+    TTL = TTL,
+    LIFETIME = LIFETIME,
+    CAP = CAP,
+    deadline_of = deadline_of,
+    deadline = deadline,
+    is_live = is_live,
+    valid = valid,
+}

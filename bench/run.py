@@ -19,6 +19,7 @@ import subprocess
 import sys
 import tempfile
 import time
+import urllib.request
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -36,26 +37,49 @@ BENCH_IP = "198.51.100.10"
 DAY = 86400
 
 # Lua for the admin console: `n` sessions with random users and IPv4 addresses, all last
-# active at `ts`, inserted 1000 to a transaction. No line comments: the console gets one line.
+# active at `ts` and due to expire at `expires`, inserted 1000 to a transaction; fields by
+# name (the layout is tarantool/sessions/fields.lua's). No line comments: the console gets
+# one line.
 INSERT_LUA = """
 local uuid = require('uuid') local s = box.space.sessions local ts = {ts} local extra = {extra}
 for i = 1, {n}, 1000 do
     box.begin()
     for j = i, math.min(i + 999, {n}) do
-        s:insert{{uuid.new(), math.random(1, 5000000),
-            ('%d.%d.%d.%d'):format(math.random(1, 223), math.random(0, 255),
+        s:insert(s:frommap({{token = uuid.new(), user_id = math.random(1, 5000000),
+            ip = ('%d.%d.%d.%d'):format(math.random(1, 223), math.random(0, 255),
                 math.random(0, 255), math.random(1, 254)),
-            ts, ts, extra}}
+            create = ts, activity = ts, extra = extra, expires = {expires}}}))
     end
     box.commit()
 end
 return s:len()
 """
+# `per_user` sessions for each of `users` users from `first` on; the tokens of the first
+# session of every user go to the file `tokens` (for loads that use each token once).
+USERS_LUA = """
+local uuid = require('uuid') local fio = require('fio') local s = box.space.sessions
+local ts = require('sessions.clock').now() local out = {{}}
+for u = 0, {users} - 1 do
+    box.begin()
+    for k = 1, {per_user} do
+        local token = uuid.new()
+        s:insert(s:frommap({{token = token, user_id = {first} + u, ip = '192.0.2.33', create = ts,
+            activity = ts, expires = ts + 86400}}))
+        if k == 1 then out[#out + 1] = token:str() end
+    end
+    box.commit()
+end
+local f = fio.open('{tokens}', {{'O_WRONLY', 'O_CREAT', 'O_TRUNC'}}, tonumber('644', 8))
+f:write(table.concat(out, '\\n') .. '\\n') f:close()
+return #out
+"""
+# Users whose sessions the `user_del` and `rotate` loads use up, one user per request.
+DEL_USER_BASE = 7_000_000_000
 NO_EXTRA = "box.NULL"
 EXTRA_200 = "setmetatable({device = string.rep('x', 190)}, {__serialize = 'map'})"
 MEMORY_LUA = """
 local si = box.slab.info() local s = box.space.sessions local index = 0
-for _, name in ipairs({'token', 'user', 'ip', 'activity'}) do index = index + s.index[name]:bsize() end
+for _, name in ipairs({'token', 'user', 'ip', 'expires'}) do index = index + s.index[name]:bsize() end
 return {arena = si.arena_used, items = si.items_used, index = index}
 """
 
@@ -191,8 +215,15 @@ def instance(data_dir: Path) -> EmbeddedTarantool:
     )
 
 
-def insert(console: Console, count: int, *, ts: int, extra: str = NO_EXTRA) -> int:
-    return int(console.eval(INSERT_LUA.format(n=count, ts=ts, extra=extra)))
+def insert(console: Console, count: int, *, ts: int, extra: str = NO_EXTRA, ttl: int = 180 * DAY) -> int:
+    return int(console.eval(INSERT_LUA.format(n=count, ts=ts, extra=extra, expires=f"ts + {ttl}")))
+
+
+def users(console: Console, work: Path, *, first: int, count: int, per_user: int, name: str) -> str:
+    """`count` users with `per_user` sessions each; the path of their first tokens' file."""
+    path = work / f"{name}.txt"
+    console.eval(USERS_LUA.format(users=count, per_user=per_user, first=first, tokens=path))
+    return str(path)
 
 
 def measure_loads(work: Path, args: argparse.Namespace) -> list[Load]:
@@ -207,8 +238,22 @@ def measure_loads(work: Path, args: argparse.Namespace) -> list[Load]:
     server = service(work / "one", work / "service.log")
     try:
         files = asyncio.run(seed(work / "one" / "tarantool.sock", work, get_tokens=1000, del_tokens=40000))
+        # Enough for the fastest of the two loads at about three times today's rate.
+        with Console(work / "one" / "tarantool.control", timeout=600) as console:
+            files["BENCH_ROTATE_TOKENS"] = users(
+                console, work, first=DEL_USER_BASE, count=int(60_000 * seconds / 5), per_user=1, name="rotate"
+            )
+            users(
+                console,
+                work,
+                first=DEL_USER_BASE + 10**8,
+                count=int(20_000 * seconds / 5),
+                per_user=10,
+                name="user_del",
+            )
+        files["BENCH_DEL_USER"] = str(DEL_USER_BASE + 10**8)
         loads = [base]
-        for mode in ("get", "new", "get_ip", "user", "ip", "mixed"):
+        for mode in ("get", "new", "get_ip", "user", "ip", "mixed", "rotate", "user_del"):
             loads.append(wrk(server.port, mode, seconds=seconds, connections=connections, files=files))
     finally:
         server.stop()
@@ -328,6 +373,42 @@ def measure_expiry(work: Path, args: argparse.Namespace, count: int) -> dict[str
     }
 
 
+def measure_bulk_delete(work: Path, args: argparse.Namespace, count: int) -> dict[str, Any]:
+    """`/user/del` of one user with `count` sessions while `get` runs, against `get` without."""
+    server = service(work / "bulk", work / "bulk.log")
+    try:
+        files = asyncio.run(seed(work / "bulk" / "tarantool.sock", work, get_tokens=1000, del_tokens=0))
+        with Console(work / "bulk" / "tarantool.control", timeout=600) as console:
+            users(console, work, first=DEL_USER_BASE, count=1, per_user=count, name="bulk")
+        quiet = wrk(server.port, "get", seconds=args.seconds, connections=args.connections, files=files)
+        env = {**os.environ, "BENCH_MODE": "get", **files}
+        command = ["wrk", "-t1", f"-c{args.connections}", "-d6s", "-s", str(WRK_SCRIPT)]
+        during = subprocess.Popen(
+            [*command, f"http://127.0.0.1:{server.port}/"], env=env, stdout=subprocess.PIPE, text=True
+        )
+        time.sleep(1)
+        started = time.monotonic()
+        with urllib.request.urlopen(
+            f"http://127.0.0.1:{server.port}/user/del?id={DEL_USER_BASE}", timeout=120
+        ) as r:
+            ended = json.load(r)["data"]["deleted"]
+        took = time.monotonic() - started
+        output, _ = during.communicate(timeout=60)
+        line = next(line for line in output.splitlines() if line.startswith("BENCH "))
+        data = json.loads(line.removeprefix("BENCH "))
+    finally:
+        server.stop()
+    return {
+        "ended": ended,
+        "seconds": took,
+        "ended_per_s": ended / took,
+        "get_p99_ms_quiet": quiet.p99_ms,
+        "get_p99_ms_during": data["p99_us"] / 1000,
+        "p99_ratio": (data["p99_us"] / 1000) / quiet.p99_ms,
+        "errors_during": data["errors"] + data["non_2xx"],
+    }
+
+
 def table(report: dict[str, Any]) -> str:
     lines = [
         f"sessions benchmark, {report['machine']}, {report['connections']} connections, "
@@ -340,7 +421,7 @@ def table(report: dict[str, Any]) -> str:
             f"{load['name']:<18}{load['rps']:>9.0f}{load['p50_ms']:>9.2f}{load['p99_ms']:>9.2f}"
             f"{load['ratio']:>9.2f}{load['p99_ratio']:>8.2f}{load['errors']:>8}"
         )
-    memory, expiry = report["memory"], report["expiry"]
+    memory, expiry, bulk = report["memory"], report["expiry"], report["bulk_delete"]
     per_s = expiry["purge_per_s"]
     lines += [
         "",
@@ -351,6 +432,10 @@ def table(report: dict[str, Any]) -> str:
         f"({per_s or float('nan'):.0f}/s); get p99 {expiry['get_p99_ms_during_purge']:.2f} ms during, "
         f"{expiry['get_p99_ms_quiet']:.2f} ms without ({expiry['p99_ratio']:.2f}x), "
         f"{expiry['errors_during_purge']} errors",
+        f"user/del of one user's {bulk['ended']} sessions: {bulk['seconds']:.2f}s "
+        f"({bulk['ended_per_s']:.0f}/s); get p99 {bulk['get_p99_ms_during']:.2f} ms during, "
+        f"{bulk['get_p99_ms_quiet']:.2f} ms without ({bulk['p99_ratio']:.2f}x), "
+        f"{bulk['errors_during']} errors",
         f"recovery of {memory['recovered_sessions']} sessions: {memory['recovery_s_from_snapshot']:.2f}s "
         f"from a snapshot, {memory['recovery_s_from_wal']:.2f}s from the WAL alone",
     ]
@@ -393,6 +478,7 @@ def main() -> None:
         loads = measure_loads(work, args)
         memory = measure_memory_and_recovery(work, args.sessions)
         expiry = measure_expiry(work, args, args.sessions)
+        bulk = measure_bulk_delete(work, args, 100_000)
     report = {
         "commit": commit or "unknown",
         "time": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
@@ -402,6 +488,7 @@ def main() -> None:
         "loads": [asdict(load) for load in loads],
         "memory": memory,
         "expiry": expiry,
+        "bulk_delete": bulk,
         "elapsed_s": time.monotonic() - started,
     }
     RESULTS.mkdir(parents=True, exist_ok=True)

@@ -99,6 +99,7 @@ async def _pages(client, path: str, params: dict[str, str]) -> list[list[dict]]:
     response = await client.get(path, params=params)
     while True:
         assert response.status == 200, await response.text()
+        assert len(pages) < 1000, "the Link header never ends"
         pages.append((await response.json())["data"])
         if "next" not in response.links:
             return pages

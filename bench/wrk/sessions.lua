@@ -1,10 +1,13 @@
 -- wrk script for the sessions benchmark. BENCH_MODE picks the load:
---   get, get_ip, new, user, ip, mixed (90% get, 5% new, 5% del)
+--   get, get_ip, new, user, ip, mixed (90% get, 5% new, 5% del),
+--   rotate (each token of BENCH_ROTATE_TOKENS once), user_del (users BENCH_DEL_USER on, one
+--   each request, with 10 sessions each)
 -- BENCH_TOKENS is a file of live tokens for get; BENCH_DEL_TOKENS one of tokens to delete,
 -- used from line BENCH_DEL_OFFSET + 1 on (so that rounds of a longer run use fresh ones).
 -- At the end it prints one JSON line with the figures the harness reads.
 local mode = os.getenv('BENCH_MODE') or 'get'
-local tokens, doomed = {}, {}
+local tokens, doomed, rotating = {}, {}, {}
+local next_rotating, next_user = 0, tonumber(os.getenv('BENCH_DEL_USER') or '0')
 local next_doomed = tonumber(os.getenv('BENCH_DEL_OFFSET') or '0')
 
 local function load(path, into)
@@ -19,6 +22,7 @@ end
 function init(args)
     load(os.getenv('BENCH_TOKENS'), tokens)
     load(os.getenv('BENCH_DEL_TOKENS'), doomed)
+    load(os.getenv('BENCH_ROTATE_TOKENS'), rotating)
     if #tokens == 0 then
         -- The baseline answers any token alike; it just needs a URL of the same shape.
         tokens[1] = '61494096-9af7-49ba-9fb4-e89c0811e6d3'
@@ -52,6 +56,14 @@ local loads = {
     end,
     ip = function()
         return wrk.format('GET', '/ip?ip=' .. os.getenv('BENCH_IP'))
+    end,
+    rotate = function()
+        next_rotating = next_rotating + 1
+        return wrk.format('GET', '/rotate?token=' .. (rotating[next_rotating] or '00000000-0000-4000-8000-000000000000'))
+    end,
+    user_del = function()
+        next_user = next_user + 1
+        return wrk.format('GET', '/user/del?id=' .. next_user)
     end,
     mixed = function()
         local roll = math.random(100)

@@ -29,12 +29,15 @@ local state = {
 local function purge_batch(space, rules, limit)
     limit = limit or BATCH
     local now = clock.now()
+    local idle = rules[liveness.TTL]
     local doomed, renewed = {}, {}
     for _, tuple in space.index.expires:pairs() do
         if tuple[F.EXPIRES] >= now or #doomed + #renewed >= limit then
             break
         end
-        if liveness.is_live(tuple, rules) then
+        -- Past the service's TTL since its activity no session is live, whatever else: one
+        -- field read settles the usual case (the full check reads three).
+        if tuple[F.ACTIVITY] + idle >= now and liveness.is_live(tuple, rules) then
             renewed[#renewed + 1] = {tuple[F.TOKEN], liveness.deadline(tuple, rules)}
         else
             doomed[#doomed + 1] = tuple[F.TOKEN]

@@ -327,13 +327,16 @@ def measure_memory_and_recovery(work: Path, count: int) -> dict[str, Any]:
 
 def measure_expiry(work: Path, args: argparse.Namespace, count: int) -> dict[str, Any]:
     """Purge `count` sessions that lapse together while `get` runs, against `get` without."""
-    ttl = 20
+    # Long enough for the insert and the quiet load to finish before the sessions lapse,
+    # even on a slow day; the `get` tokens are made after the insert, so they stay live.
+    ttl = 60
     server = service(work / "expiry", work / "expiry.log", SESSIONS_IDLE_TTL=str(ttl))
     try:
-        files = asyncio.run(seed(work / "expiry" / "tarantool.sock", work, get_tokens=1000, del_tokens=0))
         with Console(work / "expiry" / "tarantool.control", timeout=600) as console:
             inserted_at = int(time.time())
-            total = insert(console, count, ts=inserted_at)
+            total = insert(console, count, ts=inserted_at, ttl=ttl)
+            files = asyncio.run(seed(work / "expiry" / "tarantool.sock", work, get_tokens=1000, del_tokens=0))
+            total += 1020
             quiet = wrk(server.port, "get", seconds=args.seconds, connections=args.connections, files=files)
             # They lapse at the first second when now - activity > ttl.
             due = inserted_at + ttl + 1

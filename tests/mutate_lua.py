@@ -22,14 +22,16 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 # The functions that decide liveness, expiry, listing bounds and the extra-data limit.
 TARGETS = {
+    "tarantool/sessions/liveness.lua": ["deadline_of", "valid"],
     "tarantool/sessions/procedures.lua": [
-        "is_live",
-        "check_ttl",
         "merge_extra",
+        "make_room",
         "new",
         "get",
         "delete",
+        "rotate",
         "list",
+        "delete_all",
         "batch",
     ],
     "tarantool/sessions/expiry.lua": ["purge_batch", "step"],

@@ -20,7 +20,7 @@ from sessions.app import create_app
 from sessions.config import Settings, describe_error, unknown_variables
 from sessions.console import Console
 
-from .conftest import call, lua_session, make_instance, new_session, settings_for
+from .conftest import call, lua_bulk_insert, lua_session, make_instance, new_session, settings_for
 from .service import Service, alive, free_port, wait_gone
 
 TOKEN = "61494096-9af7-49ba-9fb4-e89c0811e6d3"
@@ -386,15 +386,13 @@ async def test_a_huge_listing_pages_and_does_not_hold_up_other_listings(
     client = await aiohttp_client(create_app(settings_for(fresh_tarantool, tarantool_timeout=0.5)))
     admin = Console(fresh_tarantool.console_path)
     try:
+        blob = "{blob = string.rep('x', 300)}"
         admin.eval(
-            f"""local now = require('sessions.clock').now()
-            for i = 1, 30000 do
-                if i % 1000 == 1 then box.begin() end
-                box.space.sessions:insert({
-                lua_session(user_id, "'192.0.2.9'", "now - i % 50", "{blob = string.rep('x', 300)}")
-            })
-                if i % 1000 == 0 then box.commit() end
-            end"""
+            lua_bulk_insert(
+                30000,
+                lua_session(user_id, "'192.0.2.9'", "now - i % 50", blob),
+                prelude="local now = require('sessions.clock').now()",
+            )
         )
         others = [await new_session(client, user_id + n) for n in range(1, 6)]
 

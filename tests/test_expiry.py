@@ -10,7 +10,16 @@ import pytest
 from sessions.app import create_app
 from sessions.console import Console
 
-from .conftest import call, days_ago, lua_session, make_instance, new_session, set_activity, settings_for
+from .conftest import (
+    call,
+    days_ago,
+    lua_bulk_insert,
+    lua_session,
+    make_instance,
+    new_session,
+    set_activity,
+    settings_for,
+)
 
 DAY = 86400
 
@@ -52,14 +61,7 @@ async def test_purge_fiber_deletes_idle_sessions_in_batches(aiohttp_client, fres
     try:
         live = await new_session(client, user_id)
         # 25 000 sessions idle for two days, written straight into the space.
-        admin.eval(
-            f"""local ts = {days_ago(2)}
-            for i = 1, 25000 do
-                if i % 1000 == 1 then box.begin() end
-                box.space.sessions:insert({lua_session(user_id + 1, "'192.0.2.1'", "ts")})
-                if i % 1000 == 0 then box.commit() end
-            end"""
-        )
+        admin.eval(lua_bulk_insert(25000, lua_session(user_id + 1, "'192.0.2.1'", days_ago(2))))
         # Any call tells the fiber the TTL; it then purges without further prompting.
         assert (await call(client, "/get", params={"token": live["token"]}))[0] == 200
         deadline = time.monotonic() + 20

@@ -18,7 +18,16 @@ from sessions.client import SessionsClient
 from sessions.console import Console
 from sessions.embedded import EmbeddedTarantool
 
-from .conftest import PASSWORD, call, lua_session, make_instance, new_session, set_activity, settings_for
+from .conftest import (
+    PASSWORD,
+    call,
+    lua_bulk_insert,
+    lua_session,
+    make_instance,
+    new_session,
+    set_activity,
+    settings_for,
+)
 
 ROOT = Path(__file__).resolve().parent.parent
 T0 = 1_700_000_000
@@ -100,12 +109,7 @@ async def test_bulk_delete_of_a_big_user_goes_in_bounded_steps_while_others_are_
     admin = Console(fresh_tarantool.console_path)
     try:
         admin.eval(
-            f"""local now = require('sessions.clock').now()
-            for i = 1, 12000 do
-                if i % 1000 == 1 then box.begin() end
-                box.space.sessions:insert({lua_session(user_id, "'192.0.2.8'", "now")})
-                if i % 1000 == 0 then box.commit() end
-            end"""
+            lua_bulk_insert(12000, lua_session(user_id, "'192.0.2.8'", "require('sessions.clock').now()"))
         )
         keep = await new_session(client, user_id)
         bystander = await new_session(client, user_id + 1)

@@ -66,6 +66,23 @@ local function with_text_token(tuple)
     return tuple:transform(F.TOKEN, 1, tuple[F.TOKEN]:str())
 end
 
+-- The live session a token names: its key and tuple, or nil; with `remove`, it is deleted
+-- too (a lapsed one as well, which spares the purge the work). Tokens arrive as text the
+-- service has checked for the 8-4-4-4-12 form, since uuid.fromstr on its own lets some
+-- malformed strings through.
+local function find_live(token, rules, remove)
+    local key = uuid.fromstr(token)
+    if key == nil then
+        return nil
+    end
+    local space = box.space.sessions
+    local tuple = remove and space:delete(key) or space:get(key)
+    if tuple == nil or not is_live(tuple, rules) then
+        return nil
+    end
+    return key, tuple
+end
+
 -- JSON Merge Patch (RFC 7396) at the top level: null removes a key, anything else
 -- replaces it; nested values are taken whole.
 local function merge_extra(current, patch, extra_max)
@@ -140,21 +157,17 @@ local function new(token, user_id, ip, patch, extra_max, rules, own_ttl)
     return with_text_token(tuple)
 end
 
--- Tokens arrive as text the service has checked for the 8-4-4-4-12 form, since
--- uuid.fromstr on its own lets some malformed strings through.
+-- The session, marked active now; with `ip`, moved to that address; with `patch`, its extra
+-- data merged.
 local function get(token, ip, patch, rules, extra_max)
     check(type(token) == 'string', 'token must be a string')
     check(ip == nil or type(ip) == 'string', 'ip must be a string')
     check_rules(rules)
-    local key = uuid.fromstr(token)
+    local key, tuple = find_live(token, rules)
     if key == nil then
         return nil
     end
     local space = box.space.sessions
-    local tuple = space:get(key)
-    if tuple == nil or not is_live(tuple, rules) then
-        return nil
-    end
     local ops = {}
     local ts = now()
     -- Rewriting the same second would cost a WAL write for nothing.
@@ -189,15 +202,8 @@ end
 local function delete(token, rules)
     check(type(token) == 'string', 'token must be a string')
     check_rules(rules)
-    local key = uuid.fromstr(token)
-    if key == nil then
-        return nil
-    end
-    local tuple = box.space.sessions:delete(key)
-    if tuple == nil or not is_live(tuple, rules) then
-        return nil
-    end
-    return with_text_token(tuple)
+    local _, tuple = find_live(token, rules, true)
+    return tuple and with_text_token(tuple)
 end
 
 -- The same session under `new_token` (16 bytes, as for `new`): user, ip, extra, create and
@@ -206,15 +212,11 @@ local function rotate(token, new_token, rules)
     check(type(token) == 'string', 'token must be a string')
     check(type(new_token) == 'string' and #new_token == 16, 'new token must be 16 bytes')
     check_rules(rules)
-    local key = uuid.fromstr(token)
+    local key, tuple = find_live(token, rules)
     if key == nil then
         return nil
     end
     local space = box.space.sessions
-    local tuple = space:get(key)
-    if tuple == nil or not is_live(tuple, rules) then
-        return nil
-    end
     local ts = now()
     local fresh = space:insert(tuple:update({
         {'=', F.TOKEN, uuid.frombin(new_token, 'b')},

@@ -1,5 +1,6 @@
 # Each target sets up what it needs: the virtualenv, the package, and Tarantool.
 PYTHON ?= python3
+FUZZ_EXAMPLES ?= 4000
 VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-$(shell cksum < pyproject.toml | cut -d' ' -f1)
@@ -24,10 +25,10 @@ lint: $(STAMP) docker-compose luacheck
 	SESSIONS_TARANTOOL_PASSWORD=lint docker-compose -f docker-compose.yml -f dc.sample.yml config -q
 
 # Property-based tests with a fresh seed (printed first) and ten times the examples of
-# `make test`; a failure prints the falsifying request and how to reproduce it.
+# `make test` (FUZZ_EXAMPLES=4000 by default); a failure prints the falsifying request.
 fuzz: $(STAMP) tarantool
 	@seed=$$(od -An -N4 -tu4 /dev/urandom | tr -d ' '); echo "fuzz seed: $$seed"; \
-	FUZZ_PROFILE=explore FUZZ_EXAMPLES=4000 $(BIN)/pytest -p no:cacheprovider --hypothesis-seed=$$seed \
+	FUZZ_PROFILE=explore FUZZ_EXAMPLES=$(FUZZ_EXAMPLES) $(BIN)/pytest -p no:cacheprovider --hypothesis-seed=$$seed \
 		tests/test_fuzz.py tests/test_openapi.py -k "random_requests or schemathesis"
 
 # Mutation testing (slow, not part of `make test`): mutmut on the Python validators, then

@@ -430,3 +430,12 @@ async def test_a_snapshot_of_the_previous_schema_starts_and_keeps_its_sessions(
                 await asyncio.sleep(0.1)
     finally:
         await new.stop()
+
+
+@pytest.mark.parametrize(("age", "live"), [(1, True), (2, False)])
+async def test_the_shortest_lifetime_is_one_second(aiohttp_client, frozen, age, live):
+    instance, admin = frozen
+    client = await aiohttp_client(create_app(settings_for(instance, idle_ttl=1000, max_lifetime=1)))
+    session = await new_session(client, 9)
+    _at(admin, T0 + age)
+    assert (await call(client, "/get", params={"token": session["token"]}))[0] == (200 if live else 404)

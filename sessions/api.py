@@ -7,13 +7,30 @@ app has no middleware, which would cost more per request than the handlers thems
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
 from typing import Any
 from urllib.parse import urlencode
 
 from aiohttp import web
 
 from .envelope import rendered, success
-from .errors import BadRequest, InvalidTtl, MethodNotAllowed, NotFound, RequestTimeout, TokenNotFound
+from .errors import (
+    BadRequest,
+    InvalidCursor,
+    InvalidExtra,
+    InvalidIp,
+    InvalidLimit,
+    InvalidTtl,
+    InvalidUserId,
+    MethodNotAllowed,
+    NotFound,
+    PayloadTooLarge,
+    RequestTimeout,
+    SessionsError,
+    StorageFull,
+    TokenNotFound,
+)
 from .extra import decode_extra
 from .keys import SETTINGS, STORAGE
 from .models import (
@@ -30,7 +47,7 @@ from .models import (
     parse_ttl,
 )
 
-__all__ = ["METHODS", "TOKEN_HEADER", "setup_routes"]
+__all__ = ["COUNT", "METHODS", "SESSION", "SESSIONS", "TOKEN_HEADER", "Method", "setup_routes"]
 
 # Where `get`, `del` and `rotate` also take the token.
 TOKEN_HEADER = "X-Session-Token"
@@ -148,22 +165,102 @@ async def not_found(request: web.Request) -> web.Response:
     raise NotFound()
 
 
-# path -> handler and the name metrics count it under.
-METHODS = {
-    "/new": (new, "new"),
-    "/get": (get, "get"),
-    "/del": (delete, "del"),
-    "/user": (by_user, "user"),
-    "/ip": (by_ip, "ip"),
-    "/user/del": (delete_by_user, "user_del"),
-    "/ip/del": (delete_by_ip, "ip_del"),
-    "/rotate": (rotate, "rotate"),
-}
+# What a method answers in `data`: a SessionObject, a list of them, or {"deleted": N}.
+SESSION, SESSIONS, COUNT = "session", "list", "count"
+
+
+@dataclass(frozen=True, slots=True)
+class Method:
+    """One API method, declared once: routing, the metrics label and the API description
+    (openapi.py) all read this table."""
+
+    path: str
+    handler: Callable[[web.Request], Awaitable[web.Response]]
+    name: str  # its label in the metrics
+    summary: str
+    params: tuple[tuple[str, bool], ...]  # documented parameters (openapi._PARAMS), required or not
+    result: str
+    errors: tuple[type[SessionsError], ...]  # beside those any method may answer
+    extra: bool = False  # a body is extra data
+
+
+_TOKEN_PARAMS = (("token", False), ("X-Session-Token", False))
+_PAGE_PARAMS = (("limit", False), ("after", False))
+
+METHODS: tuple[Method, ...] = (
+    Method(
+        "/new",
+        new,
+        "new",
+        "Open a session",
+        (("user_id", True), ("ip", True), ("ttl", False)),
+        SESSION,
+        (InvalidUserId, InvalidIp, InvalidTtl, InvalidExtra, PayloadTooLarge, StorageFull),
+        extra=True,
+    ),
+    Method(
+        "/get",
+        get,
+        "get",
+        "Check a session and mark it active; with ip, move it to that address",
+        (*_TOKEN_PARAMS, ("ip", False)),
+        SESSION,
+        (TokenNotFound, InvalidIp, InvalidExtra, PayloadTooLarge, StorageFull),
+        extra=True,
+    ),
+    Method("/del", delete, "del", "End a session", _TOKEN_PARAMS, SESSION, (TokenNotFound, BadRequest)),
+    Method(
+        "/user",
+        by_user,
+        "user",
+        "Live sessions of a user, newest activity first, a page at a time",
+        (("id", True), *_PAGE_PARAMS),
+        SESSIONS,
+        (InvalidUserId, InvalidLimit, InvalidCursor),
+    ),
+    Method(
+        "/ip",
+        by_ip,
+        "ip",
+        "Live sessions seen from an address, newest activity first, a page at a time",
+        (("ip", True), *_PAGE_PARAMS),
+        SESSIONS,
+        (InvalidIp, InvalidLimit, InvalidCursor),
+    ),
+    Method(
+        "/user/del",
+        delete_by_user,
+        "user_del",
+        "End every live session of a user, but one if `except` names it (sign out everywhere else)",
+        (("id", True), ("except", False)),
+        COUNT,
+        (InvalidUserId, TokenNotFound),
+    ),
+    Method(
+        "/ip/del",
+        delete_by_ip,
+        "ip_del",
+        "End every live session seen from an address",
+        (("ip", True),),
+        COUNT,
+        (InvalidIp,),
+    ),
+    Method(
+        "/rotate",
+        rotate,
+        "rotate",
+        "The same session under a new token (after a privilege change); the old token ends at once",
+        _TOKEN_PARAMS,
+        SESSION,
+        (TokenNotFound, BadRequest),
+    ),
+)
 
 
 def setup_routes(app: web.Application) -> None:
-    for path, (handler, name) in METHODS.items():
-        resource = app.router.add_resource(path)
+    for method in METHODS:
+        handler, name = method.handler, method.name
+        resource = app.router.add_resource(method.path)
         # Not add_get: its implicit HEAD route must not open or touch a session.
         resource.add_route("GET", rendered(handler, name))
         resource.add_route("POST", rendered(handler, name))

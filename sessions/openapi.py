@@ -9,28 +9,20 @@ from __future__ import annotations
 from typing import Any
 
 from . import __version__
+from .api import COUNT, METHODS, SESSIONS, Method
 from .errors import (
     BY_CODE,
     BadRequest,
-    InvalidCursor,
-    InvalidExtra,
-    InvalidIp,
-    InvalidLimit,
-    InvalidTtl,
-    InvalidUserId,
-    PayloadTooLarge,
     RequestTimeout,
     SessionsError,
-    StorageFull,
     StorageUnavailable,
     StorageWriteFailed,
-    TokenNotFound,
     Unauthorized,
 )
 from .extra import MAX_DEPTH, MAX_KEYS
 from .models import LIST_MAX, SessionObject
 
-__all__ = ["METHODS", "build_spec"]
+__all__ = ["build_spec"]
 
 _EXAMPLE_SESSION = {
     "ip": "192.168.1.1",
@@ -92,62 +84,6 @@ _PARAMS: dict[str, dict[str, Any]] = {
     },
 }
 
-# What a method answers in `data`.
-_SESSION, _LIST, _COUNT = "session", "list", "count"
-
-# path -> (summary, [(parameter, required)], takes extra data, what `data` is, error types)
-METHODS: dict[str, tuple[str, list[tuple[str, bool]], bool, str, list[type[SessionsError]]]] = {
-    "/new": (
-        "Open a session",
-        [("user_id", True), ("ip", True), ("ttl", False)],
-        True,
-        _SESSION,
-        [InvalidUserId, InvalidIp, InvalidTtl, InvalidExtra, PayloadTooLarge, StorageFull],
-    ),
-    "/get": (
-        "Check a session and mark it active; with ip, move it to that address",
-        [("token", False), ("X-Session-Token", False), ("ip", False)],
-        True,
-        _SESSION,
-        [TokenNotFound, InvalidIp, InvalidExtra, PayloadTooLarge, StorageFull],
-    ),
-    "/del": (
-        "End a session",
-        [("token", False), ("X-Session-Token", False)],
-        False,
-        _SESSION,
-        [TokenNotFound, BadRequest],
-    ),
-    "/user": (
-        "Live sessions of a user, newest activity first, a page at a time",
-        [("id", True), ("limit", False), ("after", False)],
-        False,
-        _LIST,
-        [InvalidUserId, InvalidLimit, InvalidCursor],
-    ),
-    "/ip": (
-        "Live sessions seen from an address, newest activity first, a page at a time",
-        [("ip", True), ("limit", False), ("after", False)],
-        False,
-        _LIST,
-        [InvalidIp, InvalidLimit, InvalidCursor],
-    ),
-    "/user/del": (
-        "End every live session of a user, but one if `except` names it (sign out everywhere else)",
-        [("id", True), ("except", False)],
-        False,
-        _COUNT,
-        [InvalidUserId, TokenNotFound],
-    ),
-    "/ip/del": ("End every live session seen from an address", [("ip", True)], False, _COUNT, [InvalidIp]),
-    "/rotate": (
-        "The same session under a new token (after a privilege change); the old token ends at once",
-        [("token", False), ("X-Session-Token", False)],
-        False,
-        _SESSION,
-        [TokenNotFound, BadRequest],
-    ),
-}
 
 # Errors any method may answer.
 _COMMON_ERRORS: list[type[SessionsError]] = [
@@ -180,14 +116,21 @@ def _error_response(errors: list[type[SessionsError]]) -> dict[str, dict[str, An
     return responses
 
 
-def _operation(path: str, method: str) -> dict[str, Any]:
-    summary, params, extra, result, errors = METHODS[path]
-    listing = result == _LIST
+def _operation(declared: Method, method: str) -> dict[str, Any]:
+    summary, params, extra, result, errors = (
+        declared.summary,
+        declared.params,
+        declared.extra,
+        declared.result,
+        declared.errors,
+    )
+    path = declared.path
+    listing = result == SESSIONS
     data: dict[str, Any] = {"$ref": "#/components/schemas/SessionObject"}
     example: Any = _EXAMPLE_SESSION
     if listing:
         data, example = {"type": "array", "items": data}, [_EXAMPLE_SESSION]
-    elif result == _COUNT:
+    elif result == COUNT:
         data = {
             "type": "object",
             "required": ["deleted"],
@@ -250,7 +193,7 @@ def _operation(path: str, method: str) -> dict[str, Any]:
 def build_spec() -> dict[str, Any]:
     session_schema = SessionObject.model_json_schema()
     session_schema["example"] = _EXAMPLE_SESSION
-    paths = {path: {"get": _operation(path, "get"), "post": _operation(path, "post")} for path in METHODS}
+    paths = {m.path: {"get": _operation(m, "get"), "post": _operation(m, "post")} for m in METHODS}
     return {
         "openapi": "3.1.0",
         "info": {

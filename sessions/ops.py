@@ -24,9 +24,20 @@ from .keys import STORAGE
 from .metrics import METRICS, Metrics
 from .openapi import build_spec
 
-__all__ = ["PROBES", "setup_ops_routes"]
+__all__ = ["OPS_PATHS", "PROBES", "setup_ops_routes"]
 
 PROBES = ("/health", "/ready")
+# Every path served here, in the order setup_ops_routes gives them their handlers.
+OPS_PATHS = (
+    "/health",
+    "/ready",
+    "/metrics",
+    "/openapi.json",
+    "/docs/swagger.json",
+    "/docs",
+    "/docs/",
+    "/docs/static/{name}",
+)
 _ALLOW = ("GET", "HEAD")
 
 
@@ -96,16 +107,14 @@ def setup_ops_routes(app: web.Application, *, api: web.Application) -> None:
     async def method_not_allowed(request: web.Request) -> web.Response:
         raise MethodNotAllowed(allow=_ALLOW)
 
-    for path, handler in (
-        ("/health", health),
-        ("/ready", ready),
-        ("/metrics", metrics),
-        ("/openapi.json", openapi),
-        ("/docs/swagger.json", openapi),
-        ("/docs", docs),
-        ("/docs/", docs),
-        ("/docs/static/{name}", static),
-    ):
+    handlers = dict(
+        zip(
+            OPS_PATHS,
+            (health, ready, metrics, openapi, openapi, docs, docs, static),
+            strict=True,
+        )
+    )
+    for path, handler in handlers.items():
         resource = app.router.add_resource(path)
         # HEAD as well: load balancers probe with it.
         for method in _ALLOW:

@@ -18,6 +18,7 @@ from openapi_spec_validator import validate
 from schemathesis.specs.openapi.checks import positive_data_acceptance
 
 from sessions.openapi import build_spec
+from sessions.ops import OPS_PATHS
 
 from .conftest import FUZZ_EXAMPLES, call, new_session
 from .service import Service
@@ -48,17 +49,7 @@ async def test_served_at_openapi_json(client):
 
 def test_every_route_is_documented_and_every_documented_route_answers(client):
     api_paths = {r.resource.canonical for r in client.app.router.routes() if r.method in ("GET", "POST")}
-    ops = {
-        "/health",
-        "/ready",
-        "/metrics",
-        "/openapi.json",
-        "/docs",
-        "/docs/",
-        "/docs/swagger.json",
-        "/docs/static/{name}",
-    }
-    api_paths -= ops
+    api_paths -= set(OPS_PATHS)
     assert api_paths == set(SPEC["paths"])
 
 

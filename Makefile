@@ -53,13 +53,15 @@ docker-compose:
 	@command -v docker-compose >/dev/null || { $(APT) update -q && $(APT) install -y -q docker-compose; }
 
 # The deployment tests build and run the real image and compose stack. As root this installs
-# Debian's Docker and debootstrap and starts dockerd if no engine answers; elsewhere those
-# tests skip with the reason (and fail under CI=true).
+# Debian's Docker and debootstrap and starts dockerd if no engine answers (clearing the pid
+# files a killed one leaves, which would stop it); elsewhere those tests skip with the
+# reason (and fail under CI=true).
 docker-engine: docker-compose
 	@if [ "$$(id -u)" = 0 ]; then \
 		command -v dockerd >/dev/null && command -v debootstrap >/dev/null \
 			|| { $(APT) update -q && $(APT) install -y -q docker.io debootstrap; }; \
 		if ! docker info >/dev/null 2>&1; then \
+			pgrep -x dockerd >/dev/null || rm -f /var/run/docker.pid /var/run/docker/containerd/containerd.pid; \
 			nohup dockerd >/var/log/sessions-dockerd.log 2>&1 & \
 			for i in $$(seq 1 60); do docker info >/dev/null 2>&1 && break; sleep 0.5; done; \
 		fi; \

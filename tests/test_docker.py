@@ -126,6 +126,9 @@ def stack(docker: None, tmp_path_factory: pytest.TempPathFactory) -> Iterator[St
     running = Stack(env_file, port)
     backups = ROOT / "backups"
     had_backups = backups.exists()
+    everything = ("--profile", "tools", "--profile", "replica")
+    # Whatever a run that was killed midway left behind goes first.
+    running.compose(*everything, "down", "-v", "--remove-orphans", check=False)
     try:
         running.compose("build", "-q")
         running.compose("up", "-d")

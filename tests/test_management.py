@@ -439,3 +439,15 @@ async def test_the_shortest_lifetime_is_one_second(aiohttp_client, frozen, age, 
     session = await new_session(client, 9)
     _at(admin, T0 + age)
     assert (await call(client, "/get", params={"token": session["token"]}))[0] == (200 if live else 404)
+
+
+async def test_the_cap_counts_a_session_idle_exactly_the_ttl(aiohttp_client, frozen):
+    instance, admin = frozen
+    client = await aiohttp_client(create_app(settings_for(instance, idle_ttl=1000, max_per_user=2)))
+    oldest = await new_session(client, 9)
+    _at(admin, T0 + 500)
+    middle = await new_session(client, 9)
+    _at(admin, T0 + 1000)  # the oldest is idle exactly the TTL: still live, so it counts
+    newest = await new_session(client, 9)
+    assert await _tokens(client, "/user", {"id": "9"}) == [newest["token"], middle["token"]]
+    assert (await call(client, "/get", params={"token": oldest["token"]}))[0] == 404

@@ -7,7 +7,7 @@ STAMP := $(VENV)/.installed-$(shell cksum < pyproject.toml | cut -d' ' -f1)
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 APT := $(SUDO) env DEBIAN_FRONTEND=noninteractive apt-get
 
-.PHONY: run test lint fuzz mutate bench tarantool wrk chromium docker-compose docker-engine luacheck clean
+.PHONY: run test lint fuzz mutate bench tarantool wrk redis-server chromium docker-compose docker-engine luacheck clean
 
 run: $(STAMP) tarantool
 	$(BIN)/sessions serve
@@ -39,12 +39,16 @@ mutate: $(STAMP) tarantool
 	$(BIN)/mutmut results | grep -v ': killed' || true
 	$(BIN)/python tests/mutate_lua.py
 
-bench: $(STAMP) tarantool wrk $(VENV)/.installed-bench
+bench: $(STAMP) tarantool wrk redis-server $(VENV)/.installed-bench
 	$(BIN)/python bench/run.py
 
-$(VENV)/.installed-bench: $(STAMP)
+$(VENV)/.installed-bench: $(STAMP) pyproject.toml
 	$(BIN)/pip install -q -e '.[dev,bench]'
 	touch $@
+
+# The Redis peer the benchmark measures the service against.
+redis-server:
+	@command -v redis-server >/dev/null || { $(APT) update -q && $(APT) install -y -q redis-server; }
 
 wrk:
 	@command -v wrk >/dev/null || { $(APT) update -q && $(APT) install -y -q wrk; }

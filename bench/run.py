@@ -91,8 +91,11 @@ class Load:
     p50_ms: float
     p99_ms: float
     errors: int
-    ratio: float | None = None
+    ratio: float | None = None  # against the Application baseline
     p99_ratio: float | None = None
+    ceiling_ratio: float | None = None  # against the low-level constant responder
+    ceiling_p99_ratio: float | None = None
+    redis_ratio: float | None = None  # against the Redis peer's same load, where it has one
 
 
 def free_port() -> int:
@@ -226,14 +229,80 @@ def users(console: Console, work: Path, *, first: int, count: int, per_user: int
     return str(path)
 
 
+def constant(script: str, name: str, work: Path, args: argparse.Namespace) -> Load:
+    """The `get` load against one of the constant responders."""
+    server = Server([sys.executable, str(ROOT / "bench" / script)], {}, work / f"{name}.log")
+    try:
+        load = wrk(server.port, "get", seconds=args.seconds, connections=args.connections, files={})
+    finally:
+        server.stop()
+    load.name = name
+    return load
+
+
+def measure_redis_peer(work: Path, args: argparse.Namespace) -> list[Load]:
+    """`get`, `new`, `user` and `ip` against bench/redis_peer.py on a redis-server of its own
+    (append-only file written without fsync, like Tarantool's WAL mode `write`)."""
+    port = free_port()
+    (work / "redis").mkdir()
+    redis_server = subprocess.Popen(
+        [
+            "redis-server",
+            "--port",
+            str(port),
+            "--bind",
+            "127.0.0.1",
+            "--save",
+            "",
+            "--appendonly",
+            "yes",
+            "--appendfsync",
+            "no",
+            "--dir",
+            str(work / "redis"),
+        ],
+        stdout=subprocess.DEVNULL,
+    )
+    try:
+        wait_port(port, redis_server)
+        peer = Server(
+            [sys.executable, str(ROOT / "bench" / "redis_peer.py")],
+            {"REDIS_PORT": str(port)},
+            work / "redis-peer.log",
+        )
+        try:
+
+            def new(query: str) -> str:
+                with urllib.request.urlopen(
+                    f"http://127.0.0.1:{peer.port}/new?{query}", timeout=10
+                ) as answer:
+                    return str(json.load(answer)["data"]["token"])
+
+            for _ in range(10):
+                new(f"user_id={BENCH_USER}&ip=192.0.2.1")
+                new(f"user_id={random.randrange(1, 10**9)}&ip={BENCH_IP}")
+            tokens = [new(f"user_id={random.randrange(1, 10**9)}&ip=192.0.2.1") for _ in range(1000)]
+            path = work / "redis-tokens.txt"
+            path.write_text("\n".join(tokens) + "\n")
+            files = {"BENCH_TOKENS": str(path)}
+            loads = []
+            for mode in ("get", "new", "user", "ip"):
+                load = wrk(peer.port, mode, seconds=args.seconds, connections=args.connections, files=files)
+                load.name = f"redis peer {mode}"
+                loads.append(load)
+            return loads
+        finally:
+            peer.stop()
+    finally:
+        redis_server.terminate()
+        redis_server.wait(timeout=30)
+
+
 def measure_loads(work: Path, args: argparse.Namespace) -> list[Load]:
     seconds, connections = args.seconds, args.connections
-    baseline = Server([sys.executable, str(ROOT / "bench" / "baseline.py")], {}, work / "baseline.log")
-    try:
-        base = wrk(baseline.port, "get", seconds=seconds, connections=connections, files={})
-        base.name = "baseline"
-    finally:
-        baseline.stop()
+    base = constant("baseline.py", "baseline", work, args)
+    ceiling = constant("ceiling.py", "ceiling", work, args)
+    peer = measure_redis_peer(work, args)
 
     server = service(work / "one", work / "service.log")
     try:
@@ -252,7 +321,7 @@ def measure_loads(work: Path, args: argparse.Namespace) -> list[Load]:
                 name="user_del",
             )
         files["BENCH_DEL_USER"] = str(DEL_USER_BASE + 10**8)
-        loads = [base]
+        loads = [base, ceiling, *peer]
         for mode in ("get", "new", "get_ip", "user", "ip", "mixed", "rotate", "user_del"):
             loads.append(wrk(server.port, mode, seconds=seconds, connections=connections, files=files))
     finally:
@@ -275,9 +344,15 @@ def measure_loads(work: Path, args: argparse.Namespace) -> list[Load]:
     finally:
         workers.stop()
 
+    by_mode = {load.name.removeprefix("redis peer "): load for load in peer}
     for load in loads:
         load.ratio = load.rps / base.rps
         load.p99_ratio = load.p99_ms / base.p99_ms
+        load.ceiling_ratio = load.rps / ceiling.rps
+        load.ceiling_p99_ratio = load.p99_ms / ceiling.p99_ms
+        same = by_mode.get(load.name)
+        if same is not None and not load.name.startswith("redis"):
+            load.redis_ratio = load.rps / same.rps
     return loads
 
 
@@ -417,12 +492,15 @@ def table(report: dict[str, Any]) -> str:
         f"sessions benchmark, {report['machine']}, {report['connections']} connections, "
         f"{report['seconds']}s per load, commit {report['commit']}",
         "",
-        f"{'load':<18}{'req/s':>9}{'p50 ms':>9}{'p99 ms':>9}{'x base':>9}{'p99 x':>8}{'errors':>8}",
+        f"{'load':<18}{'req/s':>9}{'p50 ms':>9}{'p99 ms':>9}{'x base':>9}{'x ceil':>8}{'p99 xc':>8}"
+        f"{'x redis':>9}{'errors':>8}",
     ]
     for load in report["loads"]:
+        redis_ratio = f"{load['redis_ratio']:>9.2f}" if load.get("redis_ratio") else f"{'-':>9}"
         lines.append(
             f"{load['name']:<18}{load['rps']:>9.0f}{load['p50_ms']:>9.2f}{load['p99_ms']:>9.2f}"
-            f"{load['ratio']:>9.2f}{load['p99_ratio']:>8.2f}{load['errors']:>8}"
+            f"{load['ratio']:>9.2f}{load['ceiling_ratio']:>8.2f}{load['ceiling_p99_ratio']:>8.2f}"
+            f"{redis_ratio}{load['errors']:>8}"
         )
     memory, expiry, bulk = report["memory"], report["expiry"], report["bulk_delete"]
     per_s = expiry["purge_per_s"]
@@ -451,13 +529,30 @@ def chart(report: dict[str, Any], path: Path) -> None:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    loads = [load for load in report["loads"] if load["name"] != "baseline"]
-    fig, ax = plt.subplots(figsize=(8, 4))
-    ax.bar([load["name"] for load in loads], [load["ratio"] for load in loads], color="#4a7ab5")
-    for target, label in ((0.8, "get target"), (0.7, "new target"), (0.6, "user/ip target")):
+    loads = [load for load in report["loads"] if load["name"] not in ("baseline", "ceiling")]
+    names = [load["name"] for load in loads]
+    positions = range(len(loads))
+    fig, ax = plt.subplots(figsize=(10, 4.5))
+    ax.bar(
+        [p - 0.2 for p in positions],
+        [load["ceiling_ratio"] for load in loads],
+        width=0.4,
+        color="#4a7ab5",
+        label="x the low-level ceiling",
+    )
+    ax.bar(
+        [p + 0.2 for p in positions],
+        [load.get("redis_ratio") or 0 for load in loads],
+        width=0.4,
+        color="#d9822b",
+        label="x the Redis peer's same load",
+    )
+    ax.set_xticks(list(positions), names)
+    for target, label in ((0.8, "get target vs ceiling"), (0.6, "new target"), (0.5, "user/ip target")):
         ax.axhline(target, linestyle="--", linewidth=0.8, color="grey")
         ax.text(len(loads) - 0.5, target, label, fontsize=7, va="bottom", ha="right", color="grey")
-    ax.set_ylabel("requests/s relative to the bare aiohttp baseline")
+    ax.legend(fontsize=8)
+    ax.set_ylabel("requests/s ratio")
     ax.set_title(f"sessions {report['commit']}: throughput ratio at {report['connections']} connections")
     plt.setp(ax.get_xticklabels(), rotation=20, ha="right", fontsize=8)
     fig.tight_layout()

@@ -69,10 +69,12 @@ async def _read_extra(request: web.Request) -> dict[str, Any] | None:
 def _token(request: web.Request) -> str:
     """The session token, from the query or the X-Session-Token header (which keeps it out
     of URLs and the logs that hold them). Given both ways, the two must agree."""
-    header = request.headers.get(TOKEN_HEADER)
-    if header is None:
+    headers = request.headers.getall(TOKEN_HEADER, ())
+    if not headers:
         return str(TOKEN.read(request.query))
-    token = parse_token(header)
+    if len(headers) > 1:
+        raise BadRequest(f"{TOKEN_HEADER} is given more than once.")
+    token = parse_token(headers[0])
     if token is None:
         raise TokenNotFound()
     if "token" in request.query and TOKEN.read(request.query).lower() != token.lower():

@@ -451,3 +451,11 @@ async def test_the_cap_counts_a_session_idle_exactly_the_ttl(aiohttp_client, fro
     newest = await new_session(client, 9)
     assert await _tokens(client, "/user", {"id": "9"}) == [newest["token"], middle["token"]]
     assert (await call(client, "/get", params={"token": oldest["token"]}))[0] == 404
+
+
+async def test_a_repeated_token_header_is_refused(client, user_id):
+    session = await new_session(client, user_id)
+    headers = [("X-Session-Token", session["token"]), ("X-Session-Token", session["token"])]
+    status, body = await call(client, "/del", headers=headers)
+    assert (status, body["code"]) == (400, "bad_request")
+    assert (await call(client, "/get", params={"token": session["token"]}))[0] == 200

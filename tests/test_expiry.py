@@ -136,3 +136,26 @@ async def test_the_exact_ttl_boundary_for_every_method_and_the_purge(aiohttp_cli
     finally:
         admin.close()
         await instance.stop()
+
+
+@pytest.mark.parametrize(("idle", "live"), [(TTL, True), (TTL + 1, False)])
+async def test_the_purge_renews_a_session_a_raised_ttl_keeps_alive(aiohttp_client, tmp_path, idle, live):
+    """A session stored with an earlier expiry than the rules now give it (written when the
+    TTL was shorter) is due for the purge, which must check it and move its expiry on, not
+    delete it, up to and including the exact boundary."""
+    instance = make_instance(tmp_path / "tarantool", idle_ttl=TTL)
+    await instance.start()
+    admin = Console(instance.console_path)
+    try:
+        client = await aiohttp_client(create_app(settings_for(instance, idle_ttl=TTL)))
+        admin.eval(f"require('sessions.clock').freeze({T0})")
+        session = await new_session(client, 5)
+        key = f"require('uuid').fromstr('{session['token']}')"
+        admin.eval(f"box.space.sessions:update({key}, {{{{'=', 'expires', {T0 + 10}}}}})")
+        admin.eval(f"require('sessions.clock').freeze({T0 + idle})")
+        _wait_for_purge_passes(admin, 2)
+        stored = admin.eval(f"local t = box.space.sessions:get({key}) return t and t.expires")
+        assert stored == (T0 + TTL if live else None)
+    finally:
+        admin.close()
+        await instance.stop()

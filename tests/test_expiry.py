@@ -162,3 +162,15 @@ async def test_the_purge_renews_a_session_a_raised_ttl_keeps_alive(aiohttp_clien
     finally:
         admin.close()
         await instance.stop()
+
+
+async def test_the_purge_idles_quietly_on_an_empty_store(aiohttp_client, fresh_tarantool):
+    client = await aiohttp_client(create_app(settings_for(fresh_tarantool)))
+    assert (await call(client, "/get", params={"token": "61494096-9af7-49ba-9fb4-e89c0811e6d3"}))[0] == 404
+    admin = Console(fresh_tarantool.console_path)
+    try:
+        admin.eval("box.space.sessions:truncate()")
+        _wait_for_purge_passes(admin, 2)
+    finally:
+        admin.close()
+    assert "expiry step failed" not in fresh_tarantool.log_path.read_text()

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import ipaddress
 import itertools
 import os
@@ -74,6 +75,22 @@ async def fresh_tarantool(tmp_path: Path) -> AsyncIterator[EmbeddedTarantool]:
     await instance.start()
     yield instance
     await instance.stop()
+
+
+@contextlib.asynccontextmanager
+async def frozen_tarantool(
+    data_dir: Path, *, idle_ttl: int, at: int
+) -> AsyncIterator[tuple[EmbeddedTarantool, Console]]:
+    """A Tarantool of its own whose clock stands still at `at` until the test moves it."""
+    instance = make_instance(data_dir, idle_ttl=idle_ttl)
+    await instance.start()
+    admin = Console(instance.console_path)
+    try:
+        admin.eval(f"require('sessions.clock').freeze({at})")
+        yield instance, admin
+    finally:
+        admin.close()
+        await instance.stop()
 
 
 @pytest.fixture(scope="session")

@@ -13,9 +13,9 @@ from sessions.console import Console
 from .conftest import (
     call,
     days_ago,
+    frozen_tarantool,
     lua_bulk_insert,
     lua_session,
-    make_instance,
     new_session,
     set_activity,
     settings_for,
@@ -110,12 +110,8 @@ def _wait_for_purge_passes(admin: Console, count: int) -> None:
 @pytest.mark.parametrize(("idle", "live"), [(TTL - 1, True), (TTL, True), (TTL + 1, False)])
 async def test_the_exact_ttl_boundary_for_every_method_and_the_purge(aiohttp_client, tmp_path, idle, live):
     """A session idle exactly `ttl` seconds is live everywhere; one second more, gone everywhere."""
-    instance = make_instance(tmp_path / "tarantool", idle_ttl=TTL)
-    await instance.start()
-    admin = Console(instance.console_path)
-    try:
+    async with frozen_tarantool(tmp_path / "tarantool", idle_ttl=TTL, at=T0) as (instance, admin):
         client = await aiohttp_client(create_app(settings_for(instance, idle_ttl=TTL)))
-        admin.eval(f"require('sessions.clock').freeze({T0})")
         ip = "192.0.2.77"
         made = {name: await new_session(client, 5, ip) for name in ("get", "del", "purged")}
         assert all(s["activity"] == T0 for s in made.values())
@@ -136,9 +132,6 @@ async def test_the_exact_ttl_boundary_for_every_method_and_the_purge(aiohttp_cli
             f"return box.space.sessions:get(require('uuid').fromstr('{made['purged']['token']}')) ~= nil"
         )
         assert stored is live
-    finally:
-        admin.close()
-        await instance.stop()
 
 
 @pytest.mark.parametrize(("idle", "live"), [(TTL, True), (TTL + 1, False)])
@@ -146,12 +139,8 @@ async def test_the_purge_renews_a_session_a_raised_ttl_keeps_alive(aiohttp_clien
     """A session stored with an earlier expiry than the rules now give it (written when the
     TTL was shorter) is due for the purge, which must check it and move its expiry on, not
     delete it, up to and including the exact boundary."""
-    instance = make_instance(tmp_path / "tarantool", idle_ttl=TTL)
-    await instance.start()
-    admin = Console(instance.console_path)
-    try:
+    async with frozen_tarantool(tmp_path / "tarantool", idle_ttl=TTL, at=T0) as (instance, admin):
         client = await aiohttp_client(create_app(settings_for(instance, idle_ttl=TTL)))
-        admin.eval(f"require('sessions.clock').freeze({T0})")
         session = await new_session(client, 5)
         key = f"require('uuid').fromstr('{session['token']}')"
         admin.eval(f"box.space.sessions:update({key}, {{{{'=', 'expires', {T0 + 10}}}}})")
@@ -159,9 +148,6 @@ async def test_the_purge_renews_a_session_a_raised_ttl_keeps_alive(aiohttp_clien
         _wait_for_purge_passes(admin, 2)
         stored = admin.eval(f"local t = box.space.sessions:get({key}) return t and t.expires")
         assert stored == (T0 + TTL if live else None)
-    finally:
-        admin.close()
-        await instance.stop()
 
 
 async def test_the_purge_idles_quietly_on_an_empty_store(aiohttp_client, fresh_tarantool):

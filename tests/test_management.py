@@ -21,6 +21,7 @@ from sessions.embedded import EmbeddedTarantool
 from .conftest import (
     PASSWORD,
     call,
+    frozen_tarantool,
     lua_bulk_insert,
     lua_session,
     make_instance,
@@ -222,15 +223,8 @@ async def test_a_repeated_ttl_is_refused(client, user_id):
 @pytest.fixture
 async def frozen(tmp_path: Path) -> AsyncIterator[tuple[EmbeddedTarantool, Console]]:
     """A Tarantool of its own with its clock frozen at T0."""
-    instance = make_instance(tmp_path / "tarantool", idle_ttl=1000)
-    await instance.start()
-    admin = Console(instance.console_path)
-    admin.eval(f"require('sessions.clock').freeze({T0})")
-    try:
-        yield instance, admin
-    finally:
-        admin.close()
-        await instance.stop()
+    async with frozen_tarantool(tmp_path / "tarantool", idle_ttl=1000, at=T0) as running:
+        yield running
 
 
 async def _new_with_ttl(client: Any, ttl: int) -> dict[str, Any]:

@@ -4,6 +4,7 @@ listings, a stop during a restart, and the small promises beside them (issue #9)
 from __future__ import annotations
 
 import asyncio
+import logging
 import os
 import random
 import re
@@ -19,6 +20,7 @@ import pytest
 from sessions.app import create_app
 from sessions.config import Settings, describe_error, unknown_variables
 from sessions.console import Console
+from sessions.logs import RateLimitedLog
 
 from .conftest import call, lua_bulk_insert, lua_session, make_instance, new_session, settings_for
 from .service import Service, alive, free_port, wait_gone
@@ -419,3 +421,16 @@ async def test_a_huge_listing_pages_and_does_not_hold_up_other_listings(
         assert others
     finally:
         admin.close()
+
+
+def test_rate_limited_lines_say_how_many_were_left_out(caplog):
+    limited = RateLimitedLog(logging.getLogger("sessions.test"), interval=0.05)
+    with caplog.at_level(logging.WARNING, logger="sessions.test"):
+        for _ in range(100):
+            limited.warning("kind", "something happened")
+        time.sleep(0.06)
+        limited.warning("kind", "something happened")
+    assert [r.getMessage() for r in caplog.records] == [
+        "something happened",
+        "something happened (99 more like it since the last such line)",
+    ]

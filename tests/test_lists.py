@@ -6,7 +6,7 @@ import pytest
 
 from sessions.app import create_app
 
-from .conftest import call, days_ago, new_session, set_activity, settings_for
+from .conftest import call, days_ago, lua_bulk_insert, lua_session, new_session, set_activity, settings_for
 
 
 async def test_user_lists_own_sessions_newest_first(client, console, user_id):
@@ -196,3 +196,24 @@ async def test_paging_while_sessions_are_added_never_repeats_one(client, console
     # Sessions opened meanwhile are newer than the cursor: each page goes on where the last
     # one ended, so every session that was there is seen exactly once.
     assert seen == originals
+
+
+async def test_a_page_holds_at_most_4_mib_of_sessions(client, console, user_id):
+    # 80 sessions of about 60 KB each: far more than 4 MiB in all.
+    console.eval(
+        lua_bulk_insert(
+            80,
+            lua_session(
+                user_id, "'192.0.2.44'", "require('sessions.clock').now()", "{x = string.rep('y', 60000)}"
+            ),
+        )
+    )
+    size = console.eval(
+        f"return box.space.sessions.index.user:select({{{user_id}}}, {{limit = 1}})[1]:bsize()"
+    )
+    response = await client.get("/user", params={"id": str(user_id)})
+    first = (await response.json())["data"]
+    assert len(first) == 4 * 2**20 // size
+    assert "next" in response.links
+    pages = await _pages(client, "/user", {"id": str(user_id)})
+    assert sum(len(page) for page in pages) == 80

@@ -503,6 +503,8 @@ def table(report: dict[str, Any]) -> str:
             f"{redis_ratio}{load['errors']:>8}"
         )
     memory, expiry, bulk = report["memory"], report["expiry"], report["bulk_delete"]
+    if not (memory and expiry and bulk):
+        return "\n".join(lines)
     per_s = expiry["purge_per_s"]
     lines += [
         "",
@@ -565,6 +567,9 @@ def main() -> None:
     parser.add_argument("--connections", type=int, default=64, help="concurrent connections")
     parser.add_argument("--workers", type=int, default=2, help="worker processes for the scaling load")
     parser.add_argument("--sessions", type=int, default=1_000_000, help="sessions for memory/expiry/recovery")
+    parser.add_argument(
+        "--loads-only", action="store_true", help="only the wrk loads (skip memory, expiry, bulk delete)"
+    )
     args = parser.parse_args()
 
     commit = subprocess.run(
@@ -574,9 +579,13 @@ def main() -> None:
     with tempfile.TemporaryDirectory(prefix="sessions-bench-") as tmp:
         work = Path(tmp)
         loads = measure_loads(work, args)
-        memory = measure_memory_and_recovery(work, args.sessions)
-        expiry = measure_expiry(work, args, args.sessions)
-        bulk = measure_bulk_delete(work, args, 100_000)
+        memory: dict[str, Any] = {}
+        expiry: dict[str, Any] = {}
+        bulk: dict[str, Any] = {}
+        if not args.loads_only:
+            memory = measure_memory_and_recovery(work, args.sessions)
+            expiry = measure_expiry(work, args, args.sessions)
+            bulk = measure_bulk_delete(work, args, 100_000)
     report = {
         "commit": commit or "unknown",
         "time": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),

@@ -13,15 +13,18 @@ __all__ = ["ApiKeys"]
 
 
 class ApiKeys:
-    """The accepted keys (several, so that they can be rotated) and the paths left open."""
+    """The accepted keys: several, so that they can be rotated."""
 
-    def __init__(self, keys: Iterable[str], *, open_paths: Iterable[str] = ()) -> None:
+    def __init__(self, keys: Iterable[str]) -> None:
         self._keys = [key.encode() for key in keys]
-        self._open_paths = frozenset(open_paths)
 
-    def check(self, request: web.Request) -> None:
-        if request.path in self._open_paths:
-            return
+    @classmethod
+    def configured(cls, keys: Iterable[str]) -> ApiKeys | None:
+        """The check for these keys, or None (every request let in) if there are none."""
+        keys = list(keys)
+        return cls(keys) if keys else None
+
+    def check(self, request: web.BaseRequest) -> None:
         scheme, _, given = request.headers.get("Authorization", "").partition(" ")
         # Header values arrive as UTF-8 with undecodable bytes kept as surrogates; they
         # go back to bytes the same way, so any header compares instead of raising.

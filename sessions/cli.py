@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import argparse
 import datetime
-import gc
 import json
 import logging
 import os
@@ -13,11 +12,9 @@ from pathlib import Path
 from typing import Any
 
 import uvloop
-from aiohttp import web
 from pydantic import ValidationError
 
 from . import admin, server
-from .app import create_app
 from .config import Settings, describe_error, unknown_variables
 from .embedded import EmbeddedError
 from .logs import setup_logging
@@ -41,14 +38,6 @@ def _settings() -> Settings | None:
         return None
 
 
-async def _freeze_gc(app: web.Application) -> None:
-    # Everything alive once the app has started lives until exit. Moving it out of the
-    # collector's reach keeps full collections from walking it every few seconds, which
-    # measured as the largest source of p99 latency (bench/README.md).
-    gc.collect()
-    gc.freeze()
-
-
 def serve(settings: Settings, *, reuse_port: bool = False) -> int:
     """Serve the API from this process."""
     setup_logging(settings.log_level, settings.log_format)
@@ -59,10 +48,8 @@ def serve(settings: Settings, *, reuse_port: bool = False) -> int:
             "read and end every session",
             settings.host,
         )
-    app = create_app(settings)
-    app.on_startup.append(_freeze_gc)
     try:
-        return server.run(app, settings, reuse_port=reuse_port)
+        return server.run(settings, reuse_port=reuse_port)
     except (EmbeddedError, RuntimeError, OSError) as error:
         print(f"sessions: cannot serve on {settings.url(settings.port)}: {error}", file=sys.stderr)
         return 1

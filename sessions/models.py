@@ -1,4 +1,4 @@
-"""The session object and the rules for the API's query parameters.
+"""The session object and the rules for the values of the API's parameters.
 
 Parameters are checked by plain functions rather than a pydantic model per request: on the
 `get` hot path a model costs more than the whole check (see bench/README.md).
@@ -9,32 +9,20 @@ from __future__ import annotations
 import base64
 import ipaddress
 import re
-from collections.abc import Callable
-from dataclasses import dataclass
 from functools import lru_cache
 from typing import Any
 
-from multidict import MultiMapping
 from pydantic import BaseModel, ConfigDict
 
-from .errors import InvalidCursor, InvalidIp, InvalidLimit, InvalidUserId, SessionsError, TokenNotFound
-
 __all__ = [
-    "AFTER",
-    "EXCEPT",
-    "ID",
-    "IP",
-    "LIMIT",
     "LIST_MAX",
-    "OPTIONAL_IP",
-    "TOKEN",
-    "USER_ID",
     "Cursor",
-    "Param",
     "Session",
     "SessionObject",
     "canonical_ip",
     "make_cursor",
+    "parse_cursor",
+    "parse_limit",
     "parse_token",
     "parse_ttl",
     "parse_user_id",
@@ -143,39 +131,3 @@ def parse_cursor(value: str) -> Cursor | None:
     if not (activity.isdigit() and len(activity) <= 19) or parse_token(token) is None:
         return None
     return int(activity), token.lower()
-
-
-@dataclass(frozen=True, slots=True)
-class Param:
-    """One query parameter: how to read it and which error a bad value raises."""
-
-    name: str
-    parse: Callable[[str], Any]
-    error: type[SessionsError]
-    required: bool = True
-
-    def read(self, query: MultiMapping[str]) -> Any:
-        values = query.getall(self.name, ())
-        if len(values) == 1:
-            value = self.parse(values[0])
-            if value is not None:
-                return value
-        elif not values:
-            if not self.required:
-                return None
-            # A missing token is just another unknown token: no hint.
-            if self.error is not TokenNotFound:
-                raise self.error(f"Parameter {self.name} is required.")
-        # A repeated parameter is ambiguous, so it is refused like a bad one.
-        raise self.error()
-
-
-USER_ID = Param("user_id", parse_user_id, InvalidUserId)
-ID = Param("id", parse_user_id, InvalidUserId)
-IP = Param("ip", canonical_ip, InvalidIp)
-OPTIONAL_IP = Param("ip", canonical_ip, InvalidIp, required=False)
-TOKEN = Param("token", parse_token, TokenNotFound)
-LIMIT = Param("limit", parse_limit, InvalidLimit, required=False)
-# The one session `/user/del` leaves: a bad one ends nothing, like a wrong one.
-EXCEPT = Param("except", parse_token, TokenNotFound, required=False)
-AFTER = Param("after", parse_cursor, InvalidCursor, required=False)

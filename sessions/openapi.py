@@ -6,10 +6,13 @@ checks that the copy and this code agree.
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Annotated, Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+from pydantic.json_schema import models_json_schema
 
 from . import __version__
-from .api import COUNT, METHODS, SESSIONS, Method
+from .api import METHODS
 from .errors import (
     BY_CODE,
     BadRequest,
@@ -20,7 +23,8 @@ from .errors import (
     Unauthorized,
 )
 from .extra import MAX_DEPTH, MAX_KEYS
-from .models import LIST_MAX, SessionObject
+from .models import SessionObject
+from .routing import COUNT, SESSION, SESSIONS, Route
 
 __all__ = ["build_spec"]
 
@@ -33,57 +37,39 @@ _EXAMPLE_SESSION = {
     "token": "61494096-9af7-49ba-9fb4-e89c0811e6d3",
 }
 
-_USER_ID = {"type": "integer", "format": "int64", "minimum": 1, "maximum": 2**63 - 1}
-_IP = {"anyOf": [{"type": "string", "format": "ipv4"}, {"type": "string", "format": "ipv6"}]}
-_PARAMS: dict[str, dict[str, Any]] = {
-    "user_id": {
-        "description": "User id: a positive integer up to 2^63-1 in plain decimal digits.",
-        "schema": _USER_ID,
-        "example": 1,
-    },
-    "id": {
-        "description": "User id: a positive integer up to 2^63-1 in plain decimal digits.",
-        "schema": _USER_ID,
-        "example": 1,
-    },
-    "ip": {
-        "description": "An IPv4 or IPv6 address; compared in canonical form.",
-        "schema": _IP,
-        "example": "192.168.1.1",
-    },
-    "limit": {
-        "description": f"The most sessions in this page, 1 to {LIST_MAX}; without it, the "
-        "service's SESSIONS_LIST_MAX (1000 by default).",
-        "schema": {"type": "integer", "minimum": 1, "maximum": LIST_MAX},
-        "example": 100,
-    },
-    "after": {
-        "description": "Where the page starts: the cursor in the previous page's `Link: <...>; "
-        'rel="next"` URL. Opaque; follow that URL rather than building one.',
-        "schema": {"type": "string", "maxLength": 80},
-    },
-    "token": {
-        "description": "The session token (or send it in the X-Session-Token header instead).",
-        "schema": {"type": "string", "format": "uuid"},
-        "example": _EXAMPLE_SESSION["token"],
-    },
-    "X-Session-Token": {
-        "in": "header",
-        "description": "The session token, kept out of the URL; with `token` too, the two must agree.",
-        "schema": {"type": "string", "format": "uuid"},
-    },
-    "ttl": {
-        "description": "This session's own idle TTL in seconds, from 1 to the service's SESSIONS_IDLE_TTL "
-        "(its default).",
-        "schema": {"type": "integer", "minimum": 1, "maximum": 180 * 86400},
-        "example": 3600,
-    },
-    "except": {
-        "description": "A token of this user's to keep (the caller's own session, say); it must be live.",
-        "schema": {"type": "string", "format": "uuid"},
-    },
-}
 
+# The envelopes, as models only for their JSON schemas (the service writes plain dicts).
+class _Answer(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    status: Literal["success"]
+
+
+class SessionAnswer(_Answer):
+    data: SessionObject
+
+
+class SessionsAnswer(_Answer):
+    data: list[SessionObject]
+
+
+class Deleted(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    deleted: Annotated[int, Field(ge=0)]
+
+
+class CountAnswer(_Answer):
+    data: Deleted
+
+
+class Error(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    status: Literal["error"]
+    code: Annotated[str, Field(json_schema_extra={"enum": sorted(BY_CODE)})]
+    message: str
+
+
+_ANSWERS: dict[str, type[BaseModel]] = {SESSION: SessionAnswer, SESSIONS: SessionsAnswer, COUNT: CountAnswer}
+_REF = "#/components/schemas/{model}"
 
 # Errors any method may answer.
 _COMMON_ERRORS: list[type[SessionsError]] = [
@@ -116,30 +102,12 @@ def _error_response(errors: list[type[SessionsError]]) -> dict[str, dict[str, An
     return responses
 
 
-def _operation(declared: Method, method: str) -> dict[str, Any]:
-    summary, params, extra, result, errors = (
-        declared.summary,
-        declared.params,
-        declared.extra,
-        declared.result,
-        declared.errors,
-    )
-    path = declared.path
-    listing = result == SESSIONS
-    data: dict[str, Any] = {"$ref": "#/components/schemas/SessionObject"}
-    example: Any = _EXAMPLE_SESSION
-    if listing:
-        data, example = {"type": "array", "items": data}, [_EXAMPLE_SESSION]
-    elif result == COUNT:
-        data = {
-            "type": "object",
-            "required": ["deleted"],
-            "additionalProperties": False,
-            "properties": {"deleted": {"type": "integer", "minimum": 0}},
-        }
-        example = {"deleted": 3}
+def _operation(route: Route, method: str) -> dict[str, Any]:
+    example: Any = {"deleted": 3} if route.result == COUNT else _EXAMPLE_SESSION
+    if route.result == SESSIONS:
+        example = [example]
     success: dict[str, Any] = {"description": "Success"}
-    if listing:
+    if route.result == SESSIONS:
         success["headers"] = {
             "Link": {
                 "description": 'When more sessions follow: `<URL>; rel="next"` (RFC 8288), the URL of '
@@ -148,30 +116,23 @@ def _operation(declared: Method, method: str) -> dict[str, Any]:
             }
         }
     operation: dict[str, Any] = {
-        "operationId": f"{path.strip('/')}_{method}",
-        "summary": summary,
-        "parameters": [
-            {"name": name, "in": "query", "required": required, **_PARAMS[name]} for name, required in params
-        ],
+        "operationId": f"{route.path.strip('/')}_{method}",
+        "summary": route.summary,
+        "parameters": [entry for param in route.params for entry in param.documented()],
         "responses": {
             "200": {
                 **success,
                 "content": {
                     "application/json": {
-                        "schema": {
-                            "type": "object",
-                            "required": ["status", "data"],
-                            "additionalProperties": False,
-                            "properties": {"status": {"const": "success"}, "data": data},
-                        },
+                        "schema": {"$ref": _REF.format(model=_ANSWERS[route.result].__name__)},
                         "example": {"status": "success", "data": example},
                     }
                 },
             },
-            **_error_response([*errors, *_COMMON_ERRORS]),
+            **_error_response([*route.all_errors(), *_COMMON_ERRORS]),
         },
     }
-    if extra:
+    if route.extra:
         operation["requestBody"] = {
             "required": False,
             "description": "Extra data merged into the session's `extra` like JSON Merge Patch at the top "
@@ -191,8 +152,10 @@ def _operation(declared: Method, method: str) -> dict[str, Any]:
 
 
 def build_spec() -> dict[str, Any]:
-    session_schema = SessionObject.model_json_schema()
-    session_schema["example"] = _EXAMPLE_SESSION
+    models: list[type[BaseModel]] = [*_ANSWERS.values(), Error]
+    _, generated = models_json_schema([(model, "serialization") for model in models], ref_template=_REF)
+    schemas: dict[str, Any] = generated["$defs"]
+    schemas["SessionObject"]["example"] = _EXAMPLE_SESSION
     paths = {m.path: {"get": _operation(m, "get"), "post": _operation(m, "post")} for m in METHODS}
     return {
         "openapi": "3.1.0",
@@ -205,7 +168,7 @@ def build_spec() -> dict[str, Any]:
         "paths": paths,
         "components": {
             "schemas": {
-                "SessionObject": session_schema,
+                **schemas,
                 "ExtraPatch": {
                     "type": "object",
                     "maxProperties": MAX_KEYS,
@@ -225,16 +188,6 @@ def build_spec() -> dict[str, Any]:
                             "additionalProperties": {"$ref": "#/components/schemas/ExtraValue"},
                         },
                     ]
-                },
-                "Error": {
-                    "type": "object",
-                    "required": ["status", "code", "message"],
-                    "additionalProperties": False,
-                    "properties": {
-                        "status": {"const": "error"},
-                        "code": {"enum": sorted(BY_CODE)},
-                        "message": {"type": "string"},
-                    },
                 },
             }
         },

@@ -1,33 +1,42 @@
-"""The HTTP server around the app: listening, protocol errors as envelopes, graceful stop.
+"""The HTTP server: aiohttp's low-level server around the router, listening, protocol
+errors as envelopes, graceful stop.
 
-aiohttp's `run_app` answers requests it cannot parse (a request line over 8 KiB, broken
-headers, TLS on the plain port) with a plain-text page before any app code runs; here they
-get the API's JSON envelope like everything else, and a signal or the app itself
-(`SHUTDOWN`) stops the server in order: stop listening, let requests in flight finish within
-the grace period, then close storage and the embedded Tarantool.
+aiohttp answers requests it cannot parse (a request line over 8 KiB, broken headers, TLS on
+the plain port) with a plain-text page before any handler runs; here they get the API's JSON
+envelope like everything else, and a signal or the service itself (`Shutdown`) stops the
+server in order: stop listening, let requests in flight finish within the grace period, then
+close storage and the embedded Tarantool.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import gc
 import logging
 import os
 import signal
-from collections.abc import Awaitable, Callable
 from typing import Any
 
 import uvloop
 from aiohttp import web
+from aiohttp.abc import AbstractStreamWriter
 from aiohttp.http_exceptions import LineTooLong
+from aiohttp.http_parser import RawRequestMessage
+from aiohttp.streams import StreamReader
 from aiohttp.web_protocol import RequestHandler
 
+from .api import METHODS
+from .auth import ApiKeys
 from .config import Settings
-from .envelope import failure, from_http
+from .envelope import failure
 from .errors import BadRequest, InternalError, SessionsError
-from .keys import OPS_APP, SHUTDOWN
 from .logs import AccessLogger, RateLimitedLog
+from .ops import ops_routes
+from .routing import Router
+from .service import Service, Shutdown, running
 
-__all__ = ["run"]
+__all__ = ["EnvelopeServer", "ServiceRunner", "run"]
 
 log = logging.getLogger("sessions")
 
@@ -72,53 +81,105 @@ class _EnvelopeRequestHandler(RequestHandler):
         return response
 
 
-class _EnvelopeServer(web.Server):
+class EnvelopeServer(web.Server):
+    """aiohttp's low-level server with protocol errors answered as envelopes, and request
+    bodies limited to `client_max_size` bytes."""
+
+    def __init__(self, handler: Router, *, client_max_size: int, **kwargs: Any) -> None:
+        super().__init__(handler, **kwargs)
+        self._client_max_size = client_max_size
+
     def __call__(self) -> RequestHandler:
         return _EnvelopeRequestHandler(self, loop=self._loop, **self._kwargs)
 
+    def _make_request(
+        self,
+        message: RawRequestMessage,
+        payload: StreamReader,
+        protocol: RequestHandler,
+        writer: AbstractStreamWriter,
+        task: asyncio.Task[None],
+    ) -> web.BaseRequest:
+        return web.BaseRequest(
+            message, payload, protocol, writer, task, self._loop, client_max_size=self._client_max_size
+        )
 
-def _enveloped(handler: Callable[[web.BaseRequest], Awaitable[web.StreamResponse]]) -> Any:
-    """`handler` with the HTTP errors aiohttp raises before any route's handler runs (no
-    route for the target, an unknown Expect) answered as envelopes too."""
 
-    async def handle(request: web.BaseRequest) -> web.StreamResponse:
-        try:
-            return await handler(request)
-        except web.HTTPException as error:
-            return failure(from_http(error, request))
+class ServiceRunner(web.BaseRunner):
+    """The service on aiohttp's low-level server. Setting up starts the storage (and the
+    embedded Tarantool); cleaning up stops listening, lets requests in flight finish within
+    the grace period, then closes them. With SESSIONS_OPS_PORT set, the operational
+    endpoints are left to `ops_runner()`; otherwise they are served here too."""
 
-    return handle
+    __slots__ = ("_settings", "_stack", "service", "shutdown_request")
 
+    def __init__(self, settings: Settings, *, shutdown: Shutdown | None = None, **kwargs: Any) -> None:
+        super().__init__(shutdown_timeout=settings.shutdown_timeout, **kwargs)
+        self._settings = settings
+        self._stack = contextlib.AsyncExitStack()
+        self.shutdown_request = shutdown or Shutdown()
+        self.service: Service | None = None
 
-class _Runner(web.AppRunner):
-    __slots__ = ()
+    async def shutdown(self) -> None:
+        pass
 
     async def _make_server(self) -> web.Server:
-        server = await super()._make_server()
-        server.__class__ = _EnvelopeServer
-        server.request_handler = _enveloped(server.request_handler)
-        return server
+        settings = self._settings
+        try:
+            service = await self._stack.enter_async_context(running(settings, self.shutdown_request))
+        except BaseException:
+            await self._stack.aclose()
+            raise
+        self.service = service
+        routes = list(METHODS)
+        if settings.ops_enabled and settings.ops_port is None:
+            routes += ops_routes()
+        router = Router(routes, service, ApiKeys.configured(_keys(settings)))
+        return EnvelopeServer(router, client_max_size=settings.extra_max_bytes, **self._kwargs)
+
+    async def _cleanup_server(self) -> None:
+        self.service = None
+        await self._stack.aclose()
+
+    def ops_runner(self, **kwargs: Any) -> web.ServerRunner | None:
+        """A runner of the operational endpoints alone, for SESSIONS_OPS_PORT, once set up."""
+        settings = self._settings
+        if self.service is None or not settings.ops_enabled or settings.ops_port is None:
+            return None
+        router = Router(ops_routes(), self.service, ApiKeys.configured(_keys(settings)))
+        server = EnvelopeServer(router, client_max_size=1024, **kwargs)
+        return web.ServerRunner(server, shutdown_timeout=settings.shutdown_timeout)
 
 
-async def _serve(app: web.Application, settings: Settings, *, reuse_port: bool) -> int:
-    access_log: dict[str, Any] = {"access_log": None}
+def _keys(settings: Settings) -> list[str]:
+    return [key.get_secret_value() for key in settings.api_keys]
+
+
+def _freeze_gc() -> None:
+    # Everything alive once the service has started lives until exit. Moving it out of
+    # the collector's reach keeps full collections from walking it every few seconds,
+    # which measured as the largest source of p99 latency (bench/README.md).
+    gc.collect()
+    gc.freeze()
+
+
+async def _serve(settings: Settings, *, reuse_port: bool) -> int:
+    kwargs: dict[str, Any] = {"access_log": None, "keepalive_timeout": settings.keepalive_timeout}
     if settings.access_log:
-        access_log = {"access_log": logging.getLogger("sessions.access"), "access_log_class": AccessLogger}
-    runners: list[web.AppRunner] = []
+        kwargs |= {"access_log": logging.getLogger("sessions.access"), "access_log_class": AccessLogger}
+    shutdown = Shutdown()
+    runners: list[web.BaseRunner] = []
     try:
-        sites = [(app, settings.port)]
-        ops = app[OPS_APP]
+        api = ServiceRunner(settings, shutdown=shutdown, **kwargs)
+        await api.setup()
+        runners.append(api)
+        sites: list[tuple[web.BaseRunner, int]] = [(api, settings.port)]
+        ops = api.ops_runner(**kwargs)
         if ops is not None and settings.ops_port is not None:
+            await ops.setup()
+            runners.append(ops)
             sites.append((ops, settings.ops_port))
-        for served, port in sites:
-            runner = _Runner(
-                served,
-                keepalive_timeout=settings.keepalive_timeout,
-                shutdown_timeout=settings.shutdown_timeout,
-                **access_log,
-            )
-            await runner.setup()
-            runners.append(runner)
+        for runner, port in sites:
             site = web.TCPSite(
                 runner,
                 settings.host,
@@ -130,7 +191,7 @@ async def _serve(app: web.Application, settings: Settings, *, reuse_port: bool) 
         if len(sites) > 1:
             log.info("operational endpoints on %s", settings.url(settings.ops_port or 0))
         log.info("serving on %s (pid %d)", settings.url(settings.port), os.getpid())
-        shutdown = app[SHUTDOWN]
+        _freeze_gc()
         loop = asyncio.get_running_loop()
         for signum in (signal.SIGINT, signal.SIGTERM):
             loop.add_signal_handler(signum, shutdown.request, 0)
@@ -141,9 +202,9 @@ async def _serve(app: web.Application, settings: Settings, *, reuse_port: bool) 
         # the API's own last, since it closes the storage the others report on.
         for each in reversed(runners):
             await each.cleanup()
-    return app[SHUTDOWN].exit_code
+    return shutdown.exit_code
 
 
-def run(app: web.Application, settings: Settings, *, reuse_port: bool = False) -> int:
-    """Serve `app` until SIGINT/SIGTERM or the app's own shutdown request; the exit code."""
-    return uvloop.run(_serve(app, settings, reuse_port=reuse_port))
+def run(settings: Settings, *, reuse_port: bool = False) -> int:
+    """Serve until SIGINT/SIGTERM or the service's own shutdown request; the exit code."""
+    return uvloop.run(_serve(settings, reuse_port=reuse_port))

@@ -13,13 +13,13 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from aiohttp.test_utils import TestClient
+from aiohttp.test_utils import BaseTestServer, TestClient
 from hypothesis import settings as hypothesis_settings
 
-from sessions.app import create_app
 from sessions.config import Settings
 from sessions.console import Console
 from sessions.embedded import EmbeddedTarantool
+from sessions.server import ServiceRunner
 
 PASSWORD = "test-password"
 
@@ -31,6 +31,18 @@ hypothesis_settings.register_profile("explore", derandomize=False, database=None
 hypothesis_settings.load_profile(os.environ.get("FUZZ_PROFILE", "repeatable"))
 # Requests the random-request tests send (the schemathesis test sends a sixteenth per operation).
 FUZZ_EXAMPLES = int(os.environ.get("FUZZ_EXAMPLES", "400"))
+
+
+class Served(BaseTestServer):
+    """The service as `make run` serves it (low-level server, router, storage lifecycle), on
+    a free port, for aiohttp's TestClient."""
+
+    def __init__(self, settings: Settings, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self.settings = settings
+
+    async def _make_runner(self, **kwargs: Any) -> ServiceRunner:
+        return ServiceRunner(self.settings, **kwargs)
 
 
 def make_instance(
@@ -107,7 +119,7 @@ def settings(tarantool: EmbeddedTarantool) -> Settings:
 
 @pytest.fixture
 async def client(aiohttp_client: Any, settings: Settings) -> TestClient:
-    return await aiohttp_client(create_app(settings))
+    return await aiohttp_client(Served(settings))
 
 
 _ids = itertools.count(10**12, 10)  # id + 1 .. id + 9 are free too

@@ -4,17 +4,16 @@ from __future__ import annotations
 
 import pytest
 
-from sessions.app import create_app
 from sessions.client import ServiceUnavailable, SessionsClient
 from sessions.errors import InvalidExtra, InvalidIp, InvalidUserId, TokenNotFound, Unauthorized
 from sessions.models import SessionObject
 
-from .conftest import settings_for
+from .conftest import Served, settings_for
 
 
 @pytest.fixture
-async def base_url(aiohttp_server, settings):
-    server = await aiohttp_server(create_app(settings))
+async def base_url(aiohttp_client, settings):
+    server = (await aiohttp_client(Served(settings))).server
     return str(server.make_url("")).rstrip("/")
 
 
@@ -46,8 +45,8 @@ async def test_errors_are_typed(base_url, user_id):
             await sessions.delete("not-a-token")
 
 
-async def test_api_key(aiohttp_server, tarantool, user_id):
-    server = await aiohttp_server(create_app(settings_for(tarantool, api_keys="k")))
+async def test_api_key(aiohttp_client, tarantool, user_id):
+    server = (await aiohttp_client(Served(settings_for(tarantool, api_keys="k")))).server
     url = str(server.make_url("")).rstrip("/")
     async with SessionsClient(url) as anonymous:
         with pytest.raises(Unauthorized):

@@ -4,9 +4,7 @@ from __future__ import annotations
 
 import asyncio
 
-from sessions.app import create_app
-
-from .conftest import call, new_session, settings_for
+from .conftest import Served, call, new_session, settings_for
 
 
 async def test_concurrent_news_are_all_stored(client, user_id):
@@ -17,7 +15,7 @@ async def test_concurrent_news_are_all_stored(client, user_id):
 
 
 async def test_one_failing_item_leaves_the_others_alone(aiohttp_client, tarantool, user_id):
-    client = await aiohttp_client(create_app(settings_for(tarantool, extra_max_bytes=300)))
+    client = await aiohttp_client(Served(settings_for(tarantool, extra_max_bytes=300)))
     pad = "y" * 150
     sessions = [await new_session(client, user_id, json={"n": i, "pad": pad}) for i in range(10)]
 

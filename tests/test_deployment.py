@@ -9,20 +9,19 @@ import sys
 from pathlib import Path
 
 import pytest
-from aiohttp.test_utils import TestClient, TestServer
+from aiohttp.test_utils import TestClient
 
 from sessions.admin import BackupError, backup, promote, restore
-from sessions.app import create_app
 from sessions.config import Settings
 from sessions.console import Console
 
-from .conftest import PASSWORD, call, make_instance, new_session, settings_for
+from .conftest import PASSWORD, Served, call, make_instance, new_session, settings_for
 
 
 async def test_backup_under_writes_then_wipe_restore_start(tmp_path, user_id):
     settings = Settings(data_dir=tmp_path / "data")
     archive = tmp_path / "backups" / "sessions.tar.gz"
-    async with TestClient(TestServer(create_app(settings))) as client:
+    async with TestClient(Served(settings)) as client:
         acknowledged: list[dict] = []
         stop = asyncio.Event()
 
@@ -49,7 +48,7 @@ async def test_backup_under_writes_then_wipe_restore_start(tmp_path, user_id):
     shutil.rmtree(tmp_path / "data")
     restore(settings, archive)
 
-    async with TestClient(TestServer(create_app(settings))) as client:
+    async with TestClient(Served(settings)) as client:
         _, body = await call(client, "/user", params={"id": str(user_id)})
     stored = {s["token"]: s for s in body["data"]}
     assert [s for s in before if stored.get(s["token"]) != s] == []
@@ -62,7 +61,7 @@ def _snapshot(data_dir: Path) -> dict[str, bytes]:
 async def test_a_corrupt_archive_is_refused_and_nothing_changes(tmp_path, user_id):
     settings = Settings(data_dir=tmp_path / "data")
     archive = tmp_path / "sessions.tar.gz"
-    async with TestClient(TestServer(create_app(settings))) as client:
+    async with TestClient(Served(settings)) as client:
         await new_session(client, user_id)
         await asyncio.to_thread(backup, settings, archive)
     before = _snapshot(tmp_path / "data")
@@ -92,7 +91,7 @@ async def test_a_corrupt_archive_is_refused_and_nothing_changes(tmp_path, user_i
 async def test_restore_refuses_a_data_dir_in_use(tmp_path):
     settings = Settings(data_dir=tmp_path / "data")
     archive = tmp_path / "sessions.tar.gz"
-    async with TestClient(TestServer(create_app(settings))):
+    async with TestClient(Served(settings)):
         await asyncio.to_thread(backup, settings, archive)
         with pytest.raises(BackupError, match="stop the service"):
             restore(settings, archive)
@@ -108,7 +107,7 @@ async def test_failover_to_a_promoted_replica_keeps_serving(aiohttp_client, tmp_
     await replica.start()
     try:
         both = f"unix/:{primary.socket_path},unix/:{replica.socket_path}"
-        client = await aiohttp_client(create_app(settings_for(primary, tarantool=both)))
+        client = await aiohttp_client(Served(settings_for(primary, tarantool=both)))
         made = [await new_session(client, user_id, f"192.0.2.{i}") for i in range(1, 21)]
         with Console(replica.console_path) as console:
             for _ in range(100):

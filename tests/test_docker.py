@@ -24,10 +24,9 @@ from typing import Any
 
 import pytest
 
-from sessions.app import create_app
 from sessions.config import Settings
 
-from .conftest import call, new_session
+from .conftest import Served, call, new_session
 from .service import free_port
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -233,7 +232,7 @@ async def test_storage_against_tarantool_in_a_container(
 ) -> None:
     host, port = tarantool_container
     settings = Settings(tarantool=f"{host}:{port}", tarantool_password="container-pw", startup_timeout=30)
-    client = await aiohttp_client(create_app(settings))
+    client = await aiohttp_client(Served(settings))
     session = await new_session(client, 77, json={"device": "container"})
     status, body = await call(client, "/get", params={"token": session["token"]})
     assert status == 200 and body["data"]["extra"] == {"device": "container"}

@@ -17,12 +17,11 @@ from pathlib import Path
 
 import pytest
 
-from sessions.app import create_app
 from sessions.config import Settings, describe_error, unknown_variables
 from sessions.console import Console
 from sessions.logs import RateLimitedLog
 
-from .conftest import call, lua_bulk_insert, lua_session, make_instance, new_session, settings_for
+from .conftest import Served, call, lua_bulk_insert, lua_session, make_instance, new_session, settings_for
 from .service import Service, alive, free_port, wait_gone
 
 TOKEN = "61494096-9af7-49ba-9fb4-e89c0811e6d3"
@@ -52,7 +51,7 @@ async def test_memory_full_keeps_signed_in_users_signed_in(aiohttp_client, tmp_p
     await instance.start()
     admin = Console(instance.console_path)
     try:
-        client = await aiohttp_client(create_app(settings_for(instance)))
+        client = await aiohttp_client(Served(settings_for(instance)))
         admin.eval("require('sessions.clock').freeze(1700000000)")
         session = await new_session(client, user_id)
         doomed = await new_session(client, user_id)
@@ -101,7 +100,7 @@ async def test_purged_sessions_give_their_memory_back_without_outside_help(aioht
     await instance.start()
     admin = Console(instance.console_path)
     try:
-        client = await aiohttp_client(create_app(settings_for(instance, idle_ttl=60)))
+        client = await aiohttp_client(Served(settings_for(instance, idle_ttl=60)))
         before = admin.eval("return box.slab.info().items_used")
         admin.eval("require('sessions.clock').freeze(1700000000)")
         assert _fill_memory(admin, 1700000000) > 100
@@ -138,7 +137,7 @@ async def test_disk_full_is_a_clean_503_and_service_resumes_by_itself(aiohttp_cl
     instance = make_instance(small_disk / "data")
     await instance.start()
     try:
-        client = await aiohttp_client(create_app(settings_for(instance)))
+        client = await aiohttp_client(Served(settings_for(instance)))
         filler = small_disk / "filler"
         subprocess.run(  # noqa: ASYNC221 - done before any request is in flight
             ["dd", "if=/dev/zero", f"of={filler}", "bs=64k"], stderr=subprocess.DEVNULL, check=False
@@ -385,7 +384,7 @@ def test_an_ipv6_host_is_logged_in_brackets(tmp_path):
 async def test_a_huge_listing_pages_and_does_not_hold_up_other_listings(
     aiohttp_client, fresh_tarantool, user_id
 ):
-    client = await aiohttp_client(create_app(settings_for(fresh_tarantool, tarantool_timeout=0.5)))
+    client = await aiohttp_client(Served(settings_for(fresh_tarantool, tarantool_timeout=0.5)))
     admin = Console(fresh_tarantool.console_path)
     try:
         blob = "{blob = string.rep('x', 300)}"

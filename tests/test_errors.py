@@ -6,9 +6,7 @@ import time
 
 import pytest
 
-from sessions.app import create_app
-
-from .conftest import call, make_instance, new_session, settings_for
+from .conftest import Served, call, make_instance, new_session, settings_for
 
 
 @pytest.mark.parametrize("path", ["/", "/nope", "/new/", "/NEW", "/get/extra", "/favicon.ico"])
@@ -31,7 +29,7 @@ async def test_head_opens_no_session(client, user_id):
 
 
 async def test_storage_outage_is_503_never_a_wrong_answer(aiohttp_client, fresh_tarantool, user_id):
-    client = await aiohttp_client(create_app(settings_for(fresh_tarantool)))
+    client = await aiohttp_client(Served(settings_for(fresh_tarantool)))
     session = await new_session(client, user_id)
 
     await fresh_tarantool.stop()
@@ -58,7 +56,7 @@ async def test_full_memory_refuses_new_sessions_and_keeps_serving_reads(aiohttp_
     await instance.start()
     try:
         limit = 2**20 - 4096
-        client = await aiohttp_client(create_app(settings_for(instance, extra_max_bytes=limit)))
+        client = await aiohttp_client(Served(settings_for(instance, extra_max_bytes=limit)))
         first = await new_session(client, user_id)
         blob = {"blob": "x" * (limit - 100)}
         for _ in range(200):

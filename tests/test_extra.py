@@ -2,14 +2,13 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 
 import orjson
 import pytest
 
-from sessions.app import create_app
-
-from .conftest import call, days_ago, new_session, set_activity, settings_for
+from .conftest import Served, call, days_ago, new_session, set_activity, settings_for
 
 FORM = {"Content-Type": "application/x-www-form-urlencoded"}
 
@@ -169,7 +168,7 @@ async def test_body_just_under_the_limit_is_accepted(client, user_id):
 
 
 async def test_merged_extra_over_the_limit_is_413_and_keeps_the_old_extra(aiohttp_client, tarantool, user_id):
-    client = await aiohttp_client(create_app(settings_for(tarantool, extra_max_bytes=300)))
+    client = await aiohttp_client(Served(settings_for(tarantool, extra_max_bytes=300)))
     session = await new_session(client, user_id, json={"a": "x" * 200})
     status, body = await call(
         client, "/get", "POST", params={"token": session["token"]}, json={"b": "y" * 200}
@@ -259,9 +258,41 @@ async def test_lone_surrogates_in_json_strings_are_refused(client, user_id):
 async def test_merged_extra_may_be_exactly_the_limit(aiohttp_client, tarantool, user_id, length, accepted):
     # With SESSIONS_EXTRA_MAX_BYTES=200 the stored map is measured as MessagePack:
     # {"a": 100 chars} is 105 bytes, and "b" with 91 more chars brings it to exactly 200.
-    client = await aiohttp_client(create_app(settings_for(tarantool, extra_max_bytes=200)))
+    client = await aiohttp_client(Served(settings_for(tarantool, extra_max_bytes=200)))
     session = await new_session(client, user_id, json={"a": "x" * 100})
     status, body = await call(
         client, "/get", "POST", params={"token": session["token"]}, json={"b": "y" * length}
     )
     assert status == (200 if accepted else 413), body
+
+
+async def _head_then_body(client, target: str, body: bytes) -> tuple[bytes, bytes]:
+    """What the server answers to a head with `Expect: 100-continue` before the body is
+    sent, and then everything it answers once the body follows."""
+    reader, writer = await asyncio.open_connection(client.host, client.port)
+    try:
+        writer.write(
+            f"POST {target} HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+            f"Content-Length: {len(body)}\r\nExpect: 100-continue\r\nConnection: close\r\n\r\n".encode()
+        )
+        first = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), 10)
+        if first.startswith(b"HTTP/1.1 100 "):
+            writer.write(body)
+        rest = await asyncio.wait_for(reader.read(), 10)
+        return first, rest
+    finally:
+        writer.close()
+
+
+async def test_expect_100_continue_is_answered_before_the_body_is_sent(client, user_id):
+    # curl sends this for bodies over 1 KiB and waits (a second) for the interim answer.
+    first, rest = await _head_then_body(client, f"/new?user_id={user_id}&ip=192.0.2.1", b'{"device": "x"}')
+    assert first == b"HTTP/1.1 100 Continue\r\n\r\n"
+    assert rest.startswith(b"HTTP/1.1 200 ")
+    assert orjson.loads(rest.partition(b"\r\n\r\n")[2])["data"]["extra"] == {"device": "x"}
+
+
+async def test_a_refused_request_is_answered_without_asking_for_its_body(client):
+    first, rest = await _head_then_body(client, "/new?user_id=0&ip=192.0.2.1", b'{"device": "x"}')
+    assert first.startswith(b"HTTP/1.1 400 ")
+    assert b"invalid_user_id" in rest

@@ -4,9 +4,16 @@ from __future__ import annotations
 
 import pytest
 
-from sessions.app import create_app
-
-from .conftest import call, days_ago, lua_bulk_insert, lua_session, new_session, set_activity, settings_for
+from .conftest import (
+    Served,
+    call,
+    days_ago,
+    lua_bulk_insert,
+    lua_session,
+    new_session,
+    set_activity,
+    settings_for,
+)
 
 
 async def test_user_lists_own_sessions_newest_first(client, console, user_id):
@@ -172,7 +179,7 @@ async def test_a_cursor_the_service_did_not_give_is_refused(client, user_id, cur
 
 
 async def test_the_default_page_is_the_configured_list_max(aiohttp_client, tarantool, user_id):
-    client = await aiohttp_client(create_app(settings_for(tarantool, list_max=2)))
+    client = await aiohttp_client(Served(settings_for(tarantool, list_max=2)))
     for _ in range(3):
         await new_session(client, user_id)
     pages = await _pages(client, "/user", {"id": str(user_id)})

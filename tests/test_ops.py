@@ -9,9 +9,8 @@ import signal
 import pytest
 
 from sessions.api import METHODS
-from sessions.app import create_app
 
-from .conftest import call, new_session, settings_for
+from .conftest import Served, call, new_session, settings_for
 from .service import Service, free_port
 
 
@@ -22,7 +21,7 @@ async def test_health_and_ready(client):
 
 
 async def test_ready_is_503_without_tarantool_while_health_stays_200(aiohttp_client, fresh_tarantool):
-    client = await aiohttp_client(create_app(settings_for(fresh_tarantool)))
+    client = await aiohttp_client(Served(settings_for(fresh_tarantool)))
     await fresh_tarantool.stop()
     assert (await call(client, "/health"))[0] == 200
     status, body = await call(client, "/ready")
@@ -30,15 +29,15 @@ async def test_ready_is_503_without_tarantool_while_health_stays_200(aiohttp_cli
 
 
 async def test_probes_stay_open_with_api_keys(aiohttp_client, tarantool):
-    client = await aiohttp_client(create_app(settings_for(tarantool, api_keys="secret")))
+    client = await aiohttp_client(Served(settings_for(tarantool, api_keys="secret")))
     assert (await call(client, "/health"))[0] == 200
     assert (await call(client, "/user?id=1"))[0] == 401
-    closed = await aiohttp_client(create_app(settings_for(tarantool, api_keys="secret", open_probes=False)))
+    closed = await aiohttp_client(Served(settings_for(tarantool, api_keys="secret", open_probes=False)))
     assert (await call(closed, "/health"))[0] == 401
 
 
 async def test_ops_can_be_switched_off(aiohttp_client, tarantool):
-    client = await aiohttp_client(create_app(settings_for(tarantool, ops_enabled=False)))
+    client = await aiohttp_client(Served(settings_for(tarantool, ops_enabled=False)))
     for path in ("/health", "/ready", "/metrics", "/openapi.json", "/docs"):
         assert (await call(client, path))[0] == 404
 

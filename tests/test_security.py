@@ -10,18 +10,17 @@ import asynctnt
 import pytest
 from asynctnt.exceptions import TarantoolDatabaseError
 
-from sessions.app import create_app
 from sessions.config import Settings
 from sessions.console import ConsoleError
 from sessions.storage import _new_token
 
-from .conftest import PASSWORD, call, new_session, settings_for
+from .conftest import PASSWORD, Served, call, new_session, settings_for
 from .service import Service
 
 
 @pytest.fixture
 async def keyed(aiohttp_client, tarantool):
-    return await aiohttp_client(create_app(settings_for(tarantool, api_keys="old-key, new-key")))
+    return await aiohttp_client(Served(settings_for(tarantool, api_keys="old-key, new-key")))
 
 
 @pytest.mark.parametrize(

@@ -1,0 +1,214 @@
+"""The API's parameters, each declared once: its name, how its value is read and checked,
+the error a bad value answers, and its description in the OpenAPI document.
+
+The route table (api.py) lists a method's parameters; the router reads them in that order
+and hands the values to the handler, and openapi.py documents them from the same objects.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+from aiohttp import web
+from multidict import MultiMapping
+
+from .config import Settings
+from .errors import (
+    BadRequest,
+    InvalidCursor,
+    InvalidIp,
+    InvalidLimit,
+    InvalidTtl,
+    InvalidUserId,
+    SessionsError,
+    TokenNotFound,
+)
+from .models import (
+    LIST_MAX,
+    canonical_ip,
+    parse_cursor,
+    parse_limit,
+    parse_token,
+    parse_ttl,
+    parse_user_id,
+)
+
+__all__ = [
+    "AFTER",
+    "EXCEPT",
+    "ID",
+    "IP",
+    "LIMIT",
+    "OPTIONAL_IP",
+    "TOKEN",
+    "TOKEN_HEADER",
+    "TTL",
+    "USER_ID",
+    "Param",
+]
+
+# Where `get`, `del` and `rotate` also take the token.
+TOKEN_HEADER = "X-Session-Token"
+EXAMPLE_TOKEN = "61494096-9af7-49ba-9fb4-e89c0811e6d3"
+
+
+@dataclass(frozen=True, slots=True)
+class Param:
+    """One query parameter: how to read it and which error a bad value raises."""
+
+    name: str
+    parse: Callable[[str], Any]
+    error: type[SessionsError]
+    description: str
+    schema: Mapping[str, Any]
+    required: bool = True
+    example: Any = None
+    extra_docs: tuple[Mapping[str, Any], ...] = field(default=())  # more entries in the document
+
+    def read(self, request: web.BaseRequest, settings: Settings) -> Any:
+        return self.read_query(request.query)
+
+    def read_query(self, query: MultiMapping[str]) -> Any:
+        values = query.getall(self.name, ())
+        if len(values) == 1:
+            value = self.parse(values[0])
+            if value is not None:
+                return value
+        elif not values:
+            if not self.required:
+                return None
+            # A missing token is just another unknown token: no hint.
+            if self.error is not TokenNotFound:
+                raise self.error(f"Parameter {self.name} is required.")
+        # A repeated parameter is ambiguous, so it is refused like a bad one.
+        raise self.error()
+
+    def documented(self) -> list[dict[str, Any]]:
+        """Its entries in an OpenAPI operation's `parameters`."""
+        entry: dict[str, Any] = {
+            "name": self.name,
+            "in": "query",
+            "required": self.required,
+            "description": self.description,
+            "schema": dict(self.schema),
+        }
+        if self.example is not None:
+            entry["example"] = self.example
+        return [entry, *map(dict, self.extra_docs)]
+
+
+@dataclass(frozen=True, slots=True)
+class _TokenParam(Param):
+    """The session token, from the query or the X-Session-Token header (which keeps it out
+    of URLs and the logs that hold them). Given both ways, the two must agree."""
+
+    def read(self, request: web.BaseRequest, settings: Settings) -> Any:
+        headers = request.headers.getall(TOKEN_HEADER, ())
+        if not headers:
+            return self.read_query(request.query)
+        if len(headers) > 1:
+            raise BadRequest(f"{TOKEN_HEADER} is given more than once.")
+        token = parse_token(headers[0])
+        if token is None:
+            raise TokenNotFound()
+        query = request.query
+        if self.name in query and str(self.read_query(query)).lower() != token.lower():
+            raise BadRequest(f"The token in the query and in {TOKEN_HEADER} differ.")
+        return token
+
+    def documented(self) -> list[dict[str, Any]]:
+        # Required one way or the other: neither way on its own.
+        entries = Param.documented(self)
+        entries[0]["required"] = False
+        return entries
+
+
+@dataclass(frozen=True, slots=True)
+class _TtlParam(Param):
+    """A session's own idle TTL: at most the service's SESSIONS_IDLE_TTL."""
+
+    def read(self, request: web.BaseRequest, settings: Settings) -> Any:
+        values = request.query.getall(self.name, ())
+        if not values:
+            return None
+        longest = settings.idle_ttl
+        ttl = parse_ttl(values[0], longest) if len(values) == 1 else None
+        if ttl is None:
+            raise InvalidTtl(f"ttl must be a whole number of seconds from 1 to {longest}.")
+        return ttl
+
+
+_USER_ID_SCHEMA = {"type": "integer", "format": "int64", "minimum": 1, "maximum": 2**63 - 1}
+_USER_ID_TEXT = "User id: a positive integer up to 2^63-1 in plain decimal digits."
+_IP_SCHEMA = {"anyOf": [{"type": "string", "format": "ipv4"}, {"type": "string", "format": "ipv6"}]}
+_IP_TEXT = "An IPv4 or IPv6 address; compared in canonical form."
+_TOKEN_SCHEMA = {"type": "string", "format": "uuid"}
+
+USER_ID = Param("user_id", parse_user_id, InvalidUserId, _USER_ID_TEXT, _USER_ID_SCHEMA, example=1)
+ID = Param("id", parse_user_id, InvalidUserId, _USER_ID_TEXT, _USER_ID_SCHEMA, example=1)
+IP = Param("ip", canonical_ip, InvalidIp, _IP_TEXT, _IP_SCHEMA, example="192.168.1.1")
+OPTIONAL_IP = Param(
+    "ip",
+    canonical_ip,
+    InvalidIp,
+    "An IPv4 or IPv6 address the session is now seen from; compared in canonical form.",
+    _IP_SCHEMA,
+    required=False,
+    example="192.168.1.1",
+)
+TOKEN = _TokenParam(
+    "token",
+    parse_token,
+    TokenNotFound,
+    f"The session token (or send it in the {TOKEN_HEADER} header instead).",
+    _TOKEN_SCHEMA,
+    example=EXAMPLE_TOKEN,
+    extra_docs=(
+        {
+            "name": TOKEN_HEADER,
+            "in": "header",
+            "required": False,
+            "description": "The session token, kept out of the URL; with `token` too, the two must agree.",
+            "schema": _TOKEN_SCHEMA,
+        },
+    ),
+)
+TTL = _TtlParam(
+    "ttl",
+    lambda value: parse_ttl(value, 180 * 86400),  # read() bounds it by the settings instead
+    InvalidTtl,
+    "This session's own idle TTL in seconds, from 1 to the service's SESSIONS_IDLE_TTL (its default).",
+    {"type": "integer", "minimum": 1, "maximum": 180 * 86400},
+    required=False,
+    example=3600,
+)
+LIMIT = Param(
+    "limit",
+    parse_limit,
+    InvalidLimit,
+    f"The most sessions in this page, 1 to {LIST_MAX}; without it, the service's SESSIONS_LIST_MAX "
+    "(1000 by default).",
+    {"type": "integer", "minimum": 1, "maximum": LIST_MAX},
+    required=False,
+    example=100,
+)
+AFTER = Param(
+    "after",
+    parse_cursor,
+    InvalidCursor,
+    'Where the page starts: the cursor in the previous page\'s `Link: <...>; rel="next"` URL. Opaque; '
+    "follow that URL rather than building one.",
+    {"type": "string", "maxLength": 80},
+    required=False,
+)
+# The one session `/user/del` leaves: a bad one ends nothing, like a wrong one.
+EXCEPT = Param(
+    "except",
+    parse_token,
+    TokenNotFound,
+    "A token of this user's to keep (the caller's own session, say); it must be live.",
+    _TOKEN_SCHEMA,
+    required=False,
+)

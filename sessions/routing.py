@@ -1,0 +1,198 @@
+"""The one front door of every request: a route table looked up by path in a dictionary,
+on aiohttp's low-level server (no Application, no router, no middleware).
+
+For each request the router checks the API key, gives it a request id (echoed in
+X-Request-Id and on every log line), reads the route's declared parameters and its extra
+data, calls the handler with the service and those values, answers every failure as the
+error envelope (logging only surprises) and counts the request in the metrics under the
+route's name. What each of these costs per request is in bench/README.md.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+import logging
+import os
+import re
+import time
+from collections.abc import Awaitable, Callable, Iterable
+from dataclasses import dataclass
+from typing import Any
+
+from aiohttp import web
+from aiohttp.http import HttpVersion11
+from aiohttp.http_exceptions import HttpProcessingError
+from aiohttp.web_protocol import RequestPayloadError
+
+from .auth import ApiKeys
+from .envelope import failure, from_http, from_protocol
+from .errors import (
+    ExpectationFailed,
+    InternalError,
+    InvalidExtra,
+    MethodNotAllowed,
+    NotFound,
+    PayloadTooLarge,
+    RequestTimeout,
+    SessionsError,
+)
+from .extra import decode_extra
+from .logs import REQUEST_ID
+from .metrics import METRICS
+from .params import Param
+from .service import Service
+
+__all__ = ["Route", "Router", "Service"]
+
+log = logging.getLogger("sessions.routing")
+
+Handler = Callable[..., Awaitable[web.StreamResponse]]
+
+# What a method answers in `data`: a SessionObject, a list of them, or {"deleted": N}.
+SESSION, SESSIONS, COUNT = "session", "list", "count"
+
+
+@dataclass(frozen=True, slots=True)
+class Route:
+    """One path, declared once: the router, the metrics label and the API description
+    (openapi.py) all read it."""
+
+    path: str
+    handler: Handler  # called as handler(service, *values of params[, extra data])
+    name: str  # its label in the metrics
+    params: tuple[Param, ...] = ()
+    extra: bool = False  # a body is extra data, given to the handler after the parameters
+    methods: tuple[str, ...] = ("GET", "POST")
+    probe: bool = False  # open without an API key when SESSIONS_OPEN_PROBES is on
+    # In the API description, when it has a summary.
+    summary: str = ""
+    result: str = SESSION
+    errors: tuple[type[SessionsError], ...] = ()  # beside its parameters' and any method's
+
+    def all_errors(self) -> tuple[type[SessionsError], ...]:
+        """Every error this route answers but those any route may: its parameters' first."""
+        found = [param.error for param in self.params]
+        if self.extra:
+            found += [InvalidExtra, PayloadTooLarge]
+        return tuple(dict.fromkeys([*found, *self.errors]))
+
+
+# A caller's own request id is kept if it cannot smuggle anything into a log line.
+_REQUEST_ID = re.compile(r"[A-Za-z0-9._:-]{1,128}")
+# Made ids: a random prefix per process and a counter, unique without a syscall per request.
+_ID_PREFIX = os.urandom(4).hex()
+_id_counter = itertools.count()
+
+
+async def _not_found(service: Service) -> web.Response:
+    raise NotFound()
+
+
+async def _read_extra(request: web.BaseRequest, service: Service) -> dict[str, Any] | None:
+    if not request.body_exists:
+        return None
+    expect = request.headers.get("Expect")
+    if expect is not None and request.version == HttpVersion11:
+        # The client waits for this before it sends the body; only a request that got
+        # this far (its key and parameters checked) is told to go on.
+        await request.writer.write(b"HTTP/1.1 100 Continue\r\n\r\n")
+        request.writer.output_size = 0
+    try:
+        # Over client_max_size (the extra data limit) this raises 413 before buffering more;
+        # a body that never comes (or a Content-Length that lies) runs into the timeout.
+        async with asyncio.timeout(service.settings.body_timeout):
+            body = await request.read()
+    except TimeoutError:
+        raise RequestTimeout() from None
+    return decode_extra(request.content_type, body)
+
+
+class _Bound:
+    """A route with what the router needs per request made ahead."""
+
+    __slots__ = ("extra", "handler", "methods", "open", "params", "route", "stats")
+
+    def __init__(self, route: Route, *, open_probes: bool) -> None:
+        self.route = route
+        self.handler = route.handler
+        self.params = route.params
+        self.extra = route.extra
+        self.methods = frozenset(route.methods)
+        self.stats = METRICS.method(route.name)
+        self.open = route.probe and open_probes
+
+
+class Router:
+    """The low-level server's handler for a set of routes; anything else is `not_found`."""
+
+    def __init__(self, routes: Iterable[Route], service: Service, auth: ApiKeys | None) -> None:
+        open_probes = service.settings.open_probes
+        self._routes = {route.path: _Bound(route, open_probes=open_probes) for route in routes}
+        self._fallback = _Bound(Route("", _not_found, "other", methods=()), open_probes=False)
+        self._service = service
+        self._auth = auth
+
+    @property
+    def routes(self) -> list[Route]:
+        return [bound.route for bound in self._routes.values()]
+
+    async def __call__(self, request: web.BaseRequest) -> web.StreamResponse:
+        started = time.perf_counter()
+        route = self._routes.get(request.path, self._fallback)
+        given = request.headers.get("X-Request-Id")
+        if given is not None and _REQUEST_ID.fullmatch(given):
+            request_id = given
+        else:
+            request_id = f"{_ID_PREFIX}{next(_id_counter) & 0xFFFFFFFF:08x}"
+        context = REQUEST_ID.set(request_id)
+        expect = request.headers.get("Expect")
+        code = "success"
+        try:
+            if self._auth is not None and not route.open:
+                self._auth.check(request)
+            if request.method not in route.methods:
+                if route is self._fallback:
+                    raise NotFound()
+                raise MethodNotAllowed(allow=route.route.methods)
+            if expect is not None and expect.lower() != "100-continue":
+                raise ExpectationFailed()
+            service = self._service
+            settings = service.settings
+            values = [param.read(request, settings) for param in route.params]
+            if route.extra:
+                values.append(await _read_extra(request, service))
+            response = await route.handler(service, *values)
+        except SessionsError as error:
+            response, code = failure(error), error.code
+            if isinstance(error, RequestTimeout):
+                # The rest of the body may still come; the connection cannot be reused.
+                response.force_close()
+        except web.HTTPException as error:
+            converted = from_http(error, self._service.settings)
+            response, code = failure(converted), converted.code
+        except (HttpProcessingError, RequestPayloadError) as error:
+            converted = from_protocol(error)
+            response, code = failure(converted), converted.code
+            response.force_close()
+            # The body cannot be read further: marked as ended, aiohttp does not try to
+            # drain it after the answer (which would raise, and log, the same error again).
+            request.content.feed_eof()
+        except ConnectionError:
+            # The client is gone: nobody to answer, nothing to log (aiohttp drops it).
+            route.stats.record("client_gone", time.perf_counter() - started)
+            raise
+        except Exception:
+            # The path only: the query may hold a token.
+            log.exception("unexpected error in %s %s", request.method, request.path)
+            response, code = failure(InternalError()), InternalError.code
+        finally:
+            REQUEST_ID.reset(context)
+        if expect is not None and code != "success":
+            # Refused, perhaps before its body was asked for: the client may never send it,
+            # so the connection is closed at once rather than left waiting for it.
+            response.force_close()
+            request.content.feed_eof()
+        response.headers["X-Request-Id"] = request_id
+        route.stats.record(code, time.perf_counter() - started)
+        return response

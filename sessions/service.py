@@ -1,0 +1,72 @@
+"""What the handlers are given: the settings and the storage of a running service, and how
+it asks its own process to stop. `running()` opens and closes them in order."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import AsyncIterator
+from dataclasses import dataclass, field
+
+from .config import Settings
+from .embedded import embedded_tarantool
+from .storage import Storage
+
+__all__ = ["Service", "Shutdown", "running"]
+
+log = logging.getLogger(__name__)
+
+
+class Shutdown:
+    """How a part of the service asks the process to stop, and with which exit code."""
+
+    def __init__(self) -> None:
+        self.requested = asyncio.Event()
+        self.exit_code = 0
+
+    def request(self, exit_code: int) -> None:
+        self.exit_code = max(self.exit_code, exit_code)
+        self.requested.set()
+
+
+@dataclass(frozen=True, slots=True)
+class Service:
+    settings: Settings
+    storage: Storage
+    shutdown: Shutdown = field(default_factory=Shutdown)
+
+
+@contextlib.asynccontextmanager
+async def running(settings: Settings, shutdown: Shutdown | None = None) -> AsyncIterator[Service]:
+    """The storage connected (to an embedded Tarantool started here, if so configured) until
+    the block ends; then the storage closes first and the embedded Tarantool stops after it."""
+    shutdown = shutdown or Shutdown()
+    password = settings.service_password()
+    async with contextlib.AsyncExitStack() as stack:
+        if settings.embedded:
+            embedded = await stack.enter_async_context(
+                embedded_tarantool(settings, password=password, on_fatal=lambda: shutdown.request(1))
+            )
+            addresses = [embedded.address]
+        else:
+            addresses = settings.tarantool_addresses
+        storage = Storage(
+            addresses,
+            user=settings.tarantool_user,
+            password=password,
+            idle_ttl=settings.idle_ttl,
+            max_lifetime=settings.max_lifetime,
+            max_per_user=settings.max_per_user,
+            extra_max_bytes=settings.extra_max_bytes,
+            timeout=settings.tarantool_timeout,
+        )
+        # Closed before the embedded Tarantool stops (exit stacks unwind in reverse).
+        stack.push_async_callback(storage.close)
+        try:
+            await asyncio.wait_for(storage.connect(), settings.startup_timeout)
+        except TimeoutError:
+            raise RuntimeError(
+                f"Tarantool at {settings.tarantool} did not answer in {settings.startup_timeout:.0f}s"
+            ) from None
+        yield Service(settings, storage, shutdown)

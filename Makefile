@@ -7,7 +7,7 @@ STAMP := $(VENV)/.installed-$(shell cksum < pyproject.toml | cut -d' ' -f1)
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 APT := $(SUDO) env DEBIAN_FRONTEND=noninteractive apt-get
 
-.PHONY: run test lint fuzz mutate bench tarantool wrk redis-server chromium docker-compose docker-engine luacheck clean
+.PHONY: run test lint fuzz mutate bench profile tarantool wrk redis-server chromium docker-compose docker-engine luacheck clean
 
 run: $(STAMP) tarantool
 	$(BIN)/sessions serve
@@ -41,6 +41,12 @@ mutate: $(STAMP) tarantool
 
 bench: $(STAMP) tarantool wrk redis-server $(VENV)/.installed-bench
 	$(BIN)/python bench/run.py
+
+# Where the CPU goes per request: the router's parts in isolation, then py-spy under `get`.
+profile: $(STAMP) tarantool wrk $(VENV)/.installed-bench
+	$(BIN)/python bench/costs.py
+	PATH="$(CURDIR)/$(BIN):$$PATH" $(BIN)/python bench/profile.py get
+	PATH="$(CURDIR)/$(BIN):$$PATH" $(BIN)/python bench/profile.py get --api-key
 
 $(VENV)/.installed-bench: $(STAMP) pyproject.toml
 	$(BIN)/pip install -q -e '.[dev,bench]'

@@ -9,17 +9,20 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import json
 import os
 import platform
 import random
 import signal
 import socket
+import statistics
 import subprocess
 import sys
 import tempfile
 import time
 import urllib.request
+from collections.abc import Iterator
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -35,6 +38,10 @@ PASSWORD = "bench-password"
 BENCH_USER = 4242424242
 BENCH_IP = "198.51.100.10"
 DAY = 86400
+# Rows that measure the stack rather than the service, left out of the chart.
+REFERENCES = ("baseline", "ceiling", "router", "router+wait")
+# The loads measured against the Redis peer's same load.
+COMPARED = ("get", "new", "user", "ip")
 
 # Lua for the admin console: `n` sessions with random users and IPv4 addresses, all last
 # active at `ts` and due to expire at `expires`, inserted 1000 to a transaction; fields by
@@ -140,7 +147,9 @@ class Server:
 
 def wrk(port: int, mode: str, *, seconds: float, connections: int, files: dict[str, str]) -> Load:
     env = {**os.environ, "BENCH_MODE": mode, "BENCH_USER": str(BENCH_USER), "BENCH_IP": BENCH_IP, **files}
-    command = ["wrk", "-t1", f"-c{connections}", f"-d{seconds}s", "--timeout", "5s", "-s", str(WRK_SCRIPT)]
+    # wrk takes whole seconds only.
+    duration = f"-d{max(1, round(seconds))}s"
+    command = ["wrk", "-t1", f"-c{connections}", duration, "--timeout", "5s", "-s", str(WRK_SCRIPT)]
     result = subprocess.run(
         [*command, f"http://127.0.0.1:{port}/"],
         env=env,
@@ -229,20 +238,15 @@ def users(console: Console, work: Path, *, first: int, count: int, per_user: int
     return str(path)
 
 
-def constant(script: str, name: str, work: Path, args: argparse.Namespace) -> Load:
-    """The `get` load against one of the constant responders."""
-    server = Server([sys.executable, str(ROOT / "bench" / script)], {}, work / f"{name}.log")
-    try:
-        load = wrk(server.port, "get", seconds=args.seconds, connections=args.connections, files={})
-    finally:
-        server.stop()
-    load.name = name
-    return load
+def constant(script: str, name: str, work: Path, *extra: str) -> Server:
+    """One of the constant responders, started."""
+    return Server([sys.executable, str(ROOT / "bench" / script), *extra], {}, work / f"{name}.log")
 
 
-def measure_redis_peer(work: Path, args: argparse.Namespace) -> list[Load]:
-    """`get`, `new`, `user` and `ip` against bench/redis_peer.py on a redis-server of its own
-    (append-only file written without fsync, like Tarantool's WAL mode `write`)."""
+@contextlib.contextmanager
+def redis_peer(work: Path) -> Iterator[tuple[int, dict[str, str]]]:
+    """bench/redis_peer.py on a redis-server of its own (append-only file written without
+    fsync, like Tarantool's WAL mode `write`), seeded like the service; its port and files."""
     port = free_port()
     (work / "redis").mkdir()
     redis_server = subprocess.Popen(
@@ -284,13 +288,7 @@ def measure_redis_peer(work: Path, args: argparse.Namespace) -> list[Load]:
             tokens = [new(f"user_id={random.randrange(1, 10**9)}&ip=192.0.2.1") for _ in range(1000)]
             path = work / "redis-tokens.txt"
             path.write_text("\n".join(tokens) + "\n")
-            files = {"BENCH_TOKENS": str(path)}
-            loads = []
-            for mode in ("get", "new", "user", "ip"):
-                load = wrk(peer.port, mode, seconds=args.seconds, connections=args.connections, files=files)
-                load.name = f"redis peer {mode}"
-                loads.append(load)
-            return loads
+            yield peer.port, {"BENCH_TOKENS": str(path)}
         finally:
             peer.stop()
     finally:
@@ -298,15 +296,59 @@ def measure_redis_peer(work: Path, args: argparse.Namespace) -> list[Load]:
         redis_server.wait(timeout=30)
 
 
+def interleaved(targets: list[tuple[str, int, str, dict[str, str]]], args: argparse.Namespace) -> list[Load]:
+    """Each (name, port, mode, files) load for `args.seconds` in all, in `args.rounds` turns
+    taken round-robin, so that the machine's drifts (these machines change speed by tens of
+    percent within a minute) fall on every load alike. Rates add up over the rounds; the
+    latencies are the median round's."""
+    burst = args.seconds / args.rounds
+    rounds: dict[str, list[Load]] = {name: [] for name, *_ in targets}
+    for _ in range(args.rounds):
+        for name, port, mode, files in targets:
+            rounds[name].append(wrk(port, mode, seconds=burst, connections=args.connections, files=files))
+    loads = []
+    for name, measured in rounds.items():
+        loads.append(
+            Load(
+                name=name,
+                rps=statistics.mean(load.rps for load in measured),
+                p50_ms=statistics.median(load.p50_ms for load in measured),
+                p99_ms=statistics.median(load.p99_ms for load in measured),
+                errors=sum(load.errors for load in measured),
+            )
+        )
+    return loads
+
+
 def measure_loads(work: Path, args: argparse.Namespace) -> list[Load]:
     seconds, connections = args.seconds, args.connections
-    base = constant("baseline.py", "baseline", work, args)
-    ceiling = constant("ceiling.py", "ceiling", work, args)
-    peer = measure_redis_peer(work, args)
-
-    server = service(work / "one", work / "service.log")
-    try:
+    with contextlib.ExitStack() as running:
+        references = {
+            "baseline": constant("baseline.py", "baseline", work),
+            "ceiling": constant("ceiling.py", "ceiling", work),
+            # get's distance from the ceiling, split: the router over a constant answer,
+            # then also waiting one loop turn for it (bench/steps.py); storage is the rest.
+            "router": constant("steps.py", "router", work, "router"),
+            "router+wait": constant("steps.py", "router+wait", work, "wait"),
+        }
+        for each in references.values():
+            running.callback(each.stop)
+        peer_port, peer_files = running.enter_context(redis_peer(work))
+        server = service(work / "one", work / "service.log")
+        running.callback(server.stop)
         files = asyncio.run(seed(work / "one" / "tarantool.sock", work, get_tokens=1000, del_tokens=40000))
+        # The loads issue 12 sets targets for, with the references they are measured against.
+        loads = interleaved(
+            [
+                *((name, each.port, "get", {}) for name, each in references.items()),
+                *(
+                    (f"redis peer {mode}", peer_port, mode, peer_files)
+                    for mode in ("get", "new", "user", "ip")
+                ),
+                *((mode, server.port, mode, files) for mode in ("get", "new", "user", "ip")),
+            ],
+            args,
+        )
         # Enough for the fastest of the two loads at about three times today's rate.
         with Console(work / "one" / "tarantool.control", timeout=600) as console:
             files["BENCH_ROTATE_TOKENS"] = users(
@@ -321,11 +363,8 @@ def measure_loads(work: Path, args: argparse.Namespace) -> list[Load]:
                 name="user_del",
             )
         files["BENCH_DEL_USER"] = str(DEL_USER_BASE + 10**8)
-        loads = [base, ceiling, *peer]
-        for mode in ("get", "new", "get_ip", "user", "ip", "mixed", "rotate", "user_del"):
+        for mode in ("get_ip", "mixed", "rotate", "user_del"):
             loads.append(wrk(server.port, mode, seconds=seconds, connections=connections, files=files))
-    finally:
-        server.stop()
 
     # The price of surviving power loss: every batch's WAL write waits for fsync.
     durable = service(work / "fsync", work / "fsync.log", SESSIONS_WAL_MODE="fsync")
@@ -344,14 +383,15 @@ def measure_loads(work: Path, args: argparse.Namespace) -> list[Load]:
     finally:
         workers.stop()
 
-    by_mode = {load.name.removeprefix("redis peer "): load for load in peer}
+    by_name = {load.name: load for load in loads}
+    base, ceiling = by_name["baseline"], by_name["ceiling"]
     for load in loads:
         load.ratio = load.rps / base.rps
         load.p99_ratio = load.p99_ms / base.p99_ms
         load.ceiling_ratio = load.rps / ceiling.rps
         load.ceiling_p99_ratio = load.p99_ms / ceiling.p99_ms
-        same = by_mode.get(load.name)
-        if same is not None and not load.name.startswith("redis"):
+        same = by_name.get(f"redis peer {load.name}")
+        if same is not None:
             load.redis_ratio = load.rps / same.rps
     return loads
 
@@ -531,7 +571,11 @@ def chart(report: dict[str, Any], path: Path) -> None:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    loads = [load for load in report["loads"] if load["name"] not in ("baseline", "ceiling")]
+    loads = [
+        load
+        for load in report["loads"]
+        if load["name"] not in ("baseline", "ceiling", "router", "router+wait")
+    ]
     names = [load["name"] for load in loads]
     positions = range(len(loads))
     fig, ax = plt.subplots(figsize=(10, 4.5))
@@ -563,7 +607,10 @@ def chart(report: dict[str, Any], path: Path) -> None:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
-    parser.add_argument("--seconds", type=float, default=5, help="duration of each load")
+    parser.add_argument("--seconds", type=float, default=8, help="duration of each load")
+    parser.add_argument(
+        "--rounds", type=int, default=4, help="turns the compared loads take, round-robin, in those seconds"
+    )
     parser.add_argument("--connections", type=int, default=64, help="concurrent connections")
     parser.add_argument("--workers", type=int, default=2, help="worker processes for the scaling load")
     parser.add_argument("--sessions", type=int, default=1_000_000, help="sessions for memory/expiry/recovery")

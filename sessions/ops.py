@@ -19,7 +19,7 @@ from prometheus_client import CollectorRegistry, generate_latest
 from prometheus_client.registry import Collector
 from swagger_ui.core import ApplicationDocument
 
-from .envelope import success
+from .envelope import HEADERS, success
 from .errors import SessionsError, StorageUnavailable
 from .metrics import METRICS, Metrics
 from .openapi import build_spec
@@ -37,6 +37,10 @@ class _Exposition(Collector):
 
     def collect(self) -> Iterator[Any]:
         return self._metrics.collect()
+
+
+def _plain(body: bytes, content_type: str) -> web.Response:
+    return web.Response(body=body, headers={**HEADERS, "Content-Type": content_type})
 
 
 def ops_routes() -> tuple[Route, ...]:
@@ -83,16 +87,16 @@ def ops_routes() -> tuple[Route, ...]:
             METRICS.storage = None
         registry = CollectorRegistry(auto_describe=False)
         registry.register(_Exposition(METRICS))
-        return web.Response(body=generate_latest(registry), content_type="text/plain", charset="utf-8")
+        return _plain(generate_latest(registry), "text/plain; charset=utf-8")
 
     def constant(body: bytes, content_type: str) -> Handler:
         async def handler(service: Service) -> web.Response:
-            return web.Response(body=body, content_type=content_type)
+            return _plain(body, content_type)
 
         return handler
 
     openapi = constant(spec_body, "application/json")
-    docs = constant(page, "text/html")
+    docs = constant(page, "text/html; charset=utf-8")
     routes = [
         Route("/health", health, "ops", probe=True),
         Route("/ready", ready, "ops", probe=True),

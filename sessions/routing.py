@@ -85,6 +85,13 @@ _ID_PREFIX = os.urandom(4).hex()
 _id_counter = itertools.count()
 
 
+def _request_id(request: web.BaseRequest) -> str:
+    given = request.headers.get("X-Request-Id")
+    if given is not None and _REQUEST_ID.fullmatch(given):
+        return given
+    return f"{_ID_PREFIX}{next(_id_counter) & 0xFFFFFFFF:08x}"
+
+
 async def _not_found(service: Service) -> web.Response:
     raise NotFound()
 
@@ -140,11 +147,7 @@ class Router:
     async def __call__(self, request: web.BaseRequest) -> web.StreamResponse:
         started = time.perf_counter()
         route = self._routes.get(request.path, self._fallback)
-        given = request.headers.get("X-Request-Id")
-        if given is not None and _REQUEST_ID.fullmatch(given):
-            request_id = given
-        else:
-            request_id = f"{_ID_PREFIX}{next(_id_counter) & 0xFFFFFFFF:08x}"
+        request_id = _request_id(request)
         context = REQUEST_ID.set(request_id)
         expect = request.headers.get("Expect")
         code = "success"

@@ -331,6 +331,10 @@ async def test_headers_say_no_store_and_no_versions(client, user_id):
     assert response.status == 404
     assert response.headers["Cache-Control"] == "no-store"
     assert response.headers["Server"] == "sessions"
+    for path in ("/health", "/metrics", "/openapi.json", "/docs", "/nothing-here"):
+        response = await client.get(path)
+        assert response.headers["Server"] == "sessions", path
+        assert response.headers["Cache-Control"] == "no-store", path
 
 
 @pytest.mark.parametrize("keys", [",", " , ", " "])

@@ -4,6 +4,7 @@
 --   each request, with 10 sessions each)
 -- BENCH_TOKENS is a file of live tokens for get; BENCH_DEL_TOKENS one of tokens to delete,
 -- used from line BENCH_DEL_OFFSET + 1 on (so that rounds of a longer run use fresh ones).
+-- BENCH_API_KEY, if set, goes in every request's Authorization header.
 -- At the end it prints one JSON line with the figures the harness reads.
 local mode = os.getenv('BENCH_MODE') or 'get'
 local tokens, doomed, rotating = {}, {}, {}
@@ -20,6 +21,11 @@ local function load(path, into)
 end
 
 function init(args)
+    -- With BENCH_API_KEY, every request carries it (wrk.format's default headers).
+    local key = os.getenv('BENCH_API_KEY')
+    if key ~= nil and key ~= '' then
+        wrk.headers['Authorization'] = 'Bearer ' .. key
+    end
     load(os.getenv('BENCH_TOKENS'), tokens)
     load(os.getenv('BENCH_DEL_TOKENS'), doomed)
     load(os.getenv('BENCH_ROTATE_TOKENS'), rotating)

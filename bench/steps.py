@@ -12,6 +12,7 @@ part, the waiting's part and the storage's part (the rest).
 from __future__ import annotations
 
 import asyncio
+import gc
 import os
 import signal
 import sys
@@ -50,6 +51,9 @@ async def serve(mode: str, port: int) -> None:
     runner = web.ServerRunner(server)
     await runner.setup()
     await web.TCPSite(runner, "127.0.0.1", port).start()
+    # As the service does once it has started (server.py).
+    gc.collect()
+    gc.freeze()
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for signum in (signal.SIGINT, signal.SIGTERM):

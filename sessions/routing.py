@@ -99,6 +99,10 @@ async def _not_found(service: Service) -> web.Response:
 async def _read_extra(request: web.BaseRequest, service: Service) -> dict[str, Any] | None:
     if not request.body_exists:
         return None
+    limit = service.settings.extra_max_bytes
+    if (request.content_length or 0) > limit:
+        # Said up front: refused before a byte of it is waited for.
+        raise PayloadTooLarge(f"Extra data may be at most {limit} bytes.")
     expect = request.headers.get("Expect")
     if expect is not None and request.version == HttpVersion11:
         # The client waits for this before it sends the body; only a request that got

@@ -42,6 +42,8 @@ class Served(BaseTestServer):
         self.settings = settings
 
     async def _make_runner(self, **kwargs: Any) -> ServiceRunner:
+        # aiohttp's test server cancels a handler whose client left; the service does not.
+        kwargs.pop("handler_cancellation", None)
         return ServiceRunner(self.settings, **kwargs)
 
 

@@ -95,6 +95,13 @@ def test_a_body_that_never_comes_is_408(service):
     assert elapsed < 5
 
 
+def test_a_body_said_to_be_over_the_limit_is_413_without_waiting_for_it(service):
+    # Nothing of the body is sent: a server that waited for it would answer 408 after 1 s.
+    data = request(b"/new?user_id=1&ip=1.2.3.4", b"Content-Type: application/json", b"Content-Length: 65537")
+    status, body, _ = service.raw(data, timeout=10)
+    assert (status, body["code"]) == (413, "payload_too_large")
+
+
 def test_garbage_after_a_request_in_the_same_packet_writes_nothing(service):
     # aiohttp refuses the whole packet it cannot parse, the good request with it.
     data = request(b"/new?user_id=77&ip=1.2.3.4", b"Content-Type: application/json", body=b'{"a": 1}')

@@ -20,6 +20,7 @@ import pytest
 from sessions.config import Settings, describe_error, unknown_variables
 from sessions.console import Console
 from sessions.logs import RateLimitedLog
+from sessions.metrics import METRICS
 
 from .conftest import Served, call, lua_bulk_insert, lua_session, make_instance, new_session, settings_for
 from .service import Service, alive, free_port, wait_gone
@@ -437,3 +438,25 @@ def test_rate_limited_lines_say_how_many_were_left_out(caplog):
         "something happened",
         "something happened (99 more like it since the last such line)",
     ]
+
+
+async def test_a_client_that_leaves_in_the_middle_of_its_body_is_counted_not_logged(client, caplog):
+    stats = METRICS.method("new")
+    before = stats.codes.get("client_gone", 0)
+    caplog.set_level(logging.WARNING, logger="sessions")
+    _, writer = await asyncio.open_connection(client.host, client.port)
+    writer.write(
+        b"POST /new?user_id=1&ip=192.0.2.1 HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+        b'Content-Length: 100\r\n\r\n{"a"'
+    )
+    await writer.drain()
+    deadline = time.monotonic() + 10
+    # The server has the head and is waiting for the rest of the body; then the client goes.
+    while stats.codes.get("client_gone", 0) == before:
+        if writer.transport is not None and not writer.is_closing():
+            await asyncio.sleep(0.05)
+            writer.close()
+        assert time.monotonic() < deadline
+        await asyncio.sleep(0.01)
+    await asyncio.sleep(0.1)  # whatever aiohttp does with the handler's exception, it has done
+    assert [record.getMessage() for record in caplog.records if record.levelno >= logging.WARNING] == []

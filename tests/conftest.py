@@ -8,7 +8,7 @@ import ipaddress
 import itertools
 import os
 import time
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -45,6 +45,32 @@ class Served(BaseTestServer):
         # aiohttp's test server cancels a handler whose client left; the service does not.
         kwargs.pop("handler_cancellation", None)
         return ServiceRunner(self.settings, **kwargs)
+
+
+@contextlib.asynccontextmanager
+async def serving(settings: Settings) -> AsyncIterator[TestClient]:
+    """A client of the service served on `settings`, closed however the block ends, even if
+    the service fails to start (aiohttp's own fixture then leaks its client session)."""
+    client = TestClient(Served(settings))
+    try:
+        await client.start_server()
+        yield client
+    finally:
+        await client.close()
+
+
+Serve = Callable[[Settings], Awaitable[TestClient]]
+
+
+@pytest.fixture
+async def serve() -> AsyncIterator[Serve]:
+    """Start the service on the given settings; each is stopped when the test ends."""
+    async with contextlib.AsyncExitStack() as stack:
+
+        async def start(settings: Settings) -> TestClient:
+            return await stack.enter_async_context(serving(settings))
+
+        yield start
 
 
 def make_instance(
@@ -120,8 +146,8 @@ def settings(tarantool: EmbeddedTarantool) -> Settings:
 
 
 @pytest.fixture
-async def client(aiohttp_client: Any, settings: Settings) -> TestClient:
-    return await aiohttp_client(Served(settings))
+async def client(serve: Serve, settings: Settings) -> TestClient:
+    return await serve(settings)
 
 
 _ids = itertools.count(10**12, 10)  # id + 1 .. id + 9 are free too

@@ -8,12 +8,12 @@ from sessions.client import ServiceUnavailable, SessionsClient
 from sessions.errors import InvalidExtra, InvalidIp, InvalidUserId, TokenNotFound, Unauthorized
 from sessions.models import SessionObject
 
-from .conftest import Served, settings_for
+from .conftest import settings_for
 
 
 @pytest.fixture
-async def base_url(aiohttp_client, settings):
-    server = (await aiohttp_client(Served(settings))).server
+async def base_url(serve, settings):
+    server = (await serve(settings)).server
     return str(server.make_url("")).rstrip("/")
 
 
@@ -45,8 +45,8 @@ async def test_errors_are_typed(base_url, user_id):
             await sessions.delete("not-a-token")
 
 
-async def test_api_key(aiohttp_client, tarantool, user_id):
-    server = (await aiohttp_client(Served(settings_for(tarantool, api_keys="k")))).server
+async def test_api_key(serve, tarantool, user_id):
+    server = (await serve(settings_for(tarantool, api_keys="k"))).server
     url = str(server.make_url("")).rstrip("/")
     async with SessionsClient(url) as anonymous:
         with pytest.raises(Unauthorized):

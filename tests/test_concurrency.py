@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 
-from .conftest import Served, call, new_session, settings_for
+from .conftest import call, new_session, settings_for
 
 
 async def test_concurrent_news_are_all_stored(client, user_id):
@@ -14,8 +14,8 @@ async def test_concurrent_news_are_all_stored(client, user_id):
     assert {s["token"] for s in listed} == {s["token"] for s in made}
 
 
-async def test_one_failing_item_leaves_the_others_alone(aiohttp_client, tarantool, user_id):
-    client = await aiohttp_client(Served(settings_for(tarantool, extra_max_bytes=300)))
+async def test_one_failing_item_leaves_the_others_alone(serve, tarantool, user_id):
+    client = await serve(settings_for(tarantool, extra_max_bytes=300))
     pad = "y" * 150
     sessions = [await new_session(client, user_id, json={"n": i, "pad": pad}) for i in range(10)]
 

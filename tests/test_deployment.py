@@ -9,19 +9,18 @@ import sys
 from pathlib import Path
 
 import pytest
-from aiohttp.test_utils import TestClient
 
 from sessions.admin import BackupError, backup, promote, restore
 from sessions.config import Settings
 from sessions.console import Console
 
-from .conftest import PASSWORD, Served, call, make_instance, new_session, settings_for
+from .conftest import PASSWORD, call, make_instance, new_session, serving, settings_for
 
 
 async def test_backup_under_writes_then_wipe_restore_start(tmp_path, user_id):
     settings = Settings(data_dir=tmp_path / "data")
     archive = tmp_path / "backups" / "sessions.tar.gz"
-    async with TestClient(Served(settings)) as client:
+    async with serving(settings) as client:
         acknowledged: list[dict] = []
         stop = asyncio.Event()
 
@@ -48,7 +47,7 @@ async def test_backup_under_writes_then_wipe_restore_start(tmp_path, user_id):
     shutil.rmtree(tmp_path / "data")
     restore(settings, archive)
 
-    async with TestClient(Served(settings)) as client:
+    async with serving(settings) as client:
         _, body = await call(client, "/user", params={"id": str(user_id)})
     stored = {s["token"]: s for s in body["data"]}
     assert [s for s in before if stored.get(s["token"]) != s] == []
@@ -61,7 +60,7 @@ def _snapshot(data_dir: Path) -> dict[str, bytes]:
 async def test_a_corrupt_archive_is_refused_and_nothing_changes(tmp_path, user_id):
     settings = Settings(data_dir=tmp_path / "data")
     archive = tmp_path / "sessions.tar.gz"
-    async with TestClient(Served(settings)) as client:
+    async with serving(settings) as client:
         await new_session(client, user_id)
         await asyncio.to_thread(backup, settings, archive)
     before = _snapshot(tmp_path / "data")
@@ -91,13 +90,13 @@ async def test_a_corrupt_archive_is_refused_and_nothing_changes(tmp_path, user_i
 async def test_restore_refuses_a_data_dir_in_use(tmp_path):
     settings = Settings(data_dir=tmp_path / "data")
     archive = tmp_path / "sessions.tar.gz"
-    async with TestClient(Served(settings)):
+    async with serving(settings):
         await asyncio.to_thread(backup, settings, archive)
         with pytest.raises(BackupError, match="stop the service"):
             restore(settings, archive)
 
 
-async def test_failover_to_a_promoted_replica_keeps_serving(aiohttp_client, tmp_path, user_id):
+async def test_failover_to_a_promoted_replica_keeps_serving(serve, tmp_path, user_id):
     primary = make_instance(tmp_path / "primary", environment={"SESSIONS_REPLICATION_PASSWORD": "rpw"})
     await primary.start()
     replica = make_instance(
@@ -107,7 +106,7 @@ async def test_failover_to_a_promoted_replica_keeps_serving(aiohttp_client, tmp_
     await replica.start()
     try:
         both = f"unix/:{primary.socket_path},unix/:{replica.socket_path}"
-        client = await aiohttp_client(Served(settings_for(primary, tarantool=both)))
+        client = await serve(settings_for(primary, tarantool=both))
         made = [await new_session(client, user_id, f"192.0.2.{i}") for i in range(1, 21)]
         with Console(replica.console_path) as console:
             for _ in range(100):

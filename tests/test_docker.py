@@ -26,7 +26,7 @@ import pytest
 
 from sessions.config import Settings
 
-from .conftest import Served, call, new_session
+from .conftest import call, new_session
 from .service import free_port
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -228,11 +228,11 @@ def tarantool_container(docker: None, tmp_path: Path) -> Iterator[tuple[str, int
 
 
 async def test_storage_against_tarantool_in_a_container(
-    aiohttp_client: Any, tarantool_container: tuple[str, int]
+    serve: Any, tarantool_container: tuple[str, int]
 ) -> None:
     host, port = tarantool_container
     settings = Settings(tarantool=f"{host}:{port}", tarantool_password="container-pw", startup_timeout=30)
-    client = await aiohttp_client(Served(settings))
+    client = await serve(settings)
     session = await new_session(client, 77, json={"device": "container"})
     status, body = await call(client, "/get", params={"token": session["token"]})
     assert status == 200 and body["data"]["extra"] == {"device": "container"}

@@ -22,7 +22,7 @@ from sessions.console import Console
 from sessions.logs import RateLimitedLog
 from sessions.metrics import METRICS
 
-from .conftest import Served, call, lua_bulk_insert, lua_session, make_instance, new_session, settings_for
+from .conftest import call, lua_bulk_insert, lua_session, make_instance, new_session, settings_for
 from .service import Service, alive, free_port, wait_gone
 
 TOKEN = "61494096-9af7-49ba-9fb4-e89c0811e6d3"
@@ -47,12 +47,12 @@ def _fill_memory(admin: Console, activity: int) -> int:
     )
 
 
-async def test_memory_full_keeps_signed_in_users_signed_in(aiohttp_client, tmp_path, user_id):
+async def test_memory_full_keeps_signed_in_users_signed_in(serve, tmp_path, user_id):
     instance = make_instance(tmp_path / "tarantool", memory=64 * 2**20)
     await instance.start()
     admin = Console(instance.console_path)
     try:
-        client = await aiohttp_client(Served(settings_for(instance)))
+        client = await serve(settings_for(instance))
         admin.eval("require('sessions.clock').freeze(1700000000)")
         session = await new_session(client, user_id)
         doomed = await new_session(client, user_id)
@@ -96,12 +96,12 @@ async def test_memory_full_keeps_signed_in_users_signed_in(aiohttp_client, tmp_p
         await instance.stop()
 
 
-async def test_purged_sessions_give_their_memory_back_without_outside_help(aiohttp_client, tmp_path):
+async def test_purged_sessions_give_their_memory_back_without_outside_help(serve, tmp_path):
     instance = make_instance(tmp_path / "tarantool", memory=64 * 2**20, idle_ttl=60)
     await instance.start()
     admin = Console(instance.console_path)
     try:
-        client = await aiohttp_client(Served(settings_for(instance, idle_ttl=60)))
+        client = await serve(settings_for(instance, idle_ttl=60))
         before = admin.eval("return box.slab.info().items_used")
         admin.eval("require('sessions.clock').freeze(1700000000)")
         assert _fill_memory(admin, 1700000000) > 100
@@ -134,11 +134,11 @@ def small_disk(tmp_path: Path):
         subprocess.run(["umount", "-l", str(mount)], check=False)
 
 
-async def test_disk_full_is_a_clean_503_and_service_resumes_by_itself(aiohttp_client, small_disk, user_id):
+async def test_disk_full_is_a_clean_503_and_service_resumes_by_itself(serve, small_disk, user_id):
     instance = make_instance(small_disk / "data")
     await instance.start()
     try:
-        client = await aiohttp_client(Served(settings_for(instance)))
+        client = await serve(settings_for(instance))
         filler = small_disk / "filler"
         subprocess.run(  # noqa: ASYNC221 - done before any request is in flight
             ["dd", "if=/dev/zero", f"of={filler}", "bs=64k"], stderr=subprocess.DEVNULL, check=False
@@ -386,10 +386,8 @@ def test_an_ipv6_host_is_logged_in_brackets(tmp_path):
     assert f"serving on http://[::1]:{service.port}" in service.output()
 
 
-async def test_a_huge_listing_pages_and_does_not_hold_up_other_listings(
-    aiohttp_client, fresh_tarantool, user_id
-):
-    client = await aiohttp_client(Served(settings_for(fresh_tarantool, tarantool_timeout=0.5)))
+async def test_a_huge_listing_pages_and_does_not_hold_up_other_listings(serve, fresh_tarantool, user_id):
+    client = await serve(settings_for(fresh_tarantool, tarantool_timeout=0.5))
     admin = Console(fresh_tarantool.console_path)
     try:
         blob = "{blob = string.rep('x', 300)}"

@@ -6,7 +6,7 @@ import time
 
 import pytest
 
-from .conftest import Served, call, make_instance, new_session, settings_for
+from .conftest import call, make_instance, new_session, settings_for
 
 
 @pytest.mark.parametrize("path", ["/", "/nope", "/new/", "/NEW", "/get/extra", "/favicon.ico"])
@@ -28,8 +28,8 @@ async def test_head_opens_no_session(client, user_id):
     assert (await call(client, "/user", params={"id": str(user_id)}))[1]["data"] == []
 
 
-async def test_storage_outage_is_503_never_a_wrong_answer(aiohttp_client, fresh_tarantool, user_id):
-    client = await aiohttp_client(Served(settings_for(fresh_tarantool)))
+async def test_storage_outage_is_503_never_a_wrong_answer(serve, fresh_tarantool, user_id):
+    client = await serve(settings_for(fresh_tarantool))
     session = await new_session(client, user_id)
 
     await fresh_tarantool.stop()
@@ -51,12 +51,12 @@ async def test_storage_outage_is_503_never_a_wrong_answer(aiohttp_client, fresh_
     assert (status, body["code"]) == (400, "invalid_user_id")
 
 
-async def test_full_memory_refuses_new_sessions_and_keeps_serving_reads(aiohttp_client, tmp_path, user_id):
+async def test_full_memory_refuses_new_sessions_and_keeps_serving_reads(serve, tmp_path, user_id):
     instance = make_instance(tmp_path / "small", memory=64 * 2**20)
     await instance.start()
     try:
         limit = 2**20 - 4096
-        client = await aiohttp_client(Served(settings_for(instance, extra_max_bytes=limit)))
+        client = await serve(settings_for(instance, extra_max_bytes=limit))
         first = await new_session(client, user_id)
         blob = {"blob": "x" * (limit - 100)}
         for _ in range(200):

@@ -10,7 +10,6 @@ import pytest
 from sessions.console import Console
 
 from .conftest import (
-    Served,
     call,
     days_ago,
     frozen_tarantool,
@@ -44,8 +43,8 @@ async def test_ttl_boundary_never_ends_a_session_early(client, console, user_id)
     assert (await call(client, "/get", params={"token": session["token"]}))[0] == 200
 
 
-async def test_idle_ttl_is_configurable(aiohttp_client, fresh_tarantool, user_id):
-    client = await aiohttp_client(Served(settings_for(fresh_tarantool, idle_ttl=2 * DAY)))
+async def test_idle_ttl_is_configurable(serve, fresh_tarantool, user_id):
+    client = await serve(settings_for(fresh_tarantool, idle_ttl=2 * DAY))
     admin = Console(fresh_tarantool.console_path)
     try:
         session = await new_session(client, user_id)
@@ -55,8 +54,8 @@ async def test_idle_ttl_is_configurable(aiohttp_client, fresh_tarantool, user_id
         admin.close()
 
 
-async def test_purge_fiber_deletes_idle_sessions_in_batches(aiohttp_client, fresh_tarantool, user_id):
-    client = await aiohttp_client(Served(settings_for(fresh_tarantool, idle_ttl=DAY)))
+async def test_purge_fiber_deletes_idle_sessions_in_batches(serve, fresh_tarantool, user_id):
+    client = await serve(settings_for(fresh_tarantool, idle_ttl=DAY))
     admin = Console(fresh_tarantool.console_path)
     try:
         live = await new_session(client, user_id)
@@ -78,9 +77,9 @@ async def test_purge_fiber_deletes_idle_sessions_in_batches(aiohttp_client, fres
         admin.close()
 
 
-async def test_short_ttl_end_to_end(aiohttp_client, fresh_tarantool, user_id):
+async def test_short_ttl_end_to_end(serve, fresh_tarantool, user_id):
     """Real time, a one-second TTL: the session lapses and the fiber purges it."""
-    client = await aiohttp_client(Served(settings_for(fresh_tarantool, idle_ttl=1)))
+    client = await serve(settings_for(fresh_tarantool, idle_ttl=1))
     admin = Console(fresh_tarantool.console_path)
     try:
         session = await new_session(client, user_id)
@@ -108,10 +107,10 @@ def _wait_for_purge_passes(admin: Console, count: int) -> None:
 
 
 @pytest.mark.parametrize(("idle", "live"), [(TTL - 1, True), (TTL, True), (TTL + 1, False)])
-async def test_the_exact_ttl_boundary_for_every_method_and_the_purge(aiohttp_client, tmp_path, idle, live):
+async def test_the_exact_ttl_boundary_for_every_method_and_the_purge(serve, tmp_path, idle, live):
     """A session idle exactly `ttl` seconds is live everywhere; one second more, gone everywhere."""
     async with frozen_tarantool(tmp_path / "tarantool", idle_ttl=TTL, at=T0) as (instance, admin):
-        client = await aiohttp_client(Served(settings_for(instance, idle_ttl=TTL)))
+        client = await serve(settings_for(instance, idle_ttl=TTL))
         ip = "192.0.2.77"
         made = {name: await new_session(client, 5, ip) for name in ("get", "del", "purged")}
         assert all(s["activity"] == T0 for s in made.values())
@@ -135,12 +134,12 @@ async def test_the_exact_ttl_boundary_for_every_method_and_the_purge(aiohttp_cli
 
 
 @pytest.mark.parametrize(("idle", "live"), [(TTL, True), (TTL + 1, False)])
-async def test_the_purge_renews_a_session_a_raised_ttl_keeps_alive(aiohttp_client, tmp_path, idle, live):
+async def test_the_purge_renews_a_session_a_raised_ttl_keeps_alive(serve, tmp_path, idle, live):
     """A session stored with an earlier expiry than the rules now give it (written when the
     TTL was shorter) is due for the purge, which must check it and move its expiry on, not
     delete it, up to and including the exact boundary."""
     async with frozen_tarantool(tmp_path / "tarantool", idle_ttl=TTL, at=T0) as (instance, admin):
-        client = await aiohttp_client(Served(settings_for(instance, idle_ttl=TTL)))
+        client = await serve(settings_for(instance, idle_ttl=TTL))
         session = await new_session(client, 5)
         key = f"require('uuid').fromstr('{session['token']}')"
         admin.eval(f"box.space.sessions:update({key}, {{{{'=', 'expires', {T0 + 10}}}}})")
@@ -150,8 +149,8 @@ async def test_the_purge_renews_a_session_a_raised_ttl_keeps_alive(aiohttp_clien
         assert stored == (T0 + TTL if live else None)
 
 
-async def test_the_purge_idles_quietly_on_an_empty_store(aiohttp_client, fresh_tarantool):
-    client = await aiohttp_client(Served(settings_for(fresh_tarantool)))
+async def test_the_purge_idles_quietly_on_an_empty_store(serve, fresh_tarantool):
+    client = await serve(settings_for(fresh_tarantool))
     assert (await call(client, "/get", params={"token": "61494096-9af7-49ba-9fb4-e89c0811e6d3"}))[0] == 404
     admin = Console(fresh_tarantool.console_path)
     try:

@@ -8,7 +8,7 @@ import json
 import orjson
 import pytest
 
-from .conftest import Served, call, days_ago, new_session, set_activity, settings_for
+from .conftest import call, days_ago, new_session, set_activity, settings_for
 
 FORM = {"Content-Type": "application/x-www-form-urlencoded"}
 
@@ -167,8 +167,8 @@ async def test_body_just_under_the_limit_is_accepted(client, user_id):
     assert session["extra"] == payload
 
 
-async def test_merged_extra_over_the_limit_is_413_and_keeps_the_old_extra(aiohttp_client, tarantool, user_id):
-    client = await aiohttp_client(Served(settings_for(tarantool, extra_max_bytes=300)))
+async def test_merged_extra_over_the_limit_is_413_and_keeps_the_old_extra(serve, tarantool, user_id):
+    client = await serve(settings_for(tarantool, extra_max_bytes=300))
     session = await new_session(client, user_id, json={"a": "x" * 200})
     status, body = await call(
         client, "/get", "POST", params={"token": session["token"]}, json={"b": "y" * 200}
@@ -255,10 +255,10 @@ async def test_lone_surrogates_in_json_strings_are_refused(client, user_id):
 
 
 @pytest.mark.parametrize(("length", "accepted"), [(91, True), (92, False)])
-async def test_merged_extra_may_be_exactly_the_limit(aiohttp_client, tarantool, user_id, length, accepted):
+async def test_merged_extra_may_be_exactly_the_limit(serve, tarantool, user_id, length, accepted):
     # With SESSIONS_EXTRA_MAX_BYTES=200 the stored map is measured as MessagePack:
     # {"a": 100 chars} is 105 bytes, and "b" with 91 more chars brings it to exactly 200.
-    client = await aiohttp_client(Served(settings_for(tarantool, extra_max_bytes=200)))
+    client = await serve(settings_for(tarantool, extra_max_bytes=200))
     session = await new_session(client, user_id, json={"a": "x" * 100})
     status, body = await call(
         client, "/get", "POST", params={"token": session["token"]}, json={"b": "y" * length}

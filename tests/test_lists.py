@@ -5,7 +5,6 @@ from __future__ import annotations
 import pytest
 
 from .conftest import (
-    Served,
     call,
     days_ago,
     lua_bulk_insert,
@@ -178,8 +177,8 @@ async def test_a_cursor_the_service_did_not_give_is_refused(client, user_id, cur
     assert (status, body["code"]) == (400, "invalid_cursor")
 
 
-async def test_the_default_page_is_the_configured_list_max(aiohttp_client, tarantool, user_id):
-    client = await aiohttp_client(Served(settings_for(tarantool, list_max=2)))
+async def test_the_default_page_is_the_configured_list_max(serve, tarantool, user_id):
+    client = await serve(settings_for(tarantool, list_max=2))
     for _ in range(3):
         await new_session(client, user_id)
     pages = await _pages(client, "/user", {"id": str(user_id)})

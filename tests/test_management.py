@@ -19,7 +19,6 @@ from sessions.embedded import EmbeddedTarantool
 
 from .conftest import (
     PASSWORD,
-    Served,
     call,
     frozen_tarantool,
     lua_bulk_insert,
@@ -104,9 +103,9 @@ async def test_bulk_deletes_count_only_live_sessions(client, console, user_id):
 
 
 async def test_bulk_delete_of_a_big_user_goes_in_bounded_steps_while_others_are_served(
-    aiohttp_client, fresh_tarantool, user_id
+    serve, fresh_tarantool, user_id
 ):
-    client = await aiohttp_client(Served(settings_for(fresh_tarantool)))
+    client = await serve(settings_for(fresh_tarantool))
     admin = Console(fresh_tarantool.console_path)
     try:
         admin.eval(
@@ -250,9 +249,9 @@ def _wait_for_purge(admin: Console) -> None:
 
 
 @pytest.mark.parametrize(("idle", "live"), [(60, True), (61, False)])
-async def test_a_sessions_own_ttl_is_exact_everywhere(aiohttp_client, frozen, idle, live):
+async def test_a_sessions_own_ttl_is_exact_everywhere(serve, frozen, idle, live):
     instance, admin = frozen
-    client = await aiohttp_client(Served(settings_for(instance, idle_ttl=1000)))
+    client = await serve(settings_for(instance, idle_ttl=1000))
     short = {n: await _new_with_ttl(client, 60) for n in ("get", "purge")}
     ordinary = await new_session(client, 9, "192.0.2.60")
     _at(admin, T0 + idle)
@@ -265,9 +264,9 @@ async def test_a_sessions_own_ttl_is_exact_everywhere(aiohttp_client, frozen, id
     assert _stored(admin, ordinary["token"])
 
 
-async def test_a_get_restarts_a_short_ttl(aiohttp_client, frozen):
+async def test_a_get_restarts_a_short_ttl(serve, frozen):
     instance, admin = frozen
-    client = await aiohttp_client(Served(settings_for(instance, idle_ttl=1000)))
+    client = await serve(settings_for(instance, idle_ttl=1000))
     session = await _new_with_ttl(client, 60)
     _at(admin, T0 + 50)
     assert (await call(client, "/get", params={"token": session["token"]}))[0] == 200
@@ -281,9 +280,9 @@ async def test_a_get_restarts_a_short_ttl(aiohttp_client, frozen):
 
 
 @pytest.mark.parametrize(("age", "live"), [(500, True), (501, False)])
-async def test_max_lifetime_ends_a_busy_session_exactly(aiohttp_client, frozen, age, live):
+async def test_max_lifetime_ends_a_busy_session_exactly(serve, frozen, age, live):
     instance, admin = frozen
-    client = await aiohttp_client(Served(settings_for(instance, idle_ttl=1000, max_lifetime=500)))
+    client = await serve(settings_for(instance, idle_ttl=1000, max_lifetime=500))
     busy = await new_session(client, 9)
     kept = await new_session(client, 9)
     for second in range(T0 + 100, T0 + age, 100):  # used all the time
@@ -297,9 +296,9 @@ async def test_max_lifetime_ends_a_busy_session_exactly(aiohttp_client, frozen, 
     assert _stored(admin, kept["token"]) is live
 
 
-async def test_a_lifetime_that_ends_between_two_pages(aiohttp_client, frozen):
+async def test_a_lifetime_that_ends_between_two_pages(serve, frozen):
     instance, admin = frozen
-    client = await aiohttp_client(Served(settings_for(instance, idle_ttl=1000, max_lifetime=500)))
+    client = await serve(settings_for(instance, idle_ttl=1000, max_lifetime=500))
     old = [await new_session(client, 9) for _ in range(2)]
     _at(admin, T0 + 10)
     young = [await new_session(client, 9) for _ in range(2)]
@@ -320,16 +319,16 @@ async def test_a_lifetime_that_ends_between_two_pages(aiohttp_client, frozen):
 # --- the cap per user ----------------------------------------------------------------------
 
 
-async def test_a_cap_of_one_keeps_only_the_newest(aiohttp_client, tarantool, user_id):
-    client = await aiohttp_client(Served(settings_for(tarantool, max_per_user=1)))
+async def test_a_cap_of_one_keeps_only_the_newest(serve, tarantool, user_id):
+    client = await serve(settings_for(tarantool, max_per_user=1))
     first = await new_session(client, user_id)
     second = await new_session(client, user_id)
     assert await _tokens(client, "/user", {"id": str(user_id)}) == [second["token"]]
     assert (await call(client, "/get", params={"token": first["token"]}))[0] == 404
 
 
-async def test_a_cap_ends_the_least_recently_active(aiohttp_client, tarantool, console, user_id):
-    client = await aiohttp_client(Served(settings_for(tarantool, max_per_user=3)))
+async def test_a_cap_ends_the_least_recently_active(serve, tarantool, console, user_id):
+    client = await serve(settings_for(tarantool, max_per_user=3))
     a, b, c = [await new_session(client, user_id) for _ in range(3)]
     now = int(time.time())
     set_activity(console, a["token"], now - 30)
@@ -346,8 +345,8 @@ async def test_a_cap_ends_the_least_recently_active(aiohttp_client, tarantool, c
 # --- the Python client ---------------------------------------------------------------------
 
 
-async def test_the_client_covers_the_additions(aiohttp_client, tarantool, user_id):
-    server = (await aiohttp_client(Served(settings_for(tarantool)))).server
+async def test_the_client_covers_the_additions(serve, tarantool, user_id):
+    server = (await serve(settings_for(tarantool))).server
     async with SessionsClient(str(server.make_url("/"))) as sessions:
         first = await sessions.new(user_id, "192.0.2.70", ttl=60)
         second = await sessions.new(user_id, "192.0.2.71")
@@ -379,7 +378,7 @@ def schema_v2_scripts(tmp_path: Path) -> Path:
 
 
 async def test_a_snapshot_of_the_previous_schema_starts_and_keeps_its_sessions(
-    aiohttp_client, tmp_path, schema_v2_scripts
+    serve, tmp_path, schema_v2_scripts
 ):
     data = tmp_path / "data"
     old = EmbeddedTarantool(
@@ -412,7 +411,7 @@ async def test_a_snapshot_of_the_previous_schema_starts_and_keeps_its_sessions(
             assert admin.eval("return require('sessions.schema').version()") == 3
             expires = admin.eval(f"return box.space.sessions:get(require('uuid').fromstr('{TOKEN}')).expires")
             assert expires == now - 10 + 1000  # its activity plus the idle TTL it was started with
-        client = await aiohttp_client(Served(settings_for(new, idle_ttl=1000)))
+        client = await serve(settings_for(new, idle_ttl=1000))
         status, body = await call(client, "/get", params={"token": TOKEN})
         assert status == 200 and body["data"]["extra"] == {"a": 1} and body["data"]["create"] == now - 50
         # The lapsed one is gone for reads at once and for the purge soon.
@@ -427,17 +426,17 @@ async def test_a_snapshot_of_the_previous_schema_starts_and_keeps_its_sessions(
 
 
 @pytest.mark.parametrize(("age", "live"), [(1, True), (2, False)])
-async def test_the_shortest_lifetime_is_one_second(aiohttp_client, frozen, age, live):
+async def test_the_shortest_lifetime_is_one_second(serve, frozen, age, live):
     instance, admin = frozen
-    client = await aiohttp_client(Served(settings_for(instance, idle_ttl=1000, max_lifetime=1)))
+    client = await serve(settings_for(instance, idle_ttl=1000, max_lifetime=1))
     session = await new_session(client, 9)
     _at(admin, T0 + age)
     assert (await call(client, "/get", params={"token": session["token"]}))[0] == (200 if live else 404)
 
 
-async def test_the_cap_counts_a_session_idle_exactly_the_ttl(aiohttp_client, frozen):
+async def test_the_cap_counts_a_session_idle_exactly_the_ttl(serve, frozen):
     instance, admin = frozen
-    client = await aiohttp_client(Served(settings_for(instance, idle_ttl=1000, max_per_user=2)))
+    client = await serve(settings_for(instance, idle_ttl=1000, max_per_user=2))
     oldest = await new_session(client, 9)
     _at(admin, T0 + 500)
     middle = await new_session(client, 9)

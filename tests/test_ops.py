@@ -10,7 +10,7 @@ import pytest
 
 from sessions.api import METHODS
 
-from .conftest import Served, call, new_session, settings_for
+from .conftest import call, new_session, settings_for
 from .service import Service, free_port
 
 
@@ -20,24 +20,24 @@ async def test_health_and_ready(client):
     assert status == 200 and body["data"]["ready"] is True
 
 
-async def test_ready_is_503_without_tarantool_while_health_stays_200(aiohttp_client, fresh_tarantool):
-    client = await aiohttp_client(Served(settings_for(fresh_tarantool)))
+async def test_ready_is_503_without_tarantool_while_health_stays_200(serve, fresh_tarantool):
+    client = await serve(settings_for(fresh_tarantool))
     await fresh_tarantool.stop()
     assert (await call(client, "/health"))[0] == 200
     status, body = await call(client, "/ready")
     assert (status, body["code"]) == (503, "storage_unavailable")
 
 
-async def test_probes_stay_open_with_api_keys(aiohttp_client, tarantool):
-    client = await aiohttp_client(Served(settings_for(tarantool, api_keys="secret")))
+async def test_probes_stay_open_with_api_keys(serve, tarantool):
+    client = await serve(settings_for(tarantool, api_keys="secret"))
     assert (await call(client, "/health"))[0] == 200
     assert (await call(client, "/user?id=1"))[0] == 401
-    closed = await aiohttp_client(Served(settings_for(tarantool, api_keys="secret", open_probes=False)))
+    closed = await serve(settings_for(tarantool, api_keys="secret", open_probes=False))
     assert (await call(closed, "/health"))[0] == 401
 
 
-async def test_ops_can_be_switched_off(aiohttp_client, tarantool):
-    client = await aiohttp_client(Served(settings_for(tarantool, ops_enabled=False)))
+async def test_ops_can_be_switched_off(serve, tarantool):
+    client = await serve(settings_for(tarantool, ops_enabled=False))
     for path in ("/health", "/ready", "/metrics", "/openapi.json", "/docs"):
         assert (await call(client, path))[0] == 404
 

@@ -14,7 +14,7 @@ from aiohttp.test_utils import TestClient
 
 from sessions.config import Settings
 
-from .conftest import Served, call, new_session, settings_for
+from .conftest import call, new_session, serving, settings_for
 from .service import Service, alive, wait_gone
 
 
@@ -32,10 +32,8 @@ async def _first_success(
         await asyncio.sleep(0.02)
 
 
-async def test_outage_answers_503_quickly_and_recovers_within_a_second(
-    aiohttp_client, fresh_tarantool, user_id
-):
-    client = await aiohttp_client(Served(settings_for(fresh_tarantool)))
+async def test_outage_answers_503_quickly_and_recovers_within_a_second(serve, fresh_tarantool, user_id):
+    client = await serve(settings_for(fresh_tarantool))
     session = await new_session(client, user_id)
 
     await fresh_tarantool.stop()
@@ -49,8 +47,8 @@ async def test_outage_answers_503_quickly_and_recovers_within_a_second(
     assert await _first_success(client, {"token": session["token"]}, within=5) < 1.0
 
 
-async def test_hung_tarantool_answers_503_within_the_timeout(aiohttp_client, fresh_tarantool, user_id):
-    client = await aiohttp_client(Served(settings_for(fresh_tarantool, tarantool_timeout=0.5)))
+async def test_hung_tarantool_answers_503_within_the_timeout(serve, fresh_tarantool, user_id):
+    client = await serve(settings_for(fresh_tarantool, tarantool_timeout=0.5))
     session = await new_session(client, user_id)
     assert fresh_tarantool.pid is not None
     os.kill(fresh_tarantool.pid, signal.SIGSTOP)
@@ -66,7 +64,7 @@ async def test_hung_tarantool_answers_503_within_the_timeout(aiohttp_client, fre
 
 async def test_embedded_tarantool_is_restarted_when_it_dies(tmp_path, user_id):
     settings = Settings(data_dir=tmp_path / "data")
-    async with TestClient(Served(settings)) as client:
+    async with serving(settings) as client:
         session = await new_session(client, user_id)
         pid = int((tmp_path / "data" / "tarantool.pid").read_text())
         os.kill(pid, signal.SIGKILL)
@@ -77,7 +75,7 @@ async def test_embedded_tarantool_is_restarted_when_it_dies(tmp_path, user_id):
 async def test_kill_9_during_a_burst_of_new_loses_no_acknowledged_session(tmp_path, user_id):
     settings = Settings(data_dir=tmp_path / "data", wal_mode="write")
     acknowledged: list[dict] = []
-    async with TestClient(Served(settings)) as client:
+    async with serving(settings) as client:
         pid = int((tmp_path / "data" / "tarantool.pid").read_text())
 
         async def writer(worker: int) -> None:

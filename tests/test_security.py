@@ -14,13 +14,13 @@ from sessions.config import Settings
 from sessions.console import ConsoleError
 from sessions.storage import _new_token
 
-from .conftest import PASSWORD, Served, call, new_session, settings_for
+from .conftest import PASSWORD, call, new_session, settings_for
 from .service import Service
 
 
 @pytest.fixture
-async def keyed(aiohttp_client, tarantool):
-    return await aiohttp_client(Served(settings_for(tarantool, api_keys="old-key, new-key")))
+async def keyed(serve, tarantool):
+    return await serve(settings_for(tarantool, api_keys="old-key, new-key"))
 
 
 @pytest.mark.parametrize(

@@ -8,17 +8,16 @@ import subprocess
 import sys
 
 import pytest
-from aiohttp.test_utils import TestClient
 
 from sessions.config import Settings
 
-from .conftest import Served, call, new_session
+from .conftest import call, new_session, serving
 from .service import Service, alive, free_port, wait_gone
 
 
 async def test_data_survives_a_restart_with_the_same_data_dir(tmp_path, user_id):
     settings = Settings(data_dir=tmp_path / "data")
-    async with TestClient(Served(settings)) as client:
+    async with serving(settings) as client:
         session = await new_session(client, user_id, json={"device": "Nexus 5"}, method="POST")
         pid = int((tmp_path / "data" / "tarantool.pid").read_text())
     assert not alive(pid)
@@ -26,7 +25,7 @@ async def test_data_survives_a_restart_with_the_same_data_dir(tmp_path, user_id)
     for path in [tmp_path / "data", *(tmp_path / "data").iterdir()]:
         assert path.stat().st_mode & 0o077 == 0, path
 
-    async with TestClient(Served(settings)) as client:
+    async with serving(settings) as client:
         status, body = await call(client, "/user", params={"id": str(user_id)})
         assert (status, body["data"]) == (200, [session])
 

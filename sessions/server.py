@@ -131,16 +131,18 @@ class ServiceRunner(web.BaseRunner):
 
     async def _make_server(self) -> web.Server:
         settings = self._settings
+        # Built before Tarantool starts: nothing is left running if they cannot be.
+        routes = list(METHODS)
+        if settings.ops_enabled and settings.ops_port is None:
+            routes += ops_routes()
+        auth = ApiKeys.configured(_keys(settings))
         try:
             service = await self._stack.enter_async_context(running(settings, self.shutdown_request))
+            router = Router(routes, service, auth)
         except BaseException:
             await self._stack.aclose()
             raise
         self.service = service
-        routes = list(METHODS)
-        if settings.ops_enabled and settings.ops_port is None:
-            routes += ops_routes()
-        router = Router(routes, service, ApiKeys.configured(_keys(settings)))
         return EnvelopeServer(router, client_max_size=settings.extra_max_bytes, **self._kwargs)
 
     async def _cleanup_server(self) -> None:

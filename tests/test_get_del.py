@@ -77,8 +77,8 @@ async def test_missing_malformed_or_unknown_token(client, path, params):
 
 async def test_the_miss_message_gives_no_hint(client):
     messages = set()
-    for token in ["", "nope", str(uuid.uuid4())]:
-        messages.add((await call(client, "/get", params={"token": token}))[1]["message"])
+    for params in [{}, {"token": ""}, {"token": "nope"}, {"token": str(uuid.uuid4())}]:
+        messages.add((await call(client, "/get", params=params))[1]["message"])
     assert len(messages) == 1
 
 

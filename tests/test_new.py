@@ -85,6 +85,7 @@ async def test_bad_user_id(client, value):
 async def test_missing_user_id(client):
     status, body = await call(client, "/new", params={"ip": "192.0.2.1"})
     assert (status, body["code"]) == (400, "invalid_user_id")
+    assert body["message"] == "Parameter user_id is required."
 
 
 async def test_repeated_user_id(client):

@@ -298,13 +298,14 @@ def redis_peer(work: Path) -> Iterator[tuple[int, dict[str, str]]]:
 
 def interleaved(targets: list[tuple[str, int, str, dict[str, str]]], args: argparse.Namespace) -> list[Load]:
     """Each (name, port, mode, files) load for `args.seconds` in all, in `args.rounds` turns
-    taken round-robin, so that the machine's drifts (these machines change speed by tens of
-    percent within a minute) fall on every load alike. Rates add up over the rounds; the
-    latencies are the median round's."""
+    taken round-robin, every other round backwards, so that the machine's drifts (these
+    machines change speed by tens of percent within a minute) fall on every load alike.
+    Rates are the mean of the turns; latencies the median turn's."""
     burst = args.seconds / args.rounds
     rounds: dict[str, list[Load]] = {name: [] for name, *_ in targets}
-    for _ in range(args.rounds):
-        for name, port, mode, files in targets:
+    for turn in range(args.rounds):
+        # Every other round backwards, so that no load always follows the same one.
+        for name, port, mode, files in targets if turn % 2 == 0 else reversed(targets):
             rounds[name].append(wrk(port, mode, seconds=burst, connections=args.connections, files=files))
     loads = []
     for name, measured in rounds.items():

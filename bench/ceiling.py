@@ -20,8 +20,9 @@ async def handle(request: web.BaseRequest) -> web.Response:
     return web.Response(body=BODY, content_type="application/json")
 
 
-async def serve(port: int) -> None:
-    runner = web.ServerRunner(web.Server(handle), access_log=None)
+async def serve(server: web.Server, port: int) -> None:
+    """`server` on 127.0.0.1:`port` until SIGINT or SIGTERM."""
+    runner = web.ServerRunner(server)
     await runner.setup()
     await web.TCPSite(runner, "127.0.0.1", port).start()
     stop = asyncio.Event()
@@ -32,9 +33,14 @@ async def serve(port: int) -> None:
     await runner.cleanup()
 
 
+async def serve_constant(port: int) -> None:
+    # A web.Server is made inside the running loop, which it binds to.
+    await serve(web.Server(handle, access_log=None), port)
+
+
 def main() -> None:
     port = int(sys.argv[1] if len(sys.argv) > 1 else os.environ["SESSIONS_PORT"])
-    uvloop.run(serve(port))
+    uvloop.run(serve_constant(port))
 
 
 if __name__ == "__main__":

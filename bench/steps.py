@@ -14,13 +14,13 @@ from __future__ import annotations
 import asyncio
 import gc
 import os
-import signal
 import sys
 from typing import Any
 
 import uvloop
 from aiohttp import web
 from baseline import SESSION
+from ceiling import serve
 
 from sessions.config import Settings
 from sessions.envelope import success
@@ -41,31 +41,22 @@ async def after_a_turn(service: Service, token: str, ip: str | None, patch: Any)
     return success(await future)
 
 
-async def serve(mode: str, port: int) -> None:
+async def serve_step(mode: str, port: int) -> None:
     settings = Settings(tarantool="127.0.0.1:3301", tarantool_password="unused")
     # No storage: neither handler touches it.
     service = Service(settings, storage=None)  # type: ignore[arg-type]
     handler = {"router": at_once, "wait": after_a_turn}[mode]
     router = Router([Route("/get", handler, "get", (TOKEN, OPTIONAL_IP), extra=True)], service, None)
-    server = EnvelopeServer(router, client_max_size=settings.extra_max_bytes, access_log=None)
-    runner = web.ServerRunner(server)
-    await runner.setup()
-    await web.TCPSite(runner, "127.0.0.1", port).start()
     # As the service does once it has started (server.py).
     gc.collect()
     gc.freeze()
-    stop = asyncio.Event()
-    loop = asyncio.get_running_loop()
-    for signum in (signal.SIGINT, signal.SIGTERM):
-        loop.add_signal_handler(signum, stop.set)
-    await stop.wait()
-    await runner.cleanup()
+    await serve(EnvelopeServer(router, client_max_size=settings.extra_max_bytes, access_log=None), port)
 
 
 def main() -> None:
     mode = sys.argv[1]
     port = int(sys.argv[2] if len(sys.argv) > 2 else os.environ["SESSIONS_PORT"])
-    uvloop.run(serve(mode, port))
+    uvloop.run(serve_step(mode, port))
 
 
 if __name__ == "__main__":

@@ -1,4 +1,4 @@
-"""The two response shapes of the API, and which error answers what aiohttp raises."""
+"""The two response shapes of the API, and the error a body that breaks HTTP answers."""
 
 from __future__ import annotations
 
@@ -8,18 +8,9 @@ import orjson
 from aiohttp import web
 from aiohttp.http_exceptions import ContentEncodingError
 
-from .config import Settings
-from .errors import (
-    BadRequest,
-    ExpectationFailed,
-    InternalError,
-    MethodNotAllowed,
-    NotFound,
-    PayloadTooLarge,
-    SessionsError,
-)
+from .errors import BadRequest, SessionsError
 
-__all__ = ["HEADERS", "failure", "from_http", "from_protocol", "success"]
+__all__ = ["HEADERS", "failure", "from_protocol", "success"]
 
 _JSON = "application/json"
 
@@ -47,23 +38,6 @@ def failure(error: SessionsError) -> web.Response:
         content_type=_JSON,
         headers={**HEADERS, **error.response_headers()},
     )
-
-
-def from_http(error: web.HTTPException, settings: Settings) -> SessionsError:
-    """The service's error for one aiohttp raised while reading a body."""
-    if error.status == 413:
-        return PayloadTooLarge(f"Extra data may be at most {settings.extra_max_bytes} bytes.")
-    known = _BY_STATUS.get(error.status)
-    if known is not None:
-        return known()
-    if 400 <= error.status < 500:
-        return BadRequest()
-    return InternalError()
-
-
-_BY_STATUS: dict[int, type[SessionsError]] = {
-    error.status: error for error in (NotFound, MethodNotAllowed, ExpectationFailed, PayloadTooLarge)
-}
 
 
 def from_protocol(error: Exception) -> SessionsError:

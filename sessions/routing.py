@@ -11,6 +11,7 @@ route's name. What each of these costs per request is in bench/README.md.
 from __future__ import annotations
 
 import asyncio
+import functools
 import itertools
 import logging
 import os
@@ -26,8 +27,9 @@ from aiohttp.http_exceptions import HttpProcessingError
 from aiohttp.web_protocol import RequestPayloadError
 
 from .auth import ApiKeys
-from .envelope import failure, from_http, from_protocol
+from .envelope import failure, from_protocol
 from .errors import (
+    BadRequest,
     ExpectationFailed,
     InternalError,
     InvalidExtra,
@@ -93,17 +95,19 @@ def _request_id(request: web.BaseRequest) -> str:
 
 
 async def _not_found(service: Service) -> web.Response:
-    raise NotFound()
+    raise NotFound()  # never called: no method is allowed, so the router answers first
 
 
-async def _read_extra(request: web.BaseRequest, service: Service) -> dict[str, Any] | None:
+async def _read_extra(
+    request: web.BaseRequest, service: Service, expect: str | None
+) -> dict[str, Any] | None:
     if not request.body_exists:
         return None
     limit = service.settings.extra_max_bytes
+    too_large = f"Extra data may be at most {limit} bytes."
     if (request.content_length or 0) > limit:
         # Said up front: refused before a byte of it is waited for.
-        raise PayloadTooLarge(f"Extra data may be at most {limit} bytes.")
-    expect = request.headers.get("Expect")
+        raise PayloadTooLarge(too_large)
     if expect is not None and request.version == HttpVersion11:
         # The client waits for this before it sends the body; only a request that got
         # this far (its key and parameters checked) is told to go on.
@@ -116,13 +120,16 @@ async def _read_extra(request: web.BaseRequest, service: Service) -> dict[str, A
             body = await request.read()
     except TimeoutError:
         raise RequestTimeout() from None
+    except web.HTTPRequestEntityTooLarge:
+        # A chunked body, or one whose Content-Length lied, that grew over the limit.
+        raise PayloadTooLarge(too_large) from None
     return decode_extra(request.content_type, body)
 
 
 class _Bound:
     """A route with what the router needs per request made ahead."""
 
-    __slots__ = ("extra", "handler", "methods", "open", "params", "route", "stats")
+    __slots__ = ("extra", "handler", "methods", "open", "params", "refusal", "route", "stats")
 
     def __init__(self, route: Route, *, open_probes: bool) -> None:
         self.route = route
@@ -132,6 +139,11 @@ class _Bound:
         self.methods = frozenset(route.methods)
         self.stats = METRICS.method(route.name)
         self.open = route.probe and open_probes
+        # What a method the route does not take is answered with; a route that takes none
+        # (the fallback) is not there at all.
+        self.refusal: Callable[[], SessionsError] = (
+            functools.partial(MethodNotAllowed, allow=route.methods) if route.methods else NotFound
+        )
 
 
 class Router:
@@ -159,25 +171,20 @@ class Router:
             if self._auth is not None and not route.open:
                 self._auth.check(request)
             if request.method not in route.methods:
-                if route is self._fallback:
-                    raise NotFound()
-                raise MethodNotAllowed(allow=route.route.methods)
+                raise route.refusal()
             if expect is not None and expect.lower() != "100-continue":
                 raise ExpectationFailed()
             service = self._service
             settings = service.settings
             values = [param.read(request, settings) for param in route.params]
             if route.extra:
-                values.append(await _read_extra(request, service))
+                values.append(await _read_extra(request, service, expect))
             response = await route.handler(service, *values)
         except SessionsError as error:
             response, code = failure(error), error.code
             if isinstance(error, RequestTimeout):
                 # The rest of the body may still come; the connection cannot be reused.
                 response.force_close()
-        except web.HTTPException as error:
-            converted = from_http(error, self._service.settings)
-            response, code = failure(converted), converted.code
         except (HttpProcessingError, RequestPayloadError) as error:
             converted = from_protocol(error)
             response, code = failure(converted), converted.code
@@ -186,9 +193,10 @@ class Router:
             # drain it after the answer (which would raise, and log, the same error again).
             request.content.feed_eof()
         except ConnectionError:
-            # The client is gone: nobody to answer, nothing to log (aiohttp drops it).
-            route.stats.record("client_gone", time.perf_counter() - started)
-            raise
+            # The client left in the middle of its request: nobody to read the answer, which
+            # aiohttp drops quietly, and nothing to log.
+            response, code = failure(BadRequest("The client closed the connection.")), "client_gone"
+            response.force_close()
         except Exception:
             # The path only: the query may hold a token.
             log.exception("unexpected error in %s %s", request.method, request.path)

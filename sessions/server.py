@@ -65,12 +65,6 @@ class _EnvelopeRequestHandler(RequestHandler):
         exc: BaseException | None = None,
         message: str | None = None,
     ) -> web.StreamResponse:
-        if isinstance(exc, ConnectionError):
-            # The client left in the middle of its request (the router counted it): nobody
-            # to answer and nothing to report.
-            response = failure(BadRequest("The client closed the connection."))
-            response.force_close()
-            return response
         error = _protocol_error(status, exc)
         kind = type(exc).__name__ if exc is not None else "no exception"
         if error.status >= 500:

@@ -161,6 +161,26 @@ async def test_body_over_the_limit_is_413_and_writes_nothing(client, user_id):
     assert (await call(client, "/user", params={"id": str(user_id)}))[1]["data"] == []
 
 
+async def test_a_chunked_body_over_the_limit_is_413_and_writes_nothing(client, user_id):
+    # No Content-Length to refuse it by: the limit is found while it is read.
+    async def chunks():
+        yield b'{"blob": "'
+        for _ in range(65):
+            yield b"x" * 1024
+        yield b'"}'
+
+    status, body = await call(
+        client,
+        "/new",
+        "POST",
+        params={"user_id": str(user_id), "ip": "192.0.2.1"},
+        data=chunks(),
+        headers={"Content-Type": "application/json"},
+    )
+    assert (status, body["code"]) == (413, "payload_too_large")
+    assert (await call(client, "/user", params={"id": str(user_id)}))[1]["data"] == []
+
+
 async def test_body_just_under_the_limit_is_accepted(client, user_id):
     payload = {"blob": "x" * (60 * 1024)}
     session = await new_session(client, user_id, json=payload)

@@ -6,7 +6,6 @@ port, which then serves nothing else (and the API's port serves none of them).
 
 from __future__ import annotations
 
-import dataclasses
 import mimetypes
 import re
 from collections.abc import Iterator
@@ -97,14 +96,17 @@ def ops_routes() -> tuple[Route, ...]:
 
     openapi = constant(spec_body, "application/json")
     docs = constant(page, "text/html; charset=utf-8")
-    routes = [
-        Route("/health", health, "ops", probe=True),
-        Route("/ready", ready, "ops", probe=True),
-        Route("/metrics", metrics, "ops"),
-        Route("/openapi.json", openapi, "ops"),
-        Route("/docs/swagger.json", openapi, "ops"),
-        Route("/docs", docs, "ops"),
-        Route("/docs/", docs, "ops"),
-        *(Route(path, constant(*asset), "ops") for path, asset in assets.items()),
-    ]
-    return tuple(dataclasses.replace(route, methods=_ALLOW) for route in routes)
+
+    def route(path: str, handler: Handler, *, probe: bool = False) -> Route:
+        return Route(path, handler, "ops", methods=_ALLOW, probe=probe)
+
+    return (
+        route("/health", health, probe=True),
+        route("/ready", ready, probe=True),
+        route("/metrics", metrics),
+        route("/openapi.json", openapi),
+        route("/docs/swagger.json", openapi),
+        route("/docs", docs),
+        route("/docs/", docs),
+        *(route(path, constant(*asset)) for path, asset in assets.items()),
+    )

@@ -114,7 +114,7 @@ class _TokenParam(Param):
         if token is None:
             raise TokenNotFound()
         query = request.query
-        if self.name in query and str(self.read_query(query)).lower() != token.lower():
+        if self.name in query and self.read_query(query).lower() != token.lower():
             raise BadRequest(f"The token in the query and in {TOKEN_HEADER} differ.")
         return token
 

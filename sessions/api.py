@@ -13,10 +13,10 @@ from urllib.parse import urlencode
 from aiohttp import web
 
 from .envelope import success
-from .errors import BadRequest, StorageFull, TokenNotFound
+from .errors import BadRequest, IdempotencyConflict, StorageFull, TokenNotFound
 from .models import Cursor, make_cursor
-from .params import AFTER, EXCEPT, ID, IP, LIMIT, OPTIONAL_IP, TOKEN, TTL, USER_ID, Param
-from .routing import COUNT, SESSIONS, Route
+from .params import AFTER, EXCEPT, ID, IDEMPOTENCY_KEY, IP, LIMIT, OPTIONAL_IP, TOKEN, TTL, USER_ID, Param
+from .routing import BULK, CHECK, COUNT, SESSIONS, Route
 from .service import Service
 
 __all__ = ["METHODS"]
@@ -24,8 +24,10 @@ __all__ = ["METHODS"]
 Extra = dict[str, Any] | None
 
 
-async def new(service: Service, user_id: int, ip: str, ttl: int | None, patch: Extra) -> web.Response:
-    return success(await service.storage.new(user_id, ip, patch, ttl=ttl))
+async def new(
+    service: Service, user_id: int, ip: str, ttl: int | None, key: str | None, patch: Extra
+) -> web.Response:
+    return success(await service.storage.new(user_id, ip, patch, ttl=ttl, idempotency_key=key))
 
 
 async def get(service: Service, token: str, ip: str | None, patch: Extra) -> web.Response:
@@ -84,10 +86,11 @@ METHODS: tuple[Route, ...] = (
         "/new",
         new,
         "new",
-        (USER_ID, IP, TTL),
+        (USER_ID, IP, TTL, IDEMPOTENCY_KEY),
         extra=True,
         summary="Open a session",
-        errors=(StorageFull,),
+        errors=(StorageFull, IdempotencyConflict),
+        work=CHECK,
     ),
     Route(
         "/get",
@@ -97,8 +100,9 @@ METHODS: tuple[Route, ...] = (
         extra=True,
         summary="Check a session and mark it active; with ip, move it to that address",
         errors=(StorageFull,),
+        work=CHECK,
     ),
-    Route("/del", delete, "del", (TOKEN,), summary="End a session", errors=(BadRequest,)),
+    Route("/del", delete, "del", (TOKEN,), summary="End a session", errors=(BadRequest,), work=CHECK),
     Route(
         "/user",
         by_user,
@@ -106,6 +110,7 @@ METHODS: tuple[Route, ...] = (
         (ID, LIMIT, AFTER),
         summary="Live sessions of a user, newest activity first, a page at a time",
         result=SESSIONS,
+        work=BULK,
     ),
     Route(
         "/ip",
@@ -114,6 +119,7 @@ METHODS: tuple[Route, ...] = (
         (IP, LIMIT, AFTER),
         summary="Live sessions seen from an address, newest activity first, a page at a time",
         result=SESSIONS,
+        work=BULK,
     ),
     Route(
         "/user/del",
@@ -122,6 +128,7 @@ METHODS: tuple[Route, ...] = (
         (ID, EXCEPT),
         summary="End every live session of a user, but one if `except` names it (sign out everywhere else)",
         result=COUNT,
+        work=BULK,
     ),
     Route(
         "/ip/del",
@@ -130,6 +137,7 @@ METHODS: tuple[Route, ...] = (
         (IP,),
         summary="End every live session seen from an address",
         result=COUNT,
+        work=BULK,
     ),
     Route(
         "/rotate",
@@ -138,5 +146,6 @@ METHODS: tuple[Route, ...] = (
         (TOKEN,),
         summary="The same session under a new token (after a privilege change); the old token ends at once",
         errors=(BadRequest,),
+        work=CHECK,
     ),
 )

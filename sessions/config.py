@@ -62,6 +62,23 @@ class Settings(BaseSettings):
     # come page by page through the Link header.
     list_max: Annotated[int, Field(ge=1, le=1000)] = 1000
 
+    # Bulk work (listings and bulk deletes) is admitted apart from the check path (get, new,
+    # del, rotate), so that it can never starve it: at most `bulk_concurrency` of it at
+    # once per process, at most `bulk_queue` waiting for a turn, none waiting longer than
+    # `queue_timeout`; anything beyond is answered `overloaded` at once. A page of a
+    # listing holds at most `page_max_bytes` of sessions (and at least one session), so
+    # the listings in flight take about bulk_concurrency x page_max_bytes x 4 of a process'
+    # memory (msgpack, Python objects and JSON at once). 1 MiB keeps a page's decoding and
+    # encoding, during which a process does nothing else, to about 5 ms (bench/README.md).
+    bulk_concurrency: Annotated[int, Field(ge=1, le=64)] = 2
+    bulk_queue: Annotated[int, Field(ge=0, le=10_000)] = 32
+    queue_timeout: Annotated[float, Field(gt=0, le=60)] = 1.0
+    page_max_bytes: Annotated[int, Field(ge=64 * 2**10, le=16 * 2**20)] = 2**20
+    # Check-path requests in flight per process; beyond it they are `overloaded` at once.
+    max_in_flight: Annotated[int, Field(ge=1, le=1_000_000)] = 4096
+    # How long a `new`'s Idempotency-Key is remembered (at least ten minutes).
+    idempotency_window: Annotated[int, Field(ge=600, le=7 * DAY)] = 3600
+
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
     log_format: Literal["text", "json"] = "text"
     access_log: bool = False

@@ -8,6 +8,7 @@ __all__ = [
     "BY_CODE",
     "BadRequest",
     "ExpectationFailed",
+    "IdempotencyConflict",
     "InternalError",
     "InvalidCursor",
     "InvalidExtra",
@@ -17,6 +18,7 @@ __all__ = [
     "InvalidUserId",
     "MethodNotAllowed",
     "NotFound",
+    "Overloaded",
     "PayloadTooLarge",
     "RequestTimeout",
     "SessionsError",
@@ -162,6 +164,21 @@ class StorageWriteFailed(SessionsError):
     headers = _RETRY_SOON
 
 
+class Overloaded(SessionsError):
+    """Shed before any of its work was done: a queue was full or its deadline passed."""
+
+    status = 503
+    code = "overloaded"
+    default_message = "The service is too busy to start this request; nothing was done. Retry later."
+    headers = _RETRY_SOON
+
+
+class IdempotencyConflict(SessionsError):
+    status = 409
+    code = "idempotency_conflict"
+    default_message = "This Idempotency-Key was used with other parameters."
+
+
 class InternalError(SessionsError):
     pass
 
@@ -187,6 +204,8 @@ BY_CODE: dict[str, type[SessionsError]] = {
         StorageUnavailable,
         StorageFull,
         StorageWriteFailed,
+        Overloaded,
+        IdempotencyConflict,
         InternalError,
     )
 }

@@ -14,6 +14,8 @@ from typing import Any
 
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily
 
+from .overload import Gate
+
 __all__ = ["BUCKETS", "METRICS", "Metrics"]
 
 BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5)
@@ -42,6 +44,10 @@ class Metrics:
     def __init__(self) -> None:
         self._methods: dict[str, _MethodStats] = {}
         self.storage: dict[str, Any] | None = None
+        # The admission gates of this process (overload.py), once it serves.
+        self.gates: tuple[Gate, ...] = ()
+        # Samples (one a second) that found this process out of file descriptors.
+        self.fds_exhausted = 0
 
     def method(self, name: str) -> _MethodStats:
         """The stats a route records into; looked up once, when the route is set up."""
@@ -68,6 +74,25 @@ class Metrics:
             if running:
                 latency.add_metric([method], cumulative, sum_value=stats.total)
         yield latency
+        shed = CounterMetricFamily(
+            "sessions_shed",
+            "Requests answered `overloaded` before any work, by class of work and reason",
+            labels=["work", "reason"],
+        )
+        waiting = GaugeMetricFamily("sessions_queued", "Requests waiting for a turn", labels=["work"])
+        active = GaugeMetricFamily("sessions_in_progress", "Requests at work", labels=["work"])
+        for gate in self.gates:
+            for reason in ("queue_full", "deadline"):
+                shed.add_metric([gate.name, reason], gate.shed.get(reason, 0))
+            waiting.add_metric([gate.name], gate.waiting)
+            active.add_metric([gate.name], gate.active)
+        yield from (shed, waiting, active)
+        exhausted = CounterMetricFamily(
+            "sessions_fds_exhausted",
+            "Seconds in which this process had no file descriptor left: new connections were refused",
+        )
+        exhausted.add_metric([], self.fds_exhausted)
+        yield exhausted
         up = GaugeMetricFamily("sessions_tarantool_up", "1 if Tarantool answered the last scrape")
         up.add_metric([], 0 if self.storage is None else 1)
         yield up

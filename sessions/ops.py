@@ -14,7 +14,7 @@ from typing import Any
 
 import orjson
 from aiohttp import web
-from prometheus_client import CollectorRegistry, generate_latest
+from prometheus_client import CollectorRegistry, ProcessCollector, generate_latest
 from prometheus_client.registry import Collector
 from swagger_ui.core import ApplicationDocument
 
@@ -84,8 +84,11 @@ def ops_routes() -> tuple[Route, ...]:
             METRICS.storage = await service.storage.info()
         except SessionsError:
             METRICS.storage = None
+        METRICS.gates = (service.critical, service.bulk)
         registry = CollectorRegistry(auto_describe=False)
         registry.register(_Exposition(METRICS))
+        # process_open_fds, process_max_fds, process_resident_memory_bytes, CPU and start time.
+        ProcessCollector(registry=registry)
         return _plain(generate_latest(registry), "text/plain; charset=utf-8")
 
     def constant(body: bytes, content_type: str) -> Handler:

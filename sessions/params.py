@@ -39,6 +39,7 @@ __all__ = [
     "AFTER",
     "EXCEPT",
     "ID",
+    "IDEMPOTENCY_KEY",
     "IP",
     "LIMIT",
     "OPTIONAL_IP",
@@ -126,6 +127,32 @@ class _TokenParam(Param):
 
 
 @dataclass(frozen=True, slots=True)
+class _HeaderParam(Param):
+    """A request header, optional; given twice or badly, `error` with its own message."""
+
+    def read(self, request: web.BaseRequest, settings: Settings) -> Any:
+        values = request.headers.getall(self.name, ())
+        if not values:
+            return None
+        value = self.parse(values[0]) if len(values) == 1 else None
+        if value is None:
+            raise self.error(self.description)
+        return value
+
+    def documented(self) -> list[dict[str, Any]]:
+        entries = Param.documented(self)
+        entries[0]["in"] = "header"
+        return entries
+
+
+def parse_idempotency_key(value: str) -> str | None:
+    """1 to 64 visible ASCII characters (no spaces, no controls), or None."""
+    if 1 <= len(value) <= 64 and all("!" <= char <= "~" for char in value):
+        return value
+    return None
+
+
+@dataclass(frozen=True, slots=True)
 class _TtlParam(Param):
     """A session's own idle TTL: at most the service's SESSIONS_IDLE_TTL."""
 
@@ -210,5 +237,16 @@ EXCEPT = Param(
     TokenNotFound,
     "A token of this user's to keep (the caller's own session, say); it must be live.",
     _TOKEN_SCHEMA,
+    required=False,
+)
+# Makes a retried `new` safe: the same key with the same parameters answers the same session.
+IDEMPOTENCY_KEY = _HeaderParam(
+    "Idempotency-Key",
+    parse_idempotency_key,
+    BadRequest,
+    "Idempotency-Key must be 1 to 64 visible ASCII characters. A `new` repeated with the same key "
+    "and the same parameters within SESSIONS_IDEMPOTENCY_WINDOW answers the session the first one "
+    "opened; with other parameters, 409 idempotency_conflict.",
+    {"type": "string", "minLength": 1, "maxLength": 64, "pattern": "^[!-~]+$"},
     required=False,
 )

@@ -35,6 +35,7 @@ from .errors import (
     InvalidExtra,
     MethodNotAllowed,
     NotFound,
+    Overloaded,
     PayloadTooLarge,
     RequestTimeout,
     SessionsError,
@@ -42,10 +43,11 @@ from .errors import (
 from .extra import decode_extra
 from .logs import REQUEST_ID
 from .metrics import METRICS
+from .overload import BULK, CHECK, Gate
 from .params import Param
 from .service import Service
 
-__all__ = ["Route", "Router", "Service"]
+__all__ = ["BULK", "CHECK", "Route", "Router", "Service"]
 
 log = logging.getLogger("sessions.routing")
 
@@ -71,12 +73,15 @@ class Route:
     summary: str = ""
     result: str = SESSION
     errors: tuple[type[SessionsError], ...] = ()  # beside its parameters' and any method's
+    work: str | None = None  # CHECK or BULK for the API's methods; None: not gated (ops)
 
     def all_errors(self) -> tuple[type[SessionsError], ...]:
         """Every error this route answers but those any route may: its parameters' first."""
         found = [param.error for param in self.params]
         if self.extra:
             found += [InvalidExtra, PayloadTooLarge]
+        if self.work is not None:
+            found.append(Overloaded)
         return tuple(dict.fromkeys([*found, *self.errors]))
 
 
@@ -129,10 +134,11 @@ async def _read_extra(
 class _Bound:
     """A route with what the router needs per request made ahead."""
 
-    __slots__ = ("extra", "handler", "methods", "open", "params", "refusal", "route", "stats")
+    __slots__ = ("extra", "gate", "handler", "methods", "open", "params", "refusal", "route", "stats")
 
-    def __init__(self, route: Route, *, open_probes: bool) -> None:
+    def __init__(self, route: Route, *, open_probes: bool, gates: dict[str | None, Gate | None]) -> None:
         self.route = route
+        self.gate = gates[route.work]
         self.handler = route.handler
         self.params = route.params
         self.extra = route.extra
@@ -151,8 +157,9 @@ class Router:
 
     def __init__(self, routes: Iterable[Route], service: Service, auth: ApiKeys | None) -> None:
         open_probes = service.settings.open_probes
-        self._routes = {route.path: _Bound(route, open_probes=open_probes) for route in routes}
-        self._fallback = _Bound(Route("", _not_found, "other", methods=()), open_probes=False)
+        gates: dict[str | None, Gate | None] = {CHECK: service.critical, BULK: service.bulk, None: None}
+        self._routes = {route.path: _Bound(route, open_probes=open_probes, gates=gates) for route in routes}
+        self._fallback = _Bound(Route("", _not_found, "other", methods=()), open_probes=False, gates=gates)
         self._service = service
         self._auth = auth
 
@@ -179,7 +186,19 @@ class Router:
             values = [param.read(request, settings) for param in route.params]
             if route.extra:
                 values.append(await _read_extra(request, service, expect))
-            response = await route.handler(service, *values)
+            gate = route.gate
+            if gate is None:
+                response = await route.handler(service, *values)
+            else:
+                await gate.enter(settings.queue_timeout)
+                try:
+                    # A caller who left while this waited for its turn gets no work done.
+                    transport = request.transport
+                    if transport is None or transport.is_closing():
+                        raise ConnectionResetError("the client left before its turn came")
+                    response = await route.handler(service, *values)
+                finally:
+                    gate.leave()
         except SessionsError as error:
             response, code = failure(error), error.code
             if isinstance(error, RequestTimeout):

@@ -15,6 +15,7 @@ import contextlib
 import gc
 import logging
 import os
+import resource
 import signal
 from typing import Any
 
@@ -32,6 +33,7 @@ from .config import Settings
 from .envelope import failure
 from .errors import BadRequest, InternalError, SessionsError
 from .logs import AccessLogger, RateLimitedLog
+from .metrics import METRICS
 from .ops import ops_routes
 from .routing import Router
 from .service import Service, Shutdown, running
@@ -53,6 +55,7 @@ def _protocol_error(status: int, exc: BaseException | None) -> SessionsError:
 # request at most, and no more than one a second, never with what they sent in it (a
 # header may hold a credential).
 _rejected_log = RateLimitedLog(log, interval=1.0)
+_refused = METRICS.method("other")
 
 
 class _EnvelopeRequestHandler(RequestHandler):
@@ -67,6 +70,8 @@ class _EnvelopeRequestHandler(RequestHandler):
     ) -> web.StreamResponse:
         error = _protocol_error(status, exc)
         kind = type(exc).__name__ if exc is not None else "no exception"
+        # Never reached a route: counted as the unknown paths are.
+        _refused.record(error.code, 0.0)
         if error.status >= 500:
             _rejected_log.error("internal", "answered %d to a request that failed: %s", error.status, kind)
         else:
@@ -157,6 +162,35 @@ def _keys(settings: Settings) -> list[str]:
     return [key.get_secret_value() for key in settings.api_keys]
 
 
+# The event loop (libuv) retries an accept that found no file descriptor in silence, so the
+# clients it leaves waiting would go unseen: a look once a second says so instead.
+_FD_LOOK = 1.0
+_fd_log = RateLimitedLog(log, interval=10.0)
+
+
+def _fds_left() -> int:
+    limit = resource.getrlimit(resource.RLIMIT_NOFILE)[0]
+    return limit - len(os.listdir("/proc/self/fd"))
+
+
+async def _watch_fds() -> None:
+    # The look itself needs one descriptor (the listing of /proc/self/fd): failing to get
+    # it is the same finding.
+    while True:
+        await asyncio.sleep(_FD_LOOK)
+        try:
+            exhausted = _fds_left() <= 1
+        except OSError:
+            exhausted = True
+        if exhausted:
+            METRICS.fds_exhausted += 1
+            _fd_log.error(
+                "fds",
+                "out of file descriptors (limit %d): new connections wait or are refused",
+                resource.getrlimit(resource.RLIMIT_NOFILE)[0],
+            )
+
+
 def _freeze_gc() -> None:
     # Everything alive once the service has started lives until exit. Moving it out of
     # the collector's reach keeps full collections from walking it every few seconds,
@@ -194,10 +228,12 @@ async def _serve(settings: Settings, *, reuse_port: bool) -> int:
             log.info("operational endpoints on %s", settings.url(settings.ops_port or 0))
         log.info("serving on %s (pid %d)", settings.url(settings.port), os.getpid())
         _freeze_gc()
+        fd_watch = asyncio.create_task(_watch_fds())
         loop = asyncio.get_running_loop()
         for signum in (signal.SIGINT, signal.SIGTERM):
             loop.add_signal_handler(signum, shutdown.request, 0)
         await shutdown.requested.wait()
+        fd_watch.cancel()
         log.info("stopping")
     finally:
         # Each stops listening first, then waits for requests in flight, then cleans up;

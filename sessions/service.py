@@ -11,6 +11,7 @@ from dataclasses import dataclass, field
 
 from .config import Settings
 from .embedded import embedded_tarantool
+from .overload import BULK, CHECK, Gate
 from .storage import Storage
 
 __all__ = ["Service", "Shutdown", "running"]
@@ -35,6 +36,16 @@ class Service:
     settings: Settings
     storage: Storage
     shutdown: Shutdown = field(default_factory=Shutdown)
+    # Admission by class of work (overload.py): the check path, and listings and bulk deletes.
+    critical: Gate = field(init=False)
+    bulk: Gate = field(init=False)
+
+    def __post_init__(self) -> None:
+        settings = self.settings
+        critical = Gate(CHECK, concurrency=settings.max_in_flight, queue=0)
+        bulk = Gate(BULK, concurrency=settings.bulk_concurrency, queue=settings.bulk_queue)
+        object.__setattr__(self, "critical", critical)
+        object.__setattr__(self, "bulk", bulk)
 
 
 @contextlib.asynccontextmanager
@@ -60,6 +71,8 @@ async def running(settings: Settings, shutdown: Shutdown | None = None) -> Async
             max_per_user=settings.max_per_user,
             extra_max_bytes=settings.extra_max_bytes,
             timeout=settings.tarantool_timeout,
+            page_max_bytes=settings.page_max_bytes,
+            idempotency_window=settings.idempotency_window,
         )
         # Closed before the embedded Tarantool stops (exit stacks unwind in reverse).
         stack.push_async_callback(storage.close)

@@ -7,16 +7,21 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import hashlib
 import logging
 import os
+import time
 from collections.abc import Awaitable, Callable
 from typing import Any
 
 import asynctnt
+import orjson
 from asynctnt.exceptions import ErrorCode, TarantoolDatabaseError, TarantoolError
 
 from .config import TarantoolAddress
 from .errors import (
+    IdempotencyConflict,
+    Overloaded,
     PayloadTooLarge,
     SessionsError,
     StorageFull,
@@ -38,6 +43,8 @@ TOKEN, USER_ID, IP, CREATE, ACTIVITY, EXTRA = range(6)
 _CUSTOM_ERRORS: dict[str, type[SessionsError]] = {
     "PayloadTooLarge": PayloadTooLarge,
     "TokenNotFound": TokenNotFound,
+    "Overloaded": Overloaded,
+    "IdempotencyConflict": IdempotencyConflict,
 }
 # Tarantool's own error codes by what they mean to a caller. A write that could not reach
 # the disk (a full or failing disk, a rolled-back transaction) changed nothing and can be
@@ -134,6 +141,12 @@ def _session(row: list[Any]) -> Session:
     }
 
 
+def _fingerprint(user_id: int, ip: str, ttl: int | None, patch: dict[str, Any] | None) -> str:
+    """What a `new` asked for, as a short digest an idempotency key is bound to."""
+    canonical = orjson.dumps([user_id, ip, ttl, patch], option=orjson.OPT_SORT_KEYS)
+    return hashlib.sha256(canonical).hexdigest()[:32]
+
+
 def _new_token() -> bytes:
     """A version 4 UUID as 16 bytes: 122 bits from the OS CSPRNG (os.urandom)."""
     raw = bytearray(os.urandom(16))
@@ -208,6 +221,11 @@ class Storage:
     Given several instances (a primary and its replicas), calls go to the one that is
     writable; a watcher looks every half second, and at once after a failed call, so that
     the service follows a failover within about a second.
+
+    Each instance gets two connections: one for the check path (the coalesced batches and
+    `info`) and one for bulk work (listings and bulk deletes), so that a large answer on its
+    way never holds up a `get`'s behind it in the same socket. Every call carries its
+    deadline, on the instance's clock, and Tarantool does not start work past it.
     """
 
     def __init__(
@@ -221,13 +239,21 @@ class Storage:
         max_per_user: int | None = None,
         extra_max_bytes: int,
         timeout: float,
+        page_max_bytes: int = 2**20,
+        idempotency_window: int = 3600,
     ) -> None:
         # The rules every call carries (tarantool/sessions/liveness.lua): 0 is "no limit".
         self._rules = [idle_ttl, max_lifetime or 0, max_per_user or 0]
         self._extra_max = extra_max_bytes
         self._timeout = timeout
-        self._conns = [
-            asynctnt.Connection(
+        self._page_bytes = page_max_bytes
+        self._window = idempotency_window
+        # Tarantool's clock minus this process' (time.time()), measured on every look at an
+        # instance, so that deadlines mean the same moment on both sides.
+        self._offset = 0.0
+
+        def connection(host: str, port: int | str) -> asynctnt.Connection:
+            return asynctnt.Connection(
                 host=host,
                 port=port,
                 username=user,
@@ -239,9 +265,11 @@ class Storage:
                 reconnect_timeout=0.2,
                 ping_timeout=1.0,
             )
-            for host, port in addresses
-        ]
+
+        self._conns = [connection(host, port) for host, port in addresses]
+        self._bulk_conns = [connection(host, port) for host, port in addresses]
         self._conn = self._conns[0]
+        self._bulk = self._bulk_conns[0]
         self._recheck = asyncio.Event()
         self._watcher: asyncio.Task[None] | None = None
         self._connecting: list[asyncio.Future[Any]] = []
@@ -254,9 +282,13 @@ class Storage:
         """Connect to every instance; with several, wait until one of them is writable."""
         if len(self._conns) == 1:
             await self._conn.connect()
+            await self._bulk.connect()
+            self._offset = (await self._measure(self._conn))[1]
             return
         # Each keeps retrying in the background until its instance is there.
-        self._connecting = [asyncio.ensure_future(conn.connect()) for conn in self._conns]
+        self._connecting = [
+            asyncio.ensure_future(conn.connect()) for conn in [*self._conns, *self._bulk_conns]
+        ]
         # Polling: which instance is writable is Tarantool's state, with nothing to wait on.
         while not await self._elect():  # noqa: ASYNC110
             await asyncio.sleep(0.1)
@@ -267,7 +299,7 @@ class Storage:
             task.cancel()
             with contextlib.suppress(asyncio.CancelledError, Exception):
                 await task
-        for conn in self._conns:
+        for conn in [*self._conns, *self._bulk_conns]:
             await conn.disconnect()
 
     async def _elect(self) -> bool:
@@ -277,15 +309,27 @@ class Storage:
             if not conn.is_fully_connected:
                 continue
             try:
-                info = (await conn.call("sessions.info", [], timeout=self._timeout))[0]
+                info, offset = await self._measure(conn)
             except (TarantoolError, TimeoutError, OSError):
                 continue
             if not info["ro"]:
                 if conn is not self._conn:
                     log.warning("switching to the writable Tarantool at %s", conn.fingerprint)
                 self._conn = conn
+                self._offset = offset
+                self._bulk = self._bulk_conns[self._conns.index(conn)]
                 return True
         return False
+
+    async def _measure(self, conn: asynctnt.Connection) -> tuple[dict[str, Any], float]:
+        """An instance's `info`, and its clock's offset from this process' clock."""
+        sent = time.time()
+        info: dict[str, Any] = (await conn.call("sessions.info", [], timeout=self._timeout))[0]
+        return info, info["now"] - (sent + time.time()) / 2
+
+    def _deadline(self) -> float:
+        """When a call made now stops being waited for, on the instance's clock."""
+        return time.time() + self._offset + self._timeout
 
     async def _watch(self) -> None:
         while True:
@@ -295,13 +339,28 @@ class Storage:
             await self._elect()
 
     async def new(
-        self, user_id: int, ip: str, patch: dict[str, Any] | None, *, ttl: int | None = None
+        self,
+        user_id: int,
+        ip: str,
+        patch: dict[str, Any] | None,
+        *,
+        ttl: int | None = None,
+        idempotency_key: str | None = None,
     ) -> Session:
-        """Open a session; `ttl` is its own idle TTL (the service's when None)."""
+        """Open a session; `ttl` is its own idle TTL (the service's when None). With an
+        idempotency key used before within the window, with the same parameters, the
+        session that first call opened."""
+        idem = None
+        if idempotency_key is not None:
+            idem = {
+                "key": idempotency_key,
+                "fingerprint": _fingerprint(user_id, ip, ttl, patch),
+                "window": self._window,
+            }
         while True:
             try:
                 item = await self._new.call(
-                    [_new_token(), user_id, ip, patch, self._extra_max, self._rules, ttl]
+                    [_new_token(), user_id, ip, patch, self._extra_max, self._rules, ttl, idem]
                 )
             except _DuplicateToken:
                 # 122 random bits make a clash next to impossible; draw again if it happens.
@@ -337,10 +396,10 @@ class Storage:
     ) -> tuple[list[Session], bool]:
         """One page of the live sessions of a user (`kind` "user") or an address ("ip"),
         newest first, and whether more follow. Called on its own, never in a batch."""
-        args: list[Any] = [kind, key, self._rules, limit]
+        opts: dict[str, Any] = {"limit": limit, "page_bytes": self._page_bytes, "deadline": self._deadline()}
         if after is not None:
-            args.extend(after)
-        rows, more = await self._call("sessions.list", args)
+            opts["after_activity"], opts["after_token"] = after
+        rows, more = await self._call("sessions.list", [kind, key, self._rules, opts], bulk=True)
         return [_session(row) for row in rows], bool(more)
 
     async def delete_all(self, kind: str, key: int | str, *, except_token: str | None = None) -> int:
@@ -351,9 +410,8 @@ class Storage:
         while True:
             # Only the first call checks the kept session (a later failure would come after
             # sessions were already ended); the later ones only leave it alone.
-            count, more = await self._call(
-                "sessions.delete_all", [kind, key, self._rules, except_token, not first]
-            )
+            opts = {"except_token": except_token, "checked": not first, "deadline": self._deadline()}
+            count, more = await self._call("sessions.delete_all", [kind, key, self._rules, opts], bulk=True)
             ended += int(count)
             first = False
             if not more:
@@ -364,15 +422,16 @@ class Storage:
         return result
 
     async def _batch(self, operation: str, calls: list[list[Any]]) -> Any:
-        return await self._call("sessions.batch", [operation, calls])
+        return await self._call("sessions.batch", [operation, calls, self._deadline()])
 
-    async def _call(self, name: str, args: list[Any]) -> Any:
+    async def _call(self, name: str, args: list[Any], *, bulk: bool = False) -> Any:
         """The first value a procedure returns, with Tarantool's errors mapped."""
-        if not self._conn.is_fully_connected:
+        conn = self._bulk if bulk else self._conn
+        if not conn.is_fully_connected:
             self._recheck.set()
             raise StorageUnavailable()
         try:
-            response = await self._conn.call(name, args, timeout=self._timeout)
+            response = await conn.call(name, args, timeout=self._timeout)
         except TarantoolDatabaseError as error:
             mapped = _error(_error_type(error), error.code, error.message)
             if isinstance(mapped, StorageUnavailable):

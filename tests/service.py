@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import resource
 import socket
 import subprocess
 import sys
@@ -42,7 +43,9 @@ def wait_gone(pid: int, within: float = 10) -> None:
 class Service:
     """`python -m sessions serve` in a child process, with its own port and data dir."""
 
-    def __init__(self, data_dir: Path, *, probe_host: str = "127.0.0.1", **env: str) -> None:
+    def __init__(
+        self, data_dir: Path, *, probe_host: str = "127.0.0.1", fd_limit: int | None = None, **env: str
+    ) -> None:
         self.host = probe_host
         self.port = free_port()
         self.data_dir = data_dir
@@ -58,6 +61,7 @@ class Service:
                 },
                 stdout=log,
                 stderr=subprocess.STDOUT,
+                preexec_fn=None if fd_limit is None else lambda: _limit_fds(fd_limit),
             )
         deadline = time.monotonic() + 30
         while True:
@@ -112,6 +116,10 @@ class Service:
         status = int(head.split(b" ", 2)[1])
         assert b"content-type: application/json" in head.lower(), received[:300]
         return status, json.loads(body), elapsed
+
+
+def _limit_fds(limit: int) -> None:
+    resource.setrlimit(resource.RLIMIT_NOFILE, (limit, resource.getrlimit(resource.RLIMIT_NOFILE)[1]))
 
 
 def _content_length(head: bytes) -> int | None:

@@ -187,4 +187,4 @@ def test_procedures_check_their_own_arguments(console, call_lua, reason):
 @pytest.mark.parametrize("limit", [0, -1])
 def test_the_list_procedure_refuses_a_bad_limit(console, limit):
     with pytest.raises(ConsoleError, match="limit"):
-        console.eval(f"return sessions.list('user', 1, {{100, 0, 0}}, {limit})")
+        console.eval(f"return sessions.list('user', 1, {{100, 0, 0}}, {{limit = {limit}}})")

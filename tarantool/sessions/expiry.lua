@@ -57,11 +57,36 @@ local function purge_batch(space, rules, limit)
     return #doomed, #doomed + #renewed
 end
 
+-- Idempotency keys past their window (schema.lua, v4), at most `limit`; how many.
+local KEY_EXPIRES = 4
+local function purge_keys(space, limit)
+    local now = clock.now()
+    local doomed = {}
+    for _, entry in space.index.expires:pairs() do
+        if entry[KEY_EXPIRES] >= now or #doomed >= limit then
+            break
+        end
+        doomed[#doomed + 1] = entry[1]
+    end
+    if #doomed > 0 then
+        box.begin()
+        for _, key in ipairs(doomed) do
+            space:delete(key)
+        end
+        box.commit()
+    end
+    return #doomed
+end
+
 -- One step of the loop: purge a batch and say how long to sleep before the next one.
 local function step(rules)
     local space = box.space.sessions
     local purged, handled = purge_batch(space, rules)
     state.purged = state.purged + purged
+    local keys = box.space.idempotency
+    if keys ~= nil then
+        handled = math.max(handled, purge_keys(keys, BATCH))
+    end
     if handled >= BATCH then
         return 0
     end
@@ -127,6 +152,7 @@ end
 
 return {
     purge_batch = purge_batch,
+    purge_keys = purge_keys,
     start = start,
     set_rules = set_rules,
     stats = stats,

@@ -23,12 +23,50 @@ local BULK_TRANSACTION = 500
 local BULK_CALL = 5000
 -- A `new` over a user's cap ends at most this many of the user's older sessions.
 local CAP_DELETES = 1000
+-- Listings and bulk deletes run at most this many at once in this instance, whoever calls:
+-- the transaction thread is one core, so more would only interleave, and each one holds
+-- its page in memory until it is sent. Beyond it a call waits for its turn until its
+-- deadline, then is refused as `Overloaded`: the memory all bulk work takes here is at
+-- most BULK_SLOTS pages, and the `get`s beside it wait behind at most one step of each.
+local BULK_SLOTS = 4
 
 local function raise(error_type, reason)
     box.error({type = error_type, reason = reason})
 end
 
 local now = clock.now
+
+-- Deadlines are absolute times on this instance's real clock (fiber.time(), never the
+-- frozen test clock): the service sends the moment after which its caller no longer waits,
+-- measured against this clock (storage.py), and work past it is not started.
+local function check_deadline(deadline)
+    if deadline ~= nil and fiber.time() > deadline then
+        raise('Overloaded', 'the deadline of this call passed before its work was done')
+    end
+end
+
+local bulk = {
+    slots = fiber.channel(BULK_SLOTS),
+    waiting = 0,
+}
+
+-- Runs fn(...) in a bulk slot, waiting for one until `deadline`; the slot is given back
+-- however fn ends.
+local function in_bulk_slot(deadline, fn, ...)
+    local wait = deadline - fiber.time()
+    bulk.waiting = bulk.waiting + 1
+    local admitted = wait > 0 and bulk.slots:put(true, wait)
+    bulk.waiting = bulk.waiting - 1
+    if not admitted then
+        raise('Overloaded', 'too much bulk work: no slot was free before the deadline')
+    end
+    local result = {pcall(fn, ...)}
+    bulk.slots:get(0)
+    if not result[1] then
+        error(result[2], 0)
+    end
+    return unpack(result, 2, table.maxn(result))
+end
 
 -- Whether memtx memory ran out: set by a write that failed for lack of it, cleared by the
 -- next write that fits. Reads and deletes go on meanwhile (see `get`).
@@ -135,24 +173,57 @@ local function make_room(user_id, rules)
     end
 end
 
+-- The session an idempotency key opened within its window: the tuple, or nil when the key
+-- is new (or its window is over). The same key with other parameters, or one whose session
+-- has ended since, is a conflict: answering another session, or opening one again, would
+-- be wrong for a client that retries.
+local KEY_FINGERPRINT, KEY_TOKEN, KEY_EXPIRES = 2, 3, 4
+local function replay(idem, rules)
+    local entry = box.space.idempotency:get(idem.key)
+    if entry == nil or entry[KEY_EXPIRES] < now() then
+        return nil
+    end
+    if entry[KEY_FINGERPRINT] ~= idem.fingerprint then
+        raise('IdempotencyConflict', 'this Idempotency-Key was used with other parameters')
+    end
+    local tuple = box.space.sessions:get(entry[KEY_TOKEN])
+    if tuple == nil or not is_live(tuple, rules) then
+        raise('IdempotencyConflict', 'the session this Idempotency-Key opened has ended; use a new key')
+    end
+    return tuple
+end
+
 -- `token` is 16 random bytes from the service with the UUID version 4 bits set; `own_ttl`
--- the session's own idle TTL, or nil for the service's.
-local function new(token, user_id, ip, patch, extra_max, rules, own_ttl)
+-- the session's own idle TTL, or nil for the service's; `idem`, if given, is
+-- {key = text, fingerprint = text, window = seconds}: a repeat of the same key answers the
+-- session it opened instead of opening another.
+local function new(token, user_id, ip, patch, extra_max, rules, own_ttl, idem)
     check(type(token) == 'string' and #token == 16, 'token must be 16 bytes')
     check(is_integer(user_id), 'user_id must be an integer')
     check(type(ip) == 'string', 'ip must be a string')
     check_rules(rules)
     check(own_ttl == nil or (type(own_ttl) == 'number' and own_ttl >= 1), 'own ttl must be positive')
+    if idem ~= nil then
+        check(type(idem.key) == 'string' and type(idem.fingerprint) == 'string'
+            and type(idem.window) == 'number', 'idem must be {key, fingerprint, window}')
+        local replayed = replay(idem, rules)
+        if replayed ~= nil then
+            return with_text_token(replayed)
+        end
+    end
     local extra = box.NULL
     if patch ~= nil then
         extra = merge_extra(nil, patch, extra_max)
     end
     make_room(user_id, rules)
     local ts = now()
+    local key = uuid.frombin(token, 'b')
     local tuple = box.space.sessions:insert{
-        uuid.frombin(token, 'b'), user_id, ip, ts, ts, extra,
-        liveness.deadline_of(ts, ts, own_ttl, rules), own_ttl,
+        key, user_id, ip, ts, ts, extra, liveness.deadline_of(ts, ts, own_ttl, rules), own_ttl,
     }
+    if idem ~= nil then
+        box.space.idempotency:replace{idem.key, idem.fingerprint, key, ts + idem.window}
+    end
     memory.full = false
     return with_text_token(tuple)
 end
@@ -227,11 +298,6 @@ local function rotate(token, new_token, rules)
     return with_text_token(fresh)
 end
 
--- One page of answer is at most this many bytes of tuples (and at least one session), so
--- that one listing's answer, and the service's memory for it, stay bounded whatever the
--- sessions hold.
-local LIST_MAX_BYTES = 4 * 1024 * 1024
-
 local LISTS = {
     user = {index = 'user', field = F.USER_ID, check = is_integer, what = 'user_id must be an integer'},
     ip = {index = 'ip', field = F.IP, check = function(v) return type(v) == 'string' end,
@@ -239,17 +305,17 @@ local LISTS = {
 }
 
 -- Live sessions under one key of a (key, activity) index, newest activity first, at most
--- `limit` of them, starting after the session (after_activity, after_token) when given.
--- Tuples of equal activity come in descending token order (the index's hidden primary
--- key part), so a cursor is a unique position. Returns {sessions, more}. The walk stops
--- at the first expired tuple, since everything after it is older, and yields every
--- LIST_YIELD_EVERY tuples, so a long walk never holds up other requests.
-local function list(kind, key, rules, limit, after_activity, after_token)
+-- `opts.limit` of them and at most `opts.page_bytes` bytes of tuples (but at least one
+-- session, whatever it holds), starting after the session (opts.after_activity,
+-- opts.after_token) when given. Tuples of equal activity come in descending token order
+-- (the index's hidden primary key part), so a cursor is a unique position. Returns
+-- {sessions, more}. The walk stops at the first expired tuple, since everything after it
+-- is older, yields every LIST_YIELD_EVERY tuples, so a long walk never holds up other
+-- requests, and gives up once `opts.deadline` has passed.
+local function walk(kind, key, rules, opts)
     local spec = LISTS[kind]
-    check(spec ~= nil, 'unknown list')
-    check(spec.check(key), spec.what)
-    check_rules(rules)
-    check(type(limit) == 'number' and limit >= 1, 'limit must be a positive number')
+    local limit, page_bytes, deadline = opts.limit, opts.page_bytes, opts.deadline
+    local after_activity, after_token = opts.after_activity, opts.after_token
     local position = {key}
     local skip_below = nil
     if after_activity ~= nil then
@@ -270,13 +336,14 @@ local function list(kind, key, rules, limit, after_activity, after_token)
         seen = seen + 1
         if seen % LIST_YIELD_EVERY == 0 then
             fiber.yield()
+            check_deadline(deadline)
         end
         -- Sessions of the cursor's own second that came before it (token not below it).
         local skip = skip_below ~= nil and tuple[F.ACTIVITY] == after_activity
             and tuple[F.TOKEN]:str() >= skip_below
         if not skip and is_live(tuple, rules) then
             local size = tuple:bsize()
-            if count >= limit or (count > 0 and bytes + size > LIST_MAX_BYTES) then
+            if count >= limit or (count > 0 and bytes + size > page_bytes) then
                 more = true
                 break
             end
@@ -288,16 +355,28 @@ local function list(kind, key, rules, limit, after_activity, after_token)
     return {result, more}
 end
 
--- End the live sessions of a user (`kind` "user") or an address ("ip"), except the session
--- `except_token` (which must then be a live session of that user, or nothing is ended;
--- `checked` says an earlier call of the same request checked it already), in transactions
--- of BULK_TRANSACTION that yield between them, at most BULK_CALL per call. Lapsed sessions
--- met on the way go too, uncounted. Returns {ended, more}.
-local function delete_all(kind, key, rules, except_token, checked)
+local function list(kind, key, rules, opts)
     local spec = LISTS[kind]
     check(spec ~= nil, 'unknown list')
     check(spec.check(key), spec.what)
     check_rules(rules)
+    check(type(opts) == 'table', 'opts must be a map')
+    check(type(opts.limit) == 'number' and opts.limit >= 1, 'limit must be a positive number')
+    check(type(opts.page_bytes) == 'number' and opts.page_bytes >= 1, 'page_bytes must be positive')
+    check(type(opts.deadline) == 'number', 'deadline must be a number')
+    check_deadline(opts.deadline)
+    return in_bulk_slot(opts.deadline, walk, kind, key, rules, opts)
+end
+
+-- End the live sessions of a user (`kind` "user") or an address ("ip"), except the session
+-- `opts.except_token` (which must then be a live session of that user, or nothing is
+-- ended; `opts.checked` says an earlier call of the same request checked it already), in
+-- transactions of BULK_TRANSACTION that yield between them, at most BULK_CALL per call
+-- and none begun after `opts.deadline`. Lapsed sessions met on the way go too, uncounted.
+-- Returns {ended, more}.
+local function end_all(kind, key, rules, opts)
+    local spec = LISTS[kind]
+    local except_token, checked, deadline = opts.except_token, opts.checked, opts.deadline
     local space = box.space.sessions
     local except = nil
     if except_token ~= nil then
@@ -326,6 +405,10 @@ local function delete_all(kind, key, rules, except_token, checked)
         if #doomed == 0 then
             return {ended, false}
         end
+        if fiber.time() > deadline then
+            -- What is done stays done; the service calls again for the rest.
+            return {ended, true}
+        end
         box.begin()
         for _, token in ipairs(doomed) do
             space:delete(token)
@@ -336,6 +419,17 @@ local function delete_all(kind, key, rules, except_token, checked)
         fiber.yield()
     end
     return {ended, true}
+end
+
+local function delete_all(kind, key, rules, opts)
+    local spec = LISTS[kind]
+    check(spec ~= nil, 'unknown list')
+    check(spec.check(key), spec.what)
+    check_rules(rules)
+    check(type(opts) == 'table', 'opts must be a map')
+    check(type(opts.deadline) == 'number', 'deadline must be a number')
+    check_deadline(opts.deadline)
+    return in_bulk_slot(opts.deadline, end_all, kind, key, rules, opts)
 end
 
 -- Several operations of one kind in one call: the service coalesces concurrent requests
@@ -367,15 +461,17 @@ local function error_item(err)
     return {box.NULL, 'LuaError', 0, tostring(err)}
 end
 
-local function batch(operation, calls)
+-- `deadline`: the moment the last of the batch's callers stops waiting (see check_deadline).
+local function batch(operation, calls, deadline)
     local fn = batchable[operation]
     check(fn ~= nil, 'unknown batch operation')
     check(type(calls) == 'table', 'calls must be an array')
+    check_deadline(deadline)
     local results = {}
     -- Nothing in a write yields before commit, so the batch is atomic and isolated.
     box.begin()
     for i, args in ipairs(calls) do
-        local ok, result, flag = pcall(fn, unpack(args, 1, 7))
+        local ok, result, flag = pcall(fn, unpack(args, 1, 8))
         if not ok then
             results[i] = error_item(result)
         elseif result == nil then
@@ -406,6 +502,9 @@ local function info()
     local next_due = space.index.expires:min()
     local expiry_stats = expiry.stats()
     return {
+        now = fiber.time(),
+        bulk_active = bulk.slots:count(),
+        bulk_waiting = bulk.waiting,
         ro = box.info.ro,
         schema_version = schema.version(),
         sessions = space:len(),

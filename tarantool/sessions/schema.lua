@@ -5,6 +5,7 @@ local log = require('log')
 local F = require('sessions.fields')
 
 local SPACE = 'sessions'
+local IDEMPOTENCY = 'idempotency'
 
 -- The indexes the procedures rely on, by field number, each with the migration that
 -- creates it: checked on every start.
@@ -98,6 +99,20 @@ local migrations = {
             space.index.activity:drop()
         end
     end},
+    -- Idempotency keys of `new`: a retried `new` with the same key answers the session the
+    -- first one opened. Entries live for the service's window and the purge removes them.
+    {'sessions_v4', function()
+        local space = box.schema.space.create(IDEMPOTENCY, {if_not_exists = true, format = {
+            {name = 'key', type = 'string'},          -- the client's Idempotency-Key
+            {name = 'fingerprint', type = 'string'},  -- digest of the parameters it came with
+            {name = 'token', type = 'uuid'},          -- the session it opened
+            {name = 'expires', type = 'unsigned'},    -- last second the key is remembered
+        }})
+        space:create_index('key', {type = 'hash', parts = {{field = 1}}, if_not_exists = true})
+        space:create_index('expires', {
+            type = 'tree', unique = false, parts = {{field = 4}}, if_not_exists = true,
+        })
+    end},
 }
 
 local VERSION = #migrations
@@ -119,6 +134,10 @@ local function validate()
                 error(('index %q of space %q does not have the expected parts'):format(name, SPACE))
             end
         end
+    end
+    local keys = box.space[IDEMPOTENCY]
+    if keys == nil or keys.index.key == nil or keys.index.expires == nil then
+        error(('space %q or its indexes are missing after migrations'):format(IDEMPOTENCY))
     end
 end
 
@@ -147,6 +166,7 @@ end
 
 return {
     SPACE = SPACE,
+    IDEMPOTENCY = IDEMPOTENCY,
     VERSION = VERSION,
     migrate = migrate,
     version = version,

@@ -126,8 +126,10 @@ METHODS: tuple[Route, ...] = (
         delete_by_user,
         "user_del",
         (ID, EXCEPT),
-        summary="End every live session of a user, but one if `except` names it (sign out everywhere else)",
+        summary="End every live session of a user, but the one `except` or X-Session-Token names "
+        "(sign out everywhere else)",
         result=COUNT,
+        errors=(BadRequest,),
         work=BULK,
     ),
     Route(

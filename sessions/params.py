@@ -231,13 +231,25 @@ AFTER = Param(
     required=False,
 )
 # The one session `/user/del` leaves: a bad one ends nothing, like a wrong one.
-EXCEPT = Param(
+# The caller's own session, when it sends its token in X-Session-Token as it does for every
+# other method, is the one kept: "sign out other devices" never signs out the caller.
+EXCEPT = _TokenParam(
     "except",
     parse_token,
     TokenNotFound,
-    "A token of this user's to keep (the caller's own session, say); it must be live.",
+    f"A token of this user's to keep (the caller's own session, say); it must be live. A token in the "
+    f"{TOKEN_HEADER} header names the session to keep too; given both ways, the two must agree.",
     _TOKEN_SCHEMA,
     required=False,
+    extra_docs=(
+        {
+            "name": TOKEN_HEADER,
+            "in": "header",
+            "required": False,
+            "description": "The session to keep, like `except`; with `except` too, the two must agree.",
+            "schema": _TOKEN_SCHEMA,
+        },
+    ),
 )
 # Makes a retried `new` safe: the same key with the same parameters answers the same session.
 IDEMPOTENCY_KEY = _HeaderParam(

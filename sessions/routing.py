@@ -169,7 +169,9 @@ class Router:
 
     async def __call__(self, request: web.BaseRequest) -> web.StreamResponse:
         started = time.perf_counter()
-        route = self._routes.get(request.path, self._fallback)
+        # Looked up by the path as sent: an encoded slash or dot (`/user%2Fdel`) never
+        # reaches another route, so a proxy rule on paths means what it says.
+        route = self._routes.get(request.rel_url.raw_path, self._fallback)
         request_id = _request_id(request)
         context = REQUEST_ID.set(request_id)
         expect = request.headers.get("Expect")

@@ -188,3 +188,49 @@ def test_procedures_check_their_own_arguments(console, call_lua, reason):
 def test_the_list_procedure_refuses_a_bad_limit(console, limit):
     with pytest.raises(ConsoleError, match="limit"):
         console.eval(f"return sessions.list('user', 1, {{100, 0, 0}}, {{limit = {limit}}})")
+
+
+async def test_user_del_keeps_the_session_named_in_x_session_token(client, user_id):
+    """The header every other method takes the token from names the session to keep, so
+    "sign out other devices" never signs out the caller."""
+    mine = await new_session(client, user_id)
+    other = await new_session(client, user_id)
+    status, body = await call(
+        client, "/user/del", params={"id": str(user_id)}, headers={"X-Session-Token": mine["token"]}
+    )
+    assert (status, body["data"]) == (200, {"deleted": 1})
+    assert (await call(client, "/get", params={"token": mine["token"]}))[0] == 200
+    assert (await call(client, "/get", params={"token": other["token"]}))[0] == 404
+
+
+async def test_user_del_with_except_and_a_different_header_token_ends_nothing(client, user_id):
+    mine = await new_session(client, user_id)
+    other = await new_session(client, user_id)
+    status, body = await call(
+        client,
+        "/user/del",
+        params={"id": str(user_id), "except": other["token"]},
+        headers={"X-Session-Token": mine["token"]},
+    )
+    assert (status, body["code"]) == (400, "bad_request")
+    for session in (mine, other):
+        assert (await call(client, "/get", params={"token": session["token"]}))[0] == 200
+    # The same token both ways is one wish.
+    status, body = await call(
+        client,
+        "/user/del",
+        params={"id": str(user_id), "except": mine["token"].upper()},
+        headers={"X-Session-Token": mine["token"]},
+    )
+    assert (status, body["data"]) == (200, {"deleted": 1})
+
+
+# (aiohttp's client sends encoded slashes as they are, but decodes letters before sending.)
+@pytest.mark.parametrize("path", ["/user%2Fdel", "/user%2fdel", "/ip%2Fdel", "/user%2F..%2Fdel"])
+async def test_an_encoded_path_never_reaches_another_route(client, user_id, path):
+    """Routing reads the path as sent: a proxy rule that blocks /user/del by path holds."""
+    session = await new_session(client, user_id)
+    params = {"id": str(user_id), "ip": "192.0.2.1", "token": session["token"]}
+    status, body = await call(client, path, params=params)
+    assert (status, body["code"]) == (404, "not_found")
+    assert (await call(client, "/get", params={"token": session["token"]}))[0] == 200

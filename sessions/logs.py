@@ -6,6 +6,7 @@ import logging
 import re
 import time
 from contextvars import ContextVar
+from typing import Any
 from urllib.parse import urlencode
 
 from aiohttp import web
@@ -18,6 +19,7 @@ __all__ = [
     "RateLimitedLog",
     "RedactingFormatter",
     "RedactingJsonFormatter",
+    "escape_controls",
     "redact",
     "redacted_target",
     "setup_logging",
@@ -26,10 +28,15 @@ __all__ = [
 # The id of the request being handled, for every log line written meanwhile.
 REQUEST_ID: ContextVar[str] = ContextVar("request_id", default="-")
 
-# Query parameters whose values are credentials.
-SECRET_PARAMS = frozenset({"token", "except"})
-
-_SECRET_VALUE = re.compile(r"\b(token|except)(=|%3[dD])[^&\s'\"\\]*", re.IGNORECASE)
+# Query parameters whose values are, or may be, credentials: the tokens (`token`, `except`),
+# the paging cursor, and anything whose name suggests a secret (an API key sent in the query
+# by mistake, say).
+_SECRET_NAME = r"[\w.-]*(?:token|except|after|key|pass|secret|auth|cred)[\w.-]*"
+_SECRET_PARAM = re.compile(_SECRET_NAME, re.IGNORECASE)
+_SECRET_VALUE = re.compile(rf"\b({_SECRET_NAME})(=|%3[dD])[^&\s'\"\\]*", re.IGNORECASE)
+# Control characters (C0, DEL, C1) and Unicode's line separators: written as escapes, so that
+# nothing a client sends can end a log line early or forge another one.
+_CONTROL = re.compile("[\x00-\x1f\x7f-\x9f\u2028\u2029]")
 # Tokens are UUIDs, and a token may turn up anywhere a request is quoted (an exception
 # message repeating a bad request line, say), so anything shaped like one is masked.
 _UUID = re.compile(r"[0-9a-fA-F]{8}-?[0-9a-fA-F]{4}-?[0-9a-fA-F]{4}-?[0-9a-fA-F]{4}-?[0-9a-fA-F]{12}")
@@ -37,6 +44,20 @@ _UUID = re.compile(r"[0-9a-fA-F]{8}-?[0-9a-fA-F]{4}-?[0-9a-fA-F]{4}-?[0-9a-fA-F]
 
 def redact(text: str) -> str:
     return _UUID.sub("<redacted>", _SECRET_VALUE.sub(r"\1\2<redacted>", text))
+
+
+def escape_controls(text: str) -> str:
+    return _CONTROL.sub(lambda match: f"\\x{ord(match.group()):02x}", text)
+
+
+def _redact_value(value: Any) -> Any:
+    if isinstance(value, str):
+        return redact(value)
+    if isinstance(value, dict):
+        return {key: _redact_value(item) for key, item in value.items()}
+    if isinstance(value, list | tuple):
+        return [_redact_value(item) for item in value]
+    return value
 
 
 class _RequestIdFilter(logging.Filter):
@@ -48,17 +69,23 @@ class _RequestIdFilter(logging.Filter):
 
 
 class RedactingFormatter(logging.Formatter):
-    """Masks tokens in the whole formatted record, tracebacks included."""
+    """Masks tokens in the whole formatted record, tracebacks included, and escapes control
+    characters in the message, so that one record is one line."""
+
+    def formatMessage(self, record: logging.LogRecord) -> str:
+        record.message = escape_controls(record.message)
+        return super().formatMessage(record)
 
     def format(self, record: logging.LogRecord) -> str:
         return redact(super().format(record))
 
 
 class RedactingJsonFormatter(JsonFormatter):
-    """One JSON object per line, with tokens masked like the text format."""
+    """One JSON object per line, with tokens masked like the text format: in each value
+    before it is encoded, so that masking never cuts an escape and every line parses."""
 
-    def format(self, record: logging.LogRecord) -> str:
-        return redact(super().format(record))
+    def process_log_record(self, log_data: dict[str, Any]) -> dict[str, Any]:
+        return {key: _redact_value(value) for key, value in super().process_log_record(log_data).items()}
 
 
 class RateLimitedLog:
@@ -114,10 +141,11 @@ def setup_logging(level: str, log_format: str = "text") -> None:
 def redacted_target(request: web.BaseRequest) -> str:
     """Path and query of a request with secret parameter values masked."""
     query = request.query
-    if not SECRET_PARAMS.intersection(query):
-        return request.path_qs
-    masked = [(key, "***" if key in SECRET_PARAMS else value) for key, value in query.items()]
-    return f"{request.path}?{urlencode(masked)}"
+    path = request.rel_url.raw_path
+    if not query:
+        return path
+    masked = [(key, "***" if _SECRET_PARAM.fullmatch(key) else value) for key, value in query.items()]
+    return f"{path}?{urlencode(masked)}"
 
 
 class AccessLogger(AbstractAccessLogger):

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import math
 import signal
 import uuid
@@ -234,3 +235,41 @@ async def test_an_encoded_path_never_reaches_another_route(client, user_id, path
     status, body = await call(client, path, params=params)
     assert (status, body["code"]) == (404, "not_found")
     assert (await call(client, "/get", params={"token": session["token"]}))[0] == 200
+
+
+@pytest.mark.parametrize("log_format", ["text", "json"])
+def test_log_lines_cannot_be_forged_or_broken(tmp_path, log_format):
+    """Whatever a client sends, one request is one log line; every JSON line parses; every
+    parameter whose name suggests a credential is masked."""
+    service = Service(
+        tmp_path / "data",
+        SESSIONS_ACCESS_LOG="true",
+        SESSIONS_LOG_FORMAT=log_format,
+        SESSIONS_API_KEYS="the-right-key",
+    )
+    key = {"Authorization": "Bearer the-right-key"}
+    try:
+        forged = "/nope%0A1.2.3.4%20%22GET%20/forged%22%20200"
+        assert service.request(forged)[0] == 401  # refused, and still logged as one line
+        assert service.request(forged, headers=key)[0] == 404
+        body = service.request("/new?user_id=1&ip=192.0.2.1", headers=key)[1]
+        token = body["data"]["token"]
+        # A token right after a JSON escape: masking before encoding keeps the escape whole.
+        assert service.request(f"/get?x=%22{token}&token={token}", headers=key)[0] == 200
+        for name in ("api_key", "password", "after", "apiKey", "x-auth"):
+            service.request(f"/user?id=1&{name}=s3cr3t-{name}", headers=key)
+    finally:
+        service.stop(signal.SIGTERM)
+    lines = service.output().splitlines()
+    if log_format == "json":
+        records = [json.loads(line) for line in lines if line.startswith("{")]
+        assert records and all(isinstance(record, dict) for record in records)
+        assert not [
+            line for line in lines if line.strip() and not line.startswith("{") and "Traceback" not in line
+        ], lines
+    forged_lines = [line for line in lines if "/forged" in line]
+    assert len(forged_lines) == 2 and all("/nope" in line for line in forged_lines)
+    text = service.output()
+    assert token not in text
+    for name in ("api_key", "password", "after", "apiKey", "x-auth"):
+        assert f"s3cr3t-{name}" not in text

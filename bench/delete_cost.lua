@@ -24,7 +24,8 @@ local function fill()
                 math.random(0, 255), math.random(1, 254))
             local activity = 100 + math.random(0, 1000)
             space:insert(space:frommap({token = uuid.new(), user_id = math.random(1, 5000000), ip = ip,
-                create = 100, activity = activity, expires = activity + 1}))
+                create = 100, activity = activity, expires = activity + 1,
+                seq = box.sequence.sessions_seq:next()}))
         end
         box.commit()
     end

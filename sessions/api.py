@@ -63,13 +63,13 @@ async def _listing(
     service: Service, kind: str, param: Param, key: int | str, limit: int | None, after: Cursor | None
 ) -> web.Response:
     """One page of a listing; a Link header (RFC 8288) names the next one, if any."""
-    sessions, more = await service.storage.page(kind, key, limit or service.settings.list_max, after)
-    if not (more and sessions):
+    sessions, following = await service.storage.page(kind, key, limit or service.settings.list_max, after)
+    if following is None:
         return success(sessions)
     query: dict[str, str | int] = {param.name: key}
     if limit is not None:
         query["limit"] = limit
-    query["after"] = make_cursor(sessions[-1])
+    query["after"] = make_cursor(following)
     return success(sessions, {"Link": f'</{kind}?{urlencode(query)}>; rel="next"'})
 
 
@@ -108,7 +108,7 @@ METHODS: tuple[Route, ...] = (
         by_user,
         "user",
         (ID, LIMIT, AFTER),
-        summary="Live sessions of a user, newest activity first, a page at a time",
+        summary="Live sessions of a user, newest opened first, a page at a time",
         result=SESSIONS,
         work=BULK,
     ),
@@ -117,7 +117,7 @@ METHODS: tuple[Route, ...] = (
         by_ip,
         "ip",
         (IP, LIMIT, AFTER),
-        summary="Live sessions seen from an address, newest activity first, a page at a time",
+        summary="Live sessions last seen from an address, newest opened first, a page at a time",
         result=SESSIONS,
         work=BULK,
     ),

@@ -95,8 +95,11 @@ def parse_token(value: str) -> str | None:
 # The most sessions one listing answers; more come by the Link header's next URL.
 LIST_MAX = 1000
 
-# Where a listing resumes: the (activity, token) of the last session a page held.
-Cursor = tuple[int, str]
+# Where a listing resumes: the place in the listing order (its `seq` in Tarantool, a number
+# given when a session is opened, never changed and never reused) of the last session a page
+# held. It says nothing of the session but that place: no token, nor any part or hash of one.
+Cursor = int
+_CURSOR_BYTES = 8
 
 
 def parse_ttl(value: str, longest: int) -> int | None:
@@ -113,21 +116,20 @@ def parse_limit(value: str) -> int | None:
     return None
 
 
-def make_cursor(session: Session) -> str:
-    """The opaque cursor of the page that follows `session`."""
-    raw = f"{session['activity']}.{session['token']}".encode()
-    return base64.urlsafe_b64encode(raw).rstrip(b"=").decode()
+def make_cursor(position: Cursor) -> str:
+    """The opaque cursor of the page that follows `position`."""
+    return base64.urlsafe_b64encode(position.to_bytes(_CURSOR_BYTES, "big")).rstrip(b"=").decode()
 
 
 def parse_cursor(value: str) -> Cursor | None:
     """The position a cursor from `make_cursor` stands for, or None for anything else."""
-    if not value.isascii() or len(value) > 80:
+    if not value.isascii() or len(value) != 11:
         return None
     try:
-        raw = base64.urlsafe_b64decode(value + "=" * (-len(value) % 4)).decode("ascii")
-    except (ValueError, UnicodeDecodeError):
+        raw = base64.urlsafe_b64decode(value + "=")
+    except ValueError:
         return None
-    activity, _, token = raw.partition(".")
-    if not (activity.isdigit() and len(activity) <= 19) or parse_token(token) is None:
+    # Only the one spelling make_cursor gives (base64 has others for the same bytes).
+    if len(raw) != _CURSOR_BYTES or make_cursor(int.from_bytes(raw, "big")) != value:
         return None
-    return int(activity), token.lower()
+    return int.from_bytes(raw, "big")

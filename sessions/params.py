@@ -227,7 +227,7 @@ AFTER = Param(
     InvalidCursor,
     'Where the page starts: the cursor in the previous page\'s `Link: <...>; rel="next"` URL. Opaque; '
     "follow that URL rather than building one.",
-    {"type": "string", "maxLength": 80},
+    {"type": "string", "minLength": 11, "maxLength": 11, "pattern": "^[A-Za-z0-9_-]{11}$"},
     required=False,
 )
 # The one session `/user/del` leaves: a bad one ends nothing, like a wrong one.

@@ -393,14 +393,15 @@ class Storage:
 
     async def page(
         self, kind: str, key: int | str, limit: int, after: Cursor | None
-    ) -> tuple[list[Session], bool]:
+    ) -> tuple[list[Session], Cursor | None]:
         """One page of the live sessions of a user (`kind` "user") or an address ("ip"),
-        newest first, and whether more follow. Called on its own, never in a batch."""
+        newest opened first, and where the next page starts (None: nothing follows).
+        Called on its own, never in a batch."""
         opts: dict[str, Any] = {"limit": limit, "page_bytes": self._page_bytes, "deadline": self._deadline()}
         if after is not None:
-            opts["after_activity"], opts["after_token"] = after
-        rows, more = await self._call("sessions.list", [kind, key, self._rules, opts], bulk=True)
-        return [_session(row) for row in rows], bool(more)
+            opts["after"] = after
+        rows, more, last = await self._call("sessions.list", [kind, key, self._rules, opts], bulk=True)
+        return [_session(row) for row in rows], (int(last) if more and last is not None else None)
 
     async def delete_all(self, kind: str, key: int | str, *, except_token: str | None = None) -> int:
         """End every live session of a user (`kind` "user") or an address ("ip"), but

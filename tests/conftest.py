@@ -214,7 +214,8 @@ def lua_session(user_id: object, ip: object, activity: object, extra: object = "
     each argument is a Lua expression. Its stored expiry is its activity (see set_activity)."""
     return (
         f"box.space.sessions:frommap({{token = require('uuid').new(), user_id = {user_id}, ip = {ip}, "
-        f"create = {activity}, activity = {activity}, extra = {extra}, expires = {activity}}})"
+        f"create = {activity}, activity = {activity}, extra = {extra}, expires = {activity}, "
+        "seq = box.sequence.sessions_seq:next()})"
     )
 
 

@@ -1,6 +1,12 @@
-"""`/user` and `/ip`: every live session of a user or an address, newest activity first."""
+"""`/user` and `/ip`: every live session of a user or an address, newest opened first, in
+pages whose cursors are a place in that order and nothing else."""
 
 from __future__ import annotations
+
+import asyncio
+import base64
+import hashlib
+import uuid
 
 import pytest
 
@@ -15,9 +21,9 @@ from .conftest import (
 )
 
 
-async def test_user_lists_own_sessions_newest_first(client, console, user_id):
+async def test_user_lists_own_sessions_newest_opened_first(client, console, user_id):
     tokens = []
-    for age in (3, 1, 2):
+    for age in (3, 1, 2):  # activity does not order the list
         session = await new_session(client, user_id)
         set_activity(console, session["token"], days_ago(age))
         tokens.append(session["token"])
@@ -26,19 +32,18 @@ async def test_user_lists_own_sessions_newest_first(client, console, user_id):
     status, body = await call(client, "/user", params={"id": str(user_id)})
 
     assert status == 200
-    assert [s["token"] for s in body["data"]] == [tokens[1], tokens[2], tokens[0]]
+    assert [s["token"] for s in body["data"]] == tokens[::-1]
     assert all(s["user_id"] == user_id for s in body["data"])
 
 
-async def test_a_get_moves_a_session_to_the_front(client, console, user_id):
+async def test_neither_a_get_nor_a_rotate_moves_a_session_in_the_list(client, user_id):
     first = await new_session(client, user_id)
     second = await new_session(client, user_id)
-    set_activity(console, first["token"], days_ago(2))
-    set_activity(console, second["token"], days_ago(1))
     await call(client, "/get", params={"token": first["token"]})
+    _, rotated = await call(client, "/rotate", params={"token": second["token"]})
 
     listed = (await call(client, "/user", params={"id": str(user_id)}))[1]["data"]
-    assert [s["token"] for s in listed] == [first["token"], second["token"]]
+    assert [s["token"] for s in listed] == [rotated["data"]["token"], first["token"]]
 
 
 async def test_user_without_sessions_is_an_empty_list(client, user_id):
@@ -115,11 +120,8 @@ async def _pages(client, path: str, params: dict[str, str]) -> list[list[dict]]:
 @pytest.mark.parametrize("path", ["/user", "/ip"])
 async def test_pages_cover_every_session_once_in_order(client, console, user_id, ip, path):
     made = []
-    for age in range(7):
+    for _ in range(7):
         session = await new_session(client, user_id, ip)
-        # Two sessions per second of activity: ties are ordered by token, and a page
-        # boundary may fall between them.
-        set_activity(console, session["token"], days_ago(1) - age // 2)
         made.append(session["token"])
     params = {"id": str(user_id)} if path == "/user" else {"ip": ip}
     whole = (await call(client, path, params=params))[1]["data"]
@@ -171,7 +173,21 @@ async def test_limit_bounds(client, user_id, limit, ok):
         assert body["code"] == "invalid_limit"
 
 
-@pytest.mark.parametrize("cursor", ["", "x", "bm9wZQ", "MTIzLm5vdC1hLXRva2Vu", "A" * 81, "é", "MTIz"])
+@pytest.mark.parametrize(
+    "cursor",
+    [
+        "",
+        "x",
+        "bm9wZQ",
+        "MTIzLm5vdC1hLXRva2Vu",
+        "A" * 81,
+        "é",
+        "MTIz",
+        "AAAAAAAAAAB",
+        "AAAAAAAAAA=",
+        "AAAAAAAAA+A",
+    ],
+)
 async def test_a_cursor_the_service_did_not_give_is_refused(client, user_id, cursor):
     status, body = await call(client, "/user", params={"id": str(user_id), "after": cursor})
     assert (status, body["code"]) == (400, "invalid_cursor")
@@ -187,10 +203,9 @@ async def test_the_default_page_is_the_configured_list_max(serve, tarantool, use
 
 async def test_paging_while_sessions_are_added_never_repeats_one(client, console, user_id):
     originals = []
-    for i in range(5):
+    for _ in range(5):
         session = await new_session(client, user_id)
-        set_activity(console, session["token"], days_ago(1) - i)
-        originals.append(session["token"])
+        originals.insert(0, session["token"])
     seen: list[str] = []
     response = await client.get("/user", params={"id": str(user_id), "limit": "2"})
     while True:
@@ -225,3 +240,74 @@ async def test_a_page_holds_at_most_page_max_bytes_of_sessions(serve, settings, 
     assert "next" in response.links
     pages = await _pages(client, "/user", {"id": str(user_id)})
     assert sum(len(page) for page in pages) == 80
+
+
+@pytest.mark.parametrize("path", ["/user", "/ip"])
+async def test_a_walk_meets_every_session_once_while_others_use_them(client, console, user_id, ip, path):
+    """A walk over 3,000 sessions page by page while other clients use them (each `get`
+    changes its activity, which once ordered the list): every session is met exactly once."""
+    console.eval(
+        lua_bulk_insert(3000, lua_session(user_id, f"'{ip}'", "require('sessions.clock').now() - 10"))
+    )
+    params = {"id": str(user_id)} if path == "/user" else {"ip": ip}
+    expected = set(
+        console.eval(
+            f"local t = {{}} for _, s in box.space.sessions.index.user_seq:pairs({{{user_id}}}) do "
+            "t[#t + 1] = s.token:str() end return t"
+        )
+    )
+    tokens = sorted(expected)
+    seen: list[str] = []
+    response = await client.get(path, params={**params, "limit": "7"})
+    step = 0
+    while True:
+        page = [s["token"] for s in (await response.json())["data"]]
+        seen += page
+        # Others touch sessions all over the list: some already met, some still ahead.
+        await asyncio.gather(
+            *(call(client, "/get", params={"token": tokens[(step * 37 + k * 101) % 3000]}) for k in range(5))
+        )
+        step += 1
+        if "next" not in response.links:
+            break
+        response = await client.get(response.links["next"]["url"].path_qs)
+    assert len(seen) == len(set(seen)) == 3000
+    assert set(seen) == expected
+
+
+async def test_a_cursor_holds_no_token_nor_any_part_or_hash_of_one(client, user_id):
+    sessions = [await new_session(client, user_id) for _ in range(3)]
+    response = await client.get("/user", params={"id": str(user_id), "limit": "1"})
+    cursors = []
+    while "next" in response.links:
+        cursor = response.links["next"]["url"].query["after"]
+        cursors.append(cursor)
+        response = await client.get(response.links["next"]["url"].path_qs)
+    assert len(cursors) == 2
+    for cursor in cursors:
+        decoded = [cursor.encode(), base64.urlsafe_b64decode(cursor + "=")]
+        decoded.append(decoded[1].hex().encode())
+        for session in sessions:
+            token = session["token"]
+            raw = uuid.UUID(token).bytes
+            secrets = [token, token.replace("-", ""), *token.split("-")]
+            digests = [hashlib.new(name, raw).digest() for name in ("md5", "sha1", "sha256")]
+            for text in decoded:
+                assert not any(part.encode() in text.lower() for part in secrets)
+                assert not any(raw[i : i + 4] in text for i in range(13))
+                assert not any(d[i : i + 4] in text for d in digests for i in range(len(d) - 3))
+        # Eight bytes: a place in the listing order, nothing else.
+        assert len(base64.urlsafe_b64decode(cursor + "=")) == 8
+
+
+async def test_a_forged_cursor_is_only_a_position(client, user_id):
+    """Any well-formed cursor is a place in the order: it can skip sessions, never reach
+    another user's or reveal anything."""
+    await new_session(client, user_id)
+    other = await new_session(client, user_id + 1)
+    for position in (0, 1, 2**63, 2**64 - 1):
+        cursor = base64.urlsafe_b64encode(position.to_bytes(8, "big")).rstrip(b"=").decode()
+        status, body = await call(client, "/user", params={"id": str(user_id), "after": cursor})
+        assert status == 200
+        assert all(s["user_id"] == user_id for s in body["data"])
+        assert other["token"] not in str(body)

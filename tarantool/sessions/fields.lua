@@ -12,6 +12,10 @@ local FORMAT = {
     {name = 'expires', type = 'unsigned'},                 -- last live second under the rules
                                                            -- at the last write; drives the purge
     {name = 'ttl', type = 'unsigned', is_nullable = true}, -- the session's own idle TTL, if any
+    -- Since schema v5:
+    {name = 'seq', type = 'unsigned'},                     -- when it was opened, as a number
+                                                           -- that never changes and is never
+                                                           -- reused: listings page by it
 }
 
 local fields = {FORMAT = FORMAT}

@@ -220,6 +220,7 @@ local function new(token, user_id, ip, patch, extra_max, rules, own_ttl, idem)
     local key = uuid.frombin(token, 'b')
     local tuple = box.space.sessions:insert{
         key, user_id, ip, ts, ts, extra, liveness.deadline_of(ts, ts, own_ttl, rules), own_ttl,
+        box.sequence[schema.SEQUENCE]:next(),
     }
     if idem ~= nil then
         box.space.idempotency:replace{idem.key, idem.fingerprint, key, ts + idem.window}
@@ -277,8 +278,9 @@ local function delete(token, rules)
     return tuple and with_text_token(tuple)
 end
 
--- The same session under `new_token` (16 bytes, as for `new`): user, ip, extra, create and
--- its own TTL kept, activity now; the old token ends in the same transaction.
+-- The same session under `new_token` (16 bytes, as for `new`): user, ip, extra, create, its
+-- own TTL and its place in listings (seq) kept, activity now; the old token ends in the same
+-- transaction.
 local function rotate(token, new_token, rules)
     check(type(token) == 'string', 'token must be a string')
     check(type(new_token) == 'string' and #new_token == 16, 'new token must be 16 bytes')
@@ -289,48 +291,44 @@ local function rotate(token, new_token, rules)
     end
     local space = box.space.sessions
     local ts = now()
+    -- The old one goes first: the new one takes its place (seq) in the listings' unique
+    -- indexes. A failure of the insert undoes the delete too (batch's savepoint).
+    space:delete(key)
     local fresh = space:insert(tuple:update({
         {'=', F.TOKEN, uuid.frombin(new_token, 'b')},
         {'=', F.ACTIVITY, ts},
         {'=', F.EXPIRES, liveness.deadline_of(tuple[F.CREATE], ts, tuple[F.TTL], rules)},
     }))
-    space:delete(key)
     return with_text_token(fresh)
 end
 
 local LISTS = {
-    user = {index = 'user', field = F.USER_ID, check = is_integer, what = 'user_id must be an integer'},
-    ip = {index = 'ip', field = F.IP, check = function(v) return type(v) == 'string' end,
+    user = {index = 'user_seq', field = F.USER_ID, check = is_integer, what = 'user_id must be an integer'},
+    ip = {index = 'ip_seq', field = F.IP, check = function(v) return type(v) == 'string' end,
           what = 'ip must be a string'},
 }
 
--- Live sessions under one key of a (key, activity) index, newest activity first, at most
+-- Live sessions under one key of a (key, seq) index, newest opened first, at most
 -- `opts.limit` of them and at most `opts.page_bytes` bytes of tuples (but at least one
--- session, whatever it holds), starting after the session (opts.after_activity,
--- opts.after_token) when given. Tuples of equal activity come in descending token order
--- (the index's hidden primary key part), so a cursor is a unique position. Returns
--- {sessions, more}. The walk stops at the first expired tuple, since everything after it
--- is older, yields every LIST_YIELD_EVERY tuples, so a long walk never holds up other
--- requests, and gives up once `opts.deadline` has passed.
+-- session, whatever it holds), starting after the session whose seq is `opts.after` when
+-- given. A session's seq never changes (rotate keeps it), so a walk page by page meets
+-- every session that stays under the key and live exactly once, whatever happens to the
+-- others meanwhile; sessions opened during the walk come before its start and are not met.
+-- Returns {sessions, more, seq of the last one}. The walk yields every LIST_YIELD_EVERY
+-- tuples, so a long one never holds up other requests, and gives up once `opts.deadline`
+-- has passed.
 local function walk(kind, key, rules, opts)
     local spec = LISTS[kind]
     local limit, page_bytes, deadline = opts.limit, opts.page_bytes, opts.deadline
-    local after_activity, after_token = opts.after_activity, opts.after_token
-    local position = {key}
-    local skip_below = nil
-    if after_activity ~= nil then
-        check(is_integer(after_activity) and type(after_token) == 'string', 'bad cursor')
-        position = {key, after_activity}
-        skip_below = after_token
+    local position, iterator = {key}, 'REQ'
+    if opts.after ~= nil then
+        position, iterator = {key, opts.after}, 'LT'
     end
-    -- Nothing idle longer than the service's TTL is live, whatever else; past that the walk
-    -- stops. Before it, a session's own TTL or the lifetime may have ended it: skipped.
-    local cutoff = now() - rules[liveness.TTL]
     local result = {}
-    local count, bytes, seen = 0, 0, 0
+    local count, bytes, seen, last = 0, 0, 0, box.NULL
     local more = false
-    for _, tuple in box.space.sessions.index[spec.index]:pairs(position, {iterator = 'LE'}) do
-        if tuple[spec.field] ~= key or tuple[F.ACTIVITY] < cutoff then
+    for _, tuple in box.space.sessions.index[spec.index]:pairs(position, {iterator = iterator}) do
+        if tuple[spec.field] ~= key then
             break
         end
         seen = seen + 1
@@ -338,10 +336,7 @@ local function walk(kind, key, rules, opts)
             fiber.yield()
             check_deadline(deadline)
         end
-        -- Sessions of the cursor's own second that came before it (token not below it).
-        local skip = skip_below ~= nil and tuple[F.ACTIVITY] == after_activity
-            and tuple[F.TOKEN]:str() >= skip_below
-        if not skip and is_live(tuple, rules) then
+        if is_live(tuple, rules) then
             local size = tuple:bsize()
             if count >= limit or (count > 0 and bytes + size > page_bytes) then
                 more = true
@@ -350,9 +345,10 @@ local function walk(kind, key, rules, opts)
             count = count + 1
             bytes = bytes + size
             result[count] = with_text_token(tuple)
+            last = tuple[F.SEQ]
         end
     end
-    return {result, more}
+    return {result, more, last}
 end
 
 local function list(kind, key, rules, opts)
@@ -364,6 +360,7 @@ local function list(kind, key, rules, opts)
     check(type(opts.limit) == 'number' and opts.limit >= 1, 'limit must be a positive number')
     check(type(opts.page_bytes) == 'number' and opts.page_bytes >= 1, 'page_bytes must be positive')
     check(type(opts.deadline) == 'number', 'deadline must be a number')
+    check(opts.after == nil or is_integer(opts.after), 'after must be a seq')
     check_deadline(opts.deadline)
     return in_bulk_slot(opts.deadline, walk, kind, key, rules, opts)
 end
@@ -439,7 +436,7 @@ end
 -- in one of three shapes the service tells apart by length (storage.py):
 --   {}                              nothing (an unknown or lapsed token)
 --   {result} or {result, flag}      a result, with `UNTOUCHED` for a get served as stored
---   {nil, type, code, message}      an error, which undoes only that item's statement
+--   {nil, type, code, message}      an error, which undoes only that item's writes
 -- An error of the whole call (a failed WAL write at commit, say) undoes every item and
 -- reaches the service as the call's own error.
 local batchable = {
@@ -471,8 +468,12 @@ local function batch(operation, calls, deadline)
     -- Nothing in a write yields before commit, so the batch is atomic and isolated.
     box.begin()
     for i, args in ipairs(calls) do
+        -- An item that fails after some of its writes (a `new` that made room, then found
+        -- memory full) undoes all of them, and only them.
+        local savepoint = box.savepoint()
         local ok, result, flag = pcall(fn, unpack(args, 1, 8))
         if not ok then
+            box.rollback_to_savepoint(savepoint)
             results[i] = error_item(result)
         elseif result == nil then
             results[i] = {}

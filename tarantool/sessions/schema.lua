@@ -12,13 +12,18 @@ local IDEMPOTENCY = 'idempotency'
 local INDEXES = {
     -- Tokens are only ever looked up whole.
     {name = 'token', type = 'hash', unique = true, parts = {F.TOKEN}, since = 1},
-    -- (key, activity) so that listings come out newest first straight from the index and
-    -- stop at the first tuple past the idle TTL.
+    -- A user's sessions by activity: the cap ends the least recently active ones first.
     {name = 'user', type = 'tree', unique = false, parts = {F.USER_ID, F.ACTIVITY}, since = 1},
-    {name = 'ip', type = 'tree', unique = false, parts = {F.IP, F.ACTIVITY}, since = 1},
     -- The purge walks this one from the earliest expiry.
     {name = 'expires', type = 'tree', unique = false, parts = {F.EXPIRES}, since = 3},
+    -- Listings page by (key, seq), newest opened first: a position in that order never
+    -- moves, so a walk sees every session that stays live exactly once.
+    {name = 'user_seq', type = 'tree', unique = true, parts = {F.USER_ID, F.SEQ}, since = 5},
+    {name = 'ip_seq', type = 'tree', unique = true, parts = {F.IP, F.SEQ}, since = 5},
 }
+
+-- Numbers the sessions in the order they are opened (`seq`).
+local SEQUENCE = 'sessions_seq'
 
 local function create_indexes(space, version)
     for _, index in ipairs(INDEXES) do
@@ -55,6 +60,11 @@ local migrations = {
     {'sessions_v1', function()
         local space = box.schema.space.create(SPACE, {if_not_exists = true, format = format_of(F.EXTRA)})
         create_indexes(space, 1)
+        -- Release 1's listing index by address and activity, replaced by `ip_seq` in v5.
+        space:create_index('ip', {
+            type = 'tree', unique = false, if_not_exists = true,
+            parts = {{field = F.IP}, {field = F.ACTIVITY}},
+        })
         -- Release 1's purge index, replaced by `expires` in v3.
         space:create_index('activity', {
             type = 'tree', unique = false, parts = {{field = F.ACTIVITY}}, if_not_exists = true,
@@ -72,7 +82,7 @@ local migrations = {
     -- moves their expiry on; it never ends a live session).
     {'sessions_v3', function(options)
         local space = box.space[SPACE]
-        space:format(format_of(#F.FORMAT, F.EXPIRES))
+        space:format(format_of(F.TTL, F.EXPIRES))
         local ttl = options.idle_ttl or 0
         local batch = {}
         local function flush()
@@ -93,7 +103,7 @@ local migrations = {
             end
         end
         flush()
-        space:format(format_of(#F.FORMAT, F.TTL))
+        space:format(format_of(F.TTL, F.TTL))
         create_indexes(space, 3)
         if space.index.activity ~= nil then
             space.index.activity:drop()
@@ -112,6 +122,44 @@ local migrations = {
         space:create_index('expires', {
             type = 'tree', unique = false, parts = {{field = 4}}, if_not_exists = true,
         })
+    end},
+    -- Stable paging: each session gets `seq` (existing ones in the order the `expires`
+    -- index holds them, which is as good as any), listings walk (key, seq) and their cursors
+    -- are a seq, which reveals nothing secret.
+    {'sessions_v5', function()
+        local space = box.space[SPACE]
+        local sequence = box.schema.sequence.create(SEQUENCE, {if_not_exists = true})
+        space:format(format_of(F.SEQ, F.TTL))
+        local batch = {}
+        local function flush()
+            box.begin()
+            for _, token in ipairs(batch) do
+                -- Older tuples may end before `ttl` (nullable fields at the end are left
+                -- out), and an update cannot set a field past the end: the whole tuple.
+                local fields = space:get(token):totable()
+                for i = #fields + 1, F.SEQ - 1 do
+                    fields[i] = box.NULL
+                end
+                fields[F.SEQ] = sequence:next()
+                space:replace(fields)
+            end
+            box.commit()
+            batch = {}
+        end
+        for _, tuple in space.index.expires:pairs() do
+            if tuple[F.SEQ] == nil then
+                batch[#batch + 1] = tuple[F.TOKEN]
+            end
+            if #batch >= 1000 then
+                flush()
+            end
+        end
+        flush()
+        space:format(format_of(F.SEQ))
+        create_indexes(space, 5)
+        if space.index.ip ~= nil then
+            space.index.ip:drop()
+        end
     end},
 }
 
@@ -166,6 +214,7 @@ end
 
 return {
     SPACE = SPACE,
+    SEQUENCE = SEQUENCE,
     IDEMPOTENCY = IDEMPOTENCY,
     VERSION = VERSION,
     migrate = migrate,

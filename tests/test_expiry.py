@@ -159,3 +159,52 @@ async def test_the_purge_idles_quietly_on_an_empty_store(serve, fresh_tarantool)
     finally:
         admin.close()
     assert "expiry step failed" not in fresh_tarantool.log_path.read_text()
+
+
+# --- lapsed is final -------------------------------------------------------------------
+
+
+def _stored(admin: Console, token: str) -> bool:
+    return bool(admin.eval(f"return box.space.sessions:get(require('uuid').fromstr('{token}')) ~= nil"))
+
+
+@pytest.mark.parametrize("observed", [True, False])
+async def test_a_session_lapsed_under_a_shorter_ttl_never_comes_back(serve, tmp_path, observed):
+    """Serve with a TTL of 60, open a session, 15 s later serve with 10 (the session has
+    lapsed), then with 60 again: it stays gone, whether or not anybody looked at it meanwhile,
+    and it is purged."""
+    async with frozen_tarantool(tmp_path / "tarantool", idle_ttl=60, at=T0) as (instance, admin):
+        long = await serve(settings_for(instance, idle_ttl=60))
+        session = await new_session(long, 5)
+        admin.eval(f"require('sessions.clock').freeze({T0 + 15})")
+        short = await serve(settings_for(instance, idle_ttl=10))
+        if observed:
+            assert (await call(short, "/get", params={"token": session["token"]}))[0] == 404
+        else:  # a call that names neither session: the rules change all the same
+            assert (await call(short, "/user", params={"id": "7"}))[0] == 200
+        _wait_for_purge_passes(admin, 3)
+        assert not _stored(admin, session["token"])
+        assert (await call(long, "/get", params={"token": session["token"]}))[0] == 404
+        assert (await call(long, "/user", params={"id": "5"}))[1]["data"] == []
+
+
+async def test_a_raised_ttl_keeps_a_session_that_had_not_lapsed(serve, tmp_path):
+    async with frozen_tarantool(tmp_path / "tarantool", idle_ttl=10, at=T0) as (instance, admin):
+        short = await serve(settings_for(instance, idle_ttl=10))
+        session = await new_session(short, 5)
+        admin.eval(f"require('sessions.clock').freeze({T0 + 10})")  # idle exactly the TTL: live
+        long = await serve(settings_for(instance, idle_ttl=60))
+        assert (await call(long, "/user", params={"id": "7"}))[0] == 200  # the rules change now
+        admin.eval(f"require('sessions.clock').freeze({T0 + 60})")
+        _wait_for_purge_passes(admin, 3)
+        assert (await call(long, "/get", params={"token": session["token"]}))[0] == 200
+
+
+async def test_a_session_one_second_past_a_shorter_ttl_at_the_change_is_lapsed(serve, tmp_path):
+    async with frozen_tarantool(tmp_path / "tarantool", idle_ttl=10, at=T0) as (instance, admin):
+        short = await serve(settings_for(instance, idle_ttl=10))
+        session = await new_session(short, 5)
+        admin.eval(f"require('sessions.clock').freeze({T0 + 11})")  # lapsed before any change
+        long = await serve(settings_for(instance, idle_ttl=60))
+        assert (await call(long, "/get", params={"token": session["token"]}))[0] == 404
+        assert not _stored(admin, session["token"])

@@ -79,7 +79,7 @@ async def test_a_gate_without_a_queue_sheds_at_once():
 
 def test_a_batch_past_its_deadline_does_nothing(console, user_id):
     token = "'" + "\\x40" * 16 + "'"  # 16 bytes, a v4-looking token
-    call_new = f"{{{token}, {user_id}, '192.0.2.9', box.NULL, 1024, {{100, 0, 0}}}}"
+    call_new = f"{{{token}, {user_id}, '192.0.2.9', box.NULL, 1024, {{15552000, 0, 0}}}}"
     with pytest.raises(ConsoleError, match="deadline"):
         console.eval(f"return sessions.batch('new', {{{call_new}}}, require('fiber').time() - 0.001)")
     assert console.eval(f"return box.space.sessions.index.user:count({{{user_id}}})") == 0
@@ -93,7 +93,7 @@ def test_bulk_work_past_its_deadline_is_not_started(console, user_id, procedure)
     console.eval(lua_bulk_insert(3, lua_session(user_id, "'192.0.2.9'", "require('sessions.clock').now()")))
     opts = "{limit = 10, page_bytes = 1048576, deadline = require('fiber').time() - 0.001}"
     with pytest.raises(ConsoleError, match="deadline"):
-        console.eval(f"return sessions.{procedure}('user', {user_id}, {{100, 0, 0}}, {opts})")
+        console.eval(f"return sessions.{procedure}('user', {user_id}, {{15552000, 0, 0}}, {opts})")
     assert console.eval(f"return box.space.sessions.index.user:count({{{user_id}}})") == 3
 
 

@@ -168,13 +168,13 @@ def test_non_loopback_without_keys_warns(tmp_path):
         ("sessions.batch('delete', {{'61494096-9af7-49ba-9fb4-e89c0811e6d3', {100, -1, 0}}})", "lifetime"),
         ("sessions.batch('delete', {{'61494096-9af7-49ba-9fb4-e89c0811e6d3', {100, 0, -1}}})", "cap"),
         ("sessions.batch('delete', {{'61494096-9af7-49ba-9fb4-e89c0811e6d3', 100}})", "rules"),
-        ("sessions.batch('new', {{'short', 1, '192.0.2.1', nil, 1024, {100, 0, 0}}})", "token"),
+        ("sessions.batch('new', {{'short', 1, '192.0.2.1', nil, 1024, {15552000, 0, 0}}})", "token"),
         (
-            "sessions.batch('new', {{'0123456789abcdef', 'x', '192.0.2.1', nil, 1024, {100, 0, 0}}})",
+            "sessions.batch('new', {{'0123456789abcdef', 'x', '192.0.2.1', nil, 1024, {15552000, 0, 0}}})",
             "user_id",
         ),
         (
-            "sessions.batch('new', {{'0123456789abcdef', 1, '192.0.2.1', nil, 1024, {100, 0, 0}, 0}})",
+            "sessions.batch('new', {{'0123456789abcdef', 1, '192.0.2.1', nil, 1024, {15552000, 0, 0}, 0}})",
             "own ttl",
         ),
     ],
@@ -188,7 +188,7 @@ def test_procedures_check_their_own_arguments(console, call_lua, reason):
 @pytest.mark.parametrize("limit", [0, -1])
 def test_the_list_procedure_refuses_a_bad_limit(console, limit):
     with pytest.raises(ConsoleError, match="limit"):
-        console.eval(f"return sessions.list('user', 1, {{100, 0, 0}}, {{limit = {limit}}})")
+        console.eval(f"return sessions.list('user', 1, {{15552000, 0, 0}}, {{limit = {limit}}})")
 
 
 async def test_user_del_keeps_the_session_named_in_x_session_token(client, user_id):

@@ -14,6 +14,9 @@ local MAX_SLEEP = 1
 
 local state = {
     rules = nil,        -- liveness.lua's rules; nil until the service or the environment says
+    since = 0,          -- when the rules last changed (clock.now()); 0: not since start
+    sync = false,       -- whether stored expiries may not follow the rules yet (sweep below)
+    sync_from = nil,    -- where the sweep goes on: a (user_id, seq) key
     purged = 0,         -- sessions deleted since start, for stats
     collected_at = 0,   -- `purged` when Lua's garbage was last collected
     passes = 0,         -- purge steps taken, so that a test can wait for the next one
@@ -57,6 +60,47 @@ local function purge_batch(space, rules, limit)
     return #doomed, #doomed + #renewed
 end
 
+-- When the rules change, every session not yet expired gets its stored expiry set to its
+-- deadline under the new rules (earlier or later), a bounded part per step: so the purge
+-- ends at their new deadline the sessions that a shorter TTL ended, and a session that
+-- lapsed stays lapsed when the TTL goes up again. It walks (user_id, seq), where a session
+-- never moves; one written meanwhile already has its expiry under the new rules.
+local SWEEP_VISITS = 1000
+local function sweep_batch(space, rules)
+    local now = clock.now()
+    local position, iterator = {}, 'ALL'
+    if state.sync_from ~= nil then
+        position, iterator = state.sync_from, 'GT'
+    end
+    local changed, visited, last = {}, 0, nil
+    for _, tuple in space.index.user_seq:pairs(position, {iterator = iterator}) do
+        visited = visited + 1
+        last = tuple
+        if tuple[F.EXPIRES] >= now then
+            local due = liveness.deadline(tuple, rules)
+            if due ~= tuple[F.EXPIRES] then
+                changed[#changed + 1] = {tuple[F.TOKEN], due}
+            end
+        end
+        if visited >= SWEEP_VISITS or #changed >= BATCH then
+            break
+        end
+    end
+    if #changed > 0 then
+        box.begin()
+        for _, item in ipairs(changed) do
+            space:update(item[1], {{'=', F.EXPIRES, item[2]}})
+        end
+        box.commit()
+    end
+    if last == nil or (visited < SWEEP_VISITS and #changed < BATCH) then
+        state.sync, state.sync_from = false, nil
+    else
+        state.sync_from = {last[F.USER_ID], last[F.SEQ]}
+    end
+    return #changed
+end
+
 -- Idempotency keys past their window (schema.lua, v4), at most `limit`; how many.
 local KEY_EXPIRES = 4
 local function purge_keys(space, limit)
@@ -86,6 +130,12 @@ local function step(rules)
     local keys = box.space.idempotency
     if keys ~= nil then
         handled = math.max(handled, purge_keys(keys, BATCH))
+    end
+    if state.sync and space.index.user_seq ~= nil then
+        sweep_batch(space, rules)
+        if state.sync then
+            return 0
+        end
     end
     if handled >= BATCH then
         return 0
@@ -140,18 +190,34 @@ local function start()
     end
 end
 
--- Called with the rules of every request, so it must stay cheap.
+-- Called with the rules of every request, so it must stay cheap. A change of the TTL or
+-- the lifetime starts a sweep; after a change, sessions whose stored expiry passed before
+-- it are lapsed for good (liveness.lua). The first rules after a start only sweep: what
+-- happened before the start is in the stored expiries already.
 local function set_rules(rules)
+    local current = state.rules
+    if current == nil or current[liveness.TTL] ~= rules[liveness.TTL]
+            or current[liveness.LIFETIME] ~= rules[liveness.LIFETIME] then
+        if current ~= nil then
+            state.since = clock.now()
+        end
+        state.sync, state.sync_from = true, nil
+    end
+    rules[liveness.SINCE] = state.since
     state.rules = rules
 end
 
 local function stats()
     local rules = state.rules
-    return {ttl = rules and rules[liveness.TTL], purged = state.purged, passes = state.passes}
+    return {
+        ttl = rules and rules[liveness.TTL], purged = state.purged, passes = state.passes,
+        since = state.since, syncing = state.sync,
+    }
 end
 
 return {
     purge_batch = purge_batch,
+    sweep_batch = sweep_batch,
     purge_keys = purge_keys,
     start = start,
     set_rules = set_rules,

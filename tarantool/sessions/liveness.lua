@@ -4,13 +4,18 @@
 --   ttl       the service's idle TTL in seconds (SESSIONS_IDLE_TTL)
 --   lifetime  the most seconds a session may live after `create` (0: no limit)
 --   cap       the most live sessions one user may have (0: no limit)
+-- and expiry.lua adds a fourth, `since`: when these rules took force (0: since start).
 -- A session is live up to and including its deadline: idle at most its own TTL or the
 -- service's, whichever is shorter, and no longer than `lifetime` after it was opened. With
 -- whole seconds on both sides, no rule ever ends a session early.
+--
+-- Lapsed is final: a session whose stored expiry (its deadline under the rules in force when
+-- it was last written, kept so by expiry.lua's sweep) passed before the present rules took
+-- force lapsed under earlier ones, and no later change of settings brings it back.
 local F = require('sessions.fields')
 local clock = require('sessions.clock')
 
-local TTL, LIFETIME, CAP = 1, 2, 3
+local TTL, LIFETIME, CAP, SINCE = 1, 2, 3, 4
 
 local function deadline_of(create, activity, own_ttl, rules)
     local idle = rules[TTL]
@@ -30,7 +35,7 @@ local function deadline(tuple, rules)
 end
 
 local function is_live(tuple, rules)
-    return clock.now() <= deadline(tuple, rules)
+    return clock.now() <= deadline(tuple, rules) and tuple[F.EXPIRES] >= (rules[SINCE] or 0)
 end
 
 -- Whether `rules` has the shape above (the procedures check their arguments).
@@ -45,6 +50,7 @@ return {
     TTL = TTL,
     LIFETIME = LIFETIME,
     CAP = CAP,
+    SINCE = SINCE,
     deadline_of = deadline_of,
     deadline = deadline,
     is_live = is_live,

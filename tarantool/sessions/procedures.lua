@@ -105,9 +105,9 @@ local function with_text_token(tuple)
 end
 
 -- The live session a token names: its key and tuple, or nil; with `remove`, it is deleted
--- too (a lapsed one as well, which spares the purge the work). Tokens arrive as text the
--- service has checked for the 8-4-4-4-12 form, since uuid.fromstr on its own lets some
--- malformed strings through.
+-- too. A lapsed one found is deleted either way: lapsed is final, whatever the rules say
+-- later. Tokens arrive as text the service has checked for the 8-4-4-4-12 form, since
+-- uuid.fromstr on its own lets some malformed strings through.
 local function find_live(token, rules, remove)
     local key = uuid.fromstr(token)
     if key == nil then
@@ -115,7 +115,13 @@ local function find_live(token, rules, remove)
     end
     local space = box.space.sessions
     local tuple = remove and space:delete(key) or space:get(key)
-    if tuple == nil or not is_live(tuple, rules) then
+    if tuple == nil then
+        return nil
+    end
+    if not is_live(tuple, rules) then
+        if not remove then
+            space:delete(key)
+        end
         return nil
     end
     return key, tuple

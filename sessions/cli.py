@@ -44,8 +44,8 @@ def serve(settings: Settings, *, reuse_port: bool = False) -> int:
     log.info("configuration: %s", settings.model_dump_json())
     if not settings.api_keys and not settings.loopback_only:
         log.warning(
-            "listening on %s without SESSIONS_API_KEYS: anyone who can reach this port can "
-            "read and end every session",
+            "listening on %s without SESSIONS_API_KEYS (SESSIONS_ALLOW_OPEN=true): anyone who can "
+            "reach this port can read and end every session",
             settings.host,
         )
     try:
@@ -111,6 +111,11 @@ def main(argv: list[str] | None = None) -> int:
     settings = _settings()
     if settings is None:
         return 2
+    if args.command in ("serve", "worker"):
+        refusal = settings.refusal_to_serve()
+        if refusal is not None:
+            print(f"sessions: invalid configuration: {refusal}", file=sys.stderr)
+            return 2
     if args.command == "serve":
         return serve(settings) if settings.workers == 1 else serve_workers(settings)
     if args.command == "worker":

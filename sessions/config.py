@@ -12,12 +12,30 @@ from typing import Annotated, Literal
 from pydantic import Field, SecretStr, ValidationError, field_validator, model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
-__all__ = ["DAY", "Settings", "TarantoolAddress", "describe_error", "unknown_variables"]
+__all__ = [
+    "DAY",
+    "Settings",
+    "TarantoolAddress",
+    "describe_error",
+    "is_sample_secret",
+    "unknown_variables",
+]
 
 DAY = 24 * 60 * 60
 _PROJECT_DIR = Path(__file__).resolve().parent.parent
 
 TarantoolAddress = tuple[str, int | str]
+
+# Secrets nobody should run with: what .env.sample ships (every value there starts with
+# `change-me`) and the first words people type. tarantool/init.lua refuses the same ones.
+_SAMPLE_PREFIX = "change-me"
+_WELL_KNOWN = frozenset({"changeme", "password", "secret", "sessions", "tarantool", "admin"})
+
+
+def is_sample_secret(value: str) -> bool:
+    """Whether a password or key is empty, a sample value or a well-known word."""
+    folded = value.strip().lower()
+    return not folded or folded.startswith(_SAMPLE_PREFIX) or folded in _WELL_KNOWN
 
 
 class Settings(BaseSettings):
@@ -89,6 +107,9 @@ class Settings(BaseSettings):
 
     # Comma-separated; with any set, every request needs `Authorization: Bearer <key>`.
     api_keys: Annotated[tuple[SecretStr, ...], NoDecode] = ()
+    # Serve beyond loopback without API keys, on purpose: anyone who reaches the port can
+    # then read and end every session. Without it such a start is refused.
+    allow_open: bool = False
     # Leave the health probes (/health, /ready) open even when API keys are set.
     open_probes: bool = True
 
@@ -105,7 +126,18 @@ class Settings(BaseSettings):
             # "," or " " is a mistake, not a wish to turn authentication off: that is unset.
             if not keys:
                 raise ValueError("no key in it; leave it unset to serve without API keys")
+            if any(is_sample_secret(key) for key in keys):
+                raise ValueError("a key is a sample value or a well-known word; generate your own")
             return keys
+        return value
+
+    @field_validator("tarantool_password")
+    @classmethod
+    def _not_a_sample(cls, value: SecretStr | None) -> SecretStr | None:
+        if value is not None and is_sample_secret(value.get_secret_value()):
+            raise ValueError(
+                "the sample value or a well-known word; generate your own (e.g. openssl rand -hex 24)"
+            )
         return value
 
     @field_validator("log_level", mode="before")
@@ -130,6 +162,17 @@ class Settings(BaseSettings):
         if self.tarantool is not None and self.tarantool_password is None:
             raise ValueError("SESSIONS_TARANTOOL_PASSWORD is required with SESSIONS_TARANTOOL")
         return self
+
+    def refusal_to_serve(self) -> str | None:
+        """Why these settings must not serve, if they must not: beyond loopback without API
+        keys, unless SESSIONS_ALLOW_OPEN says so. (The admin commands may run on them.)"""
+        if not self.api_keys and not self.loopback_only and not self.allow_open:
+            return (
+                f"SESSIONS_HOST={self.host} listens beyond loopback without SESSIONS_API_KEYS: anyone "
+                "who reaches the port could read and end every session. Set SESSIONS_API_KEYS, or "
+                "SESSIONS_ALLOW_OPEN=true to serve open on purpose"
+            )
+        return None
 
     @property
     def loopback_only(self) -> bool:

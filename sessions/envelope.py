@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from contextvars import ContextVar
 from typing import Any
 
 import orjson
@@ -10,7 +11,7 @@ from aiohttp.http_exceptions import ContentEncodingError
 
 from .errors import BadRequest, SessionsError
 
-__all__ = ["HEADERS", "failure", "from_protocol", "success"]
+__all__ = ["HEADERS", "USER_ID_AS_TEXT", "failure", "from_protocol", "success"]
 
 _JSON = "application/json"
 
@@ -23,7 +24,22 @@ HEADERS = {"Cache-Control": "no-store", "Server": "sessions"}
 _SUCCESS_HEADERS = {**HEADERS, "Content-Type": _JSON}
 
 
+# Whether the request being answered asked for user ids as text (X-User-Id-Format: string),
+# for clients such as JavaScript whose numbers lose precision above 2^53; set by the router.
+USER_ID_AS_TEXT: ContextVar[bool] = ContextVar("user_id_as_text", default=False)
+
+
+def _ids_as_text(data: Any) -> Any:
+    if isinstance(data, list):
+        return [_ids_as_text(item) for item in data]
+    if isinstance(data, dict) and "user_id" in data:
+        return {**data, "user_id": str(data["user_id"])}
+    return data
+
+
 def success(data: Any, headers: dict[str, str] | None = None) -> web.Response:
+    if USER_ID_AS_TEXT.get():
+        data = _ids_as_text(data)
     return web.Response(
         body=orjson.dumps({"status": "success", "data": data}),
         headers={**_SUCCESS_HEADERS, **headers} if headers else _SUCCESS_HEADERS,

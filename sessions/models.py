@@ -10,9 +10,9 @@ import base64
 import ipaddress
 import re
 from functools import lru_cache
-from typing import Any
+from typing import Annotated, Any
 
-from pydantic import BaseModel, ConfigDict
+from pydantic import BaseModel, ConfigDict, Field
 
 __all__ = [
     "LIST_MAX",
@@ -32,6 +32,19 @@ MAX_USER_ID = 2**63 - 1
 _TOKEN = re.compile(r"[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}")
 
 
+def _user_id_schema(schema: dict[str, Any]) -> None:
+    """user_id in the API document: an integer, or with X-User-Id-Format: string its digits."""
+    schema.pop("type", None)
+    schema["anyOf"] = [
+        {"type": "integer", "format": "int64", "minimum": 1, "maximum": MAX_USER_ID},
+        {"type": "string", "pattern": "^[1-9][0-9]{0,18}$"},
+    ]
+    schema["description"] = (
+        "A positive 64-bit integer; a string of its decimal digits when the request says "
+        "X-User-Id-Format: string (JavaScript's numbers are exact only up to 2^53)."
+    )
+
+
 # A session as the service builds it on the hot path: the fields of SessionObject in a
 # plain dict, since building a model per answer measured as a cost (bench/README.md).
 Session = dict[str, Any]
@@ -44,7 +57,9 @@ class SessionObject(BaseModel):
 
     ip: str
     extra: dict[str, Any] | None
-    user_id: int
+    # A JSON integer; a string of its decimal digits when the request said
+    # X-User-Id-Format: string (for JavaScript, whose numbers are exact only up to 2^53).
+    user_id: Annotated[int, Field(json_schema_extra=_user_id_schema)]
     create: int
     activity: int
     token: str

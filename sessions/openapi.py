@@ -24,6 +24,7 @@ from .errors import (
 )
 from .extra import MAX_DEPTH, MAX_KEYS
 from .models import SessionObject
+from .params import USER_ID_FORMAT_DOC
 from .routing import COUNT, SESSION, SESSIONS, Route
 
 __all__ = ["build_spec"]
@@ -118,7 +119,10 @@ def _operation(route: Route, method: str) -> dict[str, Any]:
     operation: dict[str, Any] = {
         "operationId": f"{route.path.strip('/')}_{method}",
         "summary": route.summary,
-        "parameters": [entry for param in route.params for entry in param.documented()],
+        "parameters": [
+            *(entry for param in route.params for entry in param.documented()),
+            *([dict(USER_ID_FORMAT_DOC)] if route.result in (SESSION, SESSIONS) else []),
+        ],
         "responses": {
             "200": {
                 **success,

@@ -47,11 +47,26 @@ __all__ = [
     "TOKEN_HEADER",
     "TTL",
     "USER_ID",
+    "USER_ID_FORMAT",
+    "USER_ID_FORMAT_DOC",
     "Param",
 ]
 
 # Where `get`, `del` and `rotate` also take the token.
 TOKEN_HEADER = "X-Session-Token"
+# How answers write `user_id`: `number` (the default, the seed's contract) or `string`, for
+# clients whose numbers lose precision above 2^53 (JavaScript's).
+USER_ID_FORMAT = "X-User-Id-Format"
+USER_ID_FORMAT_DOC: Mapping[str, Any] = {
+    "name": USER_ID_FORMAT,
+    "in": "header",
+    "required": False,
+    "description": "`string` writes every `user_id` of the answer as a string of decimal digits. "
+    "JavaScript's numbers are exact only up to 2^53 (Number.MAX_SAFE_INTEGER): a JavaScript client "
+    "whose user ids may be larger must send this (or parse the answer with a BigInt-aware JSON "
+    "parser), or it acts on the wrong user. `number` (the default) writes it as a JSON integer.",
+    "schema": {"type": "string", "enum": ["number", "string"]},
+}
 EXAMPLE_TOKEN = "61494096-9af7-49ba-9fb4-e89c0811e6d3"
 
 

@@ -27,7 +27,7 @@ from aiohttp.http_exceptions import HttpProcessingError
 from aiohttp.web_protocol import RequestPayloadError
 
 from .auth import ApiKeys
-from .envelope import failure, from_protocol
+from .envelope import USER_ID_AS_TEXT, failure, from_protocol
 from .errors import (
     BadRequest,
     ExpectationFailed,
@@ -44,7 +44,7 @@ from .extra import decode_extra
 from .logs import REQUEST_ID
 from .metrics import METRICS
 from .overload import BULK, CHECK, Gate
-from .params import Param
+from .params import USER_ID_FORMAT, Param
 from .service import Service
 
 __all__ = ["BULK", "CHECK", "Route", "Router", "Service"]
@@ -174,6 +174,8 @@ class Router:
         route = self._routes.get(request.rel_url.raw_path, self._fallback)
         request_id = _request_id(request)
         context = REQUEST_ID.set(request_id)
+        id_format = request.headers.get(USER_ID_FORMAT)
+        as_text = USER_ID_AS_TEXT.set(id_format == "string") if id_format is not None else None
         expect = request.headers.get("Expect")
         code = "success"
         try:
@@ -183,6 +185,8 @@ class Router:
                 raise route.refusal()
             if expect is not None and expect.lower() != "100-continue":
                 raise ExpectationFailed()
+            if id_format is not None and id_format not in ("string", "number"):
+                raise BadRequest(f"{USER_ID_FORMAT} must be string or number.")
             service = self._service
             settings = service.settings
             values = [param.read(request, settings) for param in route.params]
@@ -224,6 +228,8 @@ class Router:
             response, code = failure(InternalError()), InternalError.code
         finally:
             REQUEST_ID.reset(context)
+            if as_text is not None:
+                USER_ID_AS_TEXT.reset(as_text)
         if expect is not None and code != "success":
             # Refused, perhaps before its body was asked for: the client may never send it,
             # so the connection is closed at once rather than left waiting for it.

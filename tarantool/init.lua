@@ -77,10 +77,29 @@ local function env_list(name)
     return items
 end
 
+-- Secrets nobody should run with: what .env.sample ships (every value there starts with
+-- `change-me`) and the first words people type; the service refuses the same ones
+-- (sessions/config.py, is_sample_secret).
+local WELL_KNOWN = {changeme = true, password = true, secret = true, sessions = true,
+                    tarantool = true, admin = true}
+local function check_secret(name, value)
+    local folded = value:lower():match('^%s*(.-)%s*$')
+    if folded == '' or folded:sub(1, #'change-me') == 'change-me' or WELL_KNOWN[folded] then
+        fail(('%s is a sample value or a well-known word; generate your own: openssl rand -hex 24')
+            :format(name))
+    end
+end
+
 local user = env('SESSIONS_TARANTOOL_USER', 'sessions')
 local password = env('SESSIONS_TARANTOOL_PASSWORD')
 if password == nil then
     fail('SESSIONS_TARANTOOL_PASSWORD is not set; the service user needs a password')
+end
+check_secret('SESSIONS_TARANTOOL_PASSWORD', password)
+-- The replication user exists only when this is set on purpose (never by a sample file).
+local replication_password = env('SESSIONS_REPLICATION_PASSWORD')
+if replication_password ~= nil then
+    check_secret('SESSIONS_REPLICATION_PASSWORD', replication_password)
 end
 local listen = env('TT_LISTEN', '127.0.0.1:3301')
 
@@ -105,7 +124,6 @@ schema.migrate({idle_ttl = ttl})
 rawset(_G, 'sessions', procedures)
 if not box.info.ro then
     access.ensure_user(user, password)
-    local replication_password = env('SESSIONS_REPLICATION_PASSWORD')
     if replication_password ~= nil then
         access.ensure_replication_user(replication_password)
     end

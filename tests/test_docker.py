@@ -23,6 +23,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import yaml
 
 from sessions.config import Settings
 
@@ -60,9 +61,10 @@ def docker() -> None:
 class Stack:
     """`docker-compose -f docker-compose.yml -f dc.sample.yml` with the stand-in images."""
 
-    def __init__(self, env_file: Path, port: int) -> None:
+    def __init__(self, env_file: Path, port: int, api_key: str) -> None:
         self.env_file = env_file
         self.port = port
+        self.api_key = api_key
 
     def compose(self, *args: str, check: bool = True, timeout: float = 600) -> str:
         result = subprocess.run(
@@ -88,7 +90,8 @@ class Stack:
         return result.stdout + result.stderr
 
     def request(self, path: str, *, data: bytes | None = None, headers: dict[str, str] | None = None) -> Any:
-        req = urllib.request.Request(f"http://127.0.0.1:{self.port}{path}", data=data, headers=headers or {})
+        headers = {"Authorization": f"Bearer {self.api_key}", **(headers or {})}
+        req = urllib.request.Request(f"http://127.0.0.1:{self.port}{path}", data=data, headers=headers)
         try:
             with urllib.request.urlopen(req, timeout=5) as response:
                 return response.status, json.load(response)
@@ -120,9 +123,10 @@ def stack(docker: None, tmp_path_factory: pytest.TempPathFactory) -> Iterator[St
         "PUBLISH_PORT": str(port),
         "SESSIONS_TARANTOOL_PASSWORD": secrets.token_urlsafe(16),
         "SESSIONS_REPLICATION_PASSWORD": secrets.token_urlsafe(16),
+        "SESSIONS_API_KEYS": secrets.token_urlsafe(16),
     }
     env_file.write_text("".join(f"{name}={value}\n" for name, value in settings.items()))
-    running = Stack(env_file, port)
+    running = Stack(env_file, port, settings["SESSIONS_API_KEYS"])
     backups = ROOT / "backups"
     had_backups = backups.exists()
     everything = ("--profile", "tools", "--profile", "replica")
@@ -162,6 +166,47 @@ def test_the_readme_examples_against_the_published_port(stack: Stack) -> None:
         404,
         {"status": "error", "code": "token_not_found", "message": "No live session has this token."},
     )
+
+
+def test_the_published_port_needs_the_key(stack: Stack) -> None:
+    status, body = stack.request("/user?id=1", headers={"Authorization": "Bearer wrong"})
+    assert (status, body["code"]) == (401, "unauthorized")
+
+
+def _sample_config() -> dict[str, Any]:
+    if shutil.which("docker-compose") is None:
+        if os.environ.get("CI") == "true":
+            pytest.fail("docker-compose must be installed in CI (make lint installs it)")
+        pytest.skip("no docker-compose")
+    files = ["-f", "docker-compose.yml", "-f", "dc.sample.yml"]
+    done = subprocess.run(
+        ["docker-compose", "--env-file", ".env.sample", *files, "config"],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    config: dict[str, Any] = yaml.safe_load(done.stdout)
+    return config
+
+
+def test_the_sample_deployment_publishes_on_loopback_only() -> None:
+    """With .env.sample as shipped, the service is published on the host's loopback only,
+    needs an API key, and no replication user is made."""
+    config = _sample_config()
+    app = config["services"]["sessions"]
+    assert app["ports"] == ["127.0.0.1:80:8080/tcp"]
+    assert app["environment"]["SESSIONS_ALLOW_OPEN"] == "false"
+    assert app["environment"]["SESSIONS_API_KEYS"]
+    assert config["services"]["tarantool"]["environment"]["SESSIONS_REPLICATION_PASSWORD"] == ""
+    # Every secret the sample ships is one the service and Tarantool refuse (test_security.py).
+    sample = dict(
+        line.split("=", 1) for line in (ROOT / ".env.sample").read_text().splitlines() if line[:1].isalpha()
+    )
+    assert {name for name, value in sample.items() if value.startswith("change-me")} == {
+        "SESSIONS_TARANTOOL_PASSWORD",
+        "SESSIONS_API_KEYS",
+    }
 
 
 def test_ready_through_the_healthchecks(stack: Stack) -> None:

@@ -29,10 +29,10 @@ async def test_ready_is_503_without_tarantool_while_health_stays_200(serve, fres
 
 
 async def test_probes_stay_open_with_api_keys(serve, tarantool):
-    client = await serve(settings_for(tarantool, api_keys="secret"))
+    client = await serve(settings_for(tarantool, api_keys="a-test-key-8d1f"))
     assert (await call(client, "/health"))[0] == 200
     assert (await call(client, "/user?id=1"))[0] == 401
-    closed = await serve(settings_for(tarantool, api_keys="secret", open_probes=False))
+    closed = await serve(settings_for(tarantool, api_keys="a-test-key-8d1f", open_probes=False))
     assert (await call(closed, "/health"))[0] == 401
 
 

@@ -4,19 +4,26 @@ from __future__ import annotations
 
 import json
 import math
+import os
 import signal
+import subprocess
+import sys
 import uuid
+from pathlib import Path
 
 import asynctnt
 import pytest
 from asynctnt.exceptions import TarantoolDatabaseError
+from pydantic import ValidationError
 
 from sessions.config import Settings
-from sessions.console import ConsoleError
+from sessions.console import Console, ConsoleError
 from sessions.storage import _new_token
 
 from .conftest import PASSWORD, call, new_session, settings_for
 from .service import Service
+
+INIT_LUA = Path(__file__).resolve().parent.parent / "tarantool" / "init.lua"
 
 
 @pytest.fixture
@@ -148,10 +155,81 @@ def test_tokens_are_random_version_4_uuids():
         assert abs(ones - count / 2) < bound, (bit, ones)
 
 
-def test_non_loopback_without_keys_warns(tmp_path):
-    service = Service(tmp_path / "data", SESSIONS_HOST="0.0.0.0")
+@pytest.mark.parametrize("host", ["0.0.0.0", "::", "192.0.2.1", "sessions.example"])
+def test_non_loopback_without_keys_refuses_to_start(tmp_path, host):
+    """Closed by default: beyond loopback, no keys means no start, before Tarantool starts."""
+    env = {**os.environ, "SESSIONS_HOST": host, "SESSIONS_DATA_DIR": str(tmp_path / "data")}
+    env.pop("SESSIONS_API_KEYS", None)
+    done = subprocess.run(
+        [sys.executable, "-m", "sessions", "serve"], env=env, capture_output=True, text=True, timeout=30
+    )
+    assert done.returncode != 0
+    assert "SESSIONS_API_KEYS" in done.stderr and "SESSIONS_ALLOW_OPEN=true" in done.stderr
+    assert not (tmp_path / "data").exists()  # no Tarantool was started
+
+
+def test_open_on_purpose_starts_and_warns(tmp_path):
+    service = Service(tmp_path / "data", SESSIONS_HOST="0.0.0.0", SESSIONS_ALLOW_OPEN="true")
     service.stop(signal.SIGTERM)
     assert "without SESSIONS_API_KEYS" in service.output()
+
+
+def test_loopback_and_keyed_starts_need_no_permission():
+    assert Settings(host="127.0.0.1").refusal_to_serve() is None
+    assert Settings(host="::1").refusal_to_serve() is None
+    assert Settings(host="localhost").refusal_to_serve() is None
+    assert Settings(host="0.0.0.0", api_keys="a-real-key-8d1f").refusal_to_serve() is None
+    assert Settings(host="0.0.0.0", allow_open=True).refusal_to_serve() is None
+    assert "SESSIONS_ALLOW_OPEN" in (Settings(host="0.0.0.0").refusal_to_serve() or "")
+
+
+@pytest.mark.parametrize(
+    "secret",
+    ["change-me-to-a-long-random-string", "change-me-too", "CHANGE-ME", "password", "Secret", " tarantool "],
+)
+def test_sample_and_well_known_secrets_are_refused(secret):
+    with pytest.raises(ValidationError, match="generate your own"):
+        Settings(tarantool="127.0.0.1:3301", tarantool_password=secret)
+    with pytest.raises(ValidationError, match="generate your own"):
+        Settings(api_keys=f"good-key-1234, {secret}")
+
+
+@pytest.mark.parametrize("secret", ["change-m", "my-change-me", "passwords", "8d1f0c2e9a7b"])
+def test_other_secrets_are_taken(secret):
+    assert Settings(tarantool="127.0.0.1:3301", tarantool_password=secret).tarantool_password is not None
+
+
+@pytest.mark.parametrize(
+    ("variable", "value"),
+    [
+        ("SESSIONS_TARANTOOL_PASSWORD", "change-me-to-a-long-random-string"),
+        ("SESSIONS_TARANTOOL_PASSWORD", "password"),
+        ("SESSIONS_REPLICATION_PASSWORD", "change-me-too"),
+        ("SESSIONS_REPLICATION_PASSWORD", "secret"),
+    ],
+)
+def test_tarantool_refuses_sample_passwords(tmp_path, variable, value):
+    env = {
+        **os.environ,
+        "TT_LISTEN": f"unix/:{tmp_path / 't.sock'}",
+        "TT_WORK_DIR": str(tmp_path),
+        "SESSIONS_TARANTOOL_PASSWORD": "a-real-password-8d1f",
+        variable: value,
+    }
+    done = subprocess.run(
+        ["tarantool", str(INIT_LUA)],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=30,
+    )
+    assert done.returncode == 1
+    assert variable in done.stderr and "generate your own" in done.stderr
+
+
+def test_no_replication_user_without_a_replication_password(fresh_tarantool):
+    with Console(fresh_tarantool.console_path) as admin:
+        assert admin.eval("return box.schema.user.exists('replicator')") is False
 
 
 @pytest.mark.parametrize(
@@ -273,3 +351,35 @@ def test_log_lines_cannot_be_forged_or_broken(tmp_path, log_format):
     assert token not in text
     for name in ("api_key", "password", "after", "apiKey", "x-auth"):
         assert f"s3cr3t-{name}" not in text
+
+
+BIG = 2**53 + 1  # the first integer a JavaScript number cannot hold
+
+
+async def test_user_ids_as_text_for_javascript(client):
+    """With X-User-Id-Format: string, every user_id of an answer is a string of its digits, so
+    a JavaScript client acting on it acts on the right user; without it, the seed's integer."""
+    text = {"X-User-Id-Format": "string"}
+    neighbour = await new_session(client, BIG - 1)
+    status, body = await call(client, "/new", params={"user_id": str(BIG), "ip": "192.0.2.1"}, headers=text)
+    assert status == 200 and body["data"]["user_id"] == str(BIG)
+    token = body["data"]["token"]
+    for path, params in (("/get", {"token": token}), ("/user", {"id": str(BIG)})):
+        _, plain = await call(client, path, params=params)
+        _, texted = await call(client, path, params=params, headers=text)
+        sessions = texted["data"] if isinstance(texted["data"], list) else [texted["data"]]
+        assert {s["user_id"] for s in sessions} == {str(BIG)}
+        sessions = plain["data"] if isinstance(plain["data"], list) else [plain["data"]]
+        assert {s["user_id"] for s in sessions} == {BIG}
+    # A JavaScript number would have rounded BIG to BIG - 1 and ended the neighbour's session.
+    assert float(BIG) == float(BIG - 1)
+    _, body = await call(client, "/user/del", params={"id": sessions[0]["user_id"]})
+    assert body["data"] == {"deleted": 1}
+    assert (await call(client, "/get", params={"token": neighbour["token"]}))[0] == 200
+    assert (await call(client, "/user/del", params={"id": str(2**63 - 1)}, headers=text))[0] == 200
+
+
+@pytest.mark.parametrize("value", ["", "String", "bigint", "string,number"])
+async def test_an_unknown_user_id_format_is_refused(client, value):
+    status, body = await call(client, "/user", params={"id": "1"}, headers={"X-User-Id-Format": value})
+    assert (status, body["code"]) == (400, "bad_request")

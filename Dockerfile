@@ -13,6 +13,12 @@ COPY sessions ./sessions
 RUN /opt/venv/bin/pip install .
 
 FROM ${PYTHON_IMAGE}
+ARG VERSION=unknown
+ARG REVISION=unknown
+LABEL org.opencontainers.image.title="sessions" \
+      org.opencontainers.image.description="Login sessions of web and mobile users over HTTP" \
+      org.opencontainers.image.version="${VERSION}" \
+      org.opencontainers.image.revision="${REVISION}"
 RUN groupadd --system --gid 10001 sessions \
     && useradd --system --uid 10001 --gid sessions --no-create-home --shell /usr/sbin/nologin sessions
 COPY --from=build /opt/venv /opt/venv
@@ -24,7 +30,7 @@ ENV PATH=/opt/venv/bin:$PATH \
 USER 10001:10001
 EXPOSE 8080
 HEALTHCHECK --interval=10s --timeout=3s --start-period=20s --retries=3 \
-    CMD ["python", "-c", "import os, urllib.request; urllib.request.urlopen('http://127.0.0.1:%s/health' % (os.environ.get('SESSIONS_OPS_PORT') or os.environ['SESSIONS_PORT']), timeout=2)"]
+    CMD ["sessions", "health"]
 # Exec form: signals reach the service itself, which stops in order on SIGTERM.
 ENTRYPOINT ["sessions"]
 CMD ["serve"]

@@ -20,7 +20,7 @@ lint: $(STAMP) docker-compose luacheck
 	$(BIN)/ruff format --check -q sessions tests $(wildcard bench)
 	$(BIN)/mypy --strict sessions
 	luacheck -q --no-color tarantool $(wildcard bench/*.lua)
-	$(BIN)/hadolint Dockerfile
+	$(BIN)/hadolint Dockerfile tarantool/Dockerfile
 	SESSIONS_TARANTOOL_PASSWORD=lint docker-compose -f docker-compose.yml config -q
 	SESSIONS_TARANTOOL_PASSWORD=lint docker-compose -f docker-compose.yml -f dc.sample.yml config -q
 

@@ -158,15 +158,28 @@ def restore(settings: Settings, source: Path) -> dict[str, Any]:
     return manifest
 
 
-def promote(settings: Settings) -> None:
-    """Make the replica whose data dir this is writable, after its primary is lost."""
+def _role_change(settings: Settings, call: str) -> None:
     data_dir = settings.data_dir.resolve()
     if not _in_use(data_dir):
         raise BackupError(f"no running Tarantool found in {data_dir}")
     with Console(_console_path(settings)) as console:
-        console.eval("box.cfg{read_only = false}")
-        if console.eval("return box.info.ro"):
-            raise BackupError(f"Tarantool is still read-only: {console.eval('return box.info.status')}")
+        try:
+            console.eval(f"return require('sessions.role').{call}")
+        except ConsoleError as error:
+            raise BackupError(str(error)) from None
+
+
+def promote(settings: Settings) -> None:
+    """Make the instance whose data dir this is the writable primary, for good (its role
+    file says so across restarts), after its primary is lost; refused while another
+    instance is writable."""
+    _role_change(settings, "promote()")
+
+
+def rejoin(settings: Settings, primary: str) -> None:
+    """Make the instance whose data dir this is a read-only replica of `primary` (host:port),
+    for good: an old primary after a failover, or one side of a swap back."""
+    _role_change(settings, f"rejoin({json.dumps(primary)})")
 
 
 def stats(settings: Settings) -> dict[str, Any]:

@@ -8,6 +8,8 @@ import json
 import logging
 import os
 import sys
+import urllib.error
+import urllib.request
 from pathlib import Path
 from typing import Any
 
@@ -66,6 +68,35 @@ def serve_workers(settings: Settings) -> int:
         return 1
 
 
+# A token no session has: where /ready is not served, a `get` of it still asks Tarantool.
+_NO_SUCH_TOKEN = "00000000-0000-4000-8000-000000000000"
+
+
+def health(settings: Settings) -> int:
+    """Exit 0 if the service on this machine answers /ready as its settings serve it (the ops
+    port, a key when probes are closed), 1 otherwise: the container's healthcheck."""
+    host = {"0.0.0.0": "127.0.0.1", "::": "::1", "": "127.0.0.1"}.get(settings.host, settings.host)
+    port = settings.ops_port or settings.port
+    path = "/ready" if settings.ops_enabled else f"/get?token={_NO_SUCH_TOKEN}"
+    expected = 200 if settings.ops_enabled else 404
+    headers = {}
+    if settings.api_keys and not (settings.open_probes and settings.ops_enabled):
+        headers["Authorization"] = f"Bearer {settings.api_keys[0].get_secret_value()}"
+    url = settings.model_copy(update={"host": host}).url(port) + path
+    try:
+        with urllib.request.urlopen(urllib.request.Request(url, headers=headers), timeout=2) as answer:
+            status = answer.status
+    except urllib.error.HTTPError as error:
+        status = error.code
+    except OSError as error:
+        print(f"sessions health: {url.split('?')[0]}: {error}", file=sys.stderr)
+        return 1
+    if status != expected:
+        print(f"sessions health: {url.split('?')[0]} answered {status}", file=sys.stderr)
+        return 1
+    return 0
+
+
 def _when(timestamp: float | None) -> str:
     if timestamp is None:
         return "never"
@@ -79,6 +110,7 @@ def _print_stats(info: dict[str, Any]) -> None:
     print(f"last checkpoint:    {_when(info['last_checkpoint'])}")
     print(f"purged since start: {info['purged']}")
     print(f"read-only:          {info['ro']}")
+    print(f"role:               {info.get('role')}")
     print(f"storage full:       {info.get('storage_full', False)}")
     print(f"served untouched:   {info.get('touch_skipped', 0)} (gets while memory was full)")
     print(f"schema version:     {info['schema_version']} (Tarantool {info['tarantool_version']})")
@@ -100,7 +132,17 @@ def main(argv: list[str] | None = None) -> int:
     )
     restore_command.add_argument("file", type=Path)
     commands.add_parser("stats", help="sessions stored, memory, next expiry, last checkpoint, memory full")
-    commands.add_parser("promote", help="make the replica in SESSIONS_DATA_DIR writable (failover)")
+    commands.add_parser(
+        "promote", help="make the Tarantool in SESSIONS_DATA_DIR the writable primary, for good (failover)"
+    )
+    rejoin_command = commands.add_parser(
+        "rejoin", help="make the Tarantool in SESSIONS_DATA_DIR a replica of PRIMARY (host:port), for good"
+    )
+    rejoin_command.add_argument("primary")
+    commands.add_parser(
+        "health",
+        help="exit 0 if the service serving on this machine with these settings is ready (healthchecks)",
+    )
     # One of the processes `serve` starts when SESSIONS_WORKERS > 1.
     commands.add_parser("worker")
     args = parser.parse_args(argv)
@@ -111,6 +153,8 @@ def main(argv: list[str] | None = None) -> int:
     settings = _settings()
     if settings is None:
         return 2
+    if args.command == "health":
+        return health(settings)
     if args.command in ("serve", "worker"):
         refusal = settings.refusal_to_serve()
         if refusal is not None:
@@ -133,7 +177,10 @@ def main(argv: list[str] | None = None) -> int:
             _print_stats(admin.stats(settings))
         elif args.command == "promote":
             admin.promote(settings)
-            print(f"the Tarantool in {settings.data_dir} is writable now")
+            print(f"the Tarantool in {settings.data_dir} is the writable primary now")
+        elif args.command == "rejoin":
+            admin.rejoin(settings, args.primary)
+            print(f"the Tarantool in {settings.data_dir} is a replica of {args.primary} now")
         return 0
     except admin.BackupError as error:
         print(f"sessions {args.command}: {error}", file=sys.stderr)

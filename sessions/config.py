@@ -239,7 +239,19 @@ def describe_error(error: ValidationError) -> str:
 
 
 # Read by the Tarantool side (tarantool/init.lua), not by the service.
-_TARANTOOL_VARIABLES = frozenset({"SESSIONS_REPLICATION_PASSWORD"})
+_TARANTOOL_VARIABLES = frozenset(
+    {
+        "SESSIONS_REPLICATION_PASSWORD",
+        "SESSIONS_ROLE",
+        "SESSIONS_PRIMARY",
+        "SESSIONS_PEERS",
+        *(
+            f"SESSIONS_TT_{name}"
+            for name in ("LISTEN", "WORK_DIR", "MEMTX_MEMORY", "WAL_MODE", "LOG", "LOG_LEVEL", "PID_FILE")
+        ),
+        "SESSIONS_TT_CONSOLE_SOCKET",
+    }
+)
 
 
 def unknown_variables(environ: Mapping[str, str]) -> list[str]:

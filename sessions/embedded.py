@@ -61,18 +61,18 @@ class EmbeddedTarantool:
         self._init_script = scripts_dir.resolve() / "init.lua"
         self._binary = binary
         self._env = {
-            "TT_LISTEN": f"unix/:{self.socket_path}",
-            "TT_CONSOLE_SOCKET": str(self.console_path),
-            "TT_WORK_DIR": str(self.data_dir),
-            "TT_LOG": str(self.log_path),
-            "TT_PID_FILE": str(self.pid_path),
-            "TT_MEMTX_MEMORY": str(memory),
-            "TT_WAL_MODE": wal_mode,
+            "SESSIONS_TT_LISTEN": f"unix/:{self.socket_path}",
+            "SESSIONS_TT_CONSOLE_SOCKET": str(self.console_path),
+            "SESSIONS_TT_WORK_DIR": str(self.data_dir),
+            "SESSIONS_TT_LOG": str(self.log_path),
+            "SESSIONS_TT_PID_FILE": str(self.pid_path),
+            "SESSIONS_TT_MEMTX_MEMORY": str(memory),
+            "SESSIONS_TT_WAL_MODE": wal_mode,
             "SESSIONS_TARANTOOL_USER": user,
             "SESSIONS_TARANTOOL_PASSWORD": password,
             "SESSIONS_IDLE_TTL": str(idle_ttl),
             "SESSIONS_MAX_LIFETIME": str(max_lifetime or 0),
-            # More of init.lua's settings, e.g. TT_REPLICATION for a replica.
+            # More of init.lua's settings, e.g. SESSIONS_ROLE and SESSIONS_PRIMARY for a replica.
             **(environment or {}),
         }
         self._startup_timeout = startup_timeout

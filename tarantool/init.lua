@@ -1,20 +1,25 @@
 -- Entry point of the sessions Tarantool instance: configuration from the environment,
 -- schema migrations, the service user, the stored procedures and the expiry fiber.
 --
--- Environment (box.cfg option names, as Tarantool 2.11 spells them):
---   TT_LISTEN          address for the service, e.g. 3301, 0.0.0.0:3301, unix/:/path.sock
---   TT_WORK_DIR        data directory (snapshots and WAL); default: current directory
---   TT_MEMTX_MEMORY    bytes for data and indexes; default 2 GiB
---   TT_WAL_MODE        write (default), fsync or none
---   TT_LOG, TT_LOG_LEVEL, TT_PID_FILE, TT_READ_ONLY, TT_REPLICATION (comma-separated)
---   TT_CONSOLE_SOCKET  path of an admin console unix socket (optional)
+-- Environment. Tarantool 2.11 applies TT_* variables to box.cfg by itself (the listening
+-- port would open before the schema and grants exist), so the project's names are its own
+-- and a TT_* variable stops the start:
+--   SESSIONS_TT_LISTEN      address for the service, e.g. 3301, 0.0.0.0:3301, unix/:/path.sock
+--   SESSIONS_TT_WORK_DIR    data directory (snapshots, WAL, the role file); default: current
+--   SESSIONS_TT_MEMTX_MEMORY  bytes for data and indexes; default 2 GiB
+--   SESSIONS_TT_WAL_MODE    write (default), fsync or none
+--   SESSIONS_TT_LOG, SESSIONS_TT_LOG_LEVEL, SESSIONS_TT_PID_FILE
+--   SESSIONS_TT_CONSOLE_SOCKET  path of an admin console unix socket (optional)
 --   SESSIONS_TARANTOOL_USER, SESSIONS_TARANTOOL_PASSWORD   the service's credentials
 --   SESSIONS_IDLE_TTL  idle TTL in seconds for the expiry fiber until the service sends one
 --                      (and for migration v3's expiry of existing sessions)
 --   SESSIONS_MAX_LIFETIME  likewise the maximum lifetime in seconds (0 or unset: none)
---   SESSIONS_REPLICATION_PASSWORD  creates the `replicator` user replicas join as; a replica
---                      then sets TT_REPLICATION=replicator:<password>@primary:3301 and
---                      TT_READ_ONLY=true
+--   SESSIONS_REPLICATION_PASSWORD  creates the `replicator` user replicas join as
+--   SESSIONS_ROLE      primary (default) or replica: the role of the very first start only;
+--                      later the role file in the data dir rules (sessions/role.lua)
+--   SESSIONS_PRIMARY   host:port of the primary a replica follows at its first start
+--   SESSIONS_PEERS     host:port of the other instances, comma-separated: a primary that
+--                      finds one of them writable stays read-only (fenced)
 local fio = require('fio')
 local log = require('log')
 
@@ -24,6 +29,7 @@ package.path = script_dir .. '/?.lua;' .. script_dir .. '/?/init.lua;' .. packag
 local access = require('sessions.access')
 local expiry = require('sessions.expiry')
 local procedures = require('sessions.procedures')
+local role = require('sessions.role')
 local schema = require('sessions.schema')
 
 local function fail(message)
@@ -49,20 +55,6 @@ local function env_number(name, default)
         fail(('%s must be a number, got %q'):format(name, value))
     end
     return number
-end
-
-local function env_bool(name, default)
-    local value = env(name)
-    if value == nil then
-        return default
-    end
-    value = value:lower()
-    if value == 'true' or value == '1' or value == 'yes' then
-        return true
-    elseif value == 'false' or value == '0' or value == 'no' then
-        return false
-    end
-    fail(('%s must be true or false, got %q'):format(name, value))
 end
 
 local function env_list(name)
@@ -101,22 +93,53 @@ local replication_password = env('SESSIONS_REPLICATION_PASSWORD')
 if replication_password ~= nil then
     check_secret('SESSIONS_REPLICATION_PASSWORD', replication_password)
 end
-local listen = env('TT_LISTEN', '127.0.0.1:3301')
+for name in pairs(os.environ()) do
+    if name:sub(1, 3) == 'TT_' then
+        fail(('%s would be applied by Tarantool itself, before the schema exists; use SESSIONS_%s')
+            :format(name, name))
+    end
+end
+
+local function tt(name, default)
+    return env('SESSIONS_TT_' .. name, default)
+end
+
+local listen = tt('LISTEN', '127.0.0.1:3301')
+local work_dir = tt('WORK_DIR', fio.cwd())
+local initial = {role = env('SESSIONS_ROLE', 'primary'), primary_at = env('SESSIONS_PRIMARY')}
+if initial.role ~= 'primary' and initial.role ~= 'replica' then
+    fail(('SESSIONS_ROLE must be primary or replica, got %q'):format(initial.role))
+end
+if initial.role == 'replica' and (initial.primary_at == nil or replication_password == nil) then
+    fail('a replica needs SESSIONS_PRIMARY (host:port) and SESSIONS_REPLICATION_PASSWORD')
+end
 
 -- Snapshots, WAL files and sockets are for this user only: they hold live credentials.
 fio.umask(tonumber('077', 8))
 
 -- Listening starts only after the schema and procedures exist, so a client that gets
 -- a connection can use it at once.
+-- The role of this start: from the role file in the data dir, else the environment's.
+local ok, cfg = pcall(role.open, work_dir, initial, {
+    replication_password = replication_password,
+    peers = env_list('SESSIONS_PEERS'),
+})
+if not ok then
+    fail(tostring(cfg))
+end
 box.cfg{
-    work_dir = env('TT_WORK_DIR'),
-    memtx_memory = env_number('TT_MEMTX_MEMORY', 2 * 1024 * 1024 * 1024),
-    wal_mode = env('TT_WAL_MODE', 'write'),
-    log = env('TT_LOG'),
-    log_level = env_number('TT_LOG_LEVEL', 5),
-    pid_file = env('TT_PID_FILE'),
-    read_only = env_bool('TT_READ_ONLY', false),
-    replication = env_list('TT_REPLICATION'),
+    work_dir = work_dir,
+    memtx_memory = env_number('SESSIONS_TT_MEMTX_MEMORY', 2 * 1024 * 1024 * 1024),
+    wal_mode = tt('WAL_MODE', 'write'),
+    log = tt('LOG'),
+    log_level = env_number('SESSIONS_TT_LOG_LEVEL', 5),
+    pid_file = tt('PID_FILE'),
+    read_only = cfg.read_only,
+    replication = cfg.replication,
+    replication_connect_quorum = cfg.replication_connect_quorum,
+    -- A replica that rejoins after a failover may meet a row the other side also wrote
+    -- (the same sequence number from both, say): it goes on rather than stop following.
+    replication_skip_conflict = true,
 }
 
 local ttl = env_number('SESSIONS_IDLE_TTL')
@@ -134,10 +157,10 @@ if ttl ~= nil then
 end
 expiry.start()
 
-local console_socket = env('TT_CONSOLE_SOCKET')
+local console_socket = tt('CONSOLE_SOCKET')
 if console_socket ~= nil then
     require('console').listen('unix/:' .. console_socket)
 end
 
 box.cfg{listen = listen}
-log.info('sessions: ready on %s, schema version %d', listen, schema.version())
+log.info('sessions: ready on %s, schema version %d, role %s', listen, schema.version(), role.get().role)

@@ -3,14 +3,17 @@
 from __future__ import annotations
 
 import asyncio
+import os
 import shutil
+import signal
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any
 
 import pytest
 
-from sessions.admin import BackupError, backup, promote, restore
+from sessions.admin import BackupError, backup, promote, rejoin, restore
 from sessions.config import Settings
 from sessions.console import Console
 
@@ -96,34 +99,101 @@ async def test_restore_refuses_a_data_dir_in_use(tmp_path):
             restore(settings, archive)
 
 
-async def test_failover_to_a_promoted_replica_keeps_serving(serve, tmp_path, user_id):
-    primary = make_instance(tmp_path / "primary", environment={"SESSIONS_REPLICATION_PASSWORD": "rpw"})
-    await primary.start()
-    replica = make_instance(
-        tmp_path / "replica",
-        environment={"TT_REPLICATION": f"replicator:rpw@unix/:{primary.socket_path}", "TT_READ_ONLY": "true"},
-    )
-    await replica.start()
-    try:
-        both = f"unix/:{primary.socket_path},unix/:{replica.socket_path}"
-        client = await serve(settings_for(primary, tarantool=both))
-        made = [await new_session(client, user_id, f"192.0.2.{i}") for i in range(1, 21)]
-        with Console(replica.console_path) as console:
-            for _ in range(100):
-                if console.eval("return box.space.sessions:len()") >= 20:
-                    break
-                await asyncio.sleep(0.05)
-            await primary.stop()
-        await asyncio.to_thread(promote, Settings(data_dir=tmp_path / "replica"))
+async def _until(check: Any, what: str, within: float = 15) -> Any:
+    deadline = asyncio.get_running_loop().time() + within
+    while not (result := await check()):
+        assert asyncio.get_running_loop().time() < deadline, what
+        await asyncio.sleep(0.1)
+    return result
 
-        deadline = asyncio.get_running_loop().time() + 10
-        while (await call(client, "/get", params={"token": made[0]["token"]}))[0] != 200:
-            assert asyncio.get_running_loop().time() < deadline, "did not fail over"
-            await asyncio.sleep(0.1)
-        for session in made:
-            status, body = await call(client, "/get", params={"token": session["token"]})
+
+async def test_the_failover_runbook_loses_no_acknowledged_session(serve, tmp_path, user_id):
+    """The operator's story, on two real instances: primary lost, replica promoted, the
+    promoted one killed and restarted (still writable), the old primary back (read-only,
+    fenced), rejoined as a replica, and the roles swapped back; every session acknowledged
+    on the way is there at the end."""
+    paths = {name: (tmp_path / name).resolve() for name in ("primary", "replica")}
+    socket = {name: f"unix/:{path / 'tarantool.sock'}" for name, path in paths.items()}
+    common = {"SESSIONS_REPLICATION_PASSWORD": "replication-pw-8d1f"}
+    primary = make_instance(paths["primary"], environment={**common, "SESSIONS_PEERS": socket["replica"]})
+    replica = make_instance(
+        paths["replica"],
+        environment={
+            **common,
+            "SESSIONS_ROLE": "replica",
+            "SESSIONS_PRIMARY": socket["primary"],
+            "SESSIONS_PEERS": socket["primary"],
+        },
+    )
+    await primary.start()
+    await replica.start()
+    acknowledged: list[str] = []
+
+    async def write(n: int) -> bool:
+        for i in range(n):
+            status, body = await call(
+                client, "/new", params={"user_id": str(user_id), "ip": f"192.0.2.{i + 1}"}
+            )
+            if status != 200:
+                return False
+            acknowledged.append(body["data"]["token"])
+        return True
+
+    def state(path: Path) -> dict[str, Any]:
+        with Console(path / "tarantool.control") as console:
+            return console.eval(
+                "return {ro = box.info.ro, role = require('sessions.role').get().role, "
+                "n = box.space.sessions:len()}"
+            )
+
+    try:
+        client = await serve(settings_for(primary, tarantool=f"{socket['primary']},{socket['replica']}"))
+        assert await write(10)
+        await _until(lambda: asyncio.to_thread(lambda: state(paths["replica"])["n"] >= 10), "no replication")
+        assert state(paths["replica"]) == {"ro": True, "role": "replica", "n": 10}
+
+        # 1. The primary is lost; the replica is promoted and the service follows it.
+        await primary.stop()
+        await asyncio.to_thread(promote, Settings(data_dir=paths["replica"]))
+        await _until(lambda: write(1), "the service did not follow the promoted replica")
+
+        # 2. The promoted instance is killed and comes back: still the writable primary.
+        assert replica.pid is not None
+        os.kill(replica.pid, signal.SIGKILL)
+        await replica.stop()  # only reaps what the kill left
+        await replica.start()
+        assert state(paths["replica"])["ro"] is False and state(paths["replica"])["role"] == "primary"
+        await _until(lambda: write(5), "the restarted primary does not take writes")
+
+        # 3. The old primary comes back: it finds a writable peer and stays read-only.
+        await primary.start()
+        assert {k: v for k, v in state(paths["primary"]).items() if k != "n"} == {
+            "ro": True,
+            "role": "fenced",
+        }
+        assert await write(5)  # the service stays where the data is
+        with pytest.raises(BackupError, match="writable"):
+            promote(Settings(data_dir=paths["primary"]))  # no second writer, whoever asks
+
+        # 4. It rejoins as a replica of the new primary and catches up.
+        rejoin(Settings(data_dir=paths["primary"]), socket["replica"])
+        total = len(acknowledged)
+        await _until(
+            lambda: asyncio.to_thread(lambda: state(paths["primary"])["n"] >= total), "the rejoined one lags"
+        )
+
+        # 5. The roles are swapped back: the current primary first becomes a replica.
+        rejoin(Settings(data_dir=paths["replica"]), socket["primary"])
+        promote(Settings(data_dir=paths["primary"]))
+        assert state(paths["primary"])["ro"] is False and state(paths["replica"])["ro"] is True
+        await _until(lambda: write(3), "the service did not follow the swap back")
+        for token in acknowledged:
+            status, body = await call(client, "/get", params={"token": token})
             assert (status, body["data"]["user_id"]) == (200, user_id)
-        assert (await call(client, "/new", params={"user_id": str(user_id), "ip": "192.0.2.99"}))[0] == 200
+        await _until(
+            lambda: asyncio.to_thread(lambda: state(paths["replica"])["n"] >= len(acknowledged)),
+            "the swapped replica does not follow",
+        )
     finally:
         await replica.stop()
         await primary.stop()

@@ -36,6 +36,7 @@ STANDINS = {
     "TARANTOOL_IMAGE": "sessions-test/tarantool:2.6",
     "PYTHON_IMAGE": "sessions-test/python:3.11",
     "APP_IMAGE": "sessions-test/app:latest",
+    "TARANTOOL_APP_IMAGE": "sessions-test/tarantool-app:latest",
 }
 
 
@@ -124,6 +125,8 @@ def stack(docker: None, tmp_path_factory: pytest.TempPathFactory) -> Iterator[St
         "SESSIONS_TARANTOOL_PASSWORD": secrets.token_urlsafe(16),
         "SESSIONS_REPLICATION_PASSWORD": secrets.token_urlsafe(16),
         "SESSIONS_API_KEYS": secrets.token_urlsafe(16),
+        "SESSIONS_VERSION": "9.8.7-test",
+        "SESSIONS_REVISION": "test-revision",
     }
     env_file.write_text("".join(f"{name}={value}\n" for name, value in settings.items()))
     running = Stack(env_file, port, settings["SESSIONS_API_KEYS"])
@@ -224,31 +227,132 @@ def test_the_tools_profile_backs_up_and_reports(stack: Stack) -> None:
     assert (ROOT / "backups" / name).stat().st_size > 0
 
 
-def test_failover_to_the_promoted_replica_keeps_serving(stack: Stack) -> None:
-    # The app follows whichever of the two is writable.
+def _until(check: Any, what: str, within: float = 60) -> Any:
+    deadline = time.monotonic() + within
+    while not (result := check()):
+        assert time.monotonic() < deadline, what
+        time.sleep(0.5)
+    return result
+
+
+def _health(container: str) -> str:
+    return subprocess.run(
+        ["docker", "inspect", "--format", "{{.State.Health.Status}}", f"{PROJECT}_{container}_1"],
+        capture_output=True,
+        text=True,
+    ).stdout.strip()
+
+
+@pytest.mark.timeout(600)
+def test_the_failover_runbook_step_by_step(stack: Stack) -> None:
+    """README's "Replica and failover", as an operator runs it: the primary lost, the replica
+    promoted, the promoted one killed and brought back by the restart policy (still writable),
+    the old primary back (read-only), rejoined, and the roles swapped back; every session
+    acknowledged on the way is there at the end."""
     stack.env_file.write_text(
         stack.env_file.read_text() + "SESSIONS_TARANTOOL=tarantool:3301,tarantool-replica:3301\n"
     )
     stack.compose("--profile", "replica", "up", "-d")
     stack.wait_healthy("tarantool-replica")
     stack.wait_healthy("sessions")
-    status, body = stack.request("/new?user_id=3&ip=192.0.2.3")
-    assert status == 200, body
-    token = body["data"]["token"]
-    replica_tools = ("--profile", "replica", "run", "--rm", "replica-tools")
-    deadline = time.monotonic() + 30
-    while "sessions stored:    0" in (stats := stack.compose(*replica_tools, "stats")):
-        assert time.monotonic() < deadline, stats
-        time.sleep(0.5)
+    acknowledged: list[str] = []
+    timings: dict[str, float] = {}
 
+    def write(count: int) -> bool:
+        for i in range(count):
+            status, body = stack.request(f"/new?user_id=3&ip=192.0.2.{i + 1}")
+            if status != 200:
+                return False
+            acknowledged.append(body["data"]["token"])
+        return True
+
+    tools = ("--profile", "tools", "run", "--rm", "tools")
+    replica_tools = ("--profile", "replica", "run", "--rm", "replica-tools")
+
+    def stored(which: tuple[str, ...]) -> int:
+        line = next(
+            line for line in stack.compose(*which, "stats").splitlines() if "sessions stored:" in line
+        )
+        return int(line.split(":")[1])
+
+    assert write(5)
+    total = stored(tools)
+    _until(lambda: stored(replica_tools) >= total, "the replica does not follow")
+
+    # The primary is lost: promote the replica; the service follows it.
+    started = time.monotonic()
     stack.compose("stop", "tarantool")
-    assert stack.request(f"/get?token={token}")[1]["code"] == "storage_unavailable"
-    assert "writable now" in stack.compose(*replica_tools, "promote")
-    deadline = time.monotonic() + 15
-    while (answer := stack.request(f"/get?token={token}"))[0] != 200:
-        assert time.monotonic() < deadline, answer
-        time.sleep(0.2)
-    assert answer[1]["data"]["token"] == token
+    assert "writable primary" in stack.compose(*replica_tools, "promote")
+    _until(lambda: write(1), "the service did not follow the promoted replica")
+    timings["promote"] = time.monotonic() - started
+
+    # Its process is killed: the restart policy brings it back, still the writable primary.
+    started = time.monotonic()
+    pid = subprocess.run(
+        ["docker", "inspect", "--format", "{{.State.Pid}}", f"{PROJECT}_tarantool-replica_1"],
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout.strip()
+    subprocess.run(["kill", "-9", pid], check=True)
+    _until(lambda: write(1), "the promoted replica did not come back writable")
+    stack.wait_healthy("tarantool-replica")
+    timings["restart"] = time.monotonic() - started
+
+    # The old primary comes back: read-only (fenced), unhealthy until an operator acts.
+    started = time.monotonic()
+    stack.compose("start", "tarantool")
+    _until(lambda: "role:               fenced" in stack.compose(*tools, "stats", check=False), "not fenced")
+    assert "read-only:          True" in stack.compose(*tools, "stats")
+    assert _health("tarantool") != "healthy"  # its healthcheck fails: it needs an operator
+    assert write(2)
+    assert "is writable" in stack.compose(*tools, "promote", check=False)  # no second writer
+    timings["fenced"] = time.monotonic() - started
+
+    # It rejoins as a replica of the new primary and catches up.
+    started = time.monotonic()
+    assert "replica of tarantool-replica:3301" in stack.compose(*tools, "rejoin", "tarantool-replica:3301")
+    stack.wait_healthy("tarantool")
+    total = stored(replica_tools)
+    _until(lambda: stored(tools) >= total, "the rejoined primary does not catch up")
+    timings["rejoin"] = time.monotonic() - started
+
+    # The roles are swapped back: the current primary becomes a replica, the old one primary.
+    started = time.monotonic()
+    assert "replica of tarantool:3301" in stack.compose(*replica_tools, "rejoin", "tarantool:3301")
+    assert "writable primary" in stack.compose(*tools, "promote")
+    _until(lambda: write(1), "the service did not follow the swap back")
+    stack.wait_healthy("tarantool")
+    stack.wait_healthy("tarantool-replica")
+    timings["swap back"] = time.monotonic() - started
+
+    for token in acknowledged:
+        status, body = stack.request(f"/get?token={token}")
+        assert status == 200, (token, body)
+    print("failover runbook timings (s):", {step: round(took, 1) for step, took in timings.items()})
+
+
+def test_both_images_share_one_version(stack: Stack) -> None:
+    labels = {}
+    for image in (STANDINS["APP_IMAGE"], STANDINS["TARANTOOL_APP_IMAGE"]):
+        labels[image] = json.loads(
+            subprocess.run(
+                ["docker", "image", "inspect", "--format", "{{json .Config.Labels}}", image],
+                capture_output=True,
+                text=True,
+                check=True,
+            ).stdout
+        )
+    versions = {found["org.opencontainers.image.version"] for found in labels.values()}
+    revisions = {found["org.opencontainers.image.revision"] for found in labels.values()}
+    assert versions == {"9.8.7-test"} and revisions == {"test-revision"}
+    user = subprocess.run(
+        ["docker", "image", "inspect", "--format", "{{.Config.User}}", STANDINS["TARANTOOL_APP_IMAGE"]],
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout.strip()
+    assert user == "10002:10002"
 
 
 @pytest.fixture
@@ -261,7 +365,7 @@ def tarantool_container(docker: None, tmp_path: Path) -> Iterator[tuple[str, int
         DockerContainer(STANDINS["TARANTOOL_IMAGE"])
         .with_command("tarantool /opt/sessions/tarantool/init.lua")
         .with_volume_mapping(str(ROOT / "tarantool"), "/opt/sessions/tarantool", "ro")
-        .with_env("TT_LISTEN", "3301")
+        .with_env("SESSIONS_TT_LISTEN", "3301")
         .with_env("SESSIONS_TARANTOOL_PASSWORD", "container-pw")
         .with_exposed_ports(3301)
     )

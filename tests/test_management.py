@@ -374,6 +374,18 @@ def schema_v2_scripts(tmp_path: Path) -> Path:
     return into / "tarantool"
 
 
+def old_names(data: Path) -> dict[str, str]:
+    """The settings of an embedded instance under the TT_* names releases before the
+    project's own SESSIONS_TT_* ones read."""
+    return {
+        "TT_LISTEN": f"unix/:{data / 'tarantool.sock'}",
+        "TT_CONSOLE_SOCKET": str(data / "tarantool.control"),
+        "TT_WORK_DIR": str(data),
+        "TT_LOG": str(data / "tarantool.log"),
+        "TT_PID_FILE": str(data / "tarantool.pid"),
+    }
+
+
 async def test_a_snapshot_of_the_previous_schema_starts_and_keeps_its_sessions(
     serve, tmp_path, schema_v2_scripts
 ):
@@ -389,6 +401,10 @@ async def test_a_snapshot_of_the_previous_schema_starts_and_keeps_its_sessions(
         idle_ttl=1000,
         startup_timeout=30,
         shutdown_timeout=10,
+        # That release read Tarantool's own TT_* names.
+        environment={
+            name.removeprefix("SESSIONS_"): value for name, value in old_names(data.resolve()).items()
+        },
     )
     await old.start()
     now = int(time.time())

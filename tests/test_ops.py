@@ -3,8 +3,11 @@
 from __future__ import annotations
 
 import json
+import os
 import re
 import signal
+import subprocess
+import sys
 
 import pytest
 
@@ -114,3 +117,40 @@ def test_ops_on_a_port_of_their_own(tmp_path):
         service.port = service_port
     finally:
         service.stop(signal.SIGTERM)
+
+
+CLOSED = {"SESSIONS_API_KEYS": "health-key-8d1f", "SESSIONS_OPEN_PROBES": "false"}
+
+
+@pytest.mark.parametrize(
+    "env",
+    [
+        {},
+        {"SESSIONS_OPS_PORT": "free"},
+        {"SESSIONS_API_KEYS": "health-key-8d1f", "SESSIONS_OPEN_PROBES": "false"},
+        {
+            "SESSIONS_API_KEYS": "health-key-8d1f",
+            "SESSIONS_OPEN_PROBES": "false",
+            "SESSIONS_OPS_PORT": "free",
+        },
+        {"SESSIONS_OPS_ENABLED": "false"},
+    ],
+    ids=["plain", "ops-port", "closed-probes", "closed-probes-ops-port", "no-ops"],
+)
+def test_the_healthcheck_command_finds_the_service_as_configured(tmp_path, env):
+    """`sessions health` (the containers' healthcheck) probes where the settings serve, with a
+    key where probes are closed: healthy while the service serves, unhealthy once it stops."""
+    env = {name: str(free_port()) if value == "free" else value for name, value in env.items()}
+    service = Service(tmp_path / "data", **env)
+    probe_env = {**os.environ, **env, "SESSIONS_PORT": str(service.port)}
+
+    def health() -> int:
+        return subprocess.run(
+            [sys.executable, "-m", "sessions", "health"], env=probe_env, capture_output=True, timeout=30
+        ).returncode
+
+    try:
+        assert health() == 0
+    finally:
+        service.stop(signal.SIGTERM)
+    assert health() == 1

@@ -39,6 +39,8 @@ local function ensure_replication_user(password)
     box.schema.user.create('replicator', {password = password, if_not_exists = true})
     box.schema.user.passwd('replicator', password)
     box.schema.user.grant('replicator', 'replication', nil, nil, {if_not_exists = true})
+    -- Before it becomes writable, an instance asks the others whether one of them is.
+    box.schema.user.grant('replicator', 'execute', 'function', PREFIX .. 'peer', {if_not_exists = true})
 end
 
 return {

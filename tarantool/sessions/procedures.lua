@@ -10,6 +10,7 @@ local F = require('sessions.fields')
 local clock = require('sessions.clock')
 local expiry = require('sessions.expiry')
 local liveness = require('sessions.liveness')
+local role = require('sessions.role')
 local schema = require('sessions.schema')
 
 local MAP = {__serialize = 'map'}
@@ -513,7 +514,9 @@ local function info()
         bulk_active = bulk.slots:count(),
         bulk_waiting = bulk.waiting,
         ro = box.info.ro,
+        role = role.get().role or box.NULL,
         schema_version = schema.version(),
+        schema_latest = schema.VERSION,
         sessions = space:len(),
         next_expiry = next_due and next_due[F.EXPIRES] or box.NULL,
         purged = expiry_stats.purged,
@@ -525,10 +528,17 @@ local function info()
     }
 end
 
--- What the service calls, and so all that its Tarantool user may execute (access.lua).
+-- What another instance asks before it becomes writable (role.lua): whether this one is.
+local function peer()
+    return {ro = box.info.ro, role = role.get().role or box.NULL}
+end
+
+-- What the service calls, and so all that its Tarantool user may execute (access.lua);
+-- `peer` is for the other instances' `replicator` too.
 return {
     batch = batch,
     list = list,
     delete_all = delete_all,
     info = info,
+    peer = peer,
 }

@@ -1,0 +1,140 @@
+-- The role this instance plays, kept in a file of its own data dir so that it survives every
+-- restart: `primary` (writable), `replica` (read-only, following `primary_at`) or `fenced`
+-- (a primary that came back while another instance was writable: read-only, following
+-- nobody, until an operator rejoins it). The environment gives only the role of the very
+-- first start; from then on the file rules, changed by `promote` and `rejoin` alone.
+local fio = require('fio')
+local json = require('json')
+local log = require('log')
+local net_box = require('net.box')
+
+local FILE = 'sessions-role.json'
+local ROLES = {primary = true, replica = true, fenced = true}
+-- How long a starting or promoted primary waits for each peer's answer.
+local PEER_TIMEOUT = 2
+
+local state = {
+    role = nil,
+    primary_at = nil,        -- host:port of the primary a replica follows
+    path = nil,
+    replication_password = nil,
+    peers = {},              -- host:port of the other instances
+}
+
+local function write(role, primary_at)
+    local data = json.encode({role = role, primary_at = primary_at})
+    local temporary = state.path .. '.new'
+    local file = assert(fio.open(temporary, {'O_WRONLY', 'O_CREAT', 'O_TRUNC'}, tonumber('600', 8)))
+    assert(file:write(data))
+    assert(file:fsync())
+    file:close()
+    assert(fio.rename(temporary, state.path))
+    state.role, state.primary_at = role, primary_at
+end
+
+local function read()
+    local file = fio.open(state.path, {'O_RDONLY'})
+    if file == nil then
+        return nil
+    end
+    local data = file:read()
+    file:close()
+    local ok, decoded = pcall(json.decode, data)
+    if not ok or type(decoded) ~= 'table' or not ROLES[decoded.role] then
+        error(('%s is not a role file; move it away to start from the environment'):format(state.path))
+    end
+    return decoded
+end
+
+-- The replication URI of an instance at host:port, as the `replicator` user.
+local function uri(address)
+    return ('replicator:%s@%s'):format(state.replication_password or '', address)
+end
+
+-- The first peer that answers and is writable, or nil (peers that do not answer count as
+-- not writable: a primary alone on its side of a partition cannot know better).
+local function writable_peer()
+    for _, address in ipairs(state.peers) do
+        local conn = net_box.connect(uri(address), {connect_timeout = PEER_TIMEOUT, wait_connected = true})
+        if conn:is_connected() then
+            local ok, answer = pcall(conn.call, conn, 'sessions.peer', {}, {timeout = PEER_TIMEOUT})
+            conn:close()
+            if ok and type(answer) == 'table' and answer.ro == false then
+                return address
+            end
+        end
+    end
+    return nil
+end
+
+-- Reads the role file in `work_dir`, or writes the first one from `initial` ({role,
+-- primary_at}); a primary with a writable peer is fenced instead. Returns box.cfg options
+-- for the role: read_only and replication.
+local function open(work_dir, initial, options)
+    state.path = fio.pathjoin(work_dir, FILE)
+    state.replication_password = options.replication_password
+    state.peers = options.peers or {}
+    local stored = read()
+    if stored == nil then
+        write(initial.role, initial.primary_at)
+    else
+        state.role, state.primary_at = stored.role, stored.primary_at
+    end
+    if state.role == 'primary' then
+        local other = writable_peer()
+        if other ~= nil then
+            log.error('sessions: %s is writable: this instance stays read-only (fenced) until an '
+                .. 'operator rejoins it as a replica (sessions rejoin %s)', other, other)
+            write('fenced', nil)
+        end
+    end
+    if state.role == 'replica' then
+        -- One that has its data already starts at once, its primary up or not (it is
+        -- read-only either way and catches up when the primary is back); only an empty one
+        -- must wait to join.
+        local joined = #fio.glob(fio.pathjoin(work_dir, '*.snap')) > 0
+        return {
+            read_only = true,
+            replication = {uri(state.primary_at)},
+            replication_connect_quorum = joined and 0 or nil,
+        }
+    end
+    return {read_only = state.role ~= 'primary', replication = {}}
+end
+
+local function get()
+    return {role = state.role, primary_at = state.primary_at}
+end
+
+-- Failover: this instance becomes the primary, writable, following nobody. Refused while
+-- another instance is writable (two writers would each lose the other's sessions).
+local function promote()
+    local other = writable_peer()
+    if other ~= nil then
+        error(('%s is writable: make it a replica first (sessions rejoin), then promote'):format(other))
+    end
+    box.cfg{replication = {}}
+    box.cfg{read_only = false}
+    write('primary', nil)
+    return get()
+end
+
+-- This instance becomes a replica of the instance at `address` (host:port): read-only at
+-- once, then following it. Sessions only this one has (written after the other stopped
+-- following it) stay here and reach the other if the roles are swapped back.
+local function rejoin(address)
+    if type(address) ~= 'string' or address == '' then
+        error('rejoin needs the primary as host:port (or unix/:/path)')
+    end
+    box.cfg{read_only = true}
+    box.cfg{replication = {uri(address)}}
+    write('replica', address)
+    return get()
+end
+
+return {
+    open = open,
+    get = get,
+    promote = promote,
+    rejoin = rejoin,
+}

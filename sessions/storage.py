@@ -73,6 +73,8 @@ _BUG_CODES = {ErrorCode.ER_PROC_LUA}
 _storage_log = RateLimitedLog(log, interval=60.0)
 # A full store touches every `get`: one line every ten seconds is enough to say so.
 _touch_log = RateLimitedLog(log, interval=10.0)
+# A refused switch is looked at again every half second.
+_behind_log = RateLimitedLog(log, interval=10.0)
 
 
 class StorageError(RuntimeError):
@@ -145,6 +147,17 @@ def _fingerprint(user_id: int, ip: str, ttl: int | None, patch: dict[str, Any] |
     """What a `new` asked for, as a short digest an idempotency key is bound to."""
     canonical = orjson.dumps([user_id, ip, ttl, patch], option=orjson.OPT_SORT_KEYS)
     return hashlib.sha256(canonical).hexdigest()[:32]
+
+
+def _lacking(vclock: dict[int, int], seen: dict[int, int]) -> int:
+    """How many rows of `seen` (an instance's vclock, id -> lsn) `vclock` does not have."""
+    return sum(lsn - vclock.get(id_, 0) for id_, lsn in seen.items() if lsn > vclock.get(id_, 0))
+
+
+def _note(seen: dict[int, int], vclock: dict[int, int]) -> None:
+    """Remember the newest of each component."""
+    for id_, lsn in vclock.items():
+        seen[id_] = max(lsn, seen.get(id_, 0))
 
 
 def _new_token() -> bytes:
@@ -266,6 +279,9 @@ class Storage:
                 ping_timeout=1.0,
             )
 
+        # What the instance in use had at the last look (its vclock, id -> lsn): the service
+        # never switches to one that lacks any of it.
+        self._seen: dict[int, int] = {}
         self._conns = [connection(host, port) for host, port in addresses]
         self._bulk_conns = [connection(host, port) for host, port in addresses]
         self._conn = self._conns[0]
@@ -312,13 +328,29 @@ class Storage:
                 info, offset = await self._measure(conn)
             except (TarantoolError, TimeoutError, OSError):
                 continue
-            if not info["ro"]:
-                if conn is not self._conn:
-                    log.warning("switching to the writable Tarantool at %s", conn.fingerprint)
-                self._conn = conn
-                self._offset = offset
-                self._bulk = self._bulk_conns[self._conns.index(conn)]
-                return True
+            vclock = {int(id_): int(lsn) for id_, lsn in (info.get("vclock") or {}).items()}
+            if conn is self._conn:
+                _note(self._seen, vclock)
+            if info["ro"]:
+                continue
+            if conn is not self._conn:
+                missing = _lacking(vclock, self._seen)
+                if missing:
+                    _behind_log.error(
+                        str(conn.fingerprint),
+                        "not switching to the writable Tarantool at %s: it lacks %d rows the one in use "
+                        "had (replication lag, or an old primary). Bring the other back, or restart this "
+                        "service to accept the loss",
+                        conn.fingerprint,
+                        missing,
+                    )
+                    continue
+                log.warning("switching to the writable Tarantool at %s", conn.fingerprint)
+                _note(self._seen, vclock)
+            self._conn = conn
+            self._offset = offset
+            self._bulk = self._bulk_conns[self._conns.index(conn)]
+            return True
         return False
 
     async def _measure(self, conn: asynctnt.Connection) -> tuple[dict[str, Any], float]:

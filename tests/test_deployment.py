@@ -199,6 +199,39 @@ async def test_the_failover_runbook_loses_no_acknowledged_session(serve, tmp_pat
         await primary.stop()
 
 
+async def test_the_service_never_switches_to_an_instance_that_lacks_its_data(
+    serve, tmp_path, user_id, caplog
+):
+    """With the instance in use read-only, a writable one that lacks what the first had (an
+    old primary with stale data, a replica far behind) is not used: requests fail rather
+    than lose sessions, until the instance with the data is writable again."""
+    current = make_instance(tmp_path / "current")
+    stale = make_instance(tmp_path / "stale")
+    await current.start()
+    await stale.start()
+    try:
+        both = f"unix/:{current.socket_path},unix/:{stale.socket_path}"
+        client = await serve(settings_for(current, tarantool=both))
+        made = [await new_session(client, user_id) for _ in range(30)]
+        with Console(current.console_path) as console:
+            console.eval("box.cfg{read_only = true}")
+            await asyncio.sleep(1.5)  # three looks of the watcher
+            status, body = await call(client, "/new", params={"user_id": str(user_id), "ip": "192.0.2.1"})
+            assert (status, body["code"]) == (503, "storage_unavailable")
+            with Console(stale.console_path) as other:
+                assert other.eval("return box.space.sessions:len()") == 0
+            assert "not switching to the writable Tarantool" in caplog.text
+            console.eval("box.cfg{read_only = false}")
+        await _until(lambda: _served(client, made[0]["token"]), "the service did not come back")
+    finally:
+        await stale.stop()
+        await current.stop()
+
+
+async def _served(client: Any, token: str) -> bool:
+    return (await call(client, "/get", params={"token": token}))[0] == 200
+
+
 def test_compose_files_and_dockerfile_are_valid():
     root = Path(__file__).resolve().parent.parent
     if shutil.which("docker-compose") is None:

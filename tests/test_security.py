@@ -211,8 +211,8 @@ def test_other_secrets_are_taken(secret):
 def test_tarantool_refuses_sample_passwords(tmp_path, variable, value):
     env = {
         **os.environ,
-        "TT_LISTEN": f"unix/:{tmp_path / 't.sock'}",
-        "TT_WORK_DIR": str(tmp_path),
+        "SESSIONS_TT_LISTEN": f"unix/:{tmp_path / 't.sock'}",
+        "SESSIONS_TT_WORK_DIR": str(tmp_path),
         "SESSIONS_TARANTOOL_PASSWORD": "a-real-password-8d1f",
         variable: value,
     }
@@ -383,3 +383,20 @@ async def test_user_ids_as_text_for_javascript(client):
 async def test_an_unknown_user_id_format_is_refused(client, value):
     status, body = await call(client, "/user", params={"id": "1"}, headers={"X-User-Id-Format": value})
     assert (status, body["code"]) == (400, "bad_request")
+
+
+@pytest.mark.parametrize("variable", ["TT_LISTEN", "TT_READ_ONLY", "TT_REPLICATION"])
+def test_tarantool_refuses_its_own_tt_variables(tmp_path, variable):
+    """Tarantool 2.11 applies TT_* to box.cfg itself (the port would open before the schema
+    and grants exist): init.lua stops instead, naming the variable to use."""
+    env = {
+        **os.environ,
+        "SESSIONS_TT_LISTEN": f"unix/:{tmp_path / 't.sock'}",
+        "SESSIONS_TT_WORK_DIR": str(tmp_path),
+        "SESSIONS_TARANTOOL_PASSWORD": "a-real-password-8d1f",
+        variable: "3301",
+    }
+    done = subprocess.run(["tarantool", str(INIT_LUA)], env=env, capture_output=True, text=True, timeout=30)
+    assert done.returncode == 1
+    assert f"use SESSIONS_{variable}" in done.stderr
+    assert not list(tmp_path.glob("*.snap"))  # stopped before box.cfg

@@ -515,6 +515,7 @@ local function info()
         bulk_waiting = bulk.waiting,
         ro = box.info.ro,
         role = role.get().role or box.NULL,
+        vclock = role.vclock(),
         schema_version = schema.version(),
         schema_latest = schema.VERSION,
         sessions = space:len(),
@@ -528,9 +529,10 @@ local function info()
     }
 end
 
--- What another instance asks before it becomes writable (role.lua): whether this one is.
+-- What another instance asks before it becomes writable (role.lua): whether this one is,
+-- and what it has.
 local function peer()
-    return {ro = box.info.ro, role = role.get().role or box.NULL}
+    return {ro = box.info.ro, role = role.get().role or box.NULL, vclock = role.vclock()}
 end
 
 -- What the service calls, and so all that its Tarantool user may execute (access.lua);

@@ -51,20 +51,53 @@ local function uri(address)
     return ('replicator:%s@%s'):format(state.replication_password or '', address)
 end
 
--- The first peer that answers and is writable, or nil (peers that do not answer count as
--- not writable: a primary alone on its side of a partition cannot know better).
-local function writable_peer()
+-- What this instance has: the replicated components of its vclock, as a map (id -> lsn).
+local function vclock()
+    local result = setmetatable({}, {__serialize = 'map'})
+    for id, lsn in pairs(box.info.vclock or {}) do
+        if id ~= 0 then
+            result[id] = lsn
+        end
+    end
+    return result
+end
+
+-- The peers that answer, each as {address, ro, vclock} (peers that do not answer are left
+-- out: an instance alone on its side of a partition cannot know better).
+local function answering_peers()
+    local found = {}
     for _, address in ipairs(state.peers) do
         local conn = net_box.connect(uri(address), {connect_timeout = PEER_TIMEOUT, wait_connected = true})
         if conn:is_connected() then
             local ok, answer = pcall(conn.call, conn, 'sessions.peer', {}, {timeout = PEER_TIMEOUT})
             conn:close()
-            if ok and type(answer) == 'table' and answer.ro == false then
-                return address
+            if ok and type(answer) == 'table' then
+                found[#found + 1] = {address = address, ro = answer.ro, vclock = answer.vclock or {}}
             end
         end
     end
+    return found
+end
+
+local function writable_peer()
+    for _, peer in ipairs(answering_peers()) do
+        if peer.ro == false then
+            return peer.address
+        end
+    end
     return nil
+end
+
+-- Rows a peer has that this instance lacks, summed over the vclock's components.
+local function behind(peer_vclock)
+    local mine, missing = box.info.vclock, 0
+    for id, lsn in pairs(peer_vclock) do
+        local have = mine[tonumber(id)] or 0
+        if tonumber(id) ~= 0 and lsn > have then
+            missing = missing + (lsn - have)
+        end
+    end
+    return missing
 end
 
 -- Reads the role file in `work_dir`, or writes the first one from `initial` ({role,
@@ -108,10 +141,27 @@ end
 
 -- Failover: this instance becomes the primary, writable, following nobody. Refused while
 -- another instance is writable (two writers would each lose the other's sessions).
+-- It waits (up to CATCH_UP seconds) until it has every row the peers that answer have, and
+-- is refused if it does not: sessions the others acknowledged would vanish.
+local CATCH_UP = 10
 local function promote()
-    local other = writable_peer()
-    if other ~= nil then
-        error(('%s is writable: make it a replica first (sessions rejoin), then promote'):format(other))
+    local peers = answering_peers()
+    for _, peer in ipairs(peers) do
+        if peer.ro == false then
+            error(('%s is writable: make it a replica first (sessions rejoin), then promote')
+                :format(peer.address))
+        end
+    end
+    local fiber = require('fiber')
+    local deadline = fiber.clock() + CATCH_UP
+    for _, peer in ipairs(peers) do
+        while behind(peer.vclock) > 0 and fiber.clock() < deadline do
+            fiber.sleep(0.1)
+        end
+        if behind(peer.vclock) > 0 then
+            error(('%s has %d rows this instance lacks: let it catch up (sessions rejoin %s), then promote')
+                :format(peer.address, behind(peer.vclock), peer.address))
+        end
     end
     box.cfg{replication = {}}
     box.cfg{read_only = false}
@@ -135,6 +185,7 @@ end
 return {
     open = open,
     get = get,
+    vclock = vclock,
     promote = promote,
     rejoin = rejoin,
 }

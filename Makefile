@@ -42,6 +42,7 @@ mutate: $(STAMP) tarantool
 bench: $(STAMP) tarantool wrk redis-server $(VENV)/.installed-bench
 	$(BIN)/python bench/run.py
 	$(BIN)/python bench/overload.py
+	cd bench && ../$(BIN)/python sync.py
 
 # Where the CPU goes per request: the router's parts in isolation, then py-spy under `get`.
 profile: $(STAMP) tarantool wrk $(VENV)/.installed-bench

@@ -11,10 +11,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
-import os
 import signal
-import socket
-import subprocess
 import sys
 import tempfile
 import time
@@ -23,6 +20,7 @@ from pathlib import Path
 from typing import Any
 
 import aiohttp
+from run import Server
 
 ROOT = Path(__file__).resolve().parent.parent
 BIG_USER = 5_100_000_001  # 1,000 sessions: a 140 KB page
@@ -30,12 +28,6 @@ FAT_USER = 5_100_000_002  # 64 sessions of 64 KiB extra: 4 MiB of sessions
 BURST = 300
 BURSTS = 12
 GET_WORKERS = 8
-
-
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return int(probe.getsockname()[1])
 
 
 def rss_mb(pid: int) -> float:
@@ -146,41 +138,17 @@ async def seed(base: str) -> list[str]:
     return list(tokens)
 
 
-class Served:
+class Served(Server):
     """`python -m sessions serve` from the checkout `root`, on a free port."""
 
     def __init__(self, root: Path) -> None:
         self.workdir = Path(tempfile.mkdtemp(prefix="sessions-overload-"))
-        self.port = free_port()
         env = {
-            **os.environ,
             "PYTHONPATH": str(root),
-            "SESSIONS_PORT": str(self.port),
             "SESSIONS_DATA_DIR": str(self.workdir / "var"),
             "SESSIONS_LOG_LEVEL": "WARNING",
         }
-        with open(self.workdir / "service.log", "wb") as log:
-            self.process = subprocess.Popen(
-                [sys.executable, "-m", "sessions", "serve"], cwd=root, env=env, stdout=log, stderr=log
-            )
-        deadline = time.monotonic() + 60
-        while True:
-            try:
-                socket.create_connection(("127.0.0.1", self.port), timeout=1).close()
-                return
-            except OSError:
-                if self.process.poll() is not None or time.monotonic() > deadline:
-                    self.stop()
-                    raise RuntimeError(f"service did not start: {self.workdir / 'service.log'}") from None
-                time.sleep(0.2)
-
-    def stop(self) -> None:
-        self.process.send_signal(signal.SIGTERM)
-        try:
-            self.process.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            self.process.kill()
-            self.process.wait()
+        super().__init__([sys.executable, "-m", "sessions", "serve"], env, self.workdir / "service.log")
 
 
 async def scenario(served: Served, label: str) -> dict[str, Any]:

@@ -213,18 +213,21 @@ def service(data_dir: Path, log: Path, **env: str) -> Server:
     return Server([sys.executable, "-m", "sessions", "serve"], settings, log)
 
 
-def instance(data_dir: Path) -> EmbeddedTarantool:
+def instance(
+    data_dir: Path, *, memory: int = 3 * 2**30, environment: dict[str, str] | None = None
+) -> EmbeddedTarantool:
     return EmbeddedTarantool(
         data_dir=data_dir,
         scripts_dir=ROOT / "tarantool",
         binary="tarantool",
         user="sessions",
         password=PASSWORD,
-        memory=3 * 2**30,
+        memory=memory,
         wal_mode="write",
         idle_ttl=180 * DAY,
         startup_timeout=120,
         shutdown_timeout=60,
+        environment=environment,
     )
 
 

@@ -245,6 +245,8 @@ _TARANTOOL_VARIABLES = frozenset(
         "SESSIONS_ROLE",
         "SESSIONS_PRIMARY",
         "SESSIONS_PEERS",
+        "SESSIONS_SYNC_REPLICAS",
+        "SESSIONS_SYNC_TIMEOUT",
         *(
             f"SESSIONS_TT_{name}"
             for name in ("LISTEN", "WORK_DIR", "MEMTX_MEMORY", "WAL_MODE", "LOG", "LOG_LEVEL", "PID_FILE")

@@ -406,7 +406,8 @@ class Storage:
         if len(item) > 1:  # served as stored: memory is full
             _touch_log.warning(
                 "untouched",
-                "storage is full: sessions are served without recording their activity",
+                "sessions are served without recording their activity: Tarantool's memory is full, "
+                "or the replicas synchronous replication waits for do not confirm writes",
             )
         return _session(item[0])
 

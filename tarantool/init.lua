@@ -20,6 +20,10 @@
 --   SESSIONS_PRIMARY   host:port of the primary a replica follows at its first start
 --   SESSIONS_PEERS     host:port of the other instances, comma-separated: a primary that
 --                      finds one of them writable stays read-only (fenced)
+--   SESSIONS_SYNC_REPLICAS  on the primary: acknowledge a write only once this many replicas
+--                      have it too (synchronous replication; 0, the default: asynchronous)
+--   SESSIONS_SYNC_TIMEOUT   seconds a write waits for them before it is undone and refused
+--                      (storage_write_failed); 0.5 by default, well below the service's 1 s
 local fio = require('fio')
 local log = require('log')
 
@@ -127,8 +131,15 @@ local ok, cfg = pcall(role.open, work_dir, initial, {
 if not ok then
     fail(tostring(cfg))
 end
+local sync_replicas = env_number('SESSIONS_SYNC_REPLICAS', 0)
+if sync_replicas < 0 or sync_replicas ~= math.floor(sync_replicas) then
+    fail('SESSIONS_SYNC_REPLICAS must be a whole number of replicas, 0 or more')
+end
 box.cfg{
     work_dir = work_dir,
+    -- This instance and the replicas a write must reach before it is acknowledged.
+    replication_synchro_quorum = sync_replicas + 1,
+    replication_synchro_timeout = env_number('SESSIONS_SYNC_TIMEOUT', 0.5),
     memtx_memory = env_number('SESSIONS_TT_MEMTX_MEMORY', 2 * 1024 * 1024 * 1024),
     wal_mode = tt('WAL_MODE', 'write'),
     log = tt('LOG'),
@@ -150,6 +161,8 @@ if not box.info.ro then
     if replication_password ~= nil then
         access.ensure_replication_user(replication_password)
     end
+    -- Whether writes wait for replicas is the spaces' own flag (it replicates with them).
+    schema.set_sync(sync_replicas > 0)
 end
 
 if ttl ~= nil then

@@ -228,6 +228,126 @@ async def test_the_service_never_switches_to_an_instance_that_lacks_its_data(
         await current.stop()
 
 
+async def test_with_synchronous_replication_a_killed_primary_loses_no_acknowledged_session(
+    serve, tmp_path, user_id
+):
+    """SESSIONS_SYNC_REPLICAS=1: a `new` is answered only once the replica has it, so kill -9
+    of the primary in the middle of a burst loses none that were answered 200."""
+    paths = {name: (tmp_path / name).resolve() for name in ("primary", "replica")}
+    socket = {name: f"unix/:{path / 'tarantool.sock'}" for name, path in paths.items()}
+    common = {"SESSIONS_REPLICATION_PASSWORD": "replication-pw-8d1f"}
+    primary = make_instance(
+        paths["primary"],
+        environment={**common, "SESSIONS_SYNC_REPLICAS": "1", "SESSIONS_PEERS": socket["replica"]},
+    )
+    replica = make_instance(
+        paths["replica"],
+        environment={**common, "SESSIONS_ROLE": "replica", "SESSIONS_PRIMARY": socket["primary"]},
+    )
+    await primary.start()
+    await replica.start()
+    try:
+        with Console(paths["primary"] / "tarantool.control") as console:
+            assert console.eval("return box.space.sessions.is_sync") is True
+        client = await serve(settings_for(primary, tarantool=f"{socket['primary']},{socket['replica']}"))
+        first = await new_session(client, user_id)  # a sync write, answered once the replica has it
+        acknowledged: list[str] = [first["token"]]
+
+        async def one(i: int) -> None:
+            params = {"user_id": str(user_id), "ip": f"192.0.2.{i % 250 + 1}"}
+            status, body = await call(client, "/new", params=params)
+            if status == 200:
+                acknowledged.append(body["data"]["token"])
+
+        async def writer(n: int) -> None:
+            for i in range(200):
+                await one(n * 200 + i)
+
+        burst = [asyncio.ensure_future(writer(n)) for n in range(20)]
+        await _until(lambda: _at_least(acknowledged, 30), "the burst does not get through")
+        # The replica falls behind (stopped), writes go on for a moment, then the primary dies:
+        # asynchronous replication would have acknowledged sessions only the primary had.
+        assert primary.pid is not None and replica.pid is not None
+        os.kill(replica.pid, signal.SIGSTOP)
+        await asyncio.sleep(0.3)
+        os.kill(primary.pid, signal.SIGKILL)
+        os.kill(replica.pid, signal.SIGCONT)
+        await asyncio.gather(*burst)
+        await primary.stop()  # reaps it
+        assert len(acknowledged) < 4001, "the kill came after the burst"
+        await asyncio.to_thread(promote, Settings(data_dir=paths["replica"]))
+        with Console(paths["replica"] / "tarantool.control") as console:
+            stored = set(
+                console.eval(
+                    f"local t = {{}} for _, s in box.space.sessions.index.user_seq:pairs({{{user_id}}}) do "
+                    "t[#t + 1] = s.token:str() end return t"
+                )
+            )
+        assert set(acknowledged) <= stored, f"{len(set(acknowledged) - stored)} acknowledged sessions lost"
+    finally:
+        await replica.stop()
+        await primary.stop()
+
+
+async def test_with_synchronous_replication_and_no_replica_writes_fail_and_gets_serve(
+    serve, tmp_path, user_id
+):
+    """The replica stops answering: a write times out after SESSIONS_SYNC_TIMEOUT and is a
+    503 that changed nothing; a `get` still serves its session (untouched), so nobody is
+    signed out; once the replica is back, writes go through again."""
+    paths = {name: (tmp_path / name).resolve() for name in ("primary", "replica")}
+    common = {"SESSIONS_REPLICATION_PASSWORD": "replication-pw-8d1f"}
+    primary = make_instance(paths["primary"], environment={**common, "SESSIONS_SYNC_REPLICAS": "1"})
+    replica = make_instance(
+        paths["replica"],
+        environment={
+            **common,
+            "SESSIONS_ROLE": "replica",
+            "SESSIONS_PRIMARY": f"unix/:{paths['primary'] / 'tarantool.sock'}",
+        },
+    )
+    await primary.start()
+    await replica.start()
+    try:
+        client = await serve(settings_for(primary))
+        session = await new_session(client, user_id)
+        with Console(paths["primary"] / "tarantool.control") as console:
+            # Last used a while ago, so that a `get` has an activity to write.
+            session["activity"] -= 100
+            console.eval(
+                f"box.space.sessions:update(require('uuid').fromstr('{session['token']}'), "
+                f"{{{{'=', 'activity', {session['activity']}}}}})"
+            )
+        assert replica.pid is not None
+        os.kill(replica.pid, signal.SIGSTOP)
+        try:
+            params = {"user_id": str(user_id), "ip": "192.0.2.1"}
+            started = asyncio.get_running_loop().time()
+            status, body = await call(client, "/new", params=params)
+            assert (status, body["code"]) == (503, "storage_write_failed")
+            assert asyncio.get_running_loop().time() - started < 1.0
+            status, body = await call(client, "/get", params={"token": session["token"]})
+            assert status == 200 and body["data"]["activity"] == session["activity"]
+            status, body = await call(client, "/get", params={"token": session["token"]}, json={"a": 1})
+            assert (status, body["code"]) == (503, "storage_write_failed")
+        finally:
+            os.kill(replica.pid, signal.SIGCONT)
+        await _until(lambda: _opens(client, user_id), "writes do not come back with the replica")
+        assert len((await call(client, "/user", params={"id": str(user_id)}))[1]["data"]) == 2
+    finally:
+        await replica.stop()
+        await primary.stop()
+
+
+async def _opens(client: Any, user_id: int) -> bool:
+    status, _ = await call(client, "/new", params={"user_id": str(user_id), "ip": "192.0.2.1"})
+    return status == 200
+
+
+async def _at_least(items: list[str], count: int) -> bool:
+    return len(items) >= count
+
+
 async def _served(client: Any, token: str) -> bool:
     return (await call(client, "/get", params={"token": token}))[0] == 200
 

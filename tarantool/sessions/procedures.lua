@@ -465,6 +465,35 @@ local function error_item(err)
     return {box.NULL, 'LuaError', 0, tostring(err)}
 end
 
+-- Whether a commit failed because the replicas synchronous replication waits for did not
+-- confirm it in time (SESSIONS_SYNC_REPLICAS): nothing of it was written.
+local function is_sync_failure(err)
+    return type(err) == 'cdata'
+        and (err.code == box.error.SYNC_QUORUM_TIMEOUT or err.code == box.error.SYNC_ROLLBACK)
+end
+
+-- With its replicas out of reach, a signed-in user stays signed in: the `get`s of a batch
+-- whose touches could not be confirmed serve their sessions as stored, untouched (as with
+-- memory full); one that sent extra data asked for a write, and fails.
+local function served_as_stored(calls, results, err)
+    local space = box.space.sessions
+    for i, args in ipairs(calls) do
+        if results[i][1] ~= nil then
+            local token, patch, rules = args[1], args[3], args[4]
+            local key = uuid.fromstr(token)
+            local tuple = key and space:get(key)
+            if patch ~= nil then
+                results[i] = error_item(err)
+            elseif tuple ~= nil and is_live(tuple, rules) then
+                results[i] = {with_text_token(tuple), UNTOUCHED}
+            else
+                results[i] = {}
+            end
+        end
+    end
+    return results
+end
+
 -- `deadline`: the moment the last of the batch's callers stops waiting (see check_deadline).
 local function batch(operation, calls, deadline)
     local fn = batchable[operation]
@@ -488,8 +517,18 @@ local function batch(operation, calls, deadline)
             results[i] = {result, flag}
         end
     end
-    box.commit()
-    return results
+    if operation ~= 'get' then
+        box.commit()
+        return results
+    end
+    local committed, err = pcall(box.commit)
+    if committed then
+        return results
+    end
+    if not is_sync_failure(err) then
+        error(err)
+    end
+    return served_as_stored(calls, results, err)
 end
 
 -- Modification time of the newest snapshot, or nil before the first one.

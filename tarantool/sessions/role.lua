@@ -165,6 +165,12 @@ local function promote()
     end
     box.cfg{replication = {}}
     box.cfg{read_only = false}
+    -- With synchronous replication, take over the queue of writes the lost primary left
+    -- waiting for their quorum (box.ctl.promote from 2.10, clear_synchro_queue before).
+    local take_over = box.ctl.promote or box.ctl.clear_synchro_queue
+    if take_over ~= nil then
+        pcall(take_over)
+    end
     write('primary', nil)
     return get()
 end

@@ -202,6 +202,20 @@ local function migrate(options)
     validate()
 end
 
+-- Synchronous replication on or off for the data spaces: with it on, a transaction is
+-- acknowledged only once replication_synchro_quorum instances have it.
+local function set_sync(on)
+    for _, name in ipairs({SPACE, IDEMPOTENCY}) do
+        local space = box.space[name]
+        if (space.is_sync or false) ~= on then
+            -- space:alter() came after 2.6; the system space takes the flag on both.
+            local flags = table.copy(box.space._space:get(space.id).flags or {})
+            flags.is_sync = on
+            box.space._space:update(space.id, {{'=', 'flags', setmetatable(flags, {__serialize = 'map'})}})
+        end
+    end
+end
+
 local function version()
     local applied = 0
     for i, step in ipairs(migrations) do
@@ -218,5 +232,6 @@ return {
     IDEMPOTENCY = IDEMPOTENCY,
     VERSION = VERSION,
     migrate = migrate,
+    set_sync = set_sync,
     version = version,
 }

@@ -148,7 +148,9 @@ class Served(Server):
             "SESSIONS_DATA_DIR": str(self.workdir / "var"),
             "SESSIONS_LOG_LEVEL": "WARNING",
         }
-        super().__init__([sys.executable, "-m", "sessions", "serve"], env, self.workdir / "service.log")
+        # `python -m` imports from the working directory first: the checkout's own.
+        command = [sys.executable, "-m", "sessions", "serve"]
+        super().__init__(command, env, self.workdir / "service.log", cwd=root)
 
 
 async def scenario(served: Served, label: str) -> dict[str, Any]:

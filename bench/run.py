@@ -129,11 +129,15 @@ def wait_port(port: int, process: subprocess.Popen[bytes], within: float = 60) -
 class Server:
     """A server process on a free port, stopped with SIGTERM."""
 
-    def __init__(self, args: list[str], env: dict[str, str], log: Path) -> None:
+    def __init__(self, args: list[str], env: dict[str, str], log: Path, *, cwd: Path | None = None) -> None:
         self.port = free_port()
         with open(log, "ab") as out:
             self.process = subprocess.Popen(
-                args, env={**os.environ, **env, "SESSIONS_PORT": str(self.port)}, stdout=out, stderr=out
+                args,
+                env={**os.environ, **env, "SESSIONS_PORT": str(self.port)},
+                stdout=out,
+                stderr=out,
+                cwd=cwd,
             )
         wait_port(self.port, self.process)
 

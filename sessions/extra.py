@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import math
+import re
 from typing import Any
 from urllib.parse import parse_qsl
 
@@ -33,14 +34,25 @@ def decode_extra(content_type: str, body: bytes) -> dict[str, Any] | None:
     return patch or None
 
 
+_NOT_A_FORM = (
+    "A form body must be key=value pairs joined by &; to send JSON, say Content-Type: application/json."
+)
+# `app[name]=x`, `tags[]=a`: a key, then any number of [part] (an object key, or [] to append).
+_BRACKETS = re.compile(r"\[([^\[\]]*)\]")
+
+
 def _decode_form(body: bytes) -> dict[str, Any]:
     try:
+        text = body.decode("utf-8")
+    except UnicodeDecodeError:
+        raise InvalidExtra("Extra data is not valid UTF-8.") from None
+    # JSON (or anything else) sent with curl's or PHP's default form type would otherwise be
+    # stored as one key with an empty value.
+    if text.lstrip()[:1] in ("{", "[") or any("=" not in part for part in text.split("&") if part):
+        raise InvalidExtra(_NOT_A_FORM)
+    try:
         pairs = parse_qsl(
-            body.decode("utf-8"),
-            keep_blank_values=True,
-            encoding="utf-8",
-            errors="strict",
-            max_num_fields=MAX_KEYS,
+            text, keep_blank_values=True, encoding="utf-8", errors="strict", max_num_fields=MAX_KEYS
         )
     except UnicodeDecodeError:
         raise InvalidExtra("Extra data is not valid UTF-8.") from None
@@ -48,10 +60,36 @@ def _decode_form(body: bytes) -> dict[str, Any]:
         raise InvalidExtra(f"Extra data may have at most {MAX_KEYS} keys.") from None
     patch: dict[str, Any] = {}
     for key, value in pairs:
-        if key in patch:
-            raise InvalidExtra(f"Extra data has the key {key!r} more than once.")
-        patch[key] = value
+        _place(patch, key, value)
     return patch
+
+
+def _place(patch: dict[str, Any], key: str, value: str) -> None:
+    """Put `value` where a form key says, nested the way PHP and Rails read `a[b][]`."""
+    head, parts = key, []
+    opening = key.find("[")
+    if opening > 0 and key.endswith("]") and not _BRACKETS.sub("", key[opening:]):
+        head, parts = key[:opening], _BRACKETS.findall(key[opening:])
+    if len(parts) >= MAX_DEPTH:
+        raise InvalidExtra(f"Extra data is nested deeper than {MAX_DEPTH} levels.")
+    path: list[str | None] = [head, *(part or None for part in parts)]  # None: `[]`, append
+    container: Any = patch
+    for index, segment in enumerate(path):
+        last = index == len(path) - 1
+        made: Any = value if last else ([] if path[index + 1] is None else {})
+        if isinstance(container, list) != (segment is None):
+            raise InvalidExtra(f"Extra data mixes a list and an object at {key!r}.")
+        if isinstance(container, list):
+            container.append(made)
+        elif last and segment in container:
+            raise InvalidExtra(f"Extra data has the key {key!r} more than once.")
+        elif last:
+            container[segment] = value
+        else:
+            made = container.setdefault(segment, made)
+            if not isinstance(made, (dict, list)) or isinstance(made, list) != (path[index + 1] is None):
+                raise InvalidExtra(f"Extra data has {key!r} both as a value and as a group.")
+        container = made
 
 
 class _NumberOutOfRange(ValueError):

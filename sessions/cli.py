@@ -7,6 +7,7 @@ import datetime
 import json
 import logging
 import os
+import socket
 import sys
 import urllib.error
 import urllib.request
@@ -40,10 +41,37 @@ def _settings() -> Settings | None:
         return None
 
 
+def _log_configuration(settings: Settings) -> None:
+    setup_logging(settings.log_level, settings.log_format)
+    if settings.log_format == "json":
+        # A field of its own, not JSON inside the message. Secrets show as "**********".
+        log.info("configuration", extra={"configuration": settings.model_dump(mode="json")})
+    else:
+        log.info("configuration: %s", settings.model_dump_json())
+
+
+def _cannot_listen(settings: Settings) -> str | None:
+    """Why the service could not listen where its settings say, found before anything starts
+    (Tarantool included), naming the setting; None if it can."""
+    places = [("SESSIONS_PORT", settings.port)]
+    if settings.ops_enabled and settings.ops_port is not None:
+        places.append(("SESSIONS_OPS_PORT", settings.ops_port))
+    for name, port in places:
+        try:
+            family, kind, proto, _, address = socket.getaddrinfo(
+                settings.host, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE
+            )[0]
+            with socket.socket(family, kind, proto) as probe:
+                probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+                probe.bind(address)
+        except OSError as error:
+            return f"cannot listen on SESSIONS_HOST={settings.host} {name}={port}: {error.strerror or error}"
+    return None
+
+
 def serve(settings: Settings, *, reuse_port: bool = False) -> int:
     """Serve the API from this process."""
-    setup_logging(settings.log_level, settings.log_format)
-    log.info("configuration: %s", settings.model_dump_json())
+    _log_configuration(settings)
     if not settings.api_keys and not settings.loopback_only:
         log.warning(
             "listening on %s without SESSIONS_API_KEYS (SESSIONS_ALLOW_OPEN=true): anyone who can "
@@ -59,8 +87,7 @@ def serve(settings: Settings, *, reuse_port: bool = False) -> int:
 
 def serve_workers(settings: Settings) -> int:
     """Serve the API from `settings.workers` processes under a supervisor."""
-    setup_logging(settings.log_level, settings.log_format)
-    log.info("configuration: %s", settings.model_dump_json())
+    _log_configuration(settings)
     try:
         return uvloop.run(supervise(settings))
     except (EmbeddedError, OSError) as error:
@@ -116,38 +143,90 @@ def _print_stats(info: dict[str, Any]) -> None:
     print(f"schema version:     {info['schema_version']} (Tarantool {info['tarantool_version']})")
 
 
+# Where the commands that work on an instance's files look, said in each one's --help.
+_DATA_DIR = (
+    "It works on the Tarantool whose data is in SESSIONS_DATA_DIR (./var by default, where `make run` "
+    "keeps it; /var/lib/tarantool in the compose `tools` containers)."
+)
+
+
+def _command(
+    commands: Any, name: str, summary: str, description: str = "", *, data_dir: bool = False
+) -> argparse.ArgumentParser:
+    text = " ".join(part for part in (summary[0].upper() + summary[1:] + ".", description) if part)
+    if data_dir:
+        text += " " + _DATA_DIR
+    parser: argparse.ArgumentParser = commands.add_parser(
+        name, help=summary, description=text + " Settings come from SESSIONS_* variables (see README.md)."
+    )
+    return parser
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
-        prog="sessions", description="Session store for web and mobile backends."
+        prog="sessions",
+        description="Session store for web and mobile backends. `sessions COMMAND --help` tells more.",
     )
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
-    commands.add_parser("serve", help="serve the HTTP API (settings from SESSIONS_* variables)")
-    commands.add_parser("openapi", help="print the OpenAPI description of the API")
-    backup_command = commands.add_parser(
-        "backup", help="write a consistent archive of the running Tarantool's data to FILE"
+    _command(
+        commands,
+        "serve",
+        "serve the HTTP API",
+        "With SESSIONS_TARANTOOL unset it starts an embedded Tarantool with its data in "
+        "SESSIONS_DATA_DIR (./var by default) and stops it on exit; SIGTERM or Ctrl-C stops in order.",
     )
-    backup_command.add_argument("file", type=Path)
-    restore_command = commands.add_parser(
-        "restore", help="check FILE and restore it into SESSIONS_DATA_DIR (service stopped)"
+    _command(commands, "openapi", "print the OpenAPI description of the API", "JSON on standard output.")
+    _command(
+        commands,
+        "backup",
+        "write a consistent archive of the running Tarantool's data to FILE",
+        "The service may keep serving meanwhile.",
+        data_dir=True,
+    ).add_argument("file", type=Path, help="the .tar.gz to write")
+    _command(
+        commands,
+        "restore",
+        "check FILE and restore it into SESSIONS_DATA_DIR",
+        "Stop the service first; the files it replaces are moved aside, not deleted.",
+        data_dir=True,
+    ).add_argument("file", type=Path, help="an archive `sessions backup` wrote")
+    _command(
+        commands,
+        "stats",
+        "print sessions stored, memory, next expiry, last checkpoint, role",
+        "With SESSIONS_TARANTOOL set it asks that instance as the service user instead.",
+        data_dir=True,
     )
-    restore_command.add_argument("file", type=Path)
-    commands.add_parser("stats", help="sessions stored, memory, next expiry, last checkpoint, memory full")
-    commands.add_parser(
-        "promote", help="make the Tarantool in SESSIONS_DATA_DIR the writable primary, for good (failover)"
+    _command(
+        commands,
+        "promote",
+        "make this Tarantool the writable primary, for good (failover)",
+        "Refused while another instance is writable; waits to have what its peers have.",
+        data_dir=True,
     )
-    rejoin_command = commands.add_parser(
-        "rejoin", help="make the Tarantool in SESSIONS_DATA_DIR a replica of PRIMARY (host:port), for good"
-    )
-    rejoin_command.add_argument("primary")
-    commands.add_parser(
+    _command(
+        commands,
+        "rejoin",
+        "make this Tarantool a replica of PRIMARY (host:port), for good",
+        "For an old primary after a failover, or one side of a swap back.",
+        data_dir=True,
+    ).add_argument("primary", help="the primary to follow, host:port")
+    _command(
+        commands,
         "health",
-        help="exit 0 if the service serving on this machine with these settings is ready (healthchecks)",
+        "exit 0 if the service on this machine is ready",
+        "Probes /ready where the settings serve it (the ops port, with a key when probes are "
+        "closed): the containers' healthcheck.",
     )
     # One of the processes `serve` starts when SESSIONS_WORKERS > 1.
     commands.add_parser("worker")
     args = parser.parse_args(argv)
     if args.command == "openapi":
-        print(json.dumps(build_spec(), indent=2))
+        try:
+            print(json.dumps(build_spec(), indent=2), flush=True)
+        except BrokenPipeError:
+            # `sessions openapi | head`: the reader has what it wanted.
+            os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
         return 0
 
     settings = _settings()
@@ -156,7 +235,9 @@ def main(argv: list[str] | None = None) -> int:
     if args.command == "health":
         return health(settings)
     if args.command in ("serve", "worker"):
-        refusal = settings.refusal_to_serve()
+        refusal = settings.refusal_to_serve() or (
+            _cannot_listen(settings) if args.command == "serve" else None
+        )
         if refusal is not None:
             print(f"sessions: invalid configuration: {refusal}", file=sys.stderr)
             return 2

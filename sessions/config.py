@@ -158,6 +158,14 @@ class Settings(BaseSettings):
         return value.lower() if isinstance(value, str) else value
 
     @model_validator(mode="after")
+    def _ops_port_of_its_own(self) -> Settings:
+        if self.ops_port is not None and self.ops_port == self.port:
+            raise ValueError(
+                "SESSIONS_OPS_PORT must differ from SESSIONS_PORT (leave it unset to serve both on one)"
+            )
+        return self
+
+    @model_validator(mode="after")
     def _remote_needs_password(self) -> Settings:
         if self.tarantool is not None and self.tarantool_password is None:
             raise ValueError("SESSIONS_TARANTOOL_PASSWORD is required with SESSIONS_TARANTOOL")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import datetime
 import logging
 import re
 import time
@@ -68,9 +69,18 @@ class _RequestIdFilter(logging.Filter):
         return True
 
 
+def _iso_time(record: logging.LogRecord) -> str:
+    """The record's time in ISO 8601 with milliseconds and the zone's offset."""
+    moment = datetime.datetime.fromtimestamp(record.created).astimezone()
+    return moment.isoformat(timespec="milliseconds")
+
+
 class RedactingFormatter(logging.Formatter):
     """Masks tokens in the whole formatted record, tracebacks included, and escapes control
     characters in the message, so that one record is one line."""
+
+    def formatTime(self, record: logging.LogRecord, datefmt: str | None = None) -> str:
+        return _iso_time(record)
 
     def formatMessage(self, record: logging.LogRecord) -> str:
         record.message = escape_controls(record.message)
@@ -83,6 +93,9 @@ class RedactingFormatter(logging.Formatter):
 class RedactingJsonFormatter(JsonFormatter):
     """One JSON object per line, with tokens masked like the text format: in each value
     before it is encoded, so that masking never cuts an escape and every line parses."""
+
+    def formatTime(self, record: logging.LogRecord, datefmt: str | None = None) -> str:
+        return _iso_time(record)
 
     def process_log_record(self, log_data: dict[str, Any]) -> dict[str, Any]:
         return {key: _redact_value(value) for key, value in super().process_log_record(log_data).items()}

@@ -218,8 +218,33 @@ def test_a_start_refuses_a_port_a_stray_still_listens_on(tmp_path):
         )
     finally:
         stray.close()
-    assert result.returncode == 1
-    assert "already in use" in result.stderr
+    # Found before anything starts, Tarantool included, naming the setting.
+    assert result.returncode == 2
+    assert "already in use" in result.stderr and "SESSIONS_PORT" in result.stderr
+    assert not (tmp_path / "data").exists()
+
+
+@pytest.mark.parametrize(
+    ("env", "named"),
+    [
+        ({"SESSIONS_HOST": "999.1.1.1"}, "SESSIONS_HOST=999.1.1.1"),
+        ({"SESSIONS_HOST": "192.0.2.123", "SESSIONS_ALLOW_OPEN": "true"}, "SESSIONS_HOST=192.0.2.123"),
+        ({"SESSIONS_OPS_PORT": "same"}, "SESSIONS_OPS_PORT must differ from SESSIONS_PORT"),
+    ],
+)
+def test_a_place_it_cannot_listen_is_refused_before_anything_starts(tmp_path, env, named):
+    port = str(free_port())
+    env = {name: port if value == "same" else value for name, value in env.items()}
+    result = subprocess.run(
+        [sys.executable, "-m", "sessions", "serve"],
+        env={**os.environ, "SESSIONS_PORT": port, "SESSIONS_DATA_DIR": str(tmp_path / "data"), **env},
+        capture_output=True,
+        text=True,
+        timeout=30,
+    )
+    assert result.returncode == 2
+    assert named in result.stderr and "Traceback" not in result.stderr
+    assert not (tmp_path / "data").exists()
 
 
 def test_ops_port_serves_only_ops_and_the_api_port_only_the_api(tmp_path):

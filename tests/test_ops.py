@@ -85,6 +85,9 @@ async def test_request_id_is_echoed_or_made(client, given, kept):
         assert echoed != given and re.fullmatch(r"[0-9a-f]{16}", echoed)
 
 
+ISO_TIME = re.compile(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}[+-]\d\d:\d\d")
+
+
 def test_json_logs_carry_the_request_id_and_a_masked_configuration(tmp_path):
     service = Service(
         tmp_path / "data",
@@ -101,9 +104,22 @@ def test_json_logs_carry_the_request_id_and_a_masked_configuration(tmp_path):
     assert lines and all({"time", "level", "logger", "message", "request_id"} <= set(line) for line in lines)
     access = [line for line in lines if line["logger"] == "sessions.access"]
     assert access and re.fullmatch(r"[0-9a-f]{16}", access[0]["request_id"])
-    config = next(line["message"] for line in lines if line["message"].startswith("configuration:"))
-    assert '"tarantool_password":"**********"' in config
+    # The configuration as a JSON field of its own, not JSON inside the message.
+    config = next(line for line in lines if line["message"] == "configuration")
+    assert config["configuration"]["tarantool_password"] == "**********"
+    assert config["configuration"]["port"] == service.port
     assert "pw-in-config" not in service.output()
+    # ISO 8601 with milliseconds and the zone.
+    assert all(
+        re.fullmatch(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}[+-]\d\d:\d\d", line["time"]) for line in lines
+    )
+
+
+def test_text_logs_carry_iso_times(tmp_path):
+    service = Service(tmp_path / "data")
+    service.stop(signal.SIGTERM)
+    first = service.output().splitlines()[0]
+    assert ISO_TIME.match(first) and first.split(" ")[1] == "INFO", first
 
 
 def test_ops_on_a_port_of_their_own(tmp_path):

@@ -110,3 +110,26 @@ def test_invalid_configuration_fails_with_one_clear_line(tmp_path, env, named):
     assert len(lines) == 1, result.stderr
     assert named in lines[0]
     assert "Traceback" not in result.stderr
+
+
+def test_openapi_into_a_closed_pipe_ends_quietly():
+    """`sessions openapi | head`: the reader leaves early; no traceback, exit 0."""
+    process = subprocess.Popen(
+        [sys.executable, "-m", "sessions", "openapi"], stdout=subprocess.PIPE, stderr=subprocess.PIPE
+    )
+    assert process.stdout is not None and process.stderr is not None
+    process.stdout.read(10)
+    process.stdout.close()
+    assert process.wait(timeout=30) == 0
+    assert b"Traceback" not in process.stderr.read()
+    process.stderr.close()
+
+
+@pytest.mark.parametrize("command", ["backup", "restore", "stats", "promote", "rejoin"])
+def test_each_command_that_works_on_files_says_where_in_its_help(command):
+    done = subprocess.run(
+        [sys.executable, "-m", "sessions", command, "--help"], capture_output=True, text=True, timeout=30
+    )
+    assert done.returncode == 0
+    text = " ".join(done.stdout.split())
+    assert "SESSIONS_DATA_DIR (./var by default" in text

@@ -3,13 +3,17 @@ PYTHON ?= python3
 FUZZ_EXAMPLES ?= 4000
 VENV := .venv
 BIN := $(VENV)/bin
-STAMP := $(VENV)/.installed-$(shell cksum < pyproject.toml | cut -d' ' -f1)
+# What serving needs, and on top of it the tools of test, lint, fuzz, mutate and bench:
+# `make run` installs only the first (a new pyproject.toml starts the virtualenv afresh).
+HASH := $(shell cksum < pyproject.toml | cut -d' ' -f1)
+RUNTIME := $(VENV)/.runtime-$(HASH)
+STAMP := $(VENV)/.dev-$(HASH)
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 APT := $(SUDO) env DEBIAN_FRONTEND=noninteractive apt-get
 
 .PHONY: run test lint fuzz mutate bench profile tarantool wrk redis-server chromium docker-compose docker-engine luacheck clean
 
-run: $(STAMP) tarantool
+run: $(RUNTIME) tarantool
 	$(BIN)/sessions serve
 
 test: $(STAMP) tarantool chromium docker-engine lint
@@ -89,15 +93,18 @@ chromium:
 tarantool:
 	@command -v tarantool >/dev/null || { $(APT) update -q && $(APT) install -y -q tarantool; }
 
-$(STAMP):
+$(RUNTIME):
 	@$(PYTHON) -c 'import sys; sys.exit(sys.version_info < (3, 11))' \
 		|| { echo "Python 3.11 or newer is needed (set PYTHON=...)"; exit 1; }
 	@$(PYTHON) -c 'import ensurepip' 2>/dev/null \
 		|| { $(APT) update -q && $(APT) install -y -q python3-venv; }
 	rm -rf $(VENV)
 	$(PYTHON) -m venv $(VENV)
-	$(BIN)/pip install -q --upgrade pip
-	$(BIN)/pip install -q -e '.[dev]'
+	$(BIN)/pip install -q --disable-pip-version-check -e .
+	touch $@
+
+$(STAMP): $(RUNTIME)
+	$(BIN)/pip install -q --disable-pip-version-check -e '.[dev]'
 	touch $@
 
 clean:

@@ -11,7 +11,7 @@ STAMP := $(VENV)/.dev-$(HASH)
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 APT := $(SUDO) env DEBIAN_FRONTEND=noninteractive apt-get
 
-.PHONY: run test lint fuzz mutate bench profile tarantool wrk redis-server chromium docker-compose docker-engine luacheck clean
+.PHONY: run test lint lock fuzz mutate bench profile tarantool wrk redis-server chromium docker-compose docker-engine luacheck clean
 
 run: $(RUNTIME) tarantool
 	$(BIN)/sessions serve
@@ -106,6 +106,15 @@ $(RUNTIME):
 $(STAMP): $(RUNTIME)
 	$(BIN)/pip install -q --disable-pip-version-check -e '.[dev]'
 	touch $@
+
+# The service image's exact dependency versions, from a virtualenv of the runtime ones only.
+lock:
+	rm -rf .venv-lock
+	$(PYTHON) -m venv .venv-lock
+	.venv-lock/bin/pip install -q --disable-pip-version-check .
+	{ sed -n '1,3p' requirements.lock; .venv-lock/bin/pip freeze --exclude-editable | grep -v '^sessions'; } > requirements.lock.new
+	mv requirements.lock.new requirements.lock
+	rm -rf .venv-lock
 
 clean:
 	rm -rf $(VENV) .pytest_cache .ruff_cache .mypy_cache mutants *.egg-info

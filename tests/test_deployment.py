@@ -8,10 +8,14 @@ import shutil
 import signal
 import subprocess
 import sys
+import tomllib
 from pathlib import Path
 from typing import Any
 
 import pytest
+from packaging.requirements import Requirement
+from packaging.utils import canonicalize_name
+from packaging.version import Version
 
 from sessions.admin import BackupError, backup, promote, rejoin, restore
 from sessions.config import Settings
@@ -367,3 +371,20 @@ def test_compose_files_and_dockerfile_are_valid():
             ["docker-compose", *args, "config", "-q"], env=env, capture_output=True, text=True
         )
         assert result.returncode == 0, result.stderr
+
+
+def test_the_lock_pins_every_runtime_dependency_within_its_range():
+    """The service image installs requirements.lock (Dockerfile): it must hold every runtime
+    dependency of pyproject.toml at a version pyproject.toml allows (`make lock` renews it)."""
+    root = Path(__file__).resolve().parent.parent
+    declared = tomllib.loads((root / "pyproject.toml").read_text())["project"]["dependencies"]
+    pinned = {}
+    for line in (root / "requirements.lock").read_text().splitlines():
+        if line and not line.startswith("#"):
+            name, _, version = line.partition("==")
+            pinned[canonicalize_name(name)] = Version(version)
+    for text in declared:
+        requirement = Requirement(text)
+        name = canonicalize_name(requirement.name)
+        assert name in pinned, f"{name} is not in requirements.lock: run make lock"
+        assert pinned[name] in requirement.specifier, f"{name}=={pinned[name]} is outside {requirement}"

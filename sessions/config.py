@@ -113,6 +113,10 @@ class Settings(BaseSettings):
     # Leave the health probes (/health, /ready) open even when API keys are set.
     open_probes: bool = True
 
+    # Set by the supervisor for its workers: where each writes its counts, so that /metrics
+    # in any worker reports them all (metrics.py). Not for operators.
+    metrics_dir: Path | None = None
+
     # A connection idle this long, or still sending its request head, is closed.
     keepalive_timeout: Annotated[float, Field(gt=0)] = 30.0
     # A request body must arrive within this long, or the answer is 408.

@@ -9,9 +9,13 @@ one of the envelope's or `client_gone`.
 from __future__ import annotations
 
 import bisect
+import contextlib
+import os
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
+import orjson
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily
 
 from .overload import Gate
@@ -38,8 +42,18 @@ class _MethodStats:
         self.total += seconds
 
 
+# What one process counted, as plain data: what it writes for the other workers to report.
+Snapshot = dict[str, Any]
+
+
 class Metrics:
-    """Request counts and latencies of this process, and the last view of Tarantool."""
+    """Request counts and latencies of this process, and the last view of Tarantool.
+
+    With several workers (SESSIONS_WORKERS), each writes its counts to a file in a directory
+    the supervisor shares, once a second and when it stops, and /metrics in any worker reports
+    every worker's series, labelled `worker`: one scrape sees the whole service, `sum()` adds
+    the workers up, and no counter goes backwards whichever worker answers.
+    """
 
     def __init__(self) -> None:
         self._methods: dict[str, _MethodStats] = {}
@@ -48,51 +62,91 @@ class Metrics:
         self.gates: tuple[Gate, ...] = ()
         # Samples (one a second) that found this process out of file descriptors.
         self.fds_exhausted = 0
+        # The workers' shared directory, and this worker's name in it; None: one process.
+        self.shared: Path | None = None
+        self.worker = str(os.getpid())
 
     def method(self, name: str) -> _MethodStats:
         """The stats a route records into; looked up once, when the route is set up."""
         return self._methods.setdefault(name, _MethodStats())
 
+    def snapshot(self) -> Snapshot:
+        return {
+            "methods": {
+                name: {"codes": dict(stats.codes), "buckets": list(stats.buckets), "total": stats.total}
+                for name, stats in self._methods.items()
+            },
+            "gates": {
+                gate.name: {"shed": gate.shed, "waiting": gate.waiting, "active": gate.active}
+                for gate in self.gates
+            },
+            "fds_exhausted": self.fds_exhausted,
+        }
+
+    def share(self) -> None:
+        """Write this worker's counts where the other workers read them (atomically)."""
+        if self.shared is None:
+            return
+        path = self.shared / f"{self.worker}.json"
+        temporary = path.with_suffix(".tmp")
+        temporary.write_bytes(orjson.dumps(self.snapshot()))
+        temporary.replace(path)
+
+    def _views(self) -> list[tuple[list[str], Snapshot]]:
+        """(worker label values, counts) of every worker: this one live, the others as shared."""
+        if self.shared is None:
+            return [([], self.snapshot())]
+        views = [([self.worker], self.snapshot())]
+        for path in sorted(self.shared.glob("*.json")):
+            if path.stem != self.worker:
+                with contextlib.suppress(OSError, ValueError):
+                    views.append(([path.stem], orjson.loads(path.read_bytes())))
+        return views
+
     def collect(self) -> Iterator[Any]:
+        views = self._views()
+        worker = ["worker"] if self.shared is not None else []
         requests = CounterMetricFamily(
             "sessions_requests",
             "Requests answered, by API method and envelope code",
-            labels=["method", "code"],
+            labels=[*worker, "method", "code"],
         )
-        for method, stats in sorted(self._methods.items()):
-            for code, count in sorted(stats.codes.items()):
-                requests.add_metric([method, code], count)
-        yield requests
         latency = HistogramMetricFamily(
-            "sessions_request_duration_seconds", "Time to answer a request, by API method", labels=["method"]
+            "sessions_request_duration_seconds",
+            "Time to answer a request, by API method",
+            labels=[*worker, "method"],
         )
-        for method, stats in sorted(self._methods.items()):
-            cumulative, running = [], 0
-            for bound, count in zip([*map(str, BUCKETS), "+Inf"], stats.buckets, strict=True):
-                running += count
-                cumulative.append((bound, running))
-            if running:
-                latency.add_metric([method], cumulative, sum_value=stats.total)
-        yield latency
         shed = CounterMetricFamily(
             "sessions_shed",
             "Requests answered `overloaded` before any work, by class of work and reason",
-            labels=["work", "reason"],
+            labels=[*worker, "work", "reason"],
         )
-        waiting = GaugeMetricFamily("sessions_queued", "Requests waiting for a turn", labels=["work"])
-        active = GaugeMetricFamily("sessions_in_progress", "Requests at work", labels=["work"])
-        for gate in self.gates:
-            for reason in ("queue_full", "deadline"):
-                shed.add_metric([gate.name, reason], gate.shed.get(reason, 0))
-            waiting.add_metric([gate.name], gate.waiting)
-            active.add_metric([gate.name], gate.active)
-        yield from (shed, waiting, active)
+        waiting = GaugeMetricFamily(
+            "sessions_queued", "Requests waiting for a turn", labels=[*worker, "work"]
+        )
+        active = GaugeMetricFamily("sessions_in_progress", "Requests at work", labels=[*worker, "work"])
         exhausted = CounterMetricFamily(
             "sessions_fds_exhausted",
-            "Seconds in which this process had no file descriptor left: new connections were refused",
+            "Seconds in which a process had no file descriptor left: new connections were refused",
+            labels=worker,
         )
-        exhausted.add_metric([], self.fds_exhausted)
-        yield exhausted
+        for labels, view in views:
+            for method, stats in sorted(view["methods"].items()):
+                for code, count in sorted(stats["codes"].items()):
+                    requests.add_metric([*labels, method, code], count)
+                cumulative, running = [], 0
+                for bound, count in zip([*map(str, BUCKETS), "+Inf"], stats["buckets"], strict=True):
+                    running += count
+                    cumulative.append((bound, running))
+                if running:
+                    latency.add_metric([*labels, method], cumulative, sum_value=stats["total"])
+            for name, gate in sorted(view["gates"].items()):
+                for reason in ("queue_full", "deadline"):
+                    shed.add_metric([*labels, name, reason], gate["shed"].get(reason, 0))
+                waiting.add_metric([*labels, name], gate["waiting"])
+                active.add_metric([*labels, name], gate["active"])
+            exhausted.add_metric(labels, view["fds_exhausted"])
+        yield from (requests, latency, shed, waiting, active, exhausted)
         up = GaugeMetricFamily("sessions_tarantool_up", "1 if Tarantool answered the last scrape")
         up.add_metric([], 0 if self.storage is None else 1)
         yield up

@@ -84,7 +84,6 @@ def ops_routes() -> tuple[Route, ...]:
             METRICS.storage = await service.storage.info()
         except SessionsError:
             METRICS.storage = None
-        METRICS.gates = (service.critical, service.bulk)
         registry = CollectorRegistry(auto_describe=False)
         registry.register(_Exposition(METRICS))
         # process_open_fds, process_max_fds, process_resident_memory_bytes, CPU and start time.

@@ -191,6 +191,20 @@ async def _watch_fds() -> None:
             )
 
 
+async def _share_metrics(settings: Settings) -> None:
+    """As a worker, write this process' counts for the others' /metrics once a second."""
+    if settings.metrics_dir is None:
+        return
+    METRICS.shared = settings.metrics_dir
+    try:
+        while True:
+            METRICS.share()
+            await asyncio.sleep(1.0)
+    finally:
+        # What it answered until it stopped still counts.
+        METRICS.share()
+
+
 def _freeze_gc() -> None:
     # Everything alive once the service has started lives until exit. Moving it out of
     # the collector's reach keeps full collections from walking it every few seconds,
@@ -229,11 +243,13 @@ async def _serve(settings: Settings, *, reuse_port: bool) -> int:
         log.info("serving on %s (pid %d)", settings.url(settings.port), os.getpid())
         _freeze_gc()
         fd_watch = asyncio.create_task(_watch_fds())
+        sharing = asyncio.create_task(_share_metrics(settings))
         loop = asyncio.get_running_loop()
         for signum in (signal.SIGINT, signal.SIGTERM):
             loop.add_signal_handler(signum, shutdown.request, 0)
         await shutdown.requested.wait()
         fd_watch.cancel()
+        sharing.cancel()
         log.info("stopping")
     finally:
         # Each stops listening first, then waits for requests in flight, then cleans up;

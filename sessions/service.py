@@ -11,6 +11,7 @@ from dataclasses import dataclass, field
 
 from .config import Settings
 from .embedded import embedded_tarantool
+from .metrics import METRICS
 from .overload import BULK, CHECK, Gate
 from .storage import Storage
 
@@ -46,6 +47,7 @@ class Service:
         bulk = Gate(BULK, concurrency=settings.bulk_concurrency, queue=settings.bulk_queue)
         object.__setattr__(self, "critical", critical)
         object.__setattr__(self, "bulk", bulk)
+        METRICS.gates = (critical, bulk)
 
 
 @contextlib.asynccontextmanager

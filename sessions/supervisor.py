@@ -15,7 +15,9 @@ import signal
 import socket
 import subprocess
 import sys
+import tempfile
 import time
+from pathlib import Path
 
 from .children import spawn
 from .config import Settings
@@ -74,11 +76,14 @@ async def supervise(settings: Settings) -> int:
             )
             tarantool = f"unix/:{embedded.socket_path}"
         assert tarantool is not None
+        # Each worker's counts, for every worker's /metrics; gone with the supervisor.
+        shared = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="sessions-metrics-")))
         env = {
             **os.environ,
             "SESSIONS_TARANTOOL": tarantool,
             "SESSIONS_TARANTOOL_PASSWORD": password,
             "SESSIONS_WORKERS": "1",
+            "SESSIONS_METRICS_DIR": str(shared),
         }
 
         loop = asyncio.get_running_loop()

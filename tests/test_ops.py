@@ -8,6 +8,7 @@ import re
 import signal
 import subprocess
 import sys
+import time
 
 import pytest
 
@@ -170,3 +171,46 @@ def test_the_healthcheck_command_finds_the_service_as_configured(tmp_path, env):
     finally:
         service.stop(signal.SIGTERM)
     assert health() == 1
+
+
+def test_with_workers_every_scrape_sees_the_whole_service(tmp_path):
+    """SESSIONS_WORKERS=2: whichever worker answers a scrape reports every worker's counts,
+    one series each (label `worker`), so the sum is the same from every scrape and never goes
+    backwards."""
+    service = Service(tmp_path / "data", SESSIONS_WORKERS="2")
+    try:
+        for i in range(40):
+            status, _ = service.request(f"/new?user_id={i + 1}&ip=192.0.2.1")
+            assert status == 200
+        time.sleep(1.5)  # each worker writes its counts once a second
+        totals, workers = [], set()
+        for _ in range(8):
+            text = _scrape(service)
+            found = [
+                (labels["worker"], float(value))
+                for labels, value in _samples(text, "sessions_requests_total")
+                if labels["method"] == "new" and labels["code"] == "success"
+            ]
+            workers |= {worker for worker, _ in found}
+            totals.append(sum(value for _, value in found))
+        assert totals == [40.0] * 8
+        assert len(workers) == 2  # both took requests, through SO_REUSEPORT
+    finally:
+        service.stop(signal.SIGTERM)
+
+
+def _samples(text: str, name: str) -> list[tuple[dict[str, str], str]]:
+    """The samples of one metric in an exposition, each as (labels, value)."""
+    found = []
+    for line in text.splitlines():
+        if line.startswith(name + "{"):
+            labels, _, value = line[len(name) + 1 :].rpartition("} ")
+            found.append((dict(re.findall(r'(\w+)="([^"]*)"', labels)), value))
+    return found
+
+
+def _scrape(service: Service) -> str:
+    import urllib.request
+
+    with urllib.request.urlopen(f"http://127.0.0.1:{service.port}/metrics", timeout=5) as answer:
+        return answer.read().decode()

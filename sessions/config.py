@@ -113,6 +113,9 @@ class Settings(BaseSettings):
     # Leave the health probes (/health, /ready) open even when API keys are set.
     open_probes: bool = True
 
+    # The source revision this runs (the images set it from their build; a checkout asks git).
+    revision: str | None = None
+
     # Set by the supervisor for its workers: where each writes its counts, so that /metrics
     # in any worker reports them all (metrics.py). Not for operators.
     metrics_dir: Path | None = None

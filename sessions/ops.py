@@ -6,18 +6,23 @@ port, which then serves nothing else (and the API's port serves none of them).
 
 from __future__ import annotations
 
+import contextlib
 import mimetypes
 import re
+import subprocess
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import orjson
 from aiohttp import web
-from prometheus_client import CollectorRegistry, ProcessCollector, generate_latest
+from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, ProcessCollector, generate_latest
+from prometheus_client.core import GaugeMetricFamily
 from prometheus_client.registry import Collector
 from swagger_ui.core import ApplicationDocument
 
+from . import __version__
+from .config import Settings
 from .envelope import HEADERS, success
 from .errors import SessionsError, StorageUnavailable
 from .metrics import METRICS, Metrics
@@ -42,7 +47,38 @@ def _plain(body: bytes, content_type: str) -> web.Response:
     return web.Response(body=body, headers={**HEADERS, "Content-Type": content_type})
 
 
-def ops_routes() -> tuple[Route, ...]:
+def _revision(settings: Settings) -> str:
+    """The source revision: the setting (the images set it), else the checkout's, else unknown."""
+    if settings.revision:
+        return settings.revision
+    root = Path(__file__).resolve().parent.parent
+    with contextlib.suppress(OSError, subprocess.SubprocessError):
+        done = subprocess.run(
+            ["git", "-C", str(root), "rev-parse", "--short=12", "HEAD"],
+            capture_output=True,
+            text=True,
+            timeout=5,
+        )
+        if done.returncode == 0 and done.stdout.strip():
+            return done.stdout.strip()
+    return "unknown"
+
+
+class _BuildInfo(Collector):
+    def __init__(self, built: dict[str, str]) -> None:
+        self._built = built
+
+    def collect(self) -> Iterator[Any]:
+        info = GaugeMetricFamily(
+            "sessions_build_info",
+            "The running release: 1, labelled with its version and revision",
+            labels=["version", "revision"],
+        )
+        info.add_metric([self._built["version"], self._built["revision"]], 1)
+        yield info
+
+
+def ops_routes(settings: Settings) -> tuple[Route, ...]:
     """The operational endpoints, each answering GET and HEAD (load balancers probe with it)."""
     spec = build_spec()
     spec_body = orjson.dumps(spec)
@@ -60,6 +96,9 @@ def ops_routes() -> tuple[Route, ...]:
         )
         for name in re.findall(r'/docs/static/([\w.-]+)"', document.doc_html)
     }
+
+    built = {"version": __version__, "revision": _revision(settings)}
+    build_info = _BuildInfo(built)
 
     async def health(service: Service) -> web.Response:
         return success({"alive": True})
@@ -88,7 +127,11 @@ def ops_routes() -> tuple[Route, ...]:
         registry.register(_Exposition(METRICS))
         # process_open_fds, process_max_fds, process_resident_memory_bytes, CPU and start time.
         ProcessCollector(registry=registry)
-        return _plain(generate_latest(registry), "text/plain; charset=utf-8")
+        registry.register(build_info)
+        return _plain(generate_latest(registry), CONTENT_TYPE_LATEST)
+
+    async def version(service: Service) -> web.Response:
+        return success(built)
 
     def constant(body: bytes, content_type: str) -> Handler:
         async def handler(service: Service) -> web.Response:
@@ -104,6 +147,7 @@ def ops_routes() -> tuple[Route, ...]:
 
     return (
         route("/health", health, probe=True),
+        route("/version", version),
         route("/ready", ready, probe=True),
         route("/metrics", metrics),
         route("/openapi.json", openapi),

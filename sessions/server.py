@@ -133,7 +133,7 @@ class ServiceRunner(web.BaseRunner):
         # Built before Tarantool starts: nothing is left running if they cannot be.
         routes = list(METHODS)
         if settings.ops_enabled and settings.ops_port is None:
-            routes += ops_routes()
+            routes += ops_routes(settings)
         auth = ApiKeys.configured(_keys(settings))
         try:
             service = await self._stack.enter_async_context(running(settings, self.shutdown_request))
@@ -153,7 +153,7 @@ class ServiceRunner(web.BaseRunner):
         settings = self._settings
         if self.service is None or not settings.ops_enabled or settings.ops_port is None:
             return None
-        router = Router(ops_routes(), self.service, ApiKeys.configured(_keys(settings)))
+        router = Router(ops_routes(settings), self.service, ApiKeys.configured(_keys(settings)))
         server = EnvelopeServer(router, client_max_size=1024, **kwargs)
         return web.ServerRunner(server, shutdown_timeout=settings.shutdown_timeout)
 

@@ -346,6 +346,8 @@ def test_both_images_share_one_version(stack: Stack) -> None:
     versions = {found["org.opencontainers.image.version"] for found in labels.values()}
     revisions = {found["org.opencontainers.image.revision"] for found in labels.values()}
     assert versions == {"9.8.7-test"} and revisions == {"test-revision"}
+    # The running service says the revision it was built from.
+    assert stack.request("/version")[1]["data"]["revision"] == "test-revision"
     user = subprocess.run(
         ["docker", "image", "inspect", "--format", "{{.Config.User}}", STANDINS["TARANTOOL_APP_IMAGE"]],
         capture_output=True,

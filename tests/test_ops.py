@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 import os
 import re
@@ -9,8 +10,10 @@ import signal
 import subprocess
 import sys
 import time
+from pathlib import Path
 
 import pytest
+from prometheus_client import CONTENT_TYPE_LATEST
 
 from sessions.api import METHODS
 
@@ -214,3 +217,28 @@ def _scrape(service: Service) -> str:
 
     with urllib.request.urlopen(f"http://127.0.0.1:{service.port}/metrics", timeout=5) as answer:
         return answer.read().decode()
+
+
+async def test_version_and_build_info_say_what_runs(serve, settings):
+    import sessions
+
+    client = await serve(settings.model_copy(update={"revision": "abc123def456"}))
+    status, body = await call(client, "/version")
+    assert (status, body["data"]) == (200, {"version": sessions.__version__, "revision": "abc123def456"})
+    response = await client.get("/metrics")
+    # The exposition format's version, as Prometheus negotiates it.
+    assert response.headers["Content-Type"] == CONTENT_TYPE_LATEST and "version=" in CONTENT_TYPE_LATEST
+    text = await response.text()
+    assert f'sessions_build_info{{revision="abc123def456",version="{sessions.__version__}"}} 1.0' in text
+
+
+def _git_revision() -> str:
+    root = Path(__file__).resolve().parent.parent
+    command = ["git", "-C", str(root), "rev-parse", "--short=12", "HEAD"]
+    done = subprocess.run(command, capture_output=True, text=True)
+    return done.stdout.strip() if done.returncode == 0 else "unknown"
+
+
+async def test_a_checkout_reports_its_git_revision(client):
+    expected = await asyncio.to_thread(_git_revision)
+    assert (await call(client, "/version"))[1]["data"]["revision"] == expected

@@ -56,7 +56,7 @@ class BadRequest(SessionsError):
 class Unauthorized(SessionsError):
     status = 401
     code = "unauthorized"
-    default_message = "A valid API key is required: Authorization: Bearer <key>."
+    default_message = "A valid API key is required: Authorization: Bearer KEY."
     headers: ClassVar[dict[str, str]] = {"WWW-Authenticate": "Bearer"}
 
 

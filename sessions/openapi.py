@@ -136,7 +136,12 @@ def _operation(route: Route, method: str) -> dict[str, Any]:
             **_error_response([*route.all_errors(), *_COMMON_ERRORS]),
         },
     }
-    if route.extra:
+    if route.extra and method == "get":
+        operation["description"] = (
+            "Extra data goes in the body of a POST. A GET with a body works too (the original "
+            "design's PHP example sends one), but browsers and most HTTP clients cannot send it."
+        )
+    if route.extra and method == "post":
         operation["requestBody"] = {
             "required": False,
             "description": "Extra data merged into the session's `extra` like JSON Merge Patch at the top "
@@ -155,7 +160,19 @@ def _operation(route: Route, method: str) -> dict[str, Any]:
     return operation
 
 
-def build_spec() -> dict[str, Any]:
+# With API keys configured (SESSIONS_API_KEYS), every operation needs the bearer scheme;
+# without, it is optional, and the description still tells clients the scheme exists.
+_BEARER = {
+    "bearerAuth": {
+        "type": "http",
+        "scheme": "bearer",
+        "description": "One of SESSIONS_API_KEYS, as `Authorization: Bearer KEY`, when the service has any.",
+    }
+}
+
+
+def build_spec(*, keys: bool = False) -> dict[str, Any]:
+    """The API's OpenAPI document; `keys`: whether the service requires API keys."""
     models: list[type[BaseModel]] = [*_ANSWERS.values(), Error]
     _, generated = models_json_schema([(model, "serialization") for model in models], ref_template=_REF)
     schemas: dict[str, Any] = generated["$defs"]
@@ -170,7 +187,9 @@ def build_spec() -> dict[str, Any]:
             "alike; parameters come from the query string, a body on `new` and `get` is extra data.",
         },
         "paths": paths,
+        "security": [{"bearerAuth": []}] if keys else [{}, {"bearerAuth": []}],
         "components": {
+            "securitySchemes": _BEARER,
             "schemas": {
                 **schemas,
                 "ExtraPatch": {
@@ -193,6 +212,6 @@ def build_spec() -> dict[str, Any]:
                         },
                     ]
                 },
-            }
+            },
         },
     }

@@ -80,7 +80,7 @@ class _BuildInfo(Collector):
 
 def ops_routes(settings: Settings) -> tuple[Route, ...]:
     """The operational endpoints, each answering GET and HEAD (load balancers probe with it)."""
-    spec = build_spec()
+    spec = build_spec(keys=bool(settings.api_keys))
     spec_body = orjson.dumps(spec)
     # swagger-ui-py bundles Swagger UI's files, so the page needs nothing from the internet.
     document = ApplicationDocument(None, config=spec, url_prefix="/docs", title="sessions API")
@@ -142,17 +142,19 @@ def ops_routes(settings: Settings) -> tuple[Route, ...]:
     openapi = constant(spec_body, "application/json")
     docs = constant(page, "text/html; charset=utf-8")
 
-    def route(path: str, handler: Handler, *, probe: bool = False) -> Route:
-        return Route(path, handler, "ops", methods=_ALLOW, probe=probe)
+    def route(path: str, handler: Handler, *, probe: bool = False, public: bool = False) -> Route:
+        return Route(path, handler, "ops", methods=_ALLOW, probe=probe, public=public)
 
     return (
         route("/health", health, probe=True),
         route("/version", version),
         route("/ready", ready, probe=True),
         route("/metrics", metrics),
-        route("/openapi.json", openapi),
-        route("/docs/swagger.json", openapi),
-        route("/docs", docs),
-        route("/docs/", docs),
-        *(route(path, constant(*asset)) for path, asset in assets.items()),
+        # The documentation is open with keys too, so that a browser loads the page and its
+        # Authorize button takes the key for "Try it out"; it holds nothing secret.
+        route("/openapi.json", openapi, public=True),
+        route("/docs/swagger.json", openapi, public=True),
+        route("/docs", docs, public=True),
+        route("/docs/", docs, public=True),
+        *(route(path, constant(*asset), public=True) for path, asset in assets.items()),
     )

@@ -189,8 +189,10 @@ _IP_TEXT = "An IPv4 or IPv6 address; compared in canonical form."
 _TOKEN_SCHEMA = {"type": "string", "format": "uuid"}
 
 USER_ID = Param("user_id", parse_user_id, InvalidUserId, _USER_ID_TEXT, _USER_ID_SCHEMA, example=1)
-ID = Param("id", parse_user_id, InvalidUserId, _USER_ID_TEXT, _USER_ID_SCHEMA, example=1)
-IP = Param("ip", canonical_ip, InvalidIp, _IP_TEXT, _IP_SCHEMA, example="192.168.1.1")
+# Swagger UI pre-fills examples into "Try it out": none where it would end sessions (`/user/del`,
+# `/ip/del`) or change one (`get`'s ip, `new`'s own TTL).
+ID = Param("id", parse_user_id, InvalidUserId, _USER_ID_TEXT, _USER_ID_SCHEMA)
+IP = Param("ip", canonical_ip, InvalidIp, _IP_TEXT, _IP_SCHEMA)
 OPTIONAL_IP = Param(
     "ip",
     canonical_ip,
@@ -198,7 +200,6 @@ OPTIONAL_IP = Param(
     "An IPv4 or IPv6 address the session is now seen from; compared in canonical form.",
     _IP_SCHEMA,
     required=False,
-    example="192.168.1.1",
 )
 TOKEN = _TokenParam(
     "token",
@@ -224,7 +225,6 @@ TTL = _TtlParam(
     "This session's own idle TTL in seconds, from 1 to the service's SESSIONS_IDLE_TTL (its default).",
     {"type": "integer", "minimum": 1, "maximum": 180 * 86400},
     required=False,
-    example=3600,
 )
 LIMIT = Param(
     "limit",

@@ -69,6 +69,7 @@ class Route:
     extra: bool = False  # a body is extra data, given to the handler after the parameters
     methods: tuple[str, ...] = ("GET", "POST")
     probe: bool = False  # open without an API key when SESSIONS_OPEN_PROBES is on
+    public: bool = False  # open without an API key always (the API's documentation)
     # In the API description, when it has a summary.
     summary: str = ""
     result: str = SESSION
@@ -144,7 +145,7 @@ class _Bound:
         self.extra = route.extra
         self.methods = frozenset(route.methods)
         self.stats = METRICS.method(route.name)
-        self.open = route.probe and open_probes
+        self.open = route.public or (route.probe and open_probes)
         # What a method the route does not take is answered with; a route that takes none
         # (the fallback) is not there at all.
         self.refusal: Callable[[], SessionsError] = (

@@ -13,6 +13,7 @@ import socket
 import subprocess
 import sys
 import time
+import urllib.request
 from pathlib import Path
 
 import pytest
@@ -260,9 +261,11 @@ def test_ops_port_serves_only_ops_and_the_api_port_only_the_api(tmp_path):
         for path in ("/new?user_id=1&ip=192.0.2.1", "/get?token=" + TOKEN, "/user?id=1", "/ip?ip=1.2.3.4"):
             assert service.request(path, headers=auth)[0] == 404, path
         assert service.request("/health")[0] == 200  # probes stay open
-        # Everything else there needs a key, the docs' static files included.
-        assert service.request("/docs/static/swagger-ui.css")[0] == 401
+        # Everything else there needs a key, but the documentation (nothing secret in it).
         assert service.request("/metrics")[0] == 401
+        assert service.request("/version")[0] == 401
+        with urllib.request.urlopen(f"http://127.0.0.1:{ops_port}/docs/static/swagger-ui.css") as css:
+            assert css.status == 200
         assert service.request("/ready", headers=auth)[0] == 200
     finally:
         service.port = api_port

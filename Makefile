@@ -11,7 +11,7 @@ STAMP := $(VENV)/.dev-$(HASH)
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 APT := $(SUDO) env DEBIAN_FRONTEND=noninteractive apt-get
 
-.PHONY: run test lint lock fuzz mutate bench profile tarantool wrk redis-server chromium docker-compose docker-engine luacheck clean
+.PHONY: run test lint lock fuzz mutate bench profile tarantool wrk redis-server chromium docker-compose docker-engine luacheck promtool clean
 
 run: $(RUNTIME) tarantool
 	$(BIN)/sessions serve
@@ -19,12 +19,13 @@ run: $(RUNTIME) tarantool
 test: $(STAMP) tarantool chromium docker-engine lint
 	$(BIN)/pytest
 
-lint: $(STAMP) docker-compose luacheck
+lint: $(STAMP) docker-compose luacheck promtool
 	$(BIN)/ruff check sessions tests $(wildcard bench)
 	$(BIN)/ruff format --check -q sessions tests $(wildcard bench)
 	$(BIN)/mypy --strict sessions
 	luacheck -q --no-color tarantool $(wildcard bench/*.lua)
 	$(BIN)/hadolint Dockerfile tarantool/Dockerfile
+	promtool check rules ops/prometheus/alerts.yml
 	SESSIONS_TARANTOOL_PASSWORD=lint docker-compose -f docker-compose.yml config -q
 	SESSIONS_TARANTOOL_PASSWORD=lint docker-compose -f docker-compose.yml -f dc.sample.yml config -q
 
@@ -82,6 +83,10 @@ docker-engine: docker-compose
 			for i in $$(seq 1 60); do docker info >/dev/null 2>&1 && break; sleep 0.5; done; \
 		fi; \
 	fi
+
+# For `promtool check rules` on the alert rules (Debian's Prometheus package carries it).
+promtool:
+	@command -v promtool >/dev/null || { $(APT) update -q && $(APT) install -y -q --no-install-recommends prometheus; }
 
 luacheck:
 	@command -v luacheck >/dev/null || { $(APT) update -q && $(APT) install -y -q lua-check; }

@@ -13,6 +13,7 @@ import time
 from pathlib import Path
 
 import pytest
+import yaml
 from prometheus_client import CONTENT_TYPE_LATEST
 
 from sessions.api import METHODS
@@ -242,3 +243,25 @@ def _git_revision() -> str:
 async def test_a_checkout_reports_its_git_revision(client):
     expected = await asyncio.to_thread(_git_revision)
     assert (await call(client, "/version"))[1]["data"]["revision"] == expected
+
+
+def _monitoring_expressions() -> list[str]:
+    ops = Path(__file__).resolve().parent.parent / "ops"
+    rules = yaml.safe_load((ops / "prometheus" / "alerts.yml").read_text())
+    expressions = [rule["expr"] for group in rules["groups"] for rule in group["rules"]]
+    dashboard = json.loads((ops / "grafana" / "sessions.json").read_text())
+    return expressions + [target["expr"] for panel in dashboard["panels"] for target in panel["targets"]]
+
+
+async def test_the_alerts_and_the_dashboard_use_only_metrics_the_service_exports(client, user_id):
+    """ops/prometheus/alerts.yml and ops/grafana/sessions.json (promtool checks the rules in
+    `make lint`) name no metric the service does not export."""
+    await new_session(client, user_id)
+    exported = {
+        line.split("{")[0].split(" ")[0]
+        for line in (await (await client.get("/metrics")).text()).splitlines()
+        if line and not line.startswith("#")
+    }
+    expressions = _monitoring_expressions()
+    named = {name for expr in expressions for name in re.findall(r"\b(?:sessions|process)_[a-z_]+", expr)}
+    assert named and named <= exported, named - exported

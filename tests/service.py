@@ -44,10 +44,16 @@ class Service:
     """`python -m sessions serve` in a child process, with its own port and data dir."""
 
     def __init__(
-        self, data_dir: Path, *, probe_host: str = "127.0.0.1", fd_limit: int | None = None, **env: str
+        self,
+        data_dir: Path,
+        *,
+        probe_host: str = "127.0.0.1",
+        fd_limit: int | None = None,
+        port: int | None = None,
+        **env: str,
     ) -> None:
         self.host = probe_host
-        self.port = free_port()
+        self.port = port or free_port()
         self.data_dir = data_dir
         self.log_path = data_dir.parent / f"service-{self.port}.log"
         with open(self.log_path, "wb") as log:

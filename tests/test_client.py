@@ -2,6 +2,14 @@
 
 from __future__ import annotations
 
+import os
+import re
+import signal
+import socket
+import subprocess
+import sys
+from pathlib import Path
+
 import pytest
 
 from sessions.client import ServiceUnavailable, SessionsClient
@@ -9,6 +17,7 @@ from sessions.errors import InvalidExtra, InvalidIp, InvalidUserId, TokenNotFoun
 from sessions.models import SessionObject
 
 from .conftest import settings_for
+from .service import Service
 
 
 @pytest.fixture
@@ -59,3 +68,30 @@ async def test_unreachable_service_is_not_a_missing_session():
     async with SessionsClient("http://127.0.0.1:9", timeout=1) as sessions:
         with pytest.raises(ServiceUnavailable):
             await sessions.get("61494096-9af7-49ba-9fb4-e89c0811e6d3")
+
+
+def _readme_python_blocks() -> list[str]:
+    readme = (Path(__file__).resolve().parent.parent / "README.md").read_text()
+    return re.findall(r"```python\n(.*?)```", readme, flags=re.DOTALL)
+
+
+def test_the_readme_example_runs_as_printed(tmp_path):
+    """Every Python block of the README, run as a script exactly as printed, against the service
+    where the README says it serves (port 8080)."""
+    blocks = _readme_python_blocks()
+    assert blocks
+    with socket.socket() as probe:
+        if probe.connect_ex(("127.0.0.1", 8080)) == 0:
+            if os.environ.get("CI") == "true":
+                pytest.fail("port 8080 is taken: the README's examples need it")
+            pytest.skip("something already listens on port 8080")
+    service = Service(tmp_path / "data", port=8080)
+    try:
+        for number, block in enumerate(blocks):
+            script = tmp_path / f"readme_{number}.py"
+            script.write_text(block)
+            done = subprocess.run([sys.executable, str(script)], capture_output=True, text=True, timeout=60)
+            assert done.returncode == 0, done.stderr
+            assert "devices" in done.stdout or number > 0, done.stdout
+    finally:
+        service.stop(signal.SIGTERM)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+from typing import Any
 
 import orjson
 import pytest
@@ -321,6 +322,11 @@ async def test_a_refused_request_is_answered_without_asking_for_its_body(client)
 FORM_TYPE = {"Content-Type": "application/x-www-form-urlencoded"}
 
 
+async def _new_with_form(client: Any, user_id: int, form: bytes) -> tuple[int, Any]:
+    params = {"user_id": str(user_id), "ip": "192.0.2.1"}
+    return await call(client, "/new", "POST", params=params, data=form, headers=FORM_TYPE)
+
+
 @pytest.mark.parametrize(
     "body",
     [b'{"a":1}', b'  {"a": "b=c"}', b"[1, 2]", b"flag", b"a=1&flag", b"not a form at all"],
@@ -328,14 +334,7 @@ FORM_TYPE = {"Content-Type": "application/x-www-form-urlencoded"}
 async def test_a_form_body_that_is_not_key_value_pairs_is_refused_with_the_fix(client, user_id, body):
     """curl's -d and PHP's body without a header send JSON as a form: it was stored as one
     key with an empty value. Now it is refused, and the message says what to send."""
-    status, body_ = await call(
-        client,
-        "/new",
-        "POST",
-        params={"user_id": str(user_id), "ip": "192.0.2.1"},
-        data=body,
-        headers=FORM_TYPE,
-    )
+    status, body_ = await _new_with_form(client, user_id, body)
     assert (status, body_["code"]) == (400, "invalid_extra")
     assert "Content-Type: application/json" in body_["message"]
     assert (await call(client, "/user", params={"id": str(user_id)}))[1]["data"] == []
@@ -354,14 +353,7 @@ async def test_a_form_body_that_is_not_key_value_pairs_is_refused_with_the_fix(c
     ],
 )
 async def test_bracketed_form_keys_nest_as_php_and_rails_build_them(client, user_id, form, extra):
-    status, body = await call(
-        client,
-        "/new",
-        "POST",
-        params={"user_id": str(user_id), "ip": "192.0.2.1"},
-        data=form,
-        headers=FORM_TYPE,
-    )
+    status, body = await _new_with_form(client, user_id, form)
     assert status == 200 and body["data"]["extra"] == extra
 
 
@@ -370,21 +362,12 @@ async def test_bracketed_form_keys_nest_as_php_and_rails_build_them(client, user
     [b"a=1&a[b]=2", b"a[b]=1&a=2", b"tags[]=a&tags[x]=b", b"a[x]=1&a[]=2", b"a[b]=1&a[b]=2"],
 )
 async def test_a_form_key_both_a_value_and_a_group_is_refused(client, user_id, form):
-    status, body = await call(
-        client,
-        "/new",
-        "POST",
-        params={"user_id": str(user_id), "ip": "192.0.2.1"},
-        data=form,
-        headers=FORM_TYPE,
-    )
+    status, body = await _new_with_form(client, user_id, form)
     assert (status, body["code"]) == (400, "invalid_extra")
 
 
 async def test_form_nesting_limit_is_exact(client, user_id):
-    params = {"user_id": str(user_id), "ip": "192.0.2.1"}
     deepest = b"a" + b"[b]" * 31 + b"=1"  # 32 levels
-    assert (await call(client, "/new", "POST", params=params, data=deepest, headers=FORM_TYPE))[0] == 200
-    deeper = b"a" + b"[b]" * 32 + b"=1"
-    status, body = await call(client, "/new", "POST", params=params, data=deeper, headers=FORM_TYPE)
+    assert (await _new_with_form(client, user_id, deepest))[0] == 200
+    status, body = await _new_with_form(client, user_id, b"a" + b"[b]" * 32 + b"=1")
     assert (status, body["code"]) == (400, "invalid_extra")

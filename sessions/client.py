@@ -105,11 +105,11 @@ class SessionsClient:
         return int((await self._call("/ip/del", {"ip": ip}))["deleted"])
 
     async def by_user(self, user_id: int) -> list[SessionObject]:
-        """Every live session of the user, newest activity first (all pages)."""
+        """Every live session of the user, newest opened first (all pages)."""
         return await self._all_pages("/user", {"id": str(user_id)})
 
     async def by_ip(self, ip: str) -> list[SessionObject]:
-        """Every live session seen from the address, newest activity first (all pages)."""
+        """Every live session last seen from the address, newest opened first (all pages)."""
         return await self._all_pages("/ip", {"ip": ip})
 
     async def _all_pages(self, path: str, params: dict[str, str]) -> list[SessionObject]:

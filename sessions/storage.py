@@ -357,7 +357,9 @@ class Storage:
         """An instance's `info`, and its clock's offset from this process' clock."""
         sent = time.time()
         info: dict[str, Any] = (await conn.call("sessions.info", [], timeout=self._timeout))[0]
-        return info, info["now"] - (sent + time.time()) / 2
+        received = time.time()
+        # An instance on older Lua does not say its time: the clocks are taken as one.
+        return info, info.get("now", received) - (sent + received) / 2
 
     def _deadline(self) -> float:
         """When a call made now stops being waited for, on the instance's clock."""

@@ -221,3 +221,12 @@ def lua_session(user_id: object, ip: object, activity: object, extra: object = "
 
 def days_ago(days: float) -> int:
     return int(time.time() - days * 86400)
+
+
+def wait_for_purge_passes(admin: Console, count: int) -> None:
+    """Until the purge fiber has taken `count` more steps with the clock as it is now."""
+    start = admin.eval("return require('sessions.expiry').stats().passes")
+    deadline = time.monotonic() + 10
+    while admin.eval("return require('sessions.expiry').stats().passes") < start + count:
+        assert time.monotonic() < deadline, "the purge fiber is not running"
+        time.sleep(0.05)

@@ -18,7 +18,15 @@ from sessions.console import Console, ConsoleError
 from sessions.errors import Overloaded
 from sessions.overload import Gate
 
-from .conftest import call, frozen_tarantool, lua_bulk_insert, lua_session, new_session, settings_for
+from .conftest import (
+    call,
+    frozen_tarantool,
+    lua_bulk_insert,
+    lua_session,
+    new_session,
+    settings_for,
+    wait_for_purge_passes,
+)
 from .service import Service
 
 
@@ -361,3 +369,18 @@ async def test_a_new_retried_after_503_opens_exactly_one_session(serve, fresh_ta
     assert status == 200
     status, listed = await call(client, "/user", params={"id": str(user_id)})
     assert [s["token"] for s in listed["data"]] == [body["data"]["token"]]
+
+
+async def test_the_purge_forgets_a_key_after_its_window(serve, tmp_path, user_id):
+    at = 1_900_000_000
+    async with frozen_tarantool(tmp_path / "t", idle_ttl=86400, at=at) as (instance, admin):
+        client = await serve(settings_for(instance, idle_ttl=86400, idempotency_window=600))
+        params = {"user_id": str(user_id), "ip": "192.0.2.7"}
+        await call(client, "/new", params=params, headers={"Idempotency-Key": "forgotten"})
+        remembered = "return box.space.idempotency:get('forgotten') ~= nil"
+        admin.eval(f"require('sessions.clock').freeze({at + 600})")
+        wait_for_purge_passes(admin, 2)
+        assert admin.eval(remembered) is True  # its last second
+        admin.eval(f"require('sessions.clock').freeze({at + 601})")
+        wait_for_purge_passes(admin, 2)
+        assert admin.eval(remembered) is False

@@ -102,15 +102,14 @@ local function sweep_batch(space, rules)
 end
 
 -- Idempotency keys past their window (schema.lua, v4), at most `limit`; how many.
-local KEY_EXPIRES = 4
 local function purge_keys(space, limit)
     local now = clock.now()
     local doomed = {}
     for _, entry in space.index.expires:pairs() do
-        if entry[KEY_EXPIRES] >= now or #doomed >= limit then
+        if entry[F.KEYS.EXPIRES] >= now or #doomed >= limit then
             break
         end
-        doomed[#doomed + 1] = entry[1]
+        doomed[#doomed + 1] = entry[F.KEYS.KEY]
     end
     if #doomed > 0 then
         box.begin()

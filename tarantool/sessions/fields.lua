@@ -18,7 +18,18 @@ local FORMAT = {
                                                            -- reused: listings page by it
 }
 
-local fields = {FORMAT = FORMAT}
+-- The `idempotency` space (schema v4): `new`'s Idempotency-Keys.
+local KEYS_FORMAT = {
+    {name = 'key', type = 'string'},          -- the client's Idempotency-Key
+    {name = 'fingerprint', type = 'string'},  -- digest of the parameters it came with
+    {name = 'token', type = 'uuid'},          -- the session it opened
+    {name = 'expires', type = 'unsigned'},    -- last second the key is remembered
+}
+
+local fields = {FORMAT = FORMAT, KEYS_FORMAT = KEYS_FORMAT, KEYS = {}}
+for number, field in ipairs(KEYS_FORMAT) do
+    fields.KEYS[field.name:upper()] = number
+end
 for number, field in ipairs(FORMAT) do
     fields[field.name:upper()] = number
 end

@@ -184,16 +184,16 @@ end
 -- is new (or its window is over). The same key with other parameters, or one whose session
 -- has ended since, is a conflict: answering another session, or opening one again, would
 -- be wrong for a client that retries.
-local KEY_FINGERPRINT, KEY_TOKEN, KEY_EXPIRES = 2, 3, 4
+local K = F.KEYS
 local function replay(idem, rules)
     local entry = box.space.idempotency:get(idem.key)
-    if entry == nil or entry[KEY_EXPIRES] < now() then
+    if entry == nil or entry[K.EXPIRES] < now() then
         return nil
     end
-    if entry[KEY_FINGERPRINT] ~= idem.fingerprint then
+    if entry[K.FINGERPRINT] ~= idem.fingerprint then
         raise('IdempotencyConflict', 'this Idempotency-Key was used with other parameters')
     end
-    local tuple = box.space.sessions:get(entry[KEY_TOKEN])
+    local tuple = box.space.sessions:get(entry[K.TOKEN])
     if tuple == nil or not is_live(tuple, rules) then
         raise('IdempotencyConflict', 'the session this Idempotency-Key opened has ended; use a new key')
     end

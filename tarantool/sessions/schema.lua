@@ -112,15 +112,11 @@ local migrations = {
     -- Idempotency keys of `new`: a retried `new` with the same key answers the session the
     -- first one opened. Entries live for the service's window and the purge removes them.
     {'sessions_v4', function()
-        local space = box.schema.space.create(IDEMPOTENCY, {if_not_exists = true, format = {
-            {name = 'key', type = 'string'},          -- the client's Idempotency-Key
-            {name = 'fingerprint', type = 'string'},  -- digest of the parameters it came with
-            {name = 'token', type = 'uuid'},          -- the session it opened
-            {name = 'expires', type = 'unsigned'},    -- last second the key is remembered
-        }})
-        space:create_index('key', {type = 'hash', parts = {{field = 1}}, if_not_exists = true})
+        local K = F.KEYS
+        local space = box.schema.space.create(IDEMPOTENCY, {if_not_exists = true, format = F.KEYS_FORMAT})
+        space:create_index('key', {type = 'hash', parts = {{field = K.KEY}}, if_not_exists = true})
         space:create_index('expires', {
-            type = 'tree', unique = false, parts = {{field = 4}}, if_not_exists = true,
+            type = 'tree', unique = false, parts = {{field = K.EXPIRES}}, if_not_exists = true,
         })
     end},
     -- Stable paging: each session gets `seq` (existing ones in the order the `expires`

@@ -5,7 +5,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 # What serving needs, and on top of it the tools of test, lint, fuzz, mutate and bench:
 # `make run` installs only the first (a new pyproject.toml starts the virtualenv afresh).
-HASH := $(shell cksum < pyproject.toml | cut -d' ' -f1)
+HASH := $(shell cat pyproject.toml clients/python/pyproject.toml | cksum | cut -d" " -f1)
 RUNTIME := $(VENV)/.runtime-$(HASH)
 STAMP := $(VENV)/.dev-$(HASH)
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
@@ -20,9 +20,9 @@ test: $(STAMP) tarantool chromium docker-engine lint
 	$(BIN)/pytest
 
 lint: $(STAMP) docker-compose luacheck promtool
-	$(BIN)/ruff check sessions tests $(wildcard bench)
-	$(BIN)/ruff format --check -q sessions tests $(wildcard bench)
-	$(BIN)/mypy --strict sessions
+	$(BIN)/ruff check sessions tests clients/python $(wildcard bench)
+	$(BIN)/ruff format --check -q sessions tests clients/python $(wildcard bench)
+	$(BIN)/mypy --strict sessions clients/python/sessions_client
 	luacheck -q --no-color tarantool $(wildcard bench/*.lua)
 	$(BIN)/hadolint Dockerfile tarantool/Dockerfile
 	promtool check rules ops/prometheus/alerts.yml
@@ -109,7 +109,7 @@ $(RUNTIME):
 	touch $@
 
 $(STAMP): $(RUNTIME)
-	$(BIN)/pip install -q --disable-pip-version-check -e '.[dev]'
+	$(BIN)/pip install -q --disable-pip-version-check -e '.[dev]' -e clients/python
 	touch $@
 
 # The service image's exact dependency versions, from a virtualenv of the runtime ones only.

@@ -1,23 +1,41 @@
-"""sessions.client.SessionsClient against the real service."""
+"""The Python client (clients/python, its own distribution) against the real service."""
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import re
 import signal
 import socket
 import subprocess
 import sys
+import tomllib
 from pathlib import Path
 
+import orjson
 import pytest
 
-from sessions.client import ServiceUnavailable, SessionsClient
-from sessions.errors import InvalidExtra, InvalidIp, InvalidUserId, TokenNotFound, Unauthorized
-from sessions.models import SessionObject
+import sessions
+import sessions_client
+from sessions.models import SessionObject as ServerSessionObject
+from sessions_client import ServiceUnavailable, SessionObject, SessionsClient
+from sessions_client.errors import (
+    BY_CODE,
+    IdempotencyConflict,
+    InvalidExtra,
+    InvalidInput,
+    InvalidIp,
+    InvalidUserId,
+    NotFoundError,
+    TokenNotFound,
+    Unauthorized,
+    Unavailable,
+)
 
 from .conftest import settings_for
 from .service import Service
+
+ROOT = Path(__file__).resolve().parent.parent
 
 
 @pytest.fixture
@@ -44,14 +62,53 @@ async def test_round_trip(base_url, user_id, ip):
 
 async def test_errors_are_typed(base_url, user_id):
     async with SessionsClient(base_url) as sessions:
-        with pytest.raises(InvalidUserId):
+        with pytest.raises(InvalidUserId) as invalid:
             await sessions.new(0, "192.0.2.1")
+        assert isinstance(invalid.value, InvalidInput) and invalid.value.status == 400
         with pytest.raises(InvalidIp):
             await sessions.by_ip("nowhere")
         with pytest.raises(InvalidExtra):
             await sessions.new(user_id, "192.0.2.1", extra={"n": 2**70})
-        with pytest.raises(TokenNotFound):
+        with pytest.raises(InvalidExtra):
+            await sessions.new(user_id, "192.0.2.1", extra={"n": float("nan")})
+        with pytest.raises(TokenNotFound) as missing:
             await sessions.delete("not-a-token")
+        assert isinstance(missing.value, NotFoundError) and missing.value.status == 404
+
+
+async def test_paging_rotation_idempotency_and_bulk_deletes(base_url, user_id):
+    async with SessionsClient(base_url) as sessions:
+        opened = [await sessions.new(user_id, "192.0.2.44") for _ in range(5)]
+        walked = [s.token async for s in sessions.iter_user(user_id, page_size=2)]
+        assert walked == [s.token for s in reversed(opened)]  # newest first, every page
+        rotated = await sessions.rotate(opened[0].token)
+        assert rotated.token != opened[0].token
+        with pytest.raises(TokenNotFound):
+            await sessions.get(opened[0].token)
+        first = await sessions.new(user_id, "192.0.2.44", idempotency_key="sign-in-1")
+        again = await sessions.new(user_id, "192.0.2.44", idempotency_key="sign-in-1")
+        assert again == first
+        with pytest.raises(IdempotencyConflict):
+            await sessions.new(user_id, "192.0.2.45", idempotency_key="sign-in-1")
+        assert await sessions.delete_user(user_id, keep=rotated.token) == 5
+        assert [s.token for s in await sessions.by_user(user_id)] == [rotated.token]
+        assert await sessions.delete_ip("192.0.2.44") == 1
+
+
+def test_the_client_knows_every_error_code_and_field_of_the_api_document():
+    """The OpenAPI document is the reference: a code or a SessionObject field the service
+    documents and the client lacks fails here."""
+    document = orjson.loads((ROOT / "openapi.json").read_bytes())
+    codes = set(document["components"]["schemas"]["Error"]["properties"]["code"]["enum"])
+    assert codes <= set(BY_CODE), codes - set(BY_CODE)
+    assert [f.name for f in dataclasses.fields(SessionObject)] == list(ServerSessionObject.model_fields)
+    assert issubclass(BY_CODE["overloaded"], Unavailable)
+
+
+def test_the_client_is_versioned_with_the_service_and_needs_only_aiohttp():
+    assert sessions_client.__version__ == sessions.__version__
+    project = tomllib.loads((ROOT / "clients/python/pyproject.toml").read_text())["project"]
+    assert [d.split(">")[0] for d in project["dependencies"]] == ["aiohttp"]
 
 
 async def test_api_key(serve, tarantool, user_id):
@@ -71,7 +128,7 @@ async def test_unreachable_service_is_not_a_missing_session():
 
 
 def _readme_python_blocks() -> list[str]:
-    readme = (Path(__file__).resolve().parent.parent / "README.md").read_text()
+    readme = (ROOT / "README.md").read_text()
     return re.findall(r"```python\n(.*?)```", readme, flags=re.DOTALL)
 
 

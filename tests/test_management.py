@@ -13,9 +13,9 @@ from typing import Any
 
 import pytest
 
-from sessions.client import SessionsClient
 from sessions.console import Console
 from sessions.embedded import EmbeddedTarantool
+from sessions_client import SessionsClient
 
 from .conftest import (
     PASSWORD,

@@ -1,0 +1,224 @@
+"""An asyncio client for the sessions service, for backends written in Python.
+
+    async with SessionsClient("http://127.0.0.1:8080") as sessions:
+        session = await sessions.new(user_id=1, ip="192.0.2.1", extra={"device": "Nexus 5"})
+        try:
+            session = await sessions.get(session.token)
+        except TokenNotFound:
+            ...  # signed out or expired
+
+Every error code of the API is raised as its own exception (`sessions_client.errors`), under
+three families a caller acts on: `NotFoundError`, `InvalidInput` and `Unavailable`. Network
+trouble and timeouts are `ServiceUnavailable`, an `Unavailable`, so that "no such session" and
+"cannot tell now" never look alike. Its only dependency is aiohttp.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+from types import TracebackType
+from typing import Any
+
+import aiohttp
+import yarl
+
+from .errors import BY_CODE, InvalidExtra, ServiceUnavailable, SessionsError, TokenNotFound
+
+__version__ = "0.1.0"
+__all__ = ["ServiceUnavailable", "SessionObject", "SessionsClient", "SessionsError", "TokenNotFound"]
+
+
+@dataclass(frozen=True, slots=True)
+class SessionObject:
+    """A session as the service answers it; `create` and `activity` are Unix seconds."""
+
+    ip: str
+    extra: dict[str, Any] | None
+    user_id: int
+    create: int
+    activity: int
+    token: str
+
+
+class SessionsClient:
+    """One pooled HTTP connection set to a sessions service; use it as an async context manager.
+
+    Tokens travel in the X-Session-Token header, never in URLs that proxies and logs keep;
+    extra data is sent as JSON, so values keep their types and None removes a key.
+    """
+
+    def __init__(
+        self,
+        base_url: str,
+        *,
+        api_key: str | None = None,
+        timeout: float = 2.0,
+        max_connections: int = 100,
+    ) -> None:
+        self._base_url = base_url.rstrip("/")
+        self._headers = {"Authorization": f"Bearer {api_key}"} if api_key else {}
+        self._timeout = aiohttp.ClientTimeout(total=timeout)
+        self._max_connections = max_connections
+        self._http: aiohttp.ClientSession | None = None
+
+    async def __aenter__(self) -> SessionsClient:
+        self._http = aiohttp.ClientSession(
+            connector=aiohttp.TCPConnector(limit=self._max_connections),
+            timeout=self._timeout,
+            headers=self._headers,
+        )
+        return self
+
+    async def __aexit__(
+        self, kind: type[BaseException] | None, error: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        await self.close()
+
+    async def close(self) -> None:
+        if self._http is not None:
+            await self._http.close()
+            self._http = None
+
+    async def new(
+        self,
+        user_id: int,
+        ip: str,
+        *,
+        extra: dict[str, Any] | None = None,
+        ttl: int | None = None,
+        idempotency_key: str | None = None,
+    ) -> SessionObject:
+        """Open a session; `ttl` gives it an idle TTL of its own, shorter than the service's.
+        With `idempotency_key`, a repeat of the same call answers the session the first opened
+        (send one per sign-in attempt, and retry with it after an `Unavailable`)."""
+        params = {"user_id": str(user_id), "ip": ip}
+        if ttl is not None:
+            params["ttl"] = str(ttl)
+        headers = {} if idempotency_key is None else {"Idempotency-Key": idempotency_key}
+        return _session(await self._call("/new", params, extra, headers=headers))
+
+    async def get(
+        self, token: str, *, ip: str | None = None, extra: dict[str, Any] | None = None
+    ) -> SessionObject:
+        """The live session of the token, its activity now; with `ip`, moved to that address."""
+        params = {} if ip is None else {"ip": ip}
+        return _session(await self._call("/get", params, extra, token=token))
+
+    async def delete(self, token: str) -> SessionObject:
+        """End the session; the session as it was."""
+        return _session(await self._call("/del", {}, token=token))
+
+    async def rotate(self, token: str) -> SessionObject:
+        """The same session under a new token; `token` stops working at once."""
+        return _session(await self._call("/rotate", {}, token=token))
+
+    async def delete_user(self, user_id: int, *, keep: str | None = None) -> int:
+        """End every live session of the user but `keep` (a token of theirs); how many."""
+        params = {"id": str(user_id)}
+        if keep is not None:
+            params["except"] = keep
+        return int((await self._call("/user/del", params))["deleted"])
+
+    async def delete_ip(self, ip: str) -> int:
+        """End every live session seen from the address; how many."""
+        return int((await self._call("/ip/del", {"ip": ip}))["deleted"])
+
+    async def by_user(self, user_id: int) -> list[SessionObject]:
+        """Every live session of the user, newest opened first (all pages)."""
+        return [session async for session in self.iter_user(user_id)]
+
+    async def by_ip(self, ip: str) -> list[SessionObject]:
+        """Every live session last seen from the address, newest opened first (all pages)."""
+        return [session async for session in self.iter_ip(ip)]
+
+    def iter_user(self, user_id: int, *, page_size: int | None = None) -> AsyncIterator[SessionObject]:
+        """The user's live sessions one at a time, a page fetched when the last one is used up."""
+        return self._pages("/user", {"id": str(user_id)}, page_size)
+
+    def iter_ip(self, ip: str, *, page_size: int | None = None) -> AsyncIterator[SessionObject]:
+        """The live sessions last seen from the address, a page at a time."""
+        return self._pages("/ip", {"ip": ip}, page_size)
+
+    async def _pages(
+        self, path: str, params: dict[str, str], page_size: int | None
+    ) -> AsyncIterator[SessionObject]:
+        if page_size is not None:
+            params["limit"] = str(page_size)
+        url: str | yarl.URL = self._base_url + path
+        query: dict[str, str] | None = params
+        while True:
+            data, next_url = await self._send(url, query)
+            for item in data:
+                yield _session(item)
+            if next_url is None:
+                return
+            url, query = next_url, None  # the next page's URL carries its whole query
+
+    async def _call(
+        self,
+        path: str,
+        params: dict[str, str],
+        extra: dict[str, Any] | None = None,
+        *,
+        token: str | None = None,
+        headers: dict[str, str] | None = None,
+    ) -> Any:
+        data, _ = await self._send(self._base_url + path, params, extra, token=token, headers=headers)
+        return data
+
+    async def _send(
+        self,
+        url: str | yarl.URL,
+        params: dict[str, str] | None,
+        extra: dict[str, Any] | None = None,
+        *,
+        token: str | None = None,
+        headers: dict[str, str] | None = None,
+    ) -> tuple[Any, yarl.URL | None]:
+        """The data of one call's answer and the URL of the page after it, if any."""
+        if self._http is None:
+            raise RuntimeError("use SessionsClient as `async with SessionsClient(...) as client`")
+        sent = dict(headers or {})
+        body = None
+        if extra is not None:
+            try:
+                body = json.dumps(extra, allow_nan=False).encode()
+            except (TypeError, ValueError) as error:
+                raise InvalidExtra(f"Extra data cannot be sent as JSON: {error}.") from None
+            sent["Content-Type"] = "application/json"
+        if token is not None:
+            sent["X-Session-Token"] = token
+        try:
+            async with self._http.post(url, params=params, data=body, headers=sent) as response:
+                raw = await response.read()
+                next_link = response.links.get("next")
+                retry_after = response.headers.get("Retry-After")
+        except (aiohttp.ClientError, TimeoutError) as error:
+            raise ServiceUnavailable(f"{type(error).__name__}: {error}") from error
+        try:
+            envelope = json.loads(raw)
+            status = envelope["status"]
+        except (ValueError, TypeError, KeyError):
+            raise ServiceUnavailable(
+                f"not a sessions service answer (HTTP {response.status})", status=response.status
+            ) from None
+        if status == "success":
+            next_url = next_link.get("url") if next_link else None
+            return envelope["data"], next_url if isinstance(next_url, yarl.URL) else None
+        error_type = BY_CODE.get(envelope.get("code"), SessionsError)
+        raise error_type(
+            str(envelope.get("message", "")), status=response.status, retry_after=_seconds(retry_after)
+        )
+
+
+def _session(data: dict[str, Any]) -> SessionObject:
+    return SessionObject(**data)
+
+
+def _seconds(value: str | None) -> float | None:
+    try:
+        return None if value is None else float(value)
+    except ValueError:
+        return None

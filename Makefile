@@ -11,12 +11,12 @@ STAMP := $(VENV)/.dev-$(HASH)
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 APT := $(SUDO) env DEBIAN_FRONTEND=noninteractive apt-get
 
-.PHONY: run test lint lock fuzz mutate bench profile tarantool wrk redis-server chromium docker-compose docker-engine luacheck promtool clean
+.PHONY: run test lint docs lock fuzz mutate bench profile tarantool wrk redis-server chromium curl-jq docker-compose docker-engine luacheck promtool clean
 
 run: $(RUNTIME) tarantool
 	$(BIN)/sessions serve
 
-test: $(STAMP) tarantool chromium docker-engine lint
+test: $(STAMP) tarantool chromium curl-jq docker-engine lint
 	$(BIN)/pytest
 
 lint: $(STAMP) docker-compose luacheck promtool
@@ -91,6 +91,10 @@ promtool:
 luacheck:
 	@command -v luacheck >/dev/null || { $(APT) update -q && $(APT) install -y -q lua-check; }
 
+# The README's shell examples, which the suite runs as printed.
+curl-jq:
+	@command -v curl >/dev/null && command -v jq >/dev/null || { $(APT) update -q && $(APT) install -y -q curl jq; }
+
 # For the test that opens /docs in a real browser.
 chromium:
 	@command -v chromium >/dev/null || { $(APT) update -q && $(APT) install -y -q chromium; }
@@ -120,6 +124,10 @@ lock:
 	{ sed -n '1,3p' requirements.lock; .venv-lock/bin/pip freeze --exclude-editable | grep -v '^sessions'; } > requirements.lock.new
 	mv requirements.lock.new requirements.lock
 	rm -rf .venv-lock
+
+# The documentation's tables from the code (test_docs.py checks they are current).
+docs: $(STAMP)
+	$(BIN)/python -m sessions.reference
 
 clean:
 	rm -rf $(VENV) .pytest_cache .ruff_cache .mypy_cache mutants *.egg-info

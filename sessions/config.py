@@ -12,8 +12,9 @@ from typing import Annotated, Literal
 from pydantic import Field, SecretStr, ValidationError, field_validator, model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
+from .limits import DAY, DEFAULT_TTL, LIST_MAX, MAX_TTL
+
 __all__ = [
-    "DAY",
     "Settings",
     "TarantoolAddress",
     "describe_error",
@@ -21,7 +22,6 @@ __all__ = [
     "unknown_variables",
 ]
 
-DAY = 24 * 60 * 60
 _PROJECT_DIR = Path(__file__).resolve().parent.parent
 
 TarantoolAddress = tuple[str, int | str]
@@ -42,88 +42,117 @@ class Settings(BaseSettings):
     """Everything the service can be told; the defaults give a working local service."""
 
     model_config = SettingsConfigDict(
-        env_prefix="SESSIONS_", env_ignore_empty=True, extra="ignore", frozen=True
+        env_prefix="SESSIONS_",
+        env_ignore_empty=True,
+        extra="ignore",
+        frozen=True,
+        use_attribute_docstrings=True,
     )
+    # Each field's docstring is its line in docs/configuration.md (generated: make docs).
 
     host: str = "127.0.0.1"
+    """Address to listen on."""
     port: Annotated[int, Field(ge=1, le=65535)] = 8080
-    # Processes serving the port together (SO_REUSEPORT); they share one Tarantool.
+    """Port to listen on."""
     workers: Annotated[int, Field(ge=1, le=64)] = 1
+    """Processes serving the port together (SO_REUSEPORT), sharing one Tarantool."""
 
-    # Remote Tarantool as host:port, [ipv6]:port or unix/:/path; several, comma-separated,
-    # for a primary and its replicas (the writable one is used). Unset means embedded.
     tarantool: str | None = None
+    """`host:port`, `[ipv6]:port` or `unix/:/path` of a running Tarantool, or several,
+    comma-separated (a primary and its replicas: the writable one is used); unset starts an
+    embedded one."""
     tarantool_user: Annotated[str, Field(min_length=1)] = "sessions"
-    # Required for a remote instance; the embedded one gets a fresh random one per start.
+    """Tarantool user of the service."""
     tarantool_password: SecretStr | None = None
+    """Its password: required with `SESSIONS_TARANTOOL`; the embedded instance gets a random one
+    per start."""
     tarantool_timeout: Annotated[float, Field(gt=0, le=60)] = 1.0
+    """Seconds a storage call may take before the answer is `storage_unavailable`."""
 
-    # Embedded Tarantool: its data, binary, Lua scripts and resources.
     data_dir: Path = Path("var")
+    """Embedded Tarantool: snapshots, WAL, log, sockets."""
     tarantool_bin: str = "tarantool"
+    """Embedded Tarantool: the binary."""
     tarantool_scripts: Path = _PROJECT_DIR / "tarantool"
+    """Embedded Tarantool: the directory of its Lua (this checkout's `tarantool/`)."""
     # 2 GiB: about 13 million sessions without extra data, 8 million with 200 bytes each.
     tarantool_memory: Annotated[int, Field(ge=64 * 2**20)] = 2 * 2**30
+    """Embedded Tarantool: bytes for data and indexes (2 GiB holds about 13 million sessions
+    without extra data); when full, `new` answers `storage_full`."""
     wal_mode: Literal["write", "fsync", "none"] = "write"
+    """Embedded Tarantool: `write`, `fsync` (survives power loss, slower) or `none`."""
     startup_timeout: Annotated[float, Field(gt=0)] = 60.0
+    """Seconds to wait for Tarantool at start."""
     shutdown_timeout: Annotated[float, Field(gt=0)] = 10.0
+    """Seconds to finish requests and stop Tarantool on exit."""
 
-    idle_ttl: Annotated[int, Field(ge=1, le=100 * 365 * DAY)] = 180 * DAY
-    # A session ends this long after it was opened, however busy it is (unset: never).
-    max_lifetime: Annotated[int, Field(ge=1, le=100 * 365 * DAY)] | None = None
-    # A `new` for a user with this many live sessions ends their least recently active one.
+    idle_ttl: Annotated[int, Field(ge=1, le=MAX_TTL)] = DEFAULT_TTL
+    """Seconds of inactivity after which a session is gone (180 days)."""
+    max_lifetime: Annotated[int, Field(ge=1, le=MAX_TTL)] | None = None
+    """Seconds after `create` when a session ends however busy it is (unset: never)."""
     max_per_user: Annotated[int, Field(ge=1, le=1_000_000)] | None = None
+    """Live sessions a user may have; a `new` beyond it ends the least recently active."""
     # Tarantool stores a session in one tuple of at most 1 MiB (memtx_max_tuple_size).
     extra_max_bytes: Annotated[int, Field(ge=64, le=2**20 - 4096)] = 64 * 2**10
+    """Largest extra data, per request and stored (at most 1 MiB - 4 KiB)."""
 
-    # The most sessions one /user or /ip answer holds when no `limit` is given; the rest
-    # come page by page through the Link header.
-    list_max: Annotated[int, Field(ge=1, le=1000)] = 1000
+    list_max: Annotated[int, Field(ge=1, le=LIST_MAX)] = LIST_MAX
+    """Most sessions in one `/user` or `/ip` page without `limit`; the rest come page by page
+    through the `Link` header."""
 
     # Bulk work (listings and bulk deletes) is admitted apart from the check path (get, new,
-    # del, rotate), so that it can never starve it: at most `bulk_concurrency` of it at
-    # once per process, at most `bulk_queue` waiting for a turn, none waiting longer than
-    # `queue_timeout`; anything beyond is answered `overloaded` at once. A page of a
-    # listing holds at most `page_max_bytes` of sessions (and at least one session), so
-    # the listings in flight take about bulk_concurrency x page_max_bytes x 4 of a process'
-    # memory (msgpack, Python objects and JSON at once). 1 MiB keeps a page's decoding and
-    # encoding, during which a process does nothing else, to about 5 ms (bench/README.md).
+    # del, rotate), so that it can never starve it. The listings in flight take about
+    # bulk_concurrency x page_max_bytes x 4 of a process' memory (msgpack, Python objects and
+    # JSON at once). 1 MiB keeps a page's decoding and encoding, during which a process does
+    # nothing else, to about 5 ms (bench/README.md).
     bulk_concurrency: Annotated[int, Field(ge=1, le=64)] = 2
+    """Listings and bulk deletes one process works on at once."""
     bulk_queue: Annotated[int, Field(ge=0, le=10_000)] = 32
+    """Listings and bulk deletes one process keeps waiting for a turn; more are answered
+    `overloaded` at once."""
     queue_timeout: Annotated[float, Field(gt=0, le=60)] = 1.0
+    """Seconds a listing or bulk delete may wait for its turn before it is answered `overloaded`."""
     page_max_bytes: Annotated[int, Field(ge=64 * 2**10, le=16 * 2**20)] = 2**20
-    # Check-path requests in flight per process; beyond it they are `overloaded` at once.
+    """Most bytes of sessions in one page of `/user` or `/ip` (but always at least one session)."""
     max_in_flight: Annotated[int, Field(ge=1, le=1_000_000)] = 4096
-    # How long a `new`'s Idempotency-Key is remembered (at least ten minutes).
+    """`get`, `new`, `del` and `rotate` requests one process works on at once; more are answered
+    `overloaded`."""
     idempotency_window: Annotated[int, Field(ge=600, le=7 * DAY)] = 3600
+    """Seconds a `new`'s `Idempotency-Key` is remembered."""
 
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
+    """`DEBUG`, `INFO`, `WARNING` or `ERROR`."""
     log_format: Literal["text", "json"] = "text"
+    """`text`, or `json` for one JSON object per line; both write ISO 8601 times with the zone."""
     access_log: bool = False
+    """Log every request (token values masked)."""
 
-    # /health, /ready, /metrics, /openapi.json and /docs: off, or on a port of their own.
     ops_enabled: bool = True
+    """Serve `/health`, `/ready`, `/metrics`, `/version`, `/openapi.json` and `/docs`."""
     ops_port: Annotated[int, Field(ge=1, le=65535)] | None = None
+    """Serve those on this port only (not `SESSIONS_PORT`)."""
 
-    # Comma-separated; with any set, every request needs `Authorization: Bearer <key>`.
     api_keys: Annotated[tuple[SecretStr, ...], NoDecode] = ()
-    # Serve beyond loopback without API keys, on purpose: anyone who reaches the port can
-    # then read and end every session. Without it such a start is refused.
+    """Comma-separated keys; when set, every request needs `Authorization: Bearer <key>` (several
+    allow rotation); a value with no key in it is refused, not taken as "no keys"."""
     allow_open: bool = False
-    # Leave the health probes (/health, /ready) open even when API keys are set.
+    """Serve beyond loopback without API keys, on purpose (anyone who reaches the port could then
+    read and end every session); without it such a start is refused."""
     open_probes: bool = True
+    """Leave `/health` and `/ready` open even when API keys are set."""
 
-    # The source revision this runs (the images set it from their build; a checkout asks git).
     revision: str | None = None
+    """The source revision `/version` and `sessions_build_info` report (the images set it; a
+    checkout asks git)."""
 
-    # Set by the supervisor for its workers: where each writes its counts, so that /metrics
-    # in any worker reports them all (metrics.py). Not for operators.
     metrics_dir: Path | None = None
+    """Set by the supervisor for its workers: where each writes its counts so that `/metrics` in
+    any worker reports them all. Not for operators."""
 
-    # A connection idle this long, or still sending its request head, is closed.
     keepalive_timeout: Annotated[float, Field(gt=0)] = 30.0
-    # A request body must arrive within this long, or the answer is 408.
+    """Seconds before an idle connection, or one still sending its request head, is closed."""
     body_timeout: Annotated[float, Field(gt=0)] = 10.0
+    """Seconds a request body may take to arrive before the answer is 408."""
 
     @field_validator("api_keys", mode="before")
     @classmethod

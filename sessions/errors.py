@@ -48,12 +48,19 @@ class SessionsError(Exception):
 
 
 class BadRequest(SessionsError):
+    """The request is not valid HTTP (a request line or header over 8190 bytes, a broken chunked body, a
+    `Content-Encoding` that does not decode, a malformed `Idempotency-Key`), or it gives two different
+    tokens (query and `X-Session-Token`).
+    """
+
     status = 400
     code = "bad_request"
     default_message = "The request is not valid HTTP."
 
 
 class Unauthorized(SessionsError):
+    """API keys are configured and the request has no valid `Authorization: Bearer KEY`."""
+
     status = 401
     code = "unauthorized"
     default_message = "A valid API key is required: Authorization: Bearer KEY."
@@ -61,60 +68,84 @@ class Unauthorized(SessionsError):
 
 
 class RequestTimeout(SessionsError):
+    """The request body did not arrive within `SESSIONS_BODY_TIMEOUT`."""
+
     status = 408
     code = "request_timeout"
     default_message = "The request was not received in time."
 
 
 class InvalidUserId(SessionsError):
+    """`user_id`/`id` missing, repeated, or not a plain decimal integer from 1 to 2^63-1."""
+
     status = 400
     code = "invalid_user_id"
     default_message = "User id must be a positive integer up to 9223372036854775807."
 
 
 class InvalidIp(SessionsError):
+    """`ip` missing (where required), empty, repeated, or not an IPv4/IPv6 address."""
+
     status = 400
     code = "invalid_ip"
     default_message = "IP must be an IPv4 or IPv6 address."
 
 
 class InvalidExtra(SessionsError):
+    """A body that is not a JSON object or `key=value` form pairs (JSON sent with a form type included: the
+    message says to send `Content-Type: application/json`).
+    """
+
     status = 400
     code = "invalid_extra"
     default_message = "Extra data must be a JSON object or a form-encoded body."
 
 
 class InvalidTtl(SessionsError):
+    """`ttl` is not a plain decimal integer from 1 to `SESSIONS_IDLE_TTL`, or repeated."""
+
     status = 400
     code = "invalid_ttl"
     default_message = "ttl must be a whole number of seconds from 1 to the service's idle TTL."
 
 
 class InvalidLimit(SessionsError):
+    """`limit` is not a plain decimal integer from 1 to the most a page holds."""
+
     status = 400
     code = "invalid_limit"
     default_message = "Limit must be an integer from 1 to 1000."
 
 
 class InvalidCursor(SessionsError):
+    """`after` is not a cursor this service handed out."""
+
     status = 400
     code = "invalid_cursor"
     default_message = "The cursor is not one this service gave: follow the Link header's next URL."
 
 
 class TokenNotFound(SessionsError):
+    """The token is missing, malformed, unknown or expired (deliberately one answer)."""
+
     status = 404
     code = "token_not_found"
     default_message = "No live session has this token."
 
 
 class NotFound(SessionsError):
+    """No such path."""
+
     status = 404
     code = "not_found"
     default_message = "No such method."
 
 
 class MethodNotAllowed(SessionsError):
+    """A method the path does not answer (the API: GET and POST; HEAD would open sessions); the `Allow`
+    header says which.
+    """
+
     status = 405
     code = "method_not_allowed"
     default_message = "Use GET or POST."
@@ -128,12 +159,16 @@ class MethodNotAllowed(SessionsError):
 
 
 class ExpectationFailed(SessionsError):
+    """An `Expect` header other than `100-continue`."""
+
     status = 417
     code = "expectation_failed"
     default_message = "The only Expect this service knows is 100-continue."
 
 
 class PayloadTooLarge(SessionsError):
+    """Extra data, or the merge it asks for, over `SESSIONS_EXTRA_MAX_BYTES`."""
+
     status = 413
     code = "payload_too_large"
     default_message = "Extra data is too large."
@@ -144,6 +179,10 @@ _RETRY_SOON: dict[str, str] = {"Retry-After": "1"}
 
 
 class StorageUnavailable(SessionsError):
+    """Tarantool did not answer within `SESSIONS_TARANTOOL_TIMEOUT`; retry (a write may have been applied
+    if Tarantool was slow rather than gone).
+    """
+
     status = 503
     code = "storage_unavailable"
     default_message = "Session storage is unavailable, try again."
@@ -151,6 +190,8 @@ class StorageUnavailable(SessionsError):
 
 
 class StorageFull(SessionsError):
+    """Tarantool's memory is full: no new sessions or extra data; `get`, `del` and the lists keep working."""
+
     status = 503
     code = "storage_full"
     default_message = "Session storage is out of memory; no new sessions or extra data can be stored."
@@ -158,6 +199,10 @@ class StorageFull(SessionsError):
 
 
 class StorageWriteFailed(SessionsError):
+    """Tarantool could not write its log (disk full or failing, or no synchronous replica confirmed in
+    time); nothing changed, retry.
+    """
+
     status = 503
     code = "storage_write_failed"
     default_message = "Session storage could not write to disk; nothing was changed, try again."
@@ -165,7 +210,9 @@ class StorageWriteFailed(SessionsError):
 
 
 class Overloaded(SessionsError):
-    """Shed before any of its work was done: a queue was full or its deadline passed."""
+    """Shed before any of its work was done: its class of work had no free turn and its queue was full, or
+    its wait passed `SESSIONS_QUEUE_TIMEOUT`; retry after `Retry-After`.
+    """
 
     status = 503
     code = "overloaded"
@@ -174,13 +221,17 @@ class Overloaded(SessionsError):
 
 
 class IdempotencyConflict(SessionsError):
+    """`new`'s `Idempotency-Key` was used within `SESSIONS_IDEMPOTENCY_WINDOW` with other parameters, or
+    the session it opened has ended since; use a new key.
+    """
+
     status = 409
     code = "idempotency_conflict"
     default_message = "This Idempotency-Key was used with other parameters."
 
 
 class InternalError(SessionsError):
-    pass
+    """A bug: the details go to the log, never to the client."""
 
 
 # Every error the API can answer, by its envelope code: for clients and the API description.

@@ -12,17 +12,101 @@ import bisect
 import contextlib
 import os
 from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import orjson
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily
+from prometheus_client.metrics_core import Metric
 
 from .overload import Gate
 
-__all__ = ["BUCKETS", "METRICS", "Metrics"]
+__all__ = ["BUCKETS", "FAMILIES", "METRICS", "Family", "Metrics"]
 
 BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5)
+
+_KINDS: dict[str, Any] = {
+    "counter": CounterMetricFamily,
+    "gauge": GaugeMetricFamily,
+    "histogram": HistogramMetricFamily,
+}
+
+
+@dataclass(frozen=True, slots=True)
+class Family:
+    """One metric the service exports: what /metrics says of it and docs/operations.md lists."""
+
+    name: str
+    kind: str  # counter, gauge or histogram
+    help: str
+    labels: tuple[str, ...] = ()
+
+    def make(self, extra_labels: tuple[str, ...] = ()) -> Any:
+        """An empty family to add samples to; `extra_labels` come first (the worker). Any:
+        each kind's `add_metric` takes its own arguments."""
+        return _KINDS[self.kind](self.name, self.help, labels=[*extra_labels, *self.labels])
+
+
+FAMILIES: dict[str, Family] = {
+    family.name: family
+    for family in (
+        Family(
+            "sessions_requests",
+            "counter",
+            "Requests answered, by API method and envelope code",
+            ("method", "code"),
+        ),
+        Family(
+            "sessions_request_duration_seconds",
+            "histogram",
+            "Time to answer a request, by API method",
+            ("method",),
+        ),
+        Family(
+            "sessions_shed",
+            "counter",
+            "Requests answered `overloaded` before any work, by class of work and reason",
+            ("work", "reason"),
+        ),
+        Family("sessions_queued", "gauge", "Requests waiting for a turn", ("work",)),
+        Family("sessions_in_progress", "gauge", "Requests at work", ("work",)),
+        Family(
+            "sessions_fds_exhausted",
+            "counter",
+            "Seconds in which a process had no file descriptor left: new connections were refused",
+        ),
+        Family("sessions_tarantool_up", "gauge", "1 if Tarantool answered the last scrape"),
+        Family(
+            "sessions_stored",
+            "gauge",
+            "Sessions in Tarantool (idle ones included until the purge removes them)",
+        ),
+        Family("sessions_purged", "counter", "Idle sessions purged since the Tarantool instance started"),
+        Family(
+            "sessions_tarantool_memory_used_bytes",
+            "gauge",
+            "Memory used for sessions and indexes in Tarantool",
+        ),
+        Family("sessions_tarantool_read_only", "gauge", "1 if Tarantool is read-only"),
+        Family(
+            "sessions_storage_full",
+            "gauge",
+            "1 if Tarantool's memory is full: no new sessions or extra data until room is made",
+        ),
+        Family(
+            "sessions_touch_skipped",
+            "counter",
+            "Sessions served by get without recording their activity, memory being full",
+        ),
+        Family(
+            "sessions_build_info",
+            "gauge",
+            "The running release: 1, labelled with its version and revision",
+            ("version", "revision"),
+        ),
+    )
+}
 
 
 class _MethodStats:
@@ -105,31 +189,13 @@ class Metrics:
 
     def collect(self) -> Iterator[Any]:
         views = self._views()
-        worker = ["worker"] if self.shared is not None else []
-        requests = CounterMetricFamily(
-            "sessions_requests",
-            "Requests answered, by API method and envelope code",
-            labels=[*worker, "method", "code"],
-        )
-        latency = HistogramMetricFamily(
-            "sessions_request_duration_seconds",
-            "Time to answer a request, by API method",
-            labels=[*worker, "method"],
-        )
-        shed = CounterMetricFamily(
-            "sessions_shed",
-            "Requests answered `overloaded` before any work, by class of work and reason",
-            labels=[*worker, "work", "reason"],
-        )
-        waiting = GaugeMetricFamily(
-            "sessions_queued", "Requests waiting for a turn", labels=[*worker, "work"]
-        )
-        active = GaugeMetricFamily("sessions_in_progress", "Requests at work", labels=[*worker, "work"])
-        exhausted = CounterMetricFamily(
-            "sessions_fds_exhausted",
-            "Seconds in which a process had no file descriptor left: new connections were refused",
-            labels=worker,
-        )
+        worker = ("worker",) if self.shared is not None else ()
+        requests = FAMILIES["sessions_requests"].make(worker)
+        latency = FAMILIES["sessions_request_duration_seconds"].make(worker)
+        shed = FAMILIES["sessions_shed"].make(worker)
+        waiting = FAMILIES["sessions_queued"].make(worker)
+        active = FAMILIES["sessions_in_progress"].make(worker)
+        exhausted = FAMILIES["sessions_fds_exhausted"].make(worker)
         for labels, view in views:
             for method, stats in sorted(view["methods"].items()):
                 for code, count in sorted(stats["codes"].items()):
@@ -147,39 +213,21 @@ class Metrics:
                 active.add_metric([*labels, name], gate["active"])
             exhausted.add_metric(labels, view["fds_exhausted"])
         yield from (requests, latency, shed, waiting, active, exhausted)
-        up = GaugeMetricFamily("sessions_tarantool_up", "1 if Tarantool answered the last scrape")
-        up.add_metric([], 0 if self.storage is None else 1)
-        yield up
+        yield _one("sessions_tarantool_up", 0 if self.storage is None else 1)
         if self.storage is not None:
-            yield GaugeMetricFamily(
-                "sessions_stored",
-                "Sessions in Tarantool (idle ones included until the purge removes them)",
-                value=self.storage["sessions"],
-            )
-            purged = CounterMetricFamily(
-                "sessions_purged", "Idle sessions purged since the Tarantool instance started"
-            )
-            purged.add_metric([], self.storage["purged"])
-            yield purged
-            yield GaugeMetricFamily(
-                "sessions_tarantool_memory_used_bytes",
-                "Memory used for sessions and indexes in Tarantool",
-                value=self.storage["memory_used"],
-            )
-            yield GaugeMetricFamily(
-                "sessions_tarantool_read_only", "1 if Tarantool is read-only", value=int(self.storage["ro"])
-            )
-            yield GaugeMetricFamily(
-                "sessions_storage_full",
-                "1 if Tarantool's memory is full: no new sessions or extra data until room is made",
-                value=int(bool(self.storage.get("storage_full", False))),
-            )
-            skipped = CounterMetricFamily(
-                "sessions_touch_skipped",
-                "Sessions served by get without recording their activity, memory being full",
-            )
-            skipped.add_metric([], self.storage.get("touch_skipped", 0))
-            yield skipped
+            yield _one("sessions_stored", self.storage["sessions"])
+            yield _one("sessions_purged", self.storage["purged"])
+            yield _one("sessions_tarantool_memory_used_bytes", self.storage["memory_used"])
+            yield _one("sessions_tarantool_read_only", int(self.storage["ro"]))
+            yield _one("sessions_storage_full", int(bool(self.storage.get("storage_full", False))))
+            yield _one("sessions_touch_skipped", self.storage.get("touch_skipped", 0))
+
+
+def _one(name: str, value: float) -> Metric:
+    """A family of one unlabelled sample."""
+    family: Metric = FAMILIES[name].make()
+    family.add_metric([], value)  # type: ignore[attr-defined]
+    return family
 
 
 # One per process, like Prometheus's own default registry: what /metrics reports.

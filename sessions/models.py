@@ -14,8 +14,9 @@ from typing import Annotated, Any
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from .limits import LIST_MAX, MAX_USER_ID
+
 __all__ = [
-    "LIST_MAX",
     "Cursor",
     "Session",
     "SessionObject",
@@ -28,7 +29,6 @@ __all__ = [
     "parse_user_id",
 ]
 
-MAX_USER_ID = 2**63 - 1
 _TOKEN = re.compile(r"[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}")
 
 
@@ -108,7 +108,6 @@ def parse_token(value: str) -> str | None:
 
 
 # The most sessions one listing answers; more come by the Link header's next URL.
-LIST_MAX = 1000
 
 # Where a listing resumes: the place in the listing order (its `seq` in Tarantool, a number
 # given when a session is opened, never changed and never reused) of the last session a page

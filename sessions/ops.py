@@ -17,7 +17,6 @@ from typing import Any
 import orjson
 from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, ProcessCollector, generate_latest
-from prometheus_client.core import GaugeMetricFamily
 from prometheus_client.registry import Collector
 from swagger_ui.core import ApplicationDocument
 
@@ -25,7 +24,7 @@ from . import __version__
 from .config import Settings
 from .envelope import HEADERS, success
 from .errors import SessionsError, StorageUnavailable
-from .metrics import METRICS, Metrics
+from .metrics import FAMILIES, METRICS, Metrics
 from .openapi import build_spec
 from .routing import Handler, Route
 from .service import Service
@@ -69,11 +68,7 @@ class _BuildInfo(Collector):
         self._built = built
 
     def collect(self) -> Iterator[Any]:
-        info = GaugeMetricFamily(
-            "sessions_build_info",
-            "The running release: 1, labelled with its version and revision",
-            labels=["version", "revision"],
-        )
+        info = FAMILIES["sessions_build_info"].make()
         info.add_metric([self._built["version"], self._built["revision"]], 1)
         yield info
 

@@ -25,8 +25,8 @@ from .errors import (
     SessionsError,
     TokenNotFound,
 )
+from .limits import DEFAULT_TTL, LIST_MAX, MAX_USER_ID
 from .models import (
-    LIST_MAX,
     canonical_ip,
     parse_cursor,
     parse_limit,
@@ -182,7 +182,7 @@ class _TtlParam(Param):
         return ttl
 
 
-_USER_ID_SCHEMA = {"type": "integer", "format": "int64", "minimum": 1, "maximum": 2**63 - 1}
+_USER_ID_SCHEMA = {"type": "integer", "format": "int64", "minimum": 1, "maximum": MAX_USER_ID}
 _USER_ID_TEXT = "User id: a positive integer up to 2^63-1 in plain decimal digits."
 _IP_SCHEMA = {"anyOf": [{"type": "string", "format": "ipv4"}, {"type": "string", "format": "ipv6"}]}
 _IP_TEXT = "An IPv4 or IPv6 address; compared in canonical form."
@@ -220,10 +220,10 @@ TOKEN = _TokenParam(
 )
 TTL = _TtlParam(
     "ttl",
-    lambda value: parse_ttl(value, 180 * 86400),  # read() bounds it by the settings instead
+    lambda value: parse_ttl(value, DEFAULT_TTL),  # read() bounds it by the settings instead
     InvalidTtl,
     "This session's own idle TTL in seconds, from 1 to the service's SESSIONS_IDLE_TTL (its default).",
-    {"type": "integer", "minimum": 1, "maximum": 180 * 86400},
+    {"type": "integer", "minimum": 1, "maximum": DEFAULT_TTL},
     required=False,
 )
 LIMIT = Param(
@@ -231,7 +231,7 @@ LIMIT = Param(
     parse_limit,
     InvalidLimit,
     f"The most sessions in this page, 1 to {LIST_MAX}; without it, the service's SESSIONS_LIST_MAX "
-    "(1000 by default).",
+    f"({LIST_MAX} by default).",
     {"type": "integer", "minimum": 1, "maximum": LIST_MAX},
     required=False,
     example=100,

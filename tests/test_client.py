@@ -9,6 +9,7 @@ import signal
 import socket
 import subprocess
 import sys
+import textwrap
 import tomllib
 from pathlib import Path
 
@@ -127,16 +128,20 @@ async def test_unreachable_service_is_not_a_missing_session():
             await sessions.get("61494096-9af7-49ba-9fb4-e89c0811e6d3")
 
 
-def _readme_python_blocks() -> list[str]:
+def _readme_blocks(language: str) -> list[str]:
     readme = (ROOT / "README.md").read_text()
-    return re.findall(r"```python\n(.*?)```", readme, flags=re.DOTALL)
+    return [
+        textwrap.dedent(block)
+        for block in re.findall(rf"^ *```{language}\n(.*?)^ *```", readme, re.DOTALL | re.MULTILINE)
+    ]
 
 
-def test_the_readme_example_runs_as_printed(tmp_path):
-    """Every Python block of the README, run as a script exactly as printed, against the service
-    where the README says it serves (port 8080)."""
-    blocks = _readme_python_blocks()
-    assert blocks
+def test_the_readme_examples_run_as_printed(tmp_path):
+    """Every `sh` block of the README, in order in one shell (`set -euo pipefail`), and every
+    `python` block as a script, exactly as printed, against the service where the README says it
+    serves (port 8080). `console` blocks are shown, not run (make, docker-compose)."""
+    shell, python = _readme_blocks("sh"), _readme_blocks("python")
+    assert shell and python
     with socket.socket() as probe:
         if probe.connect_ex(("127.0.0.1", 8080)) == 0:
             if os.environ.get("CI") == "true":
@@ -144,10 +149,15 @@ def test_the_readme_example_runs_as_printed(tmp_path):
             pytest.skip("something already listens on port 8080")
     service = Service(tmp_path / "data", port=8080)
     try:
-        for number, block in enumerate(blocks):
-            script = tmp_path / f"readme_{number}.py"
-            script.write_text(block)
-            done = subprocess.run([sys.executable, str(script)], capture_output=True, text=True, timeout=60)
+        script = "set -euo pipefail\n" + "\n".join(shell)
+        done = subprocess.run(["bash", "-c", script], capture_output=True, text=True, timeout=60)
+        assert done.returncode == 0, done.stderr
+        # What the README's comments say the commands print.
+        assert '"token_not_found"' in done.stdout and '{"device":"Nexus 5"}' in done.stdout, done.stdout
+        for number, block in enumerate(python):
+            path = tmp_path / f"readme_{number}.py"
+            path.write_text(block)
+            done = subprocess.run([sys.executable, str(path)], capture_output=True, text=True, timeout=60)
             assert done.returncode == 0, done.stderr
             assert "devices" in done.stdout or number > 0, done.stdout
     finally:

@@ -245,7 +245,7 @@ def _health(container: str) -> str:
 
 @pytest.mark.timeout(600)
 def test_the_failover_runbook_step_by_step(stack: Stack) -> None:
-    """README's "Replica and failover", as an operator runs it: the primary lost, the replica
+    """docs/operations.md's "Replica and failover", as an operator runs it: the primary lost, the replica
     promoted, the promoted one killed and brought back by the restart policy (still writable),
     the old primary back (read-only), rejoined, and the roles swapped back; every session
     acknowledged on the way is there at the end."""

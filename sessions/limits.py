@@ -1,0 +1,17 @@
+"""The API's limits and defaults, declared once: the settings, the parameter checks, the API
+document and the Lua (told through the wire contract, contract.py) all read them from here."""
+
+from __future__ import annotations
+
+__all__ = ["DAY", "DEFAULT_TTL", "LIST_MAX", "MAX_TTL", "MAX_USER_ID"]
+
+DAY = 24 * 60 * 60
+# Sessions idle this long are gone unless SESSIONS_IDLE_TTL says otherwise.
+DEFAULT_TTL = 180 * DAY
+# The longest idle TTL or lifetime a setting may give (a century: beyond it is a mistake).
+MAX_TTL = 100 * 365 * DAY
+# user_id is a positive signed 64-bit integer: what Tarantool's `unsigned` index and every
+# client language's int64 hold alike.
+MAX_USER_ID = 2**63 - 1
+# The most sessions one page of /user or /ip holds.
+LIST_MAX = 1000

@@ -157,7 +157,9 @@ def _command(
     if data_dir:
         text += " " + _DATA_DIR
     parser: argparse.ArgumentParser = commands.add_parser(
-        name, help=summary, description=text + " Settings come from SESSIONS_* variables (see docs/configuration.md)."
+        name,
+        help=summary,
+        description=text + " Settings come from SESSIONS_* variables (see docs/configuration.md).",
     )
     return parser
 

@@ -86,7 +86,8 @@ def metrics() -> str:
         labels = "{" + ",".join(family.labels) + "}" if family.labels else ""
         name = family.name + ("_total" if family.kind == "counter" else "")
         table += _row(f"`{name}{labels}`", family.kind, _text(family.help))
-    table += _row("`process_*`", "", "CPU, memory and file descriptors of the answering process (prometheus-client's)")
+    process = "CPU, memory and file descriptors of the answering process (prometheus-client's)"
+    table += _row("`process_*`", "", process)
     return table
 
 

@@ -125,9 +125,11 @@ lock:
 	mv requirements.lock.new requirements.lock
 	rm -rf .venv-lock
 
-# The documentation's tables from the code (test_docs.py checks they are current).
+# What is generated from the code: the tables of README.md and docs/, and openapi.json
+# (test_docs.py and test_openapi.py check they are current).
 docs: $(STAMP)
 	$(BIN)/python -m sessions.reference
+	$(BIN)/python -m sessions openapi > openapi.json
 
 clean:
 	rm -rf $(VENV) .pytest_cache .ruff_cache .mypy_cache mutants *.egg-info

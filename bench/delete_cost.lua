@@ -35,7 +35,7 @@ for _, batch in ipairs({100, 1000}) do
     fill()
     local started = clock.monotonic()
     -- Every session lapsed long ago under a one-second TTL.
-    while select(2, purge_batch(space, {1, 0, 0}, batch)) > 0 do end
+    while select(2, purge_batch(space, {ttl = 1, lifetime = 0, cap = 0}, batch)) > 0 do end
     print(('batch %4d: %.0f deletes/s'):format(batch, COUNT / (clock.monotonic() - started)))
 end
 fio.rmtree(dir)

@@ -27,6 +27,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
+from sessions.config import Settings
 from sessions.console import Console
 from sessions.embedded import EmbeddedTarantool
 from sessions.storage import Storage
@@ -178,11 +179,8 @@ async def seed(socket_path: Path, workdir: Path, *, get_tokens: int, del_tokens:
     """Sessions for the loads, written straight through the storage adapter; token files."""
     storage = Storage(
         [("unix/", str(socket_path))],
-        user="sessions",
+        Settings(tarantool_user="sessions", tarantool_timeout=10),
         password=PASSWORD,
-        idle_ttl=180 * DAY,
-        extra_max_bytes=65536,
-        timeout=10,
     )
     await storage.connect()
     try:

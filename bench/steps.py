@@ -22,11 +22,11 @@ from aiohttp import web
 from baseline import SESSION
 from ceiling import serve
 
+from sessions.aiohttp_internals import EnvelopeServer
 from sessions.config import Settings
 from sessions.envelope import success
 from sessions.params import OPTIONAL_IP, TOKEN
 from sessions.routing import Route, Router
-from sessions.server import EnvelopeServer
 from sessions.service import Service
 
 

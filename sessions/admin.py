@@ -27,15 +27,16 @@ from .config import Settings
 from .console import Console, ConsoleError
 from .storage import Storage
 
-__all__ = ["BackupError", "backup", "promote", "restore", "stats"]
+__all__ = ["AdminError", "backup", "promote", "restore", "stats"]
 
 MANIFEST = "manifest.json"
 FORMAT = 1
 _DATA_SUFFIXES = (".snap", ".xlog", ".vylog")
 
 
-class BackupError(RuntimeError):
-    """A backup or restore that cannot be done; nothing was changed."""
+class AdminError(RuntimeError):
+    """An admin command (backup, restore, stats, promote, rejoin) that cannot be done; nothing was
+    changed."""
 
 
 def _console_path(settings: Settings) -> Path:
@@ -67,7 +68,7 @@ def backup(settings: Settings, target: Path) -> dict[str, Any]:
     """Write a consistent archive of the running instance's data; returns the manifest."""
     data_dir = settings.data_dir.resolve()
     if not _in_use(data_dir):
-        raise BackupError(f"no running Tarantool found in {data_dir}: start the service first")
+        raise AdminError(f"no running Tarantool found in {data_dir}: start the service first")
     with Console(_console_path(settings), timeout=600) as console:
         console.eval("box.snapshot()")
         files = console.eval("return box.backup.start()")
@@ -109,25 +110,25 @@ def _verified(source: Path, into: Path) -> dict[str, Any]:
         with tarfile.open(source, "r:gz") as archive:
             members = {member.name: member for member in archive.getmembers()}
             if MANIFEST not in members:
-                raise BackupError("not a sessions backup: no manifest")
+                raise AdminError("not a sessions backup: no manifest")
             extracted = archive.extractfile(members[MANIFEST])
             assert extracted is not None
             manifest: dict[str, Any] = json.loads(extracted.read())
             expected = manifest.get("files") or {}
             if manifest.get("format") != FORMAT or set(members) != {MANIFEST, *expected}:
-                raise BackupError("the archive does not match its manifest")
+                raise AdminError("the archive does not match its manifest")
             for name in expected:
                 member = members[name]
                 if not member.isfile() or "/" in name or not name.endswith(_DATA_SUFFIXES):
-                    raise BackupError(f"unexpected entry {name!r} in the archive")
+                    raise AdminError(f"unexpected entry {name!r} in the archive")
                 content = archive.extractfile(member)
                 assert content is not None
                 with open(into / name, "wb") as out:
                     shutil.copyfileobj(content, out)
                 if _sha256(into / name) != expected[name]["sha256"]:
-                    raise BackupError(f"checksum mismatch for {name}")
+                    raise AdminError(f"checksum mismatch for {name}")
     except (tarfile.TarError, OSError, EOFError, ValueError, KeyError) as error:
-        raise BackupError(f"corrupt archive: {error}") from None
+        raise AdminError(f"corrupt archive: {error}") from None
     return manifest
 
 
@@ -135,7 +136,7 @@ def restore(settings: Settings, source: Path) -> dict[str, Any]:
     """Replace the data in SESSIONS_DATA_DIR with the archive's; the old files are kept aside."""
     data_dir = settings.data_dir.resolve()
     if _in_use(data_dir):
-        raise BackupError(f"a running Tarantool uses {data_dir}: stop the service first")
+        raise AdminError(f"a running Tarantool uses {data_dir}: stop the service first")
     data_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(dir=data_dir, prefix=".restore-") as staging:
         manifest = _verified(source, Path(staging))
@@ -161,12 +162,12 @@ def restore(settings: Settings, source: Path) -> dict[str, Any]:
 def _role_change(settings: Settings, call: str) -> None:
     data_dir = settings.data_dir.resolve()
     if not _in_use(data_dir):
-        raise BackupError(f"no running Tarantool found in {data_dir}")
+        raise AdminError(f"no running Tarantool found in {data_dir}")
     with Console(_console_path(settings)) as console:
         try:
             console.eval(f"return require('sessions.role').{call}")
         except ConsoleError as error:
-            raise BackupError(str(error)) from None
+            raise AdminError(str(error)) from None
 
 
 def promote(settings: Settings) -> None:
@@ -187,28 +188,21 @@ def stats(settings: Settings) -> dict[str, Any]:
     if not settings.embedded:
         return asyncio.run(_remote_info(settings))
     if not _in_use(settings.data_dir.resolve()):
-        raise BackupError(f"no running Tarantool found in {settings.data_dir.resolve()}")
+        raise AdminError(f"no running Tarantool found in {settings.data_dir.resolve()}")
     try:
         with Console(_console_path(settings)) as console:
             result: dict[str, Any] = console.eval("return sessions.info()")
             return result
     except ConsoleError as error:
-        raise BackupError(str(error)) from None
+        raise AdminError(str(error)) from None
 
 
 async def _remote_info(settings: Settings) -> dict[str, Any]:
-    storage = Storage(
-        settings.tarantool_addresses,
-        user=settings.tarantool_user,
-        password=settings.service_password(),
-        idle_ttl=settings.idle_ttl,
-        extra_max_bytes=settings.extra_max_bytes,
-        timeout=settings.tarantool_timeout,
-    )
+    storage = Storage(settings.tarantool_addresses, settings, password=settings.service_password())
     try:
         await asyncio.wait_for(storage.connect(), settings.startup_timeout)
         return await storage.info()
     except TimeoutError:
-        raise BackupError(f"Tarantool at {settings.tarantool} did not answer") from None
+        raise AdminError(f"Tarantool at {settings.tarantool} did not answer") from None
     finally:
         await storage.close()

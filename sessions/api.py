@@ -14,9 +14,9 @@ from aiohttp import web
 
 from .envelope import success
 from .errors import BadRequest, IdempotencyConflict, StorageFull, TokenNotFound
-from .models import Cursor, make_cursor
+from .models import Cursor, Deleted, make_cursor
 from .params import AFTER, EXCEPT, ID, IDEMPOTENCY_KEY, IP, LIMIT, OPTIONAL_IP, TOKEN, TTL, USER_ID, Param
-from .routing import BULK, CHECK, COUNT, SESSIONS, Route
+from .routing import BULK, CHECK, SESSIONS, Route
 from .service import Service
 
 __all__ = ["METHODS"]
@@ -128,7 +128,7 @@ METHODS: tuple[Route, ...] = (
         (ID, EXCEPT),
         summary="End every live session of a user, but the one `except` or X-Session-Token names "
         "(sign out everywhere else)",
-        result=COUNT,
+        result=Deleted,
         errors=(BadRequest,),
         work=BULK,
     ),
@@ -138,7 +138,7 @@ METHODS: tuple[Route, ...] = (
         "ip_del",
         (IP,),
         summary="End every live session seen from an address",
-        result=COUNT,
+        result=Deleted,
         work=BULK,
     ),
     Route(

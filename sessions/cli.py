@@ -265,7 +265,7 @@ def main(argv: list[str] | None = None) -> int:
             admin.rejoin(settings, args.primary)
             print(f"the Tarantool in {settings.data_dir} is a replica of {args.primary} now")
         return 0
-    except admin.BackupError as error:
+    except admin.AdminError as error:
         print(f"sessions {args.command}: {error}", file=sys.stderr)
         return 1
     parser.error(f"unknown command {args.command}")

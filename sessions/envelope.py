@@ -7,11 +7,10 @@ from typing import Any
 
 import orjson
 from aiohttp import web
-from aiohttp.http_exceptions import ContentEncodingError
 
-from .errors import BadRequest, SessionsError
+from .errors import SessionsError
 
-__all__ = ["HEADERS", "USER_ID_AS_TEXT", "failure", "from_protocol", "success"]
+__all__ = ["HEADERS", "USER_ID_AS_TEXT", "failure", "success"]
 
 _JSON = "application/json"
 
@@ -54,12 +53,3 @@ def failure(error: SessionsError) -> web.Response:
         content_type=_JSON,
         headers={**HEADERS, **error.response_headers()},
     )
-
-
-def from_protocol(error: Exception) -> SessionsError:
-    # A body that breaks HTTP's rules (a bad chunk, a length it does not keep, an encoding
-    # that does not decode) is the client's doing; aiohttp raises it from the read, as its
-    # own error or wrapped in a RequestPayloadError.
-    if isinstance(error.__cause__ or error, ContentEncodingError):
-        return BadRequest("The request body could not be decoded (Content-Encoding).")
-    return BadRequest("The request body is not valid HTTP.")

@@ -1,4 +1,5 @@
-"""Logging setup and the access log; no log line ever carries a session token."""
+"""Logging setup; no log line ever carries a session token. (The access log, which needs
+aiohttp, is server.py's: this module and the storage that uses it know nothing of HTTP.)"""
 
 from __future__ import annotations
 
@@ -10,19 +11,16 @@ from contextvars import ContextVar
 from typing import Any
 from urllib.parse import urlencode
 
-from aiohttp import web
-from aiohttp.abc import AbstractAccessLogger
 from pythonjsonlogger.json import JsonFormatter
 
 __all__ = [
     "REQUEST_ID",
-    "AccessLogger",
     "RateLimitedLog",
     "RedactingFormatter",
     "RedactingJsonFormatter",
     "escape_controls",
+    "masked_query",
     "redact",
-    "redacted_target",
     "setup_logging",
 ]
 
@@ -151,24 +149,6 @@ def setup_logging(level: str, log_format: str = "text") -> None:
     logging.basicConfig(level=level, handlers=[handler], force=True)
 
 
-def redacted_target(request: web.BaseRequest) -> str:
-    """Path and query of a request with secret parameter values masked."""
-    query = request.query
-    path = request.rel_url.raw_path
-    if not query:
-        return path
-    masked = [(key, "***" if _SECRET_PARAM.fullmatch(key) else value) for key, value in query.items()]
-    return f"{path}?{urlencode(masked)}"
-
-
-class AccessLogger(AbstractAccessLogger):
-    def log(self, request: web.BaseRequest, response: web.StreamResponse, time: float) -> None:
-        self.logger.info(
-            '%s "%s %s" %d %.1fms',
-            request.remote,
-            request.method,
-            redacted_target(request),
-            response.status,
-            time * 1000,
-            extra={"request_id": response.headers.get("X-Request-Id", "-")},
-        )
+def masked_query(pairs: list[tuple[str, str]]) -> str:
+    """A query string with the values of parameters that may hold a secret masked."""
+    return urlencode([(key, "***" if _SECRET_PARAM.fullmatch(key) else value) for key, value in pairs])

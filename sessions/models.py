@@ -18,6 +18,7 @@ from .limits import LIST_MAX, MAX_USER_ID
 
 __all__ = [
     "Cursor",
+    "Deleted",
     "Session",
     "SessionObject",
     "canonical_ip",
@@ -147,3 +148,11 @@ def parse_cursor(value: str) -> Cursor | None:
     if len(raw) != _CURSOR_BYTES or make_cursor(int.from_bytes(raw, "big")) != value:
         return None
     return int.from_bytes(raw, "big")
+
+
+class Deleted(BaseModel):
+    """What a bulk delete answers: how many live sessions it ended."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    deleted: Annotated[int, Field(ge=0)]

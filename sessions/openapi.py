@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, create_model
 from pydantic.json_schema import models_json_schema
 
 from . import __version__
@@ -25,7 +25,7 @@ from .errors import (
 from .extra import MAX_DEPTH, MAX_KEYS
 from .models import SessionObject
 from .params import USER_ID_FORMAT_DOC
-from .routing import COUNT, SESSION, SESSIONS, Route
+from .routing import SESSION, SESSIONS, Result, Route
 
 __all__ = ["build_spec"]
 
@@ -53,15 +53,6 @@ class SessionsAnswer(_Answer):
     data: list[SessionObject]
 
 
-class Deleted(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-    deleted: Annotated[int, Field(ge=0)]
-
-
-class CountAnswer(_Answer):
-    data: Deleted
-
-
 class Error(BaseModel):
     model_config = ConfigDict(extra="forbid")
     status: Literal["error"]
@@ -69,7 +60,23 @@ class Error(BaseModel):
     message: str
 
 
-_ANSWERS: dict[str, type[BaseModel]] = {SESSION: SessionAnswer, SESSIONS: SessionsAnswer, COUNT: CountAnswer}
+_ANSWERS: dict[Result, type[BaseModel]] = {SESSION: SessionAnswer, SESSIONS: SessionsAnswer}
+
+
+def _answer(result: Result) -> type[BaseModel]:
+    """The success envelope of a method's result; a model's is `<Model>Answer`."""
+    if result not in _ANSWERS:
+        assert not isinstance(result, str), result
+        _ANSWERS[result] = create_model(f"{result.__name__}Answer", __base__=_Answer, data=(result, ...))
+    return _ANSWERS[result]
+
+
+def _example(result: Result) -> Any:
+    if isinstance(result, str):
+        return [_EXAMPLE_SESSION] if result == SESSIONS else _EXAMPLE_SESSION
+    return {name: 3 for name in result.model_fields}
+
+
 _REF = "#/components/schemas/{model}"
 
 # Errors any method may answer.
@@ -104,9 +111,7 @@ def _error_response(errors: list[type[SessionsError]]) -> dict[str, dict[str, An
 
 
 def _operation(route: Route, method: str) -> dict[str, Any]:
-    example: Any = {"deleted": 3} if route.result == COUNT else _EXAMPLE_SESSION
-    if route.result == SESSIONS:
-        example = [example]
+    example = _example(route.result)
     success: dict[str, Any] = {"description": "Success"}
     if route.result == SESSIONS:
         success["headers"] = {
@@ -128,7 +133,7 @@ def _operation(route: Route, method: str) -> dict[str, Any]:
                 **success,
                 "content": {
                     "application/json": {
-                        "schema": {"$ref": _REF.format(model=_ANSWERS[route.result].__name__)},
+                        "schema": {"$ref": _REF.format(model=_answer(route.result).__name__)},
                         "example": {"status": "success", "data": example},
                     }
                 },
@@ -173,7 +178,7 @@ _BEARER = {
 
 def build_spec(*, keys: bool = False) -> dict[str, Any]:
     """The API's OpenAPI document; `keys`: whether the service requires API keys."""
-    models: list[type[BaseModel]] = [*_ANSWERS.values(), Error]
+    models: list[type[BaseModel]] = [*dict.fromkeys(_answer(m.result) for m in METHODS), Error]
     _, generated = models_json_schema([(model, "serialization") for model in models], ref_template=_REF)
     schemas: dict[str, Any] = generated["$defs"]
     schemas["SessionObject"]["example"] = _EXAMPLE_SESSION

@@ -20,7 +20,7 @@ from .api import METHODS
 from .config import Settings
 from .errors import BY_CODE
 from .metrics import FAMILIES
-from .routing import COUNT, SESSIONS
+from .routing import SESSION, SESSIONS
 
 __all__ = ["FILES", "TABLES", "render", "rewrite"]
 
@@ -39,7 +39,6 @@ def _row(*cells: str) -> str:
 
 
 def methods() -> str:
-    answers = {COUNT: '`{"deleted": N}`', SESSIONS: "SessionObject[]"}
     table = _row("method", "parameters", "does", "`data`", "errors") + "|---|---|---|---|---|\n"
     for route in METHODS:
         params = []
@@ -47,7 +46,10 @@ def methods() -> str:
             name = f"header `{param.name}`" if param.name[:1].isupper() else f"`{param.name}`"
             params.append(name if param.required else f"{name} (optional)")
         errors = ", ".join(f"`{error.code}`" for error in route.all_errors())
-        result = answers.get(route.result, "SessionObject")
+        if isinstance(route.result, str):
+            result = {SESSION: "SessionObject", SESSIONS: "SessionObject[]"}[route.result]
+        else:
+            result = "`{" + ", ".join(f'"{name}": N' for name in route.result.model_fields) + "}`"
         table += _row(f"`{route.path}`", ", ".join(params), _text(route.summary), result, errors)
     return table
 

@@ -22,12 +22,12 @@ from dataclasses import dataclass
 from typing import Any
 
 from aiohttp import web
-from aiohttp.http import HttpVersion11
-from aiohttp.http_exceptions import HttpProcessingError
-from aiohttp.web_protocol import RequestPayloadError
+from pydantic import BaseModel
 
+from .aiohttp_internals import PROTOCOL_ERRORS, abandon_body, client_left, from_protocol, send_continue
 from .auth import ApiKeys
-from .envelope import USER_ID_AS_TEXT, failure, from_protocol
+from .contract import Operation
+from .envelope import USER_ID_AS_TEXT, failure, success
 from .errors import (
     BadRequest,
     ExpectationFailed,
@@ -47,14 +47,16 @@ from .overload import BULK, CHECK, Gate
 from .params import USER_ID_FORMAT, Param
 from .service import Service
 
-__all__ = ["BULK", "CHECK", "Route", "Router", "Service"]
+__all__ = ["BULK", "CHECK", "SESSION", "SESSIONS", "Result", "Route", "Router", "Service"]
 
 log = logging.getLogger("sessions.routing")
 
 Handler = Callable[..., Awaitable[web.StreamResponse]]
 
-# What a method answers in `data`: a SessionObject, a list of them, or {"deleted": N}.
-SESSION, SESSIONS, COUNT = "session", "list", "count"
+# What a method answers in `data`: a SessionObject, a list of them, or (a pydantic model
+# class) an object of that model's fields.
+SESSION, SESSIONS = "session", "sessions"
+Result = str | type[BaseModel]
 
 
 @dataclass(frozen=True, slots=True)
@@ -72,9 +74,27 @@ class Route:
     public: bool = False  # open without an API key always (the API's documentation)
     # In the API description, when it has a summary.
     summary: str = ""
-    result: str = SESSION
+    result: Result = SESSION
     errors: tuple[type[SessionsError], ...] = ()  # beside its parameters' and any method's
     work: str | None = None  # CHECK or BULK for the API's methods; None: not gated (ops)
+    # The Lua operation the handler calls when it only forwards its parameters (forward()):
+    # the service checks at connect time that the Lua it talks to has it.
+    operation: Operation | None = None
+
+    @classmethod
+    def forward(
+        cls, path: str, operation: Operation, name: str, params: tuple[Param, ...], **kwargs: Any
+    ) -> Route:
+        """A route whose handler passes its parameters' values, in order, as the operation's
+        arguments of the same order (a None one left out) and answers its reply as `data`."""
+
+        async def handler(service: Service, *values: Any) -> web.Response:
+            args = {
+                arg: value for arg, value in zip(operation.args, values, strict=True) if value is not None
+            }
+            return success(await service.storage.call(operation, args))
+
+        return cls(path, handler, name, params, operation=operation, **kwargs)
 
     def all_errors(self) -> tuple[type[SessionsError], ...]:
         """Every error this route answers but those any route may: its parameters' first."""
@@ -114,11 +134,10 @@ async def _read_extra(
     if (request.content_length or 0) > limit:
         # Said up front: refused before a byte of it is waited for.
         raise PayloadTooLarge(too_large)
-    if expect is not None and request.version == HttpVersion11:
+    if expect is not None:
         # The client waits for this before it sends the body; only a request that got
         # this far (its key and parameters checked) is told to go on.
-        await request.writer.write(b"HTTP/1.1 100 Continue\r\n\r\n")
-        request.writer.output_size = 0
+        await send_continue(request)
     try:
         # Over client_max_size (the extra data limit) this raises 413 before buffering more;
         # a body that never comes (or a Content-Length that lies) runs into the timeout.
@@ -132,7 +151,7 @@ async def _read_extra(
     return decode_extra(request.content_type, body)
 
 
-class _Bound:
+class _Prepared:
     """A route with what the router needs per request made ahead."""
 
     __slots__ = ("extra", "gate", "handler", "methods", "open", "params", "refusal", "route", "stats")
@@ -159,8 +178,10 @@ class Router:
     def __init__(self, routes: Iterable[Route], service: Service, auth: ApiKeys | None) -> None:
         open_probes = service.settings.open_probes
         gates: dict[str | None, Gate | None] = {CHECK: service.critical, BULK: service.bulk, None: None}
-        self._routes = {route.path: _Bound(route, open_probes=open_probes, gates=gates) for route in routes}
-        self._fallback = _Bound(Route("", _not_found, "other", methods=()), open_probes=False, gates=gates)
+        self._routes = {
+            route.path: _Prepared(route, open_probes=open_probes, gates=gates) for route in routes
+        }
+        self._fallback = _Prepared(Route("", _not_found, "other", methods=()), open_probes=False, gates=gates)
         self._service = service
         self._auth = auth
 
@@ -200,8 +221,7 @@ class Router:
                 await gate.enter(settings.queue_timeout)
                 try:
                     # A caller who left while this waited for its turn gets no work done.
-                    transport = request.transport
-                    if transport is None or transport.is_closing():
+                    if client_left(request):
                         raise ConnectionResetError("the client left before its turn came")
                     response = await route.handler(service, *values)
                 finally:
@@ -211,13 +231,12 @@ class Router:
             if isinstance(error, RequestTimeout):
                 # The rest of the body may still come; the connection cannot be reused.
                 response.force_close()
-        except (HttpProcessingError, RequestPayloadError) as error:
+        except PROTOCOL_ERRORS as error:
             converted = from_protocol(error)
             response, code = failure(converted), converted.code
             response.force_close()
-            # The body cannot be read further: marked as ended, aiohttp does not try to
-            # drain it after the answer (which would raise, and log, the same error again).
-            request.content.feed_eof()
+            # The body cannot be read further.
+            abandon_body(request)
         except ConnectionError:
             # The client left in the middle of its request: nobody to read the answer, which
             # aiohttp drops quietly, and nothing to log.
@@ -235,7 +254,7 @@ class Router:
             # Refused, perhaps before its body was asked for: the client may never send it,
             # so the connection is closed at once rather than left waiting for it.
             response.force_close()
-            request.content.feed_eof()
+            abandon_body(request)
         response.headers["X-Request-Id"] = request_id
         route.stats.record(code, time.perf_counter() - started)
         return response

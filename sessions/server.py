@@ -1,11 +1,7 @@
-"""The HTTP server: aiohttp's low-level server around the router, listening, protocol
-errors as envelopes, graceful stop.
-
-aiohttp answers requests it cannot parse (a request line over 8 KiB, broken headers, TLS on
-the plain port) with a plain-text page before any handler runs; here they get the API's JSON
-envelope like everything else, and a signal or the service itself (`Shutdown`) stops the
-server in order: stop listening, let requests in flight finish within the grace period, then
-close storage and the embedded Tarantool.
+"""The HTTP server: aiohttp's low-level server (aiohttp_internals.py) around the router, listening, and a
+graceful stop: a signal or the service itself (`Shutdown`) stops the server in order: stop
+listening, let requests in flight finish within the grace period, then close storage and
+the embedded Tarantool.
 """
 
 from __future__ import annotations
@@ -21,18 +17,13 @@ from typing import Any
 
 import uvloop
 from aiohttp import web
-from aiohttp.abc import AbstractStreamWriter
-from aiohttp.http_exceptions import LineTooLong
-from aiohttp.http_parser import RawRequestMessage
-from aiohttp.streams import StreamReader
-from aiohttp.web_protocol import RequestHandler
+from aiohttp.abc import AbstractAccessLogger
 
+from .aiohttp_internals import EnvelopeServer
 from .api import METHODS
 from .auth import ApiKeys
 from .config import Settings
-from .envelope import failure
-from .errors import BadRequest, InternalError, SessionsError
-from .logs import AccessLogger, RateLimitedLog
+from .logs import RateLimitedLog, masked_query
 from .metrics import METRICS
 from .ops import ops_routes
 from .routing import Router
@@ -43,70 +34,24 @@ __all__ = ["EnvelopeServer", "ServiceRunner", "run"]
 log = logging.getLogger("sessions")
 
 
-def _protocol_error(status: int, exc: BaseException | None) -> SessionsError:
-    if isinstance(exc, LineTooLong):
-        return BadRequest("The request line or a header is too long (the limit is 8190 bytes).")
-    if 400 <= status < 500:
-        return BadRequest()
-    return InternalError()
+def redacted_target(request: web.BaseRequest) -> str:
+    """Path and query of a request with secret parameter values masked."""
+    path = request.rel_url.raw_path
+    if not request.query:
+        return path
+    return f"{path}?{masked_query(list(request.query.items()))}"
 
 
-# Anyone can send bytes that are not HTTP, as often as they like: one short line per such
-# request at most, and no more than one a second, never with what they sent in it (a
-# header may hold a credential).
-_rejected_log = RateLimitedLog(log, interval=1.0)
-_refused = METRICS.method("other")
-
-
-class _EnvelopeRequestHandler(RequestHandler):
-    __slots__ = ()
-
-    def handle_error(
-        self,
-        request: web.BaseRequest,
-        status: int = 500,
-        exc: BaseException | None = None,
-        message: str | None = None,
-    ) -> web.StreamResponse:
-        error = _protocol_error(status, exc)
-        kind = type(exc).__name__ if exc is not None else "no exception"
-        # Never reached a route: counted as the unknown paths are.
-        _refused.record(error.code, 0.0)
-        if error.status >= 500:
-            _rejected_log.error("internal", "answered %d to a request that failed: %s", error.status, kind)
-        else:
-            _rejected_log.warning(
-                "protocol", "answered %d to a request that is not valid HTTP: %s", error.status, kind
-            )
-        # Some data already went out: the connection is broken, nothing more can be said.
-        if request.writer.output_size > 0:
-            raise ConnectionError("a response was already started")
-        response = failure(error)
-        response.force_close()
-        return response
-
-
-class EnvelopeServer(web.Server):
-    """aiohttp's low-level server with protocol errors answered as envelopes, and request
-    bodies limited to `client_max_size` bytes."""
-
-    def __init__(self, handler: Router, *, client_max_size: int, **kwargs: Any) -> None:
-        super().__init__(handler, **kwargs)
-        self._client_max_size = client_max_size
-
-    def __call__(self) -> RequestHandler:
-        return _EnvelopeRequestHandler(self, loop=self._loop, **self._kwargs)
-
-    def _make_request(
-        self,
-        message: RawRequestMessage,
-        payload: StreamReader,
-        protocol: RequestHandler,
-        writer: AbstractStreamWriter,
-        task: asyncio.Task[None],
-    ) -> web.BaseRequest:
-        return web.BaseRequest(
-            message, payload, protocol, writer, task, self._loop, client_max_size=self._client_max_size
+class AccessLogger(AbstractAccessLogger):
+    def log(self, request: web.BaseRequest, response: web.StreamResponse, time: float) -> None:
+        self.logger.info(
+            '%s "%s %s" %d %.1fms',
+            request.remote,
+            request.method,
+            redacted_target(request),
+            response.status,
+            time * 1000,
+            extra={"request_id": response.headers.get("X-Request-Id", "-")},
         )
 
 
@@ -136,7 +81,10 @@ class ServiceRunner(web.BaseRunner):
             routes += ops_routes(settings)
         auth = ApiKeys.configured(_keys(settings))
         try:
-            service = await self._stack.enter_async_context(running(settings, self.shutdown_request))
+            operations = [route.operation for route in routes if route.operation is not None]
+            service = await self._stack.enter_async_context(
+                running(settings, self.shutdown_request, operations)
+            )
             router = Router(routes, service, auth)
         except BaseException:
             await self._stack.aclose()

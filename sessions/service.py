@@ -6,10 +6,11 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterable
 from dataclasses import dataclass, field
 
 from .config import Settings
+from .contract import Operation
 from .embedded import embedded_tarantool
 from .metrics import METRICS
 from .overload import BULK, CHECK, Gate
@@ -51,9 +52,12 @@ class Service:
 
 
 @contextlib.asynccontextmanager
-async def running(settings: Settings, shutdown: Shutdown | None = None) -> AsyncIterator[Service]:
+async def running(
+    settings: Settings, shutdown: Shutdown | None = None, operations: Iterable[Operation] = ()
+) -> AsyncIterator[Service]:
     """The storage connected (to an embedded Tarantool started here, if so configured) until
-    the block ends; then the storage closes first and the embedded Tarantool stops after it."""
+    the block ends; then the storage closes first and the embedded Tarantool stops after it.
+    `operations`: those the routes call beside the storage's own (checked at connect)."""
     shutdown = shutdown or Shutdown()
     password = settings.service_password()
     async with contextlib.AsyncExitStack() as stack:
@@ -64,18 +68,7 @@ async def running(settings: Settings, shutdown: Shutdown | None = None) -> Async
             addresses = [embedded.address]
         else:
             addresses = settings.tarantool_addresses
-        storage = Storage(
-            addresses,
-            user=settings.tarantool_user,
-            password=password,
-            idle_ttl=settings.idle_ttl,
-            max_lifetime=settings.max_lifetime,
-            max_per_user=settings.max_per_user,
-            extra_max_bytes=settings.extra_max_bytes,
-            timeout=settings.tarantool_timeout,
-            page_max_bytes=settings.page_max_bytes,
-            idempotency_window=settings.idempotency_window,
-        )
+        storage = Storage(addresses, settings, password=password, operations=operations)
         # Closed before the embedded Tarantool stops (exit stacks unwind in reverse).
         stack.push_async_callback(storage.close)
         try:

@@ -166,7 +166,7 @@ if not box.info.ro then
 end
 
 if ttl ~= nil then
-    expiry.set_rules({ttl, env_number('SESSIONS_MAX_LIFETIME', 0), 0})
+    expiry.set_rules({ttl = ttl, lifetime = env_number('SESSIONS_MAX_LIFETIME', 0), cap = 0})
 end
 expiry.start()
 

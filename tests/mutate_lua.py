@@ -22,24 +22,28 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 # The functions that decide liveness, expiry, listing bounds and the extra-data limit.
 TARGETS = {
-    "tarantool/sessions/liveness.lua": ["deadline_of", "valid"],
+    "tarantool/sessions/liveness.lua": ["deadline_of", "is_live", "valid"],
+    "tarantool/sessions/merge.lua": ["merge"],
     "tarantool/sessions/procedures.lua": [
-        "merge_extra",
         "make_room",
         "new",
         "get",
         "delete",
         "rotate",
         "list",
-        "walk",
         "delete_all",
-        "end_all",
         "batch",
+        "call",
+        "enter",
+        "check_args",
         "replay",
         "in_bulk_slot",
     ],
     "tarantool/sessions/expiry.lua": ["purge_batch", "step"],
 }
+# The unit layer first (the Lua modules' tap tests, under a second): a mutant it kills costs
+# nothing more; the integration tests run only for the ones it misses.
+UNIT_TESTS = ["tests/test_lua_units.py"]
 TESTS = [
     "tests/test_expiry.py",
     "tests/test_get_del.py",
@@ -48,7 +52,8 @@ TESTS = [
     "tests/test_extra.py",
     "tests/test_management.py",
     "tests/test_overload.py",
-    "tests/test_security.py::test_procedures_check_their_own_arguments",
+    "tests/test_security.py::test_procedures_check_each_items_arguments",
+    "tests/test_security.py::test_procedures_check_the_context_of_a_call",
     "tests/test_edges.py::test_memory_full_keeps_signed_in_users_signed_in",
     "tests/test_edges.py::test_purged_sessions_give_their_memory_back_without_outside_help",
     "tests/test_edges.py::test_a_huge_listing_pages_and_does_not_hold_up_other_listings",
@@ -130,14 +135,17 @@ def _killed(tree: Path, mutant: Mutant) -> bool:
     lines[mutant.line - 1] = line[: mutant.column] + mutant.new + line[end:]
     target.write_text("".join(lines))
     try:
-        result = subprocess.run(
-            [sys.executable, "-m", "pytest", "-x", "-q", "-p", "no:cacheprovider", *TESTS],
-            cwd=tree,
-            env={**os.environ, "PYTHONPATH": str(tree)},
-            capture_output=True,
-            timeout=600,
-        )
-        return result.returncode != 0
+        for layer in (UNIT_TESTS, TESTS):
+            result = subprocess.run(
+                [sys.executable, "-m", "pytest", "-x", "-q", "-p", "no:cacheprovider", *layer],
+                cwd=tree,
+                env={**os.environ, "PYTHONPATH": str(tree)},
+                capture_output=True,
+                timeout=600,
+            )
+            if result.returncode != 0:
+                return True
+        return False
     except subprocess.TimeoutExpired:
         return True  # a hang is caught too
     finally:

@@ -35,15 +35,47 @@ async def test_one_failing_item_leaves_the_others_alone(serve, tarantool, user_i
     assert listed[sessions[3]["token"]]["extra"] == {"n": 3, "pad": pad}
 
 
-async def test_mixed_concurrent_operations(client, user_id, ip):
-    doomed = [await new_session(client, user_id, ip) for _ in range(5)]
-    kept = [await new_session(client, user_id, ip) for _ in range(5)]
+async def test_mixed_concurrent_operations_each_answer_their_own_request(client, user_id, ip):
+    """Requests of every kind at once, coalesced into shared batches: each answer is the one
+    its own request asked for (the coalescer's main risk is handing one caller another's)."""
+    users = [user_id + n for n in range(20)]
+    opened = [await new_session(client, user, f"192.0.2.{n + 1}") for n, user in enumerate(users)]
+    doomed, kept = opened[:10], opened[10:]
+    new_users = [user_id + 100 + n for n in range(20)]
     results = await asyncio.gather(
         *(call(client, "/del", params={"token": s["token"]}) for s in doomed),
-        *(call(client, "/get", params={"token": s["token"]}) for s in kept),
-        call(client, "/user", params={"id": str(user_id)}),
-        call(client, "/ip", params={"ip": ip}),
+        *(
+            call(client, "/get", params={"token": s["token"], "ip": f"198.51.100.{n}"})
+            for n, s in enumerate(kept)
+        ),
+        *(
+            call(client, "/new", params={"user_id": str(u), "ip": f"203.0.113.{n}"})
+            for n, u in enumerate(new_users)
+        ),
+        *(call(client, "/get", params={"token": s["token"]}) for s in doomed),  # racing its own del
+        *(call(client, "/user", params={"id": str(u)}) for u in users),
     )
-    assert all(status == 200 for status, _ in results)
-    listed = (await call(client, "/user", params={"id": str(user_id)}))[1]["data"]
-    assert {s["token"] for s in listed} == {s["token"] for s in kept}
+    deleted, got, made, raced, listed = (
+        results[:10],
+        results[10:20],
+        results[20:40],
+        results[40:50],
+        results[50:],
+    )
+    for session, (status, body) in zip(doomed, deleted, strict=True):
+        assert status == 200 and body["data"]["token"] == session["token"]
+    for n, (session, (status, body)) in enumerate(zip(kept, got, strict=True)):
+        assert status == 200
+        assert (body["data"]["token"], body["data"]["user_id"]) == (session["token"], session["user_id"])
+        assert body["data"]["ip"] == f"198.51.100.{n}"
+    for n, (user, (status, body)) in enumerate(zip(new_users, made, strict=True)):
+        assert status == 200 and (body["data"]["user_id"], body["data"]["ip"]) == (user, f"203.0.113.{n}")
+    for session, (status, body) in zip(doomed, raced, strict=True):
+        # Either before its del or after it: its own session or none, never another's.
+        assert status == 404 or body["data"]["token"] == session["token"]
+    for user, (status, body) in zip(users, listed, strict=True):
+        assert status == 200 and all(s["user_id"] == user for s in body["data"])
+    assert len({body["data"]["token"] for _, body in made}) == 20
+    for session in kept:
+        mine = (await call(client, "/user", params={"id": str(session["user_id"])}))[1]["data"]
+        assert [s["token"] for s in mine] == [session["token"]]

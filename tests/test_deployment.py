@@ -17,7 +17,7 @@ from packaging.requirements import Requirement
 from packaging.utils import canonicalize_name
 from packaging.version import Version
 
-from sessions.admin import BackupError, backup, promote, rejoin, restore
+from sessions.admin import AdminError, backup, promote, rejoin, restore
 from sessions.config import Settings
 from sessions.console import Console
 
@@ -77,7 +77,7 @@ async def test_a_corrupt_archive_is_refused_and_nothing_changes(tmp_path, user_i
     (tmp_path / "damaged.tar.gz").write_bytes(bytes(damaged))
     (tmp_path / "garbage.tar.gz").write_bytes(b"not an archive at all")
     for bad in ("damaged.tar.gz", "garbage.tar.gz", "missing.tar.gz"):
-        with pytest.raises(BackupError):
+        with pytest.raises(AdminError):
             restore(settings, tmp_path / bad)
         assert _snapshot(tmp_path / "data") == before
 
@@ -99,7 +99,7 @@ async def test_restore_refuses_a_data_dir_in_use(tmp_path):
     archive = tmp_path / "sessions.tar.gz"
     async with serving(settings):
         await asyncio.to_thread(backup, settings, archive)
-        with pytest.raises(BackupError, match="stop the service"):
+        with pytest.raises(AdminError, match="stop the service"):
             restore(settings, archive)
 
 
@@ -176,7 +176,7 @@ async def test_the_failover_runbook_loses_no_acknowledged_session(serve, tmp_pat
             "role": "fenced",
         }
         assert await write(5)  # the service stays where the data is
-        with pytest.raises(BackupError, match="writable"):
+        with pytest.raises(AdminError, match="writable"):
             promote(Settings(data_dir=paths["primary"]))  # no second writer, whoever asks
 
         # 4. It rejoins as a replica of the new primary and catches up.

@@ -85,23 +85,32 @@ async def test_a_gate_without_a_queue_sheds_at_once():
 # --- deadlines in Tarantool ----------------------------------------------------------
 
 
+RULES = "rules = {ttl = 15552000, lifetime = 0, cap = 0}"
+
+
 def test_a_batch_past_its_deadline_does_nothing(console, user_id):
     token = "'" + "\\x40" * 16 + "'"  # 16 bytes, a v4-looking token
-    call_new = f"{{{token}, {user_id}, '192.0.2.9', box.NULL, 1024, {{15552000, 0, 0}}}}"
+    call_new = f"{{token = {token}, user_id = {user_id}, ip = '192.0.2.9'}}"
+    late = f"{{{RULES}, deadline = require('fiber').time() - 0.001}}"
     with pytest.raises(ConsoleError, match="deadline"):
-        console.eval(f"return sessions.batch('new', {{{call_new}}}, require('fiber').time() - 0.001)")
+        console.eval(f"return sessions.batch('new', {{{call_new}}}, {late})")
     assert console.eval(f"return box.space.sessions.index.user:count({{{user_id}}})") == 0
     # The same call within its deadline opens it.
-    console.eval(f"return sessions.batch('new', {{{call_new}}}, require('fiber').time() + 5)")
+    console.eval(
+        f"return sessions.batch('new', {{{call_new}}}, {{{RULES}, deadline = require('fiber').time() + 5}})"
+    )
     assert console.eval(f"return box.space.sessions.index.user:count({{{user_id}}})") == 1
 
 
 @pytest.mark.parametrize("procedure", ["list", "delete_all"])
 def test_bulk_work_past_its_deadline_is_not_started(console, user_id, procedure):
     console.eval(lua_bulk_insert(3, lua_session(user_id, "'192.0.2.9'", "require('sessions.clock').now()")))
-    opts = "{limit = 10, page_bytes = 1048576, deadline = require('fiber').time() - 0.001}"
+    args = f"{{kind = 'user', key = {user_id}}}"
+    if procedure == "list":
+        args = f"{{kind = 'user', key = {user_id}, limit = 10, page_bytes = 1048576}}"
+    late = f"{{{RULES}, deadline = require('fiber').time() - 0.001}}"
     with pytest.raises(ConsoleError, match="deadline"):
-        console.eval(f"return sessions.{procedure}('user', {user_id}, {{15552000, 0, 0}}, {opts})")
+        console.eval(f"return sessions.call('{procedure}', {args}, {late})")
     assert console.eval(f"return box.space.sessions.index.user:count({{{user_id}}})") == 3
 
 

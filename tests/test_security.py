@@ -18,7 +18,7 @@ from pydantic import ValidationError
 
 from sessions.config import Settings
 from sessions.console import Console, ConsoleError
-from sessions.storage import _new_token
+from sessions.storage import new_token
 
 from .conftest import PASSWORD, call, new_session, settings_for
 from .service import Service
@@ -62,7 +62,12 @@ async def test_any_configured_key_works_for_rotation(keyed, key, user_id):
 
 
 async def test_no_keys_means_open(client, user_id):
-    await new_session(client, user_id)
+    """Without SESSIONS_API_KEYS (on loopback) every method answers without a key, and no
+    answer asks for one."""
+    session = await new_session(client, user_id)
+    for path, params in (("/get", {"token": session["token"]}), ("/user", {"id": str(user_id)})):
+        response = await client.get(path, params=params)
+        assert response.status == 200 and "WWW-Authenticate" not in response.headers
 
 
 def test_settings_never_show_secrets():
@@ -140,7 +145,7 @@ async def test_service_user_may_only_call_the_procedures(tarantool):
 
 def test_tokens_are_random_version_4_uuids():
     count = 100_000
-    tokens = [uuid.UUID(bytes=_new_token()) for _ in range(count)]
+    tokens = [uuid.UUID(bytes=new_token()) for _ in range(count)]
     assert len(set(tokens)) == count
     assert all(t.version == 4 and t.variant == uuid.RFC_4122 for t in tokens)
     # Each of the 122 random bits is 1 in about half the tokens: within 6 standard
@@ -232,41 +237,56 @@ def test_no_replication_user_without_a_replication_password(fresh_tarantool):
         assert admin.eval("return box.schema.user.exists('replicator')") is False
 
 
+_TOKEN = "'61494096-9af7-49ba-9fb4-e89c0811e6d3'"
+_RULES = "rules = {ttl = 15552000, lifetime = 0, cap = 0}"
+_CONTEXT = f"{{{_RULES}, deadline = require('fiber').time() + 5, extra_max = 1024}}"
+_V4 = "'0123456789abcdef'"
+
+
+def _batch(operation: str, item: str) -> str:
+    return f"sessions.batch('{operation}', {{{{{item}}}}}, {_CONTEXT})"
+
+
 @pytest.mark.parametrize(
     ("call_lua", "reason"),
     [
-        (
-            "sessions.batch('get', {{'61494096-9af7-49ba-9fb4-e89c0811e6d3', nil, nil, {0, 0, 0}, 1024}})",
-            "ttl",
-        ),
-        (
-            "sessions.batch('get', {{'61494096-9af7-49ba-9fb4-e89c0811e6d3', nil, nil, {-5, 0, 0}, 1024}})",
-            "ttl",
-        ),
-        ("sessions.batch('delete', {{'61494096-9af7-49ba-9fb4-e89c0811e6d3', {100, -1, 0}}})", "lifetime"),
-        ("sessions.batch('delete', {{'61494096-9af7-49ba-9fb4-e89c0811e6d3', {100, 0, -1}}})", "cap"),
-        ("sessions.batch('delete', {{'61494096-9af7-49ba-9fb4-e89c0811e6d3', 100}})", "rules"),
-        ("sessions.batch('new', {{'short', 1, '192.0.2.1', nil, 1024, {15552000, 0, 0}}})", "token"),
-        (
-            "sessions.batch('new', {{'0123456789abcdef', 'x', '192.0.2.1', nil, 1024, {15552000, 0, 0}}})",
-            "user_id",
-        ),
-        (
-            "sessions.batch('new', {{'0123456789abcdef', 1, '192.0.2.1', nil, 1024, {15552000, 0, 0}, 0}})",
-            "own ttl",
-        ),
+        (_batch("get", "token = 1"), "token"),
+        (_batch("get", f"token = {_TOKEN}, ip = 7"), "ip"),
+        (_batch("get", f"token = {_TOKEN}, user = 1"), "no argument user"),
+        (_batch("new", "token = 'short', user_id = 1, ip = '192.0.2.1'"), "token"),
+        (_batch("new", f"token = {_V4}, user_id = 'x', ip = '192.0.2.1'"), "user_id"),
+        (_batch("new", f"token = {_V4}, user_id = 1, ip = '192.0.2.1', ttl = 0"), "own ttl"),
     ],
 )
-def test_procedures_check_their_own_arguments(console, call_lua, reason):
-    """Defence in depth: the procedures refuse what the service never sends."""
-    item = console.eval(f"return {call_lua}[1]")
-    assert item[1] == "InvalidArgument" and reason in item[3]
+def test_procedures_check_each_items_arguments(console, call_lua, reason):
+    """Defence in depth: the procedures refuse what the service never sends, item by item."""
+    # Returned as a pair: the console takes a map with an `error` key for its own error.
+    kind, message = console.eval(f"local failed = {call_lua}[1].error return {{failed.type, failed.message}}")
+    assert kind == "InvalidArgument" and reason in message
+
+
+@pytest.mark.parametrize(
+    ("context", "reason"),
+    [
+        ("{rules = {ttl = 0, lifetime = 0, cap = 0}, deadline = 1e12}", "ttl"),
+        ("{rules = {ttl = -5, lifetime = 0, cap = 0}, deadline = 1e12}", "ttl"),
+        ("{rules = {ttl = 100, lifetime = -1, cap = 0}, deadline = 1e12}", "lifetime"),
+        ("{rules = {ttl = 100, lifetime = 0, cap = -1}, deadline = 1e12}", "cap"),
+        ("{rules = {100, 0, 0}, deadline = 1e12}", "rules"),
+        ("{rules = {ttl = 100, lifetime = 0, cap = 0}}", "deadline"),
+        ("100", "context"),
+    ],
+)
+def test_procedures_check_the_context_of_a_call(console, context, reason):
+    with pytest.raises(ConsoleError, match=reason):
+        console.eval(f"return sessions.batch('delete', {{{{token = {_TOKEN}}}}}, {context})")
 
 
 @pytest.mark.parametrize("limit", [0, -1])
 def test_the_list_procedure_refuses_a_bad_limit(console, limit):
     with pytest.raises(ConsoleError, match="limit"):
-        console.eval(f"return sessions.list('user', 1, {{15552000, 0, 0}}, {{limit = {limit}}})")
+        args = f"{{kind = 'user', key = 1, limit = {limit}, page_bytes = 1024}}"
+        console.eval(f"return sessions.call('list', {args}, {_CONTEXT})")
 
 
 async def test_user_del_keeps_the_session_named_in_x_session_token(client, user_id):

@@ -1,6 +1,6 @@
 -- When a session is live: the one definition the procedures and the purge share.
 --
--- The rules travel with every call from the service as an array {ttl, lifetime, cap}:
+-- The rules travel with every call from the service as a map {ttl =, lifetime =, cap =}:
 --   ttl       the service's idle TTL in seconds (SESSIONS_IDLE_TTL)
 --   lifetime  the most seconds a session may live after `create` (0: no limit)
 --   cap       the most live sessions one user may have (0: no limit)
@@ -15,7 +15,9 @@
 local F = require('sessions.fields')
 local clock = require('sessions.clock')
 
-local TTL, LIFETIME, CAP, SINCE = 1, 2, 3, 4
+local TTL, LIFETIME, CAP, SINCE = 'ttl', 'lifetime', 'cap', 'since'
+-- What the service sends (describe() tells it, and it checks at connect time).
+local FIELDS = {TTL, LIFETIME, CAP}
 
 local function deadline_of(create, activity, own_ttl, rules)
     local idle = rules[TTL]
@@ -51,6 +53,7 @@ return {
     LIFETIME = LIFETIME,
     CAP = CAP,
     SINCE = SINCE,
+    FIELDS = FIELDS,
     deadline_of = deadline_of,
     deadline = deadline,
     is_live = is_live,

@@ -1,21 +1,28 @@
--- Stored procedures behind the HTTP API, one per operation. Each runs without yielding
--- between its read and its write, so it is atomic inside the instance.
+-- The operations behind the HTTP API, and the procedures the service calls them through.
+--
+-- The wire contract is declared once, in OPERATIONS below: each operation's function, the
+-- named arguments it takes, the named fields of its reply, and whether its calls are
+-- coalesced into one `batch` or run as bulk work. Every call also carries a context map
+-- (CONTEXT: the service's liveness rules, its deadline, the extra data limit). `describe()`
+-- hands all of it to the service, which compares it with its own declaration
+-- (sessions/contract.py) when it connects and refuses to start on any difference. Adding an
+-- operation is one entry in OPERATIONS and its function; the grants follow the exports.
+--
+-- Each operation runs without yielding between its read and its write, so it is atomic
+-- inside the instance.
 local fiber = require('fiber')
 local fio = require('fio')
 local log = require('log')
-local msgpack = require('msgpack')
 local uuid = require('uuid')
 
 local F = require('sessions.fields')
 local clock = require('sessions.clock')
 local expiry = require('sessions.expiry')
 local liveness = require('sessions.liveness')
+local merge = require('sessions.merge')
 local role = require('sessions.role')
 local schema = require('sessions.schema')
 
-local MAP = {__serialize = 'map'}
--- The flag beside a `get` result served without rewriting its activity.
-local UNTOUCHED = 'untouched'
 local LIST_YIELD_EVERY = 1000
 -- A bulk delete ends at most this many sessions per transaction, and at most BULK_CALL
 -- per call: the service calls again while more remain, so that neither a transaction nor
@@ -31,7 +38,15 @@ local CAP_DELETES = 1000
 -- most BULK_SLOTS pages, and the `get`s beside it wait behind at most one step of each.
 local BULK_SLOTS = 4
 
+-- The error types the operations raise on purpose; the service maps each to its answer.
+local ERRORS = {'InvalidArgument', 'PayloadTooLarge', 'TokenNotFound', 'Overloaded', 'IdempotencyConflict'}
+local KNOWN_ERRORS = {}
+for _, name in ipairs(ERRORS) do
+    KNOWN_ERRORS[name] = true
+end
+
 local function raise(error_type, reason)
+    assert(KNOWN_ERRORS[error_type], error_type)
     box.error({type = error_type, reason = reason})
 end
 
@@ -91,13 +106,10 @@ local function is_integer(value)
     return kind == 'number' or kind == 'cdata'
 end
 
--- Every call carries the service's rules (liveness.lua); the purge learns them here.
-local function check_rules(rules)
-    check(liveness.valid(rules), 'rules must be {ttl > 0, lifetime >= 0, cap >= 0}')
-    expiry.set_rules(rules)
-end
-
 local is_live = liveness.is_live
+
+-- The reply of an operation that found nothing (an unknown or lapsed token): an empty map.
+local NONE = setmetatable({}, {__serialize = 'map'})
 
 -- Results carry the token as text: Tarantool formats it in C for free, where the
 -- service would pay for decoding and formatting a UUID object per session.
@@ -105,49 +117,31 @@ local function with_text_token(tuple)
     return tuple:transform(F.TOKEN, 1, tuple[F.TOKEN]:str())
 end
 
--- The live session a token names: its key and tuple, or nil; with `remove`, it is deleted
--- too. A lapsed one found is deleted either way: lapsed is final, whatever the rules say
--- later. Tokens arrive as text the service has checked for the 8-4-4-4-12 form, since
--- uuid.fromstr on its own lets some malformed strings through.
-local function find_live(token, rules, remove)
+-- The live session a token names, as its key and tuple, or nil. A lapsed one found is
+-- deleted: lapsed is final, whatever the rules say later. Tokens arrive as text the
+-- service has checked for the 8-4-4-4-12 form, since uuid.fromstr on its own lets some
+-- malformed strings through.
+local function find_live(token, rules)
     local key = uuid.fromstr(token)
     if key == nil then
         return nil
     end
     local space = box.space.sessions
-    local tuple = remove and space:delete(key) or space:get(key)
+    local tuple = space:get(key)
     if tuple == nil then
         return nil
     end
     if not is_live(tuple, rules) then
-        if not remove then
-            space:delete(key)
-        end
+        space:delete(key)
         return nil
     end
     return key, tuple
 end
 
--- JSON Merge Patch (RFC 7396) at the top level: null removes a key, anything else
--- replaces it; nested values are taken whole.
-local function merge_extra(current, patch, extra_max)
-    check(type(patch) == 'table', 'extra must be a map')
-    check(type(extra_max) == 'number', 'extra_max must be a number')
-    local merged = setmetatable({}, MAP)
-    if current ~= nil then
-        for key, value in pairs(current) do
-            merged[key] = value
-        end
-    end
-    for key, value in pairs(patch) do
-        if value == nil then -- also true for box.NULL
-            merged[key] = nil
-        else
-            merged[key] = value
-        end
-    end
-    if #msgpack.encode(merged) > extra_max then
-        raise('PayloadTooLarge', ('extra data would exceed %d bytes'):format(extra_max))
+local function merged_extra(current, patch, extra_max)
+    local merged, error_type, reason = merge.merge(current, patch, extra_max)
+    if merged == nil then
+        raise(error_type, reason)
     end
     return merged
 end
@@ -200,27 +194,28 @@ local function replay(idem, rules)
     return tuple
 end
 
--- `token` is 16 random bytes from the service with the UUID version 4 bits set; `own_ttl`
--- the session's own idle TTL, or nil for the service's; `idem`, if given, is
+-- Open a session. `token` is 16 random bytes from the service with the UUID version 4 bits
+-- set; `ttl` the session's own idle TTL, or nil for the service's; `idem`, if given, is
 -- {key = text, fingerprint = text, window = seconds}: a repeat of the same key answers the
 -- session it opened instead of opening another.
-local function new(token, user_id, ip, patch, extra_max, rules, own_ttl, idem)
+local function new(args, ctx)
+    local token, user_id, ip, own_ttl, idem = args.token, args.user_id, args.ip, args.ttl, args.idem
     check(type(token) == 'string' and #token == 16, 'token must be 16 bytes')
     check(is_integer(user_id), 'user_id must be an integer')
     check(type(ip) == 'string', 'ip must be a string')
-    check_rules(rules)
     check(own_ttl == nil or (type(own_ttl) == 'number' and own_ttl >= 1), 'own ttl must be positive')
+    local rules = ctx.rules
     if idem ~= nil then
-        check(type(idem.key) == 'string' and type(idem.fingerprint) == 'string'
+        check(type(idem) == 'table' and type(idem.key) == 'string' and type(idem.fingerprint) == 'string'
             and type(idem.window) == 'number', 'idem must be {key, fingerprint, window}')
         local replayed = replay(idem, rules)
         if replayed ~= nil then
-            return with_text_token(replayed)
+            return {session = with_text_token(replayed)}
         end
     end
     local extra = box.NULL
-    if patch ~= nil then
-        extra = merge_extra(nil, patch, extra_max)
+    if args.patch ~= nil then
+        extra = merged_extra(nil, args.patch, ctx.extra_max)
     end
     make_room(user_id, rules)
     local ts = now()
@@ -233,18 +228,19 @@ local function new(token, user_id, ip, patch, extra_max, rules, own_ttl, idem)
         box.space.idempotency:replace{idem.key, idem.fingerprint, key, ts + idem.window}
     end
     memory.full = false
-    return with_text_token(tuple)
+    return {session = with_text_token(tuple)}
 end
 
 -- The session, marked active now; with `ip`, moved to that address; with `patch`, its extra
--- data merged.
-local function get(token, ip, patch, rules, extra_max)
+-- data merged. `untouched`: served as stored, its activity not recorded (memory full).
+local function get(args, ctx)
+    local token, ip, patch = args.token, args.ip, args.patch
     check(type(token) == 'string', 'token must be a string')
     check(ip == nil or type(ip) == 'string', 'ip must be a string')
-    check_rules(rules)
+    local rules = ctx.rules
     local key, tuple = find_live(token, rules)
     if key == nil then
-        return nil
+        return NONE
     end
     local space = box.space.sessions
     local ops = {}
@@ -258,14 +254,14 @@ local function get(token, ip, patch, rules, extra_max)
         ops[#ops + 1] = {'=', F.IP, ip}
     end
     if patch ~= nil then
-        ops[#ops + 1] = {'=', F.EXTRA, merge_extra(tuple[F.EXTRA], patch, extra_max)}
+        ops[#ops + 1] = {'=', F.EXTRA, merged_extra(tuple[F.EXTRA], patch, ctx.extra_max)}
     end
     if #ops == 0 then
-        return with_text_token(tuple)
+        return {session = with_text_token(tuple)}
     end
     local ok, updated = pcall(space.update, space, key, ops)
     if ok then
-        return with_text_token(updated)
+        return {session = with_text_token(updated)}
     end
     -- With memory full, a signed-in user stays signed in: the session is served as stored,
     -- its activity (and last ip) not rewritten this time. Extra data the caller sent is a
@@ -275,26 +271,31 @@ local function get(token, ip, patch, rules, extra_max)
     end
     memory.full = true
     memory.touch_skipped = memory.touch_skipped + 1
-    return with_text_token(tuple), UNTOUCHED
+    return {session = with_text_token(tuple), untouched = true}
 end
 
-local function delete(token, rules)
-    check(type(token) == 'string', 'token must be a string')
-    check_rules(rules)
-    local _, tuple = find_live(token, rules, true)
-    return tuple and with_text_token(tuple)
+-- End the session; the session as it was.
+local function delete(args, ctx)
+    check(type(args.token) == 'string', 'token must be a string')
+    local key, tuple = find_live(args.token, ctx.rules)
+    if key == nil then
+        return NONE
+    end
+    box.space.sessions:delete(key)
+    return {session = with_text_token(tuple)}
 end
 
 -- The same session under `new_token` (16 bytes, as for `new`): user, ip, extra, create, its
 -- own TTL and its place in listings (seq) kept, activity now; the old token ends in the same
 -- transaction.
-local function rotate(token, new_token, rules)
+local function rotate(args, ctx)
+    local token, new_token = args.token, args.new_token
     check(type(token) == 'string', 'token must be a string')
     check(type(new_token) == 'string' and #new_token == 16, 'new token must be 16 bytes')
-    check_rules(rules)
+    local rules = ctx.rules
     local key, tuple = find_live(token, rules)
     if key == nil then
-        return nil
+        return NONE
     end
     local space = box.space.sessions
     local ts = now()
@@ -306,7 +307,7 @@ local function rotate(token, new_token, rules)
         {'=', F.ACTIVITY, ts},
         {'=', F.EXPIRES, liveness.deadline_of(tuple[F.CREATE], ts, tuple[F.TTL], rules)},
     }))
-    return with_text_token(fresh)
+    return {session = with_text_token(fresh)}
 end
 
 local LISTS = {
@@ -315,21 +316,31 @@ local LISTS = {
           what = 'ip must be a string'},
 }
 
--- Live sessions under one key of a (key, seq) index, newest opened first, at most
--- `opts.limit` of them and at most `opts.page_bytes` bytes of tuples (but at least one
--- session, whatever it holds), starting after the session whose seq is `opts.after` when
--- given. A session's seq never changes (rotate keeps it), so a walk page by page meets
--- every session that stays under the key and live exactly once, whatever happens to the
--- others meanwhile; sessions opened during the walk come before its start and are not met.
--- Returns {sessions, more, seq of the last one}. The walk yields every LIST_YIELD_EVERY
--- tuples, so a long one never holds up other requests, and gives up once `opts.deadline`
--- has passed.
-local function walk(kind, key, rules, opts)
+local function list_spec(kind, key)
     local spec = LISTS[kind]
-    local limit, page_bytes, deadline = opts.limit, opts.page_bytes, opts.deadline
+    check(spec ~= nil, 'unknown list')
+    check(spec.check(key), spec.what)
+    return spec
+end
+
+-- Live sessions under one key of a (key, seq) index, newest opened first, at most `limit`
+-- of them and at most `page_bytes` bytes of tuples (but at least one session, whatever it
+-- holds), starting after the session whose seq is `after` when given. A session's seq
+-- never changes (rotate keeps it), so a walk page by page meets every session that stays
+-- under the key and live exactly once, whatever happens to the others meanwhile; sessions
+-- opened during the walk come before its start and are not met. Replies {sessions, more,
+-- last: the seq of the last one}. The walk yields every LIST_YIELD_EVERY tuples, so a long
+-- one never holds up other requests, and gives up once the deadline has passed.
+local function list(args, ctx)
+    local spec = list_spec(args.kind, args.key)
+    local key, limit, page_bytes, after = args.key, args.limit, args.page_bytes, args.after
+    check(type(limit) == 'number' and limit >= 1, 'limit must be a positive number')
+    check(type(page_bytes) == 'number' and page_bytes >= 1, 'page_bytes must be positive')
+    check(after == nil or is_integer(after), 'after must be a seq')
+    local rules = ctx.rules
     local position, iterator = {key}, 'REQ'
-    if opts.after ~= nil then
-        position, iterator = {key, opts.after}, 'LT'
+    if after ~= nil then
+        position, iterator = {key, after}, 'LT'
     end
     local result = {}
     local count, bytes, seen, last = 0, 0, 0, box.NULL
@@ -341,7 +352,7 @@ local function walk(kind, key, rules, opts)
         seen = seen + 1
         if seen % LIST_YIELD_EVERY == 0 then
             fiber.yield()
-            check_deadline(deadline)
+            check_deadline(ctx.deadline)
         end
         if is_live(tuple, rules) then
             local size = tuple:bsize()
@@ -355,39 +366,25 @@ local function walk(kind, key, rules, opts)
             last = tuple[F.SEQ]
         end
     end
-    return {result, more, last}
-end
-
-local function list(kind, key, rules, opts)
-    local spec = LISTS[kind]
-    check(spec ~= nil, 'unknown list')
-    check(spec.check(key), spec.what)
-    check_rules(rules)
-    check(type(opts) == 'table', 'opts must be a map')
-    check(type(opts.limit) == 'number' and opts.limit >= 1, 'limit must be a positive number')
-    check(type(opts.page_bytes) == 'number' and opts.page_bytes >= 1, 'page_bytes must be positive')
-    check(type(opts.deadline) == 'number', 'deadline must be a number')
-    check(opts.after == nil or is_integer(opts.after), 'after must be a seq')
-    check_deadline(opts.deadline)
-    return in_bulk_slot(opts.deadline, walk, kind, key, rules, opts)
+    return {sessions = result, more = more, last = last}
 end
 
 -- End the live sessions of a user (`kind` "user") or an address ("ip"), except the session
--- `opts.except_token` (which must then be a live session of that user, or nothing is
--- ended; `opts.checked` says an earlier call of the same request checked it already), in
--- transactions of BULK_TRANSACTION that yield between them, at most BULK_CALL per call
--- and none begun after `opts.deadline`. Lapsed sessions met on the way go too, uncounted.
--- Returns {ended, more}.
-local function end_all(kind, key, rules, opts)
-    local spec = LISTS[kind]
-    local except_token, checked, deadline = opts.except_token, opts.checked, opts.deadline
+-- `except_token` (which must then be a live session of that user, or nothing is ended;
+-- `checked` says an earlier call of the same request checked it already), in transactions
+-- of BULK_TRANSACTION that yield between them, at most BULK_CALL per call and none begun
+-- after the deadline. Lapsed sessions met on the way go too, uncounted. Replies {deleted,
+-- more}.
+local function delete_all(args, ctx)
+    local spec = list_spec(args.kind, args.key)
+    local key, except_token, rules = args.key, args.except_token, ctx.rules
     local space = box.space.sessions
     local except = nil
     if except_token ~= nil then
         check(type(except_token) == 'string', 'except must be a string')
         except = uuid.fromstr(except_token)
         local kept = except and space:get(except)
-        if not checked and (not kept or kept[spec.field] ~= key or not is_live(kept, rules)) then
+        if not args.checked and (not kept or kept[spec.field] ~= key or not is_live(kept, rules)) then
             raise('TokenNotFound', 'except is not a live session of this user')
         end
     end
@@ -407,11 +404,11 @@ local function end_all(kind, key, rules, opts)
             end
         end
         if #doomed == 0 then
-            return {ended, false}
+            return {deleted = ended, more = false}
         end
-        if fiber.time() > deadline then
+        if fiber.time() > ctx.deadline then
             -- What is done stays done; the service calls again for the rest.
-            return {ended, true}
+            return {deleted = ended, more = true}
         end
         box.begin()
         for _, token in ipairs(doomed) do
@@ -422,47 +419,61 @@ local function end_all(kind, key, rules, opts)
         removed = removed + #doomed
         fiber.yield()
     end
-    return {ended, true}
+    return {deleted = ended, more = true}
 end
 
-local function delete_all(kind, key, rules, opts)
-    local spec = LISTS[kind]
-    check(spec ~= nil, 'unknown list')
-    check(spec.check(key), spec.what)
-    check_rules(rules)
-    check(type(opts) == 'table', 'opts must be a map')
-    check(type(opts.deadline) == 'number', 'deadline must be a number')
-    check_deadline(opts.deadline)
-    return in_bulk_slot(opts.deadline, end_all, kind, key, rules, opts)
-end
-
--- Several operations of one kind in one call: the service coalesces concurrent requests
--- so that one round trip serves them all, in one transaction (one WAL write). Listings
--- are called one by one (`list`): a long one must not hold up, or share a timeout with,
--- anybody else's. Each item answers on its own,
--- in one of three shapes the service tells apart by length (storage.py):
---   {}                              nothing (an unknown or lapsed token)
---   {result} or {result, flag}      a result, with `UNTOUCHED` for a get served as stored
---   {nil, type, code, message}      an error, which undoes only that item's writes
--- An error of the whole call (a failed WAL write at commit, say) undoes every item and
--- reaches the service as the call's own error.
-local batchable = {
-    new = new,
-    get = get,
-    delete = delete,
-    rotate = rotate,
+-- The wire contract, declared once. `batch`: calls of it made at once are coalesced into one
+-- `batch` procedure call, one transaction, each answering on its own; `bulk`: it walks many
+-- sessions, so it runs in one of BULK_SLOTS and the service sends it over its bulk
+-- connection. Replies are maps with these fields (a missing one is nil).
+local OPERATIONS = {
+    new = {fn = new, batch = true, args = {'token', 'user_id', 'ip', 'patch', 'ttl', 'idem'},
+           reply = {'session'}},
+    get = {fn = get, batch = true, args = {'token', 'ip', 'patch'}, reply = {'session', 'untouched'}},
+    delete = {fn = delete, batch = true, args = {'token'}, reply = {'session'}},
+    rotate = {fn = rotate, batch = true, args = {'token', 'new_token'}, reply = {'session'}},
+    list = {fn = list, bulk = true, args = {'kind', 'key', 'limit', 'page_bytes', 'after'},
+            reply = {'sessions', 'more', 'last'}},
+    delete_all = {fn = delete_all, bulk = true, args = {'kind', 'key', 'except_token', 'checked'},
+                  reply = {'deleted', 'more'}},
 }
+-- What every call carries beside its own arguments.
+local CONTEXT = {'rules', 'deadline', 'extra_max'}
+
+for _, spec in pairs(OPERATIONS) do
+    spec.accepts = {}
+    for _, name in ipairs(spec.args) do
+        spec.accepts[name] = true
+    end
+end
+
+local function check_args(operation, spec, args)
+    check(type(args) == 'table', 'arguments must be a map')
+    for name in pairs(args) do
+        check(spec.accepts[name], ('%s takes no argument %s'):format(operation, tostring(name)))
+    end
+end
+
+-- The context of a call, checked once; the purge learns the service's rules from it.
+local function enter(ctx)
+    check(type(ctx) == 'table', 'context must be a map')
+    check(liveness.valid(ctx.rules), 'rules must be {ttl > 0, lifetime >= 0, cap >= 0}')
+    check(type(ctx.deadline) == 'number', 'deadline must be a number')
+    check(ctx.extra_max == nil or type(ctx.extra_max) == 'number', 'extra_max must be a number')
+    check_deadline(ctx.deadline)
+    expiry.set_rules(ctx.rules)
+end
 
 local function error_item(err)
     if type(err) == 'cdata' then
         if is_out_of_memory(err) then
             memory.full = true
         end
-        return {box.NULL, err.type, err.code, err.message}
+        return {error = {type = err.type, code = err.code, message = err.message}}
     end
     -- A plain Lua error is a bug here, not bad input: log it where an operator looks.
     log.error('sessions: procedure failed: %s', tostring(err))
-    return {box.NULL, 'LuaError', 0, tostring(err)}
+    return {error = {type = 'LuaError', code = 0, message = tostring(err)}}
 end
 
 -- Whether a commit failed because the replicas synchronous replication waits for did not
@@ -475,60 +486,76 @@ end
 -- With its replicas out of reach, a signed-in user stays signed in: the `get`s of a batch
 -- whose touches could not be confirmed serve their sessions as stored, untouched (as with
 -- memory full); one that sent extra data asked for a write, and fails.
-local function served_as_stored(calls, results, err)
+local function served_as_stored(items, replies, rules, err)
     local space = box.space.sessions
-    for i, args in ipairs(calls) do
-        if results[i][1] ~= nil then
-            local token, patch, rules = args[1], args[3], args[4]
-            local key = uuid.fromstr(token)
+    for i, args in ipairs(items) do
+        if replies[i].session ~= nil then
+            local key = uuid.fromstr(args.token)
             local tuple = key and space:get(key)
-            if patch ~= nil then
-                results[i] = error_item(err)
+            if args.patch ~= nil then
+                replies[i] = error_item(err)
             elseif tuple ~= nil and is_live(tuple, rules) then
-                results[i] = {with_text_token(tuple), UNTOUCHED}
+                replies[i] = {session = with_text_token(tuple), untouched = true}
             else
-                results[i] = {}
+                replies[i] = NONE
             end
         end
     end
-    return results
+    return replies
 end
 
--- `deadline`: the moment the last of the batch's callers stops waiting (see check_deadline).
-local function batch(operation, calls, deadline)
-    local fn = batchable[operation]
-    check(fn ~= nil, 'unknown batch operation')
-    check(type(calls) == 'table', 'calls must be an array')
-    check_deadline(deadline)
-    local results = {}
+-- Calls of one batchable operation made at once, as one transaction (one WAL write). Each
+-- item is that operation's argument map and gets its own reply: the operation's, or
+-- {error = {type, code, message}}, which undoes only that item's writes. An error of the
+-- whole call (a failed WAL write at commit, say) undoes every item and reaches the service
+-- as the call's own error.
+local function batch(operation, items, ctx)
+    local spec = OPERATIONS[operation]
+    check(spec ~= nil and spec.batch, 'unknown batch operation')
+    check(type(items) == 'table', 'items must be an array')
+    enter(ctx)
+    local replies = {}
     -- Nothing in a write yields before commit, so the batch is atomic and isolated.
     box.begin()
-    for i, args in ipairs(calls) do
+    for i, args in ipairs(items) do
         -- An item that fails after some of its writes (a `new` that made room, then found
         -- memory full) undoes all of them, and only them.
         local savepoint = box.savepoint()
-        local ok, result, flag = pcall(fn, unpack(args, 1, 8))
-        if not ok then
-            box.rollback_to_savepoint(savepoint)
-            results[i] = error_item(result)
-        elseif result == nil then
-            results[i] = {}
+        local ok, reply = pcall(function()
+            check_args(operation, spec, args)
+            return spec.fn(args, ctx)
+        end)
+        if ok then
+            replies[i] = reply
         else
-            results[i] = {result, flag}
+            box.rollback_to_savepoint(savepoint)
+            replies[i] = error_item(reply)
         end
     end
     if operation ~= 'get' then
         box.commit()
-        return results
+        return replies
     end
     local committed, err = pcall(box.commit)
     if committed then
-        return results
+        return replies
     end
     if not is_sync_failure(err) then
         error(err)
     end
-    return served_as_stored(calls, results, err)
+    return served_as_stored(items, replies, ctx.rules, err)
+end
+
+-- One call of an operation that is not batched; its reply, or its error raised.
+local function call(operation, args, ctx)
+    local spec = OPERATIONS[operation]
+    check(spec ~= nil and not spec.batch, 'unknown operation')
+    enter(ctx)
+    check_args(operation, spec, args)
+    if spec.bulk then
+        return in_bulk_slot(ctx.deadline, spec.fn, args, ctx)
+    end
+    return spec.fn(args, ctx)
 end
 
 -- Modification time of the newest snapshot, or nil before the first one.
@@ -574,12 +601,39 @@ local function peer()
     return {ro = box.info.ro, role = role.get().role or box.NULL, vclock = role.vclock()}
 end
 
--- What the service calls, and so all that its Tarantool user may execute (access.lua);
--- `peer` is for the other instances' `replicator` too.
-return {
+local procedures = {
     batch = batch,
-    list = list,
-    delete_all = delete_all,
+    call = call,
     info = info,
     peer = peer,
 }
+
+-- The contract this Lua speaks, for the service to compare with its own at connect time.
+function procedures.describe()
+    local operations = {}
+    for name, spec in pairs(OPERATIONS) do
+        operations[name] = {
+            args = spec.args, reply = spec.reply, batch = spec.batch == true, bulk = spec.bulk == true,
+        }
+    end
+    local names, fields = {}, {}
+    for name in pairs(procedures) do
+        names[#names + 1] = name
+    end
+    table.sort(names)
+    for _, field in ipairs(F.FORMAT) do
+        fields[#fields + 1] = field.name
+    end
+    return {
+        procedures = names,
+        operations = operations,
+        context = CONTEXT,
+        rules = liveness.FIELDS,
+        errors = ERRORS,
+        fields = fields,
+    }
+end
+
+-- What the service calls, and so all that its Tarantool user may execute (access.lua);
+-- `peer` is for the other instances' `replicator` too.
+return procedures

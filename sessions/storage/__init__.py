@@ -1,6 +1,7 @@
-"""The Tarantool adapter: calls the stored procedures and maps tuples and errors.
+"""The Tarantool adapter: connections that follow the writable instance, and one call path
+for every operation of the wire contract (contract.py), coalesced or bulk as each declares.
 
-This is the only module that knows asynctnt and the tuple layout.
+This package is the only part of the service that knows asynctnt; it never imports aiohttp.
 """
 
 from __future__ import annotations
@@ -11,135 +12,49 @@ import hashlib
 import logging
 import os
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Iterable
 from typing import Any
 
 import asynctnt
 import orjson
-from asynctnt.exceptions import ErrorCode, TarantoolDatabaseError, TarantoolError
+from asynctnt.exceptions import TarantoolDatabaseError, TarantoolError
 
-from .config import TarantoolAddress
-from .errors import (
-    IdempotencyConflict,
-    Overloaded,
-    PayloadTooLarge,
-    SessionsError,
-    StorageFull,
-    StorageUnavailable,
-    StorageWriteFailed,
-    TokenNotFound,
-)
-from .logs import RateLimitedLog
-from .models import Cursor, Session
+from ..config import Settings, TarantoolAddress
+from ..contract import DELETE, DELETE_ALL, FIELDS, GET, LIST, NEW, OPERATIONS, ROTATE, Operation, differences
+from ..errors import StorageUnavailable
+from ..logs import RateLimitedLog
+from ..models import Cursor, Session
+from .coalesce import Coalescer, Reply
+from .faults import DuplicateToken, StorageError, error_type, mapped
 
-__all__ = ["Storage", "StorageError"]
+__all__ = ["ContractMismatch", "Storage", "StorageError", "new_token"]
 
 log = logging.getLogger(__name__)
 
-# Tuple layout of the `sessions` space (tarantool/sessions/fields.lua), zero-based.
-TOKEN, USER_ID, IP, CREATE, ACTIVITY, EXTRA = range(6)
+# Where each field of a session is in the rows the procedures answer (contract.FIELDS).
+_TOKEN, _USER_ID, _IP, _CREATE, _ACTIVITY, _EXTRA = (
+    FIELDS.index(name) for name in ("token", "user_id", "ip", "create", "activity", "extra")
+)
 
-# Errors the procedures raise on purpose, by their custom type.
-_CUSTOM_ERRORS: dict[str, type[SessionsError]] = {
-    "PayloadTooLarge": PayloadTooLarge,
-    "TokenNotFound": TokenNotFound,
-    "Overloaded": Overloaded,
-    "IdempotencyConflict": IdempotencyConflict,
-}
-# Tarantool's own error codes by what they mean to a caller. A write that could not reach
-# the disk (a full or failing disk, a rolled-back transaction) changed nothing and can be
-# retried; the instance itself goes on serving reads, and writes again once it can.
-_WRITE_FAILED_CODES = {
-    ErrorCode.ER_WAL_IO,
-    ErrorCode.ER_CASCADE_ROLLBACK,
-    ErrorCode.ER_TXN_ROLLBACK,
-    ErrorCode.ER_SYNC_ROLLBACK,
-    ErrorCode.ER_SYNC_QUORUM_TIMEOUT,
-}
-_UNAVAILABLE_CODES = {
-    ErrorCode.ER_READONLY,
-    ErrorCode.ER_LOADING,
-    ErrorCode.ER_NONMASTER,
-    ErrorCode.ER_BOOTSTRAP_READONLY,
-    ErrorCode.ER_NO_CONNECTION,
-    ErrorCode.ER_TIMEOUT,
-    ErrorCode.ER_TRANSACTION_TIMEOUT,
-}
-# Errors of the procedures' own code (a bad argument, a Lua error): bugs, not bad input.
-_BUG_TYPES = {"LuaError", "InvalidArgument"}
-_BUG_CODES = {ErrorCode.ER_PROC_LUA}
-
-# A failing disk or a bug fails every request alike: one line a minute says so.
-_storage_log = RateLimitedLog(log, interval=60.0)
 # A full store touches every `get`: one line every ten seconds is enough to say so.
 _touch_log = RateLimitedLog(log, interval=10.0)
 # A refused switch is looked at again every half second.
 _behind_log = RateLimitedLog(log, interval=10.0)
 
 
-class StorageError(RuntimeError):
-    """Tarantool reported something the service does not expect: a bug, not bad input."""
-
-
-class _DuplicateToken(Exception):
-    pass
-
-
-def _error(error_type: str | None, code: int, message: str) -> Exception:
-    """The exception for an error Tarantool reported, whatever it is."""
-    if error_type in _CUSTOM_ERRORS:
-        return _CUSTOM_ERRORS[error_type](message)
-    if code == ErrorCode.ER_TUPLE_FOUND:
-        return _DuplicateToken()
-    # memtx reports exhaustion as an OutOfMemory error, with no code inside a batch.
-    if error_type == "OutOfMemory" or code == ErrorCode.ER_MEMORY_ISSUE:
-        return StorageFull()
-    if code == ErrorCode.ER_MEMTX_MAX_TUPLE_SIZE:
-        return PayloadTooLarge()
-    if code in _UNAVAILABLE_CODES:
-        return StorageUnavailable()
-    if code in _WRITE_FAILED_CODES:
-        _storage_log.warning("write-failed", "tarantool could not write: %s (%s)", message, code)
-        return StorageWriteFailed()
-    if error_type in _BUG_TYPES or code in _BUG_CODES:
-        return StorageError(f"tarantool error {error_type} ({code}): {message}")
-    _storage_log.error(
-        "unknown", "tarantool answered an unexpected error %s (%s): %s", error_type, code, message
-    )
-    return StorageUnavailable()
-
-
-def _error_type(error: TarantoolDatabaseError) -> str | None:
-    """The type Tarantool gave an error (a custom one first), if its answer says."""
-    # Older instances and some errors (a failed WAL write, say) come without a stack, or
-    # with frames that have no fields.
-    payload = error.error
-    trace = getattr(payload, "trace", None) if payload is not None else None
-    if not trace:
-        return None
-    frame = trace[0]
-    fields = getattr(frame, "fields", None)
-    custom = fields.get("custom_type") if isinstance(fields, dict) else None
-    return str(custom or getattr(frame, "error_type", None) or "") or None
-
-
-def _fresh(error: Exception) -> Exception:
-    # One failed batch fails many requests; each gets its own exception object so that
-    # tracebacks do not pile up on a shared one.
-    if isinstance(error, SessionsError):
-        return type(error)(error.message)
-    return StorageError(str(error))
+class ContractMismatch(RuntimeError):
+    """The Lua of an instance speaks another contract than this service (another release)."""
 
 
 def _session(row: list[Any]) -> Session:
-    # The procedures return the token already as text.
+    # The procedures answer the token already as text; the keys in SessionObject's order.
     return {
-        "ip": row[IP],
-        "extra": row[EXTRA],
-        "user_id": row[USER_ID],
-        "create": row[CREATE],
-        "activity": row[ACTIVITY],
-        "token": row[TOKEN],
+        "ip": row[_IP],
+        "extra": row[_EXTRA],
+        "user_id": row[_USER_ID],
+        "create": row[_CREATE],
+        "activity": row[_ACTIVITY],
+        "token": row[_TOKEN],
     }
 
 
@@ -160,72 +75,12 @@ def _note(seen: dict[int, int], vclock: dict[int, int]) -> None:
         seen[id_] = max(lsn, seen.get(id_, 0))
 
 
-def _new_token() -> bytes:
+def new_token() -> bytes:
     """A version 4 UUID as 16 bytes: 122 bits from the OS CSPRNG (os.urandom)."""
     raw = bytearray(os.urandom(16))
     raw[6] = (raw[6] & 0x0F) | 0x40  # version 4
     raw[8] = (raw[8] & 0x3F) | 0x80  # RFC 4122 variant
     return bytes(raw)
-
-
-# Batches are cut at this size so that several are in flight at once: Tarantool works on
-# one while the service writes out the answers of another, instead of each waiting on the
-# other in lock step. 16 measured best of 4/8/16/32/unbounded (bench/README.md).
-_MAX_BATCH = 16
-
-
-class _Coalescer:
-    """Sends the calls of one operation made in one event loop iteration as one batch.
-
-    Under load a single round trip and a single WAL write then serve many requests, which
-    measured as the largest saving on the `get` path (bench/README.md).
-    """
-
-    def __init__(self, operation: str, send: Callable[[str, list[list[Any]]], Awaitable[Any]]) -> None:
-        self._operation = operation
-        self._send = send
-        self._pending: list[tuple[list[Any], asyncio.Future[Any]]] = []
-        self._running: set[asyncio.Task[None]] = set()
-
-    def call(self, args: list[Any]) -> asyncio.Future[Any]:
-        loop = asyncio.get_running_loop()
-        if not self._pending:
-            # Runs after every handler that is ready in this iteration has added its call.
-            loop.call_soon(self._flush)
-        future = loop.create_future()
-        self._pending.append((args, future))
-        if len(self._pending) >= _MAX_BATCH:
-            self._flush()
-        return future
-
-    def _flush(self) -> None:
-        if not self._pending:
-            return
-        pending, self._pending = self._pending, []
-        task = asyncio.ensure_future(self._run(pending))
-        self._running.add(task)
-        task.add_done_callback(self._running.discard)
-
-    async def _run(self, pending: list[tuple[list[Any], asyncio.Future[Any]]]) -> None:
-        try:
-            results = await self._send(self._operation, [args for args, _ in pending])
-        except BaseException as error:
-            failure = _fresh(error) if isinstance(error, Exception) else StorageUnavailable()
-            for _, future in pending:
-                if not future.done():
-                    future.set_exception(_fresh(failure))
-            if not isinstance(error, Exception):
-                raise
-            return
-        for (_, future), item in zip(pending, results, strict=True):
-            if future.done():
-                continue
-            # The item shapes of `batch` (procedures.lua): [], [result], [result, flag],
-            # or [nil, type, code, message].
-            if len(item) == 4:
-                future.set_exception(_error(item[1], item[2], item[3]))
-            else:
-                future.set_result(item)
 
 
 class Storage:
@@ -244,23 +99,25 @@ class Storage:
     def __init__(
         self,
         addresses: list[TarantoolAddress],
+        settings: Settings,
         *,
-        user: str,
         password: str,
-        idle_ttl: int,
-        max_lifetime: int | None = None,
-        max_per_user: int | None = None,
-        extra_max_bytes: int,
-        timeout: float,
-        page_max_bytes: int = 2**20,
-        idempotency_window: int = 3600,
+        operations: Iterable[Operation] = (),
     ) -> None:
-        # The rules every call carries (tarantool/sessions/liveness.lua): 0 is "no limit".
-        self._rules = [idle_ttl, max_lifetime or 0, max_per_user or 0]
-        self._extra_max = extra_max_bytes
-        self._timeout = timeout
-        self._page_bytes = page_max_bytes
-        self._window = idempotency_window
+        # What every call carries (contract.CONTEXT); the rules as liveness.lua reads them,
+        # 0 being "no limit".
+        self._rules = {
+            "ttl": settings.idle_ttl,
+            "lifetime": settings.max_lifetime or 0,
+            "cap": settings.max_per_user or 0,
+        }
+        self._extra_max = settings.extra_max_bytes
+        self._timeout = timeout = settings.tarantool_timeout
+        self._page_bytes = settings.page_max_bytes
+        self._window = settings.idempotency_window
+        # Every operation this service calls: checked against each instance's Lua before use.
+        self._operations = {op.name: op for op in (*OPERATIONS, *operations)}
+        self._agreed: set[int] = set()
         # Tarantool's clock minus this process' (time.time()), measured on every look at an
         # instance, so that deadlines mean the same moment on both sides.
         self._offset = 0.0
@@ -269,7 +126,7 @@ class Storage:
             return asynctnt.Connection(
                 host=host,
                 port=port,
-                username=user,
+                username=settings.tarantool_user,
                 password=password,
                 # Only procedures are called, so the schema is never needed.
                 fetch_schema=False,
@@ -289,16 +146,16 @@ class Storage:
         self._recheck = asyncio.Event()
         self._watcher: asyncio.Task[None] | None = None
         self._connecting: list[asyncio.Future[Any]] = []
-        self._new = _Coalescer("new", self._batch)
-        self._get = _Coalescer("get", self._batch)
-        self._delete = _Coalescer("delete", self._batch)
-        self._rotate = _Coalescer("rotate", self._batch)
+        self._coalescers = {
+            op.name: Coalescer(op.name, self._batch) for op in self._operations.values() if op.batch
+        }
 
     async def connect(self) -> None:
         """Connect to every instance; with several, wait until one of them is writable."""
         if len(self._conns) == 1:
             await self._conn.connect()
             await self._bulk.connect()
+            await self._agree(self._conn)
             self._offset = (await self._measure(self._conn))[1]
             return
         # Each keeps retrying in the background until its instance is there.
@@ -306,7 +163,7 @@ class Storage:
             asyncio.ensure_future(conn.connect()) for conn in [*self._conns, *self._bulk_conns]
         ]
         # Polling: which instance is writable is Tarantool's state, with nothing to wait on.
-        while not await self._elect():  # noqa: ASYNC110
+        while not await self._elect(strict=True):  # noqa: ASYNC110
             await asyncio.sleep(0.1)
         self._watcher = asyncio.create_task(self._watch())
 
@@ -318,14 +175,34 @@ class Storage:
         for conn in [*self._conns, *self._bulk_conns]:
             await conn.disconnect()
 
-    async def _elect(self) -> bool:
-        """Point calls at a writable instance, preferring the current one; whether found."""
+    async def _agree(self, conn: asynctnt.Connection) -> None:
+        """Check once per instance that its Lua speaks this service's contract."""
+        if id(conn) in self._agreed:
+            return
+        described = (await conn.call("sessions.describe", [], timeout=self._timeout))[0]
+        found = differences(described, self._operations.values())
+        if found:
+            raise ContractMismatch(
+                f"the Tarantool at {conn.fingerprint} runs procedures of another release: " + "; ".join(found)
+            )
+        self._agreed.add(id(conn))
+
+    async def _elect(self, *, strict: bool = False) -> bool:
+        """Point calls at a writable instance, preferring the current one; whether found.
+        An instance whose Lua speaks another contract is never used: `strict` (at start)
+        raises ContractMismatch, later it is logged and passed over."""
         candidates = [self._conn, *(c for c in self._conns if c is not self._conn)]
         for conn in candidates:
             if not conn.is_fully_connected:
                 continue
             try:
+                await self._agree(conn)
                 info, offset = await self._measure(conn)
+            except ContractMismatch as error:
+                if strict:
+                    raise
+                _behind_log.error(str(conn.fingerprint), "%s", error)
+                continue
             except (TarantoolError, TimeoutError, OSError):
                 continue
             vclock = {int(id_): int(lsn) for id_, lsn in (info.get("vclock") or {}).items()}
@@ -372,6 +249,20 @@ class Storage:
             self._recheck.clear()
             await self._elect()
 
+    def _context(self) -> dict[str, Any]:
+        return {"rules": self._rules, "deadline": self._deadline(), "extra_max": self._extra_max}
+
+    async def call(self, operation: Operation, args: dict[str, Any]) -> Reply:
+        """One call of an operation, by its declaration: coalesced with the calls of the same
+        operation made at once when it is batchable, over the bulk connection when it is
+        bulk work. Its reply, or its error raised as the service's."""
+        if operation.batch:
+            return await self._coalescers[operation.name].call(args)
+        reply: Reply = await self._call(
+            "sessions.call", [operation.name, args, self._context()], bulk=operation.bulk
+        )
+        return reply
+
     async def new(
         self,
         user_id: int,
@@ -384,81 +275,93 @@ class Storage:
         """Open a session; `ttl` is its own idle TTL (the service's when None). With an
         idempotency key used before within the window, with the same parameters, the
         session that first call opened."""
-        idem = None
+        args: dict[str, Any] = {"user_id": user_id, "ip": ip}
+        if patch is not None:
+            args["patch"] = patch
+        if ttl is not None:
+            args["ttl"] = ttl
         if idempotency_key is not None:
-            idem = {
+            args["idem"] = {
                 "key": idempotency_key,
                 "fingerprint": _fingerprint(user_id, ip, ttl, patch),
                 "window": self._window,
             }
         while True:
             try:
-                item = await self._new.call(
-                    [_new_token(), user_id, ip, patch, self._extra_max, self._rules, ttl, idem]
-                )
-            except _DuplicateToken:
+                reply = await self.call(NEW, {**args, "token": new_token()})
+            except DuplicateToken:
                 # 122 random bits make a clash next to impossible; draw again if it happens.
                 continue
-            return _session(item[0])
+            return _session(reply["session"])
 
     async def get(self, token: str, ip: str | None, patch: dict[str, Any] | None) -> Session | None:
-        item = await self._get.call([token, ip, patch, self._rules, self._extra_max])
-        if not item:
+        args: dict[str, Any] = {"token": token}
+        if ip is not None:
+            args["ip"] = ip
+        if patch is not None:
+            args["patch"] = patch
+        reply = await self.call(GET, args)
+        if "session" not in reply:
             return None
-        if len(item) > 1:  # served as stored: memory is full
+        if reply.get("untouched"):
             _touch_log.warning(
                 "untouched",
                 "sessions are served without recording their activity: Tarantool's memory is full, "
                 "or the replicas synchronous replication waits for do not confirm writes",
             )
-        return _session(item[0])
+        return _session(reply["session"])
 
     async def delete(self, token: str) -> Session | None:
-        item = await self._delete.call([token, self._rules])
-        return _session(item[0]) if item else None
+        reply = await self.call(DELETE, {"token": token})
+        return _session(reply["session"]) if "session" in reply else None
 
     async def rotate(self, token: str) -> Session | None:
         """The session under a new token, the old one ended; None if there is no such session."""
         while True:
             try:
-                item = await self._rotate.call([token, _new_token(), self._rules])
-            except _DuplicateToken:
+                reply = await self.call(ROTATE, {"token": token, "new_token": new_token()})
+            except DuplicateToken:
                 continue
-            return _session(item[0]) if item else None
+            return _session(reply["session"]) if "session" in reply else None
 
     async def page(
         self, kind: str, key: int | str, limit: int, after: Cursor | None
     ) -> tuple[list[Session], Cursor | None]:
         """One page of the live sessions of a user (`kind` "user") or an address ("ip"),
-        newest opened first, and where the next page starts (None: nothing follows).
-        Called on its own, never in a batch."""
-        opts: dict[str, Any] = {"limit": limit, "page_bytes": self._page_bytes, "deadline": self._deadline()}
+        newest opened first, and where the next page starts (None: nothing follows)."""
+        args: dict[str, Any] = {"kind": kind, "key": key, "limit": limit, "page_bytes": self._page_bytes}
         if after is not None:
-            opts["after"] = after
-        rows, more, last = await self._call("sessions.list", [kind, key, self._rules, opts], bulk=True)
-        return [_session(row) for row in rows], (int(last) if more and last is not None else None)
+            args["after"] = after
+        reply = await self.call(LIST, args)
+        last = reply.get("last")
+        return [_session(row) for row in reply["sessions"]], (
+            int(last) if reply["more"] and last is not None else None
+        )
 
     async def delete_all(self, kind: str, key: int | str, *, except_token: str | None = None) -> int:
         """End every live session of a user (`kind` "user") or an address ("ip"), but
         `except_token`; how many. Each call to Tarantool ends a bounded number, in short
         transactions, so other requests go on meanwhile."""
-        ended, first = 0, True
+        args: dict[str, Any] = {"kind": kind, "key": key}
+        if except_token is not None:
+            args["except_token"] = except_token
+        ended = 0
         while True:
+            reply = await self.call(DELETE_ALL, args)
+            ended += int(reply["deleted"])
+            if not reply["more"]:
+                return ended
             # Only the first call checks the kept session (a later failure would come after
             # sessions were already ended); the later ones only leave it alone.
-            opts = {"except_token": except_token, "checked": not first, "deadline": self._deadline()}
-            count, more = await self._call("sessions.delete_all", [kind, key, self._rules, opts], bulk=True)
-            ended += int(count)
-            first = False
-            if not more:
-                return ended
+            args["checked"] = True
 
     async def info(self) -> dict[str, Any]:
         result: dict[str, Any] = await self._call("sessions.info", [])
         return result
 
-    async def _batch(self, operation: str, calls: list[list[Any]]) -> Any:
-        return await self._call("sessions.batch", [operation, calls, self._deadline()])
+    async def _batch(self, operation: str, items: list[Reply]) -> list[Reply]:
+        replies: list[Reply] = await self._call("sessions.batch", [operation, items, self._context()])
+        return replies
 
     async def _call(self, name: str, args: list[Any], *, bulk: bool = False) -> Any:
         """The first value a procedure returns, with Tarantool's errors mapped."""
@@ -469,10 +372,10 @@ class Storage:
         try:
             response = await conn.call(name, args, timeout=self._timeout)
         except TarantoolDatabaseError as error:
-            mapped = _error(_error_type(error), error.code, error.message)
-            if isinstance(mapped, StorageUnavailable):
+            failure = mapped(error_type(error), error.code, error.message)
+            if isinstance(failure, StorageUnavailable):
                 self._recheck.set()
-            raise mapped from None
+            raise failure from None
         except (TarantoolError, TimeoutError, OSError):
             self._recheck.set()
             raise StorageUnavailable() from None

@@ -1,0 +1,145 @@
+"""aiohttp's private parts, kept to this one module: the low-level server's request handler
+and request factory, the writer a `100 Continue` goes out on, the transport a client leaves
+by, and the protocol errors its parser raises. The rest of the service uses aiohttp's
+public `web` API only, so an aiohttp upgrade is checked here.
+
+aiohttp answers requests it cannot parse (a request line over 8 KiB, broken headers, TLS on
+the plain port) with a plain-text page before any handler runs; EnvelopeServer answers them
+with the API's JSON envelope like everything else.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+from aiohttp import web
+from aiohttp.abc import AbstractStreamWriter
+from aiohttp.http import HttpVersion11
+from aiohttp.http_exceptions import ContentEncodingError, HttpProcessingError, LineTooLong
+from aiohttp.http_parser import RawRequestMessage
+from aiohttp.streams import StreamReader
+from aiohttp.web_protocol import RequestHandler, RequestPayloadError
+
+from .envelope import failure
+from .errors import BadRequest, InternalError, SessionsError
+from .logs import RateLimitedLog
+from .metrics import METRICS
+
+__all__ = [
+    "PROTOCOL_ERRORS",
+    "EnvelopeServer",
+    "abandon_body",
+    "client_left",
+    "from_protocol",
+    "send_continue",
+]
+
+log = logging.getLogger("sessions")
+
+# What the parser raises while a handler reads a request that breaks HTTP midway.
+PROTOCOL_ERRORS: tuple[type[Exception], ...] = (HttpProcessingError, RequestPayloadError)
+
+
+async def send_continue(request: web.BaseRequest) -> None:
+    """Tell an HTTP/1.1 client waiting on `Expect: 100-continue` to send its body."""
+    if request.version == HttpVersion11:
+        await request.writer.write(b"HTTP/1.1 100 Continue\r\n\r\n")
+        # Not part of the answer: the answer proper has not started.
+        request.writer.output_size = 0
+
+
+def client_left(request: web.BaseRequest) -> bool:
+    """Whether the client has closed its connection (no one will read an answer)."""
+    transport = request.transport
+    return transport is None or transport.is_closing()
+
+
+def abandon_body(request: web.BaseRequest) -> None:
+    """Mark the request body as ended, so that aiohttp does not try to drain the rest of it
+    after the answer (which, for a broken body, would raise and log the same error again)."""
+    request.content.feed_eof()
+
+
+def from_protocol(error: Exception) -> SessionsError:
+    # A body that breaks HTTP's rules (a bad chunk, a length it does not keep, an encoding
+    # that does not decode) is the client's doing; aiohttp raises it from the read, as its
+    # own error or wrapped in a RequestPayloadError.
+    if isinstance(error.__cause__ or error, ContentEncodingError):
+        return BadRequest("The request body could not be decoded (Content-Encoding).")
+    return BadRequest("The request body is not valid HTTP.")
+
+
+def _protocol_error(status: int, exc: BaseException | None) -> SessionsError:
+    if isinstance(exc, LineTooLong):
+        return BadRequest("The request line or a header is too long (the limit is 8190 bytes).")
+    if 400 <= status < 500:
+        return BadRequest()
+    return InternalError()
+
+
+# Anyone can send bytes that are not HTTP, as often as they like: one short line per such
+# request at most, and no more than one a second, never with what they sent in it (a
+# header may hold a credential).
+_rejected_log = RateLimitedLog(log, interval=1.0)
+_refused = METRICS.method("other")
+
+
+class _EnvelopeRequestHandler(RequestHandler):
+    __slots__ = ()
+
+    def handle_error(
+        self,
+        request: web.BaseRequest,
+        status: int = 500,
+        exc: BaseException | None = None,
+        message: str | None = None,
+    ) -> web.StreamResponse:
+        error = _protocol_error(status, exc)
+        kind = type(exc).__name__ if exc is not None else "no exception"
+        # Never reached a route: counted as the unknown paths are.
+        _refused.record(error.code, 0.0)
+        if error.status >= 500:
+            _rejected_log.error("internal", "answered %d to a request that failed: %s", error.status, kind)
+        else:
+            _rejected_log.warning(
+                "protocol", "answered %d to a request that is not valid HTTP: %s", error.status, kind
+            )
+        # Some data already went out: the connection is broken, nothing more can be said.
+        if request.writer.output_size > 0:
+            raise ConnectionError("a response was already started")
+        response = failure(error)
+        response.force_close()
+        return response
+
+
+class EnvelopeServer(web.Server):
+    """aiohttp's low-level server with protocol errors answered as envelopes, and request
+    bodies limited to `client_max_size` bytes."""
+
+    def __init__(
+        self,
+        handler: Callable[[web.BaseRequest], Awaitable[web.StreamResponse]],
+        *,
+        client_max_size: int,
+        **kwargs: Any,
+    ) -> None:
+        super().__init__(handler, **kwargs)
+        self._client_max_size = client_max_size
+
+    def __call__(self) -> RequestHandler:
+        return _EnvelopeRequestHandler(self, loop=self._loop, **self._kwargs)
+
+    def _make_request(
+        self,
+        message: RawRequestMessage,
+        payload: StreamReader,
+        protocol: RequestHandler,
+        writer: AbstractStreamWriter,
+        task: asyncio.Task[None],
+    ) -> web.BaseRequest:
+        return web.BaseRequest(
+            message, payload, protocol, writer, task, self._loop, client_max_size=self._client_max_size
+        )

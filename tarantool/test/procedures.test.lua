@@ -1,0 +1,104 @@
+-- Unit tests of the operations in sessions/procedures.lua and the purge in sessions/expiry.lua,
+-- on an in-memory instance of their own (a temporary directory, no WAL, nothing listening),
+-- called as the service calls them: named arguments and a context map.
+local fio = require('fio')
+local here = fio.dirname(fio.abspath(debug.getinfo(1, 'S').source:sub(2)))
+package.path = fio.dirname(here) .. '/?.lua;' .. package.path
+local fiber = require('fiber')
+local tap = require('tap')
+
+local work_dir = fio.tempdir()
+box.cfg{work_dir = work_dir, wal_mode = 'none', log = fio.pathjoin(work_dir, 'tarantool.log')}
+require('sessions.schema').migrate({idle_ttl = 100})
+local F = require('sessions.fields')
+local clock = require('sessions.clock')
+local expiry = require('sessions.expiry')
+local sessions = require('sessions.procedures')
+
+local NOW = 1700000000
+clock.freeze(NOW)
+
+local function context(ttl, cap)
+    local rules = {ttl = ttl or 100, lifetime = 0, cap = cap or 0}
+    return {rules = rules, deadline = fiber.time() + 60, extra_max = 1024}
+end
+
+local serial = 0
+local function token()
+    serial = serial + 1
+    return ('\64'):rep(12) .. string.char(0, 0, math.floor(serial / 256), serial % 256)
+end
+
+local function new(user_id, ip, extra)
+    return sessions.batch('new', {{token = token(), user_id = user_id, ip = ip, patch = extra}}, context())[1]
+end
+
+local test = tap.test('procedures')
+test:plan(21)
+
+-- new and get, as the service calls them.
+local opened = new(1, '192.0.2.1', {device = 'Nexus 5'})
+local text = opened.session[F.TOKEN]
+test:is(opened.session[F.USER_ID], 1, 'new opens a session')
+test:is(opened.session[F.EXTRA].device, 'Nexus 5', 'with its extra data')
+local got = sessions.batch('get', {{token = text, ip = '192.0.2.2'}}, context())[1]
+test:is(got.session[F.IP], '192.0.2.2', 'get moves it to a new address')
+test:is(got.untouched, nil, 'and records its activity')
+
+-- Every item answers alone: nothing, a session, or an error that undoes only itself.
+local replies = sessions.batch('get', {
+    {token = '00000000-0000-4000-8000-000000000000'},
+    {token = text},
+    {token = text, patch = 'not a map'},
+}, context())
+test:is(next(replies[1]), nil, 'an unknown token is an empty reply')
+test:is(replies[2].session[F.TOKEN], text, 'a known one its session')
+test:is(replies[3].error.type, 'InvalidArgument', 'a bad argument an error of its own')
+
+-- Idle exactly ttl seconds is live for get; ttl + 1 is gone, and deleted on the spot.
+clock.freeze(NOW + 100)
+test:ok(sessions.batch('get', {{token = text}}, context())[1].session ~= nil, 'idle ttl: live')
+clock.freeze(NOW + 201)
+test:is(next(sessions.batch('get', {{token = text}}, context())[1]), nil, 'idle ttl + 1: gone')
+test:is(box.space.sessions:len(), 0, 'and deleted')
+clock.freeze(NOW)
+
+-- Listings page newest opened first, and a page ends at `limit`.
+for _ = 1, 5 do
+    new(2, '192.0.2.9')
+end
+local args = {kind = 'user', key = 2, limit = 2, page_bytes = 1048576}
+local page = sessions.call('list', args, context())
+test:is(#page.sessions, 2, 'a page holds `limit` sessions')
+test:ok(page.more, 'and says more follow')
+test:ok(page.sessions[1][F.SEQ] > page.sessions[2][F.SEQ], 'newest opened first')
+args.after, args.limit = page.last, 10
+local rest = sessions.call('list', args, context())
+test:is(#rest.sessions, 3, 'the next page starts after the last one')
+test:ok(not rest.more, 'and is the last')
+
+-- The cap ends the least recently active sessions in the same transaction as the new one.
+sessions.batch('new', {{token = token(), user_id = 2, ip = '192.0.2.9'}}, context(100, 3))
+test:is(box.space.sessions.index.user:count({2}), 3, 'a cap of 3 leaves 3')
+
+-- Bulk deletes count live sessions only.
+local ended = sessions.call('delete_all', {kind = 'user', key = 2}, context())
+test:is_deeply({ended.deleted, ended.more}, {3, false}, 'delete_all ends them all')
+
+-- Unknown arguments and operations are refused, never ignored.
+local unknown = {kind = 'user', key = 2, limit = 1, page_bytes = 1, pages = 3}
+local ok, err = pcall(sessions.call, 'list', unknown, context())
+test:ok(not ok and tostring(err):find('no argument pages'), 'an unknown argument')
+ok, err = pcall(sessions.call, 'get', {token = text}, context())
+test:ok(not ok and tostring(err):find('unknown operation'), 'a batch operation outside a batch')
+
+-- The purge deletes what lapsed, exactly: expires NOW is due only after NOW.
+new(3, '192.0.2.3')
+clock.freeze(NOW + 100)
+test:is(select(1, expiry.purge_batch(box.space.sessions, context().rules)), 0, 'the purge keeps idle ttl')
+clock.freeze(NOW + 101)
+test:is(select(1, expiry.purge_batch(box.space.sessions, context().rules)), 1, 'and ends idle ttl + 1')
+
+box.cfg{read_only = true}
+fio.rmtree(work_dir)
+os.exit(test:check() and 0 or 1)

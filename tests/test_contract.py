@@ -1,0 +1,112 @@
+"""The wire contract between the service and its Lua (sessions/contract.py and the OPERATIONS
+of tarantool/sessions/procedures.lua): the two sides agree, and a service refuses a Lua that
+speaks another one, naming each difference."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import sys
+from dataclasses import replace
+from pathlib import Path
+
+import pytest
+
+from sessions.api import METHODS
+from sessions.console import Console
+from sessions.contract import CONTEXT, ERRORS, FIELDS, NEW, OPERATIONS, PROCEDURES, RULES, differences
+from sessions.models import SessionObject
+
+from .service import free_port
+
+ROOT = Path(__file__).resolve().parent.parent
+ROUTED = [route.operation for route in METHODS if route.operation is not None]
+
+
+def _described() -> dict[str, object]:
+    """A `describe()` answer as the Lua of this release gives it (checked against the real one
+    by test_the_lua_and_the_service_agree)."""
+    return {
+        "procedures": list(PROCEDURES),
+        "context": list(CONTEXT),
+        "rules": list(RULES),
+        "errors": list(ERRORS),
+        "fields": [*FIELDS, "expires", "ttl", "seq"],
+        "operations": {
+            op.name: {"args": list(op.args), "reply": list(op.reply), "batch": op.batch, "bulk": op.bulk}
+            for op in [*OPERATIONS, *ROUTED]
+        },
+    }
+
+
+def test_the_lua_and_the_service_agree(tarantool):
+    with Console(tarantool.console_path) as console:
+        described = console.eval("return sessions.describe()")
+    assert differences(described, [*OPERATIONS, *ROUTED]) == []
+    assert described["procedures"] == sorted(PROCEDURES)
+
+
+def test_the_session_fields_are_the_session_objects():
+    assert sorted(FIELDS) == sorted(SessionObject.model_fields)
+
+
+@pytest.mark.parametrize(
+    ("change", "named"),
+    [
+        (lambda d: d["operations"].pop("rotate"), "operation rotate: the Lua has no such operation"),
+        (lambda d: d["operations"]["new"]["args"].remove("ttl"), "operation new arguments"),
+        (lambda d: d["operations"]["get"]["reply"].append("flag"), "operation get reply"),
+        (lambda d: d["operations"]["list"].update(bulk=False), "operation list: bulk is True here"),
+        (lambda d: d["operations"]["delete"].update(batch=False), "operation delete: batch is True here"),
+        (lambda d: d["procedures"].remove("describe"), "procedures"),
+        (lambda d: d["context"].append("tenant"), "call context"),
+        (lambda d: d["rules"].remove("cap"), "liveness rules"),
+        (lambda d: d["errors"].remove("Overloaded"), "error types"),
+        (lambda d: d["fields"].reverse(), "session fields"),
+    ],
+)
+def test_every_difference_is_named(change, named):
+    described = _described()
+    assert differences(described, [*OPERATIONS, *ROUTED]) == []
+    change(described)
+    found = differences(described, [*OPERATIONS, *ROUTED])
+    assert len(found) == 1 and found[0].startswith(named), found
+
+
+def test_an_operation_this_side_calls_differently_is_named():
+    moved = replace(NEW, args=(*NEW.args, "tenant"))
+    assert differences(_described(), [moved]) == [
+        "operation new arguments: this service has ['idem', 'ip', 'patch', 'tenant', 'token', 'ttl', "
+        "'user_id'], the Lua ['idem', 'ip', 'patch', 'token', 'ttl', 'user_id']"
+    ]
+
+
+def test_a_service_refuses_to_start_on_lua_of_another_contract(tmp_path):
+    """The Lua of another release (here: `new` takes `own_ttl`, not `ttl`): `serve` exits 1
+    with one line naming the difference, before it serves anything."""
+    scripts = tmp_path / "tarantool"
+    shutil.copytree(ROOT / "tarantool", scripts)
+    procedures = scripts / "sessions" / "procedures.lua"
+    text = procedures.read_text()
+    declared = "args = {'token', 'user_id', 'ip', 'patch', 'ttl', 'idem'}"
+    assert declared in text
+    procedures.write_text(
+        text.replace(declared, "args = {'token', 'user_id', 'ip', 'patch', 'own_ttl', 'idem'}")
+    )
+    port = str(free_port())
+    result = subprocess.run(
+        [sys.executable, "-m", "sessions", "serve"],
+        env={
+            **os.environ,
+            "SESSIONS_PORT": port,
+            "SESSIONS_DATA_DIR": str(tmp_path / "data"),
+            "SESSIONS_TARANTOOL_SCRIPTS": str(scripts),
+        },
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert result.returncode == 1, result.stderr
+    assert "runs procedures of another release: operation new arguments" in result.stderr
+    assert "Traceback" not in result.stderr

@@ -54,6 +54,17 @@ def methods() -> str:
     return table
 
 
+def overview() -> str:
+    """The README's short table: each method with its required parameters, and what it does."""
+    table = _row("method", "does") + "|---|---|\n"
+    for route in METHODS:
+        required = "&".join(
+            f"{param.name}=" for param in route.params if param.required and param.name.islower()
+        )
+        table += _row(f"`{route.path}{'?' + required if required else ''}`", _text(route.summary))
+    return table
+
+
 def errors() -> str:
     table = _row("code", "HTTP", "when") + "|---|---|---|\n"
     for code, error in sorted(BY_CODE.items(), key=lambda item: (item[1].status, item[0])):
@@ -94,6 +105,7 @@ def metrics() -> str:
 
 
 TABLES: dict[str, Callable[[], str]] = {
+    "overview": overview,
     "methods": methods,
     "errors": errors,
     "settings": settings,

@@ -7,11 +7,13 @@ method takes it; it calls storage and shapes the answer.
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Annotated, Any
 from urllib.parse import urlencode
 
 from aiohttp import web
+from pydantic import BaseModel, ConfigDict, Field
 
+from .contract import Operation
 from .envelope import success
 from .errors import BadRequest, IdempotencyConflict, StorageFull, TokenNotFound
 from .models import Cursor, Deleted, make_cursor
@@ -22,6 +24,14 @@ from .service import Service
 __all__ = ["METHODS"]
 
 Extra = dict[str, Any] | None
+
+
+class Count(BaseModel):
+    """How many live sessions there are."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    count: Annotated[int, Field(ge=0)]
 
 
 async def new(
@@ -149,5 +159,14 @@ METHODS: tuple[Route, ...] = (
         summary="The same session under a new token (after a privilege change); the old token ends at once",
         errors=(BadRequest,),
         work=CHECK,
+    ),
+    Route.forward(
+        "/user/count",
+        Operation("count", args=("user_id",), reply=("count",), bulk=True),
+        "user_count",
+        (ID,),
+        summary="How many live sessions a user has",
+        result=Count,
+        work=BULK,
     ),
 )

@@ -311,3 +311,17 @@ async def test_a_forged_cursor_is_only_a_position(client, user_id):
         assert status == 200
         assert all(s["user_id"] == user_id for s in body["data"])
         assert other["token"] not in str(body)
+
+
+async def test_user_count_counts_the_live_sessions_of_that_user_only(client, user_id):
+    assert (await call(client, "/user/count", params={"id": str(user_id)}))[1]["data"] == {"count": 0}
+    mine = [await new_session(client, user_id) for _ in range(3)]
+    await new_session(client, user_id + 1)
+    await call(client, "/del", params={"token": mine[0]["token"]})
+    for method in ("GET", "POST"):
+        status, body = await call(client, "/user/count", method, params={"id": str(user_id)})
+        assert (status, body["data"]) == (200, {"count": 2})
+    for bad in ("0", "x", str(2**63)):
+        status, body = await call(client, "/user/count", params={"id": bad})
+        assert (status, body["code"]) == (400, "invalid_user_id")
+    assert (await call(client, "/user/count"))[1]["code"] == "invalid_user_id"

@@ -369,6 +369,25 @@ local function list(args, ctx)
     return {sessions = result, more = more, last = last}
 end
 
+-- How many live sessions a user has. The walk yields like a listing's and gives up past the
+-- deadline. Replies {count}.
+local function count(args, ctx)
+    local user_id = args.user_id
+    check(is_integer(user_id), 'user_id must be an integer')
+    local live, seen = 0, 0
+    for _, tuple in box.space.sessions.index.user_seq:pairs({user_id}, {iterator = 'EQ'}) do
+        seen = seen + 1
+        if seen % LIST_YIELD_EVERY == 0 then
+            fiber.yield()
+            check_deadline(ctx.deadline)
+        end
+        if is_live(tuple, ctx.rules) then
+            live = live + 1
+        end
+    end
+    return {count = live}
+end
+
 -- End the live sessions of a user (`kind` "user") or an address ("ip"), except the session
 -- `except_token` (which must then be a live session of that user, or nothing is ended;
 -- `checked` says an earlier call of the same request checked it already), in transactions
@@ -436,6 +455,7 @@ local OPERATIONS = {
             reply = {'sessions', 'more', 'last'}},
     delete_all = {fn = delete_all, bulk = true, args = {'kind', 'key', 'except_token', 'checked'},
                   reply = {'deleted', 'more'}},
+    count = {fn = count, bulk = true, args = {'user_id'}, reply = {'count'}},
 }
 -- What every call carries beside its own arguments.
 local CONTEXT = {'rules', 'deadline', 'extra_max'}

@@ -34,7 +34,7 @@ local function new(user_id, ip, extra)
 end
 
 local test = tap.test('procedures')
-test:plan(21)
+test:plan(24)
 
 -- new and get, as the service calls them.
 local opened = new(1, '192.0.2.1', {device = 'Nexus 5'})
@@ -80,6 +80,14 @@ test:ok(not rest.more, 'and is the last')
 -- The cap ends the least recently active sessions in the same transaction as the new one.
 sessions.batch('new', {{token = token(), user_id = 2, ip = '192.0.2.9'}}, context(100, 3))
 test:is(box.space.sessions.index.user:count({2}), 3, 'a cap of 3 leaves 3')
+
+-- count: the live sessions of one user, exactly at the idle TTL boundary.
+test:is(sessions.call('count', {user_id = 2}, context()).count, 3, 'count: the live sessions of the user')
+clock.freeze(NOW + 100)
+test:is(sessions.call('count', {user_id = 2}, context()).count, 3, 'count: idle ttl is live')
+clock.freeze(NOW + 101)
+test:is(sessions.call('count', {user_id = 2}, context()).count, 0, 'count: idle ttl + 1 is not')
+clock.freeze(NOW)
 
 -- Bulk deletes count live sessions only.
 local ended = sessions.call('delete_all', {kind = 'user', key = 2}, context())

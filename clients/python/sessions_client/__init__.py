@@ -125,6 +125,10 @@ class SessionsClient:
         """End every live session seen from the address; how many."""
         return int((await self._call("/ip/del", {"ip": ip}))["deleted"])
 
+    async def count_user(self, user_id: int) -> int:
+        """How many live sessions the user has."""
+        return int((await self._call("/user/count", {"id": str(user_id)}))["count"])
+
     async def by_user(self, user_id: int) -> list[SessionObject]:
         """Every live session of the user, newest opened first (all pages)."""
         return [session async for session in self.iter_user(user_id)]

@@ -85,6 +85,9 @@ class Settings(BaseSettings):
     """Seconds to wait for Tarantool at start."""
     shutdown_timeout: Annotated[float, Field(gt=0)] = 10.0
     """Seconds to finish requests and stop Tarantool on exit."""
+    restart_backoff: Annotated[float, Field(gt=0, le=60)] = 0.25
+    """Embedded Tarantool: seconds before restarting it when it dies, doubling with each restart
+    within a minute up to 32 times this; after 5 the service exits with code 1."""
 
     idle_ttl: Annotated[int, Field(ge=1, le=MAX_TTL)] = DEFAULT_TTL
     """Seconds of inactivity after which a session is gone (180 days)."""

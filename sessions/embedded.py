@@ -24,6 +24,9 @@ log = logging.getLogger(__name__)
 
 # More restarts than this within the window mean Tarantool cannot run here: stop trying.
 _MAX_RESTARTS = 5
+# The wait before a restart doubles with each recent one, up to 2^5 times the first:
+# 0.25 s to 8 s with the default SESSIONS_RESTART_BACKOFF.
+_BACKOFF_DOUBLINGS = 5
 _RESTART_WINDOW = 60
 
 # sockaddr_un holds 108 bytes including the terminating NUL.
@@ -51,8 +54,10 @@ class EmbeddedTarantool:
         max_lifetime: int | None = None,
         startup_timeout: float,
         shutdown_timeout: float,
+        restart_backoff: float = 0.25,
         environment: Mapping[str, str] | None = None,
     ) -> None:
+        self._backoff = restart_backoff
         self.data_dir = data_dir.resolve()
         self.socket_path = self.data_dir / "tarantool.sock"
         self.console_path = self.data_dir / "tarantool.control"
@@ -94,6 +99,7 @@ class EmbeddedTarantool:
             max_lifetime=settings.max_lifetime,
             startup_timeout=settings.startup_timeout,
             shutdown_timeout=settings.shutdown_timeout,
+            restart_backoff=settings.restart_backoff,
         )
 
     @property
@@ -173,7 +179,7 @@ class EmbeddedTarantool:
                     )
                     on_fatal()
                     return
-                await asyncio.sleep(min(8.0, 0.25 * 2 ** len(restarts)))
+                await asyncio.sleep(self._backoff * 2 ** min(len(restarts), _BACKOFF_DOUBLINGS))
                 restarts.append(time.monotonic())
                 try:
                     await self.start()

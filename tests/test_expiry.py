@@ -72,7 +72,7 @@ async def test_purge_fiber_deletes_idle_sessions_in_batches(serve, fresh_taranto
             await asyncio.sleep(0.05)
         assert admin.eval("return box.space.sessions:len()") == 1
         # The count the metrics report is exact, and passes with nothing to do add nothing.
-        wait_for_purge_passes(admin, 2)
+        await wait_for_purge_passes(admin, 2)
         assert admin.eval("return require('sessions.expiry').stats().purged") == 25000
     finally:
         admin.close()
@@ -120,7 +120,7 @@ async def test_the_exact_ttl_boundary_for_every_method_and_the_purge(serve, tmp_
         status, _ = await call(client, "/del", params={"token": made["del"]["token"]})
         assert status == (200 if live else 404)
 
-        wait_for_purge_passes(admin, 2)
+        await wait_for_purge_passes(admin, 2)
         stored = admin.eval(
             f"return box.space.sessions:get(require('uuid').fromstr('{made['purged']['token']}')) ~= nil"
         )
@@ -138,7 +138,7 @@ async def test_the_purge_renews_a_session_a_raised_ttl_keeps_alive(serve, tmp_pa
         key = f"require('uuid').fromstr('{session['token']}')"
         admin.eval(f"box.space.sessions:update({key}, {{{{'=', 'expires', {T0 + 10}}}}})")
         admin.eval(f"require('sessions.clock').freeze({T0 + idle})")
-        wait_for_purge_passes(admin, 2)
+        await wait_for_purge_passes(admin, 2)
         stored = admin.eval(f"local t = box.space.sessions:get({key}) return t and t.expires")
         assert stored == (T0 + TTL if live else None)
 
@@ -149,7 +149,7 @@ async def test_the_purge_idles_quietly_on_an_empty_store(serve, fresh_tarantool)
     admin = Console(fresh_tarantool.console_path)
     try:
         admin.eval("box.space.sessions:truncate()")
-        wait_for_purge_passes(admin, 2)
+        await wait_for_purge_passes(admin, 2)
     finally:
         admin.close()
     assert "expiry step failed" not in fresh_tarantool.log_path.read_text()
@@ -176,7 +176,7 @@ async def test_a_session_lapsed_under_a_shorter_ttl_never_comes_back(serve, tmp_
             assert (await call(short, "/get", params={"token": session["token"]}))[0] == 404
         else:  # a call that names neither session: the rules change all the same
             assert (await call(short, "/user", params={"id": "7"}))[0] == 200
-        wait_for_purge_passes(admin, 3)
+        await wait_for_purge_passes(admin, 3)
         assert not _stored(admin, session["token"])
         assert (await call(long, "/get", params={"token": session["token"]}))[0] == 404
         assert (await call(long, "/user", params={"id": "5"}))[1]["data"] == []
@@ -190,7 +190,7 @@ async def test_a_raised_ttl_keeps_a_session_that_had_not_lapsed(serve, tmp_path)
         long = await serve(settings_for(instance, idle_ttl=60))
         assert (await call(long, "/user", params={"id": "7"}))[0] == 200  # the rules change now
         admin.eval(f"require('sessions.clock').freeze({T0 + 60})")
-        wait_for_purge_passes(admin, 3)
+        await wait_for_purge_passes(admin, 3)
         assert (await call(long, "/get", params={"token": session["token"]}))[0] == 200
 
 

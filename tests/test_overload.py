@@ -388,8 +388,8 @@ async def test_the_purge_forgets_a_key_after_its_window(serve, tmp_path, user_id
         await call(client, "/new", params=params, headers={"Idempotency-Key": "forgotten"})
         remembered = "return box.space.idempotency:get('forgotten') ~= nil"
         admin.eval(f"require('sessions.clock').freeze({at + 600})")
-        wait_for_purge_passes(admin, 2)
+        await wait_for_purge_passes(admin, 2)
         assert admin.eval(remembered) is True  # its last second
         admin.eval(f"require('sessions.clock').freeze({at + 601})")
-        wait_for_purge_passes(admin, 2)
+        await wait_for_purge_passes(admin, 2)
         assert admin.eval(remembered) is False

@@ -108,7 +108,10 @@ async def test_kill_9_during_a_burst_of_new_loses_no_acknowledged_session(tmp_pa
 def test_service_exits_non_zero_when_tarantool_cannot_come_back(tmp_path):
     scripts = tmp_path / "scripts"
     shutil.copytree(Path(__file__).resolve().parent.parent / "tarantool", scripts)
-    service = Service(tmp_path / "data", SESSIONS_TARANTOOL_SCRIPTS=str(scripts))
+    # Back-off set short: the five restarts it tries take 0.3 s rather than 8.
+    service = Service(
+        tmp_path / "data", SESSIONS_TARANTOOL_SCRIPTS=str(scripts), SESSIONS_RESTART_BACKOFF="0.01"
+    )
     (scripts / "init.lua").write_text("error('broken on purpose')\n")
     os.kill(service.tarantool_pid, signal.SIGKILL)
     assert service.process.wait(timeout=60) == 1

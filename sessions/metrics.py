@@ -167,20 +167,28 @@ class Metrics:
             "fds_exhausted": self.fds_exhausted,
         }
 
-    def share(self) -> None:
+    def share(self, snapshot: Snapshot | None = None) -> None:
         """Write this worker's counts where the other workers read them (atomically)."""
         if self.shared is None:
             return
         path = self.shared / f"{self.worker}.json"
         temporary = path.with_suffix(".tmp")
-        temporary.write_bytes(orjson.dumps(self.snapshot()))
+        temporary.write_bytes(orjson.dumps(self.snapshot() if snapshot is None else snapshot))
         temporary.replace(path)
 
     def _views(self) -> list[tuple[list[str], Snapshot]]:
-        """(worker label values, counts) of every worker: this one live, the others as shared."""
+        """(worker label values, counts) of every worker: this one live, the others as shared.
+
+        The counts this worker reports are written for the others first, so that whichever
+        worker answers the next scrape reports this one's series at least as high: no
+        series ever goes backwards from one scrape to the next (a worker that answered no
+        scrape lately is reported as it last shared, at most a second old)."""
         if self.shared is None:
             return [([], self.snapshot())]
-        views = [([self.worker], self.snapshot())]
+        own = self.snapshot()
+        with contextlib.suppress(OSError):
+            self.share(own)
+        views = [([self.worker], own)]
         for path in sorted(self.shared.glob("*.json")):
             if path.stem != self.worker:
                 with contextlib.suppress(OSError, ValueError):

@@ -38,11 +38,12 @@ window.docsTest = (() => {
         focus: (i, name) => {
             blocks()[i].querySelector(`tr[data-param-name="${name}"] input`).focus();
         },
+        // Parameter fields hand their value on after a debounce (react-debounce-input):
+        // once every field is typed, one wait lets all of them settle.
+        settle: () => sleep(700),
         // Executes operation `i`: [its id, the status shown, the body shown].
         execute: async (i) => {
             const block = blocks()[i];
-            // Parameter fields hand their value on after a debounce (react-debounce-input).
-            await sleep(700);
             block.querySelector('.execute').click();
             const status = await until(() => {
                 const cell = block.querySelector('.live-responses-table tr.response .response-col_status');

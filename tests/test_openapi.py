@@ -124,6 +124,8 @@ async def test_try_it_out_works_on_every_operation_in_a_real_browser(keyed_servi
                 if name in TYPED:
                     await page.evaluate(f"docsTest.focus({i}, {json.dumps(name)})")
                     await page.send("Input.insertText", text=TYPED[name])
+        await page.evaluate("docsTest.settle()")
+        for i in range(count):
             operation, status, body = await page.evaluate(f"docsTest.execute({i})")
             answers[operation] = (status, json.loads(body))
     documented = {f"{path.strip('/')}_{method}" for path, item in SPEC["paths"].items() for method in item}

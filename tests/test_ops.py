@@ -179,26 +179,42 @@ def test_the_healthcheck_command_finds_the_service_as_configured(tmp_path, env):
 
 def test_with_workers_every_scrape_sees_the_whole_service(tmp_path):
     """SESSIONS_WORKERS=2: whichever worker answers a scrape reports every worker's counts,
-    one series each (label `worker`), so the sum is the same from every scrape and never goes
-    backwards."""
+    one series each (label `worker`): no series ever goes backwards from one scrape to the
+    next, even within the second after the requests, and once every worker has shared, every
+    scrape sums to the whole."""
     service = Service(tmp_path / "data", SESSIONS_WORKERS="2")
     try:
+        # A worker shares its counts once it listens: until both do.
+        deadline = time.monotonic() + 10
+        while len({labels["worker"] for labels, _ in _samples(_scrape(service), "sessions_in_progress")}) < 2:
+            assert time.monotonic() < deadline, "the second worker never listened"
+            time.sleep(0.05)
         for i in range(40):
             status, _ = service.request(f"/new?user_id={i + 1}&ip=192.0.2.1")
             assert status == 200
-        time.sleep(1.5)  # each worker writes its counts once a second
-        totals, workers = [], set()
-        for _ in range(8):
-            text = _scrape(service)
-            found = [
+
+        def counted() -> list[tuple[str, float]]:
+            return [
                 (labels["worker"], float(value))
-                for labels, value in _samples(text, "sessions_requests_total")
+                for labels, value in _samples(_scrape(service), "sessions_requests_total")
                 if labels["method"] == "new" and labels["code"] == "success"
             ]
+
+        # Each worker shares its counts once a second, and when it answers a scrape: until a
+        # scrape sees them all, every series only ever grows.
+        deadline, highest = time.monotonic() + 10, dict[str, float]()
+        while sum(highest.values()) < 40:
+            assert time.monotonic() < deadline, highest
+            for worker, value in counted():
+                assert value >= highest.get(worker, 0), (worker, value, highest)
+                highest[worker] = value
+        totals, workers = [], set()
+        for _ in range(8):
+            found = counted()
             workers |= {worker for worker, _ in found}
             totals.append(sum(value for _, value in found))
         assert totals == [40.0] * 8
-        assert len(workers) == 2  # both took requests, through SO_REUSEPORT
+        assert len(workers) == 2, (highest, totals)  # both took requests, through SO_REUSEPORT
     finally:
         service.stop(signal.SIGTERM)
 

@@ -27,6 +27,7 @@ from .conftest import (
     new_session,
     set_activity,
     settings_for,
+    wait_for_purge_passes,
 )
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -240,14 +241,6 @@ def _stored(admin: Console, token: str) -> bool:
     return bool(admin.eval(f"return box.space.sessions:get(require('uuid').fromstr('{token}')) ~= nil"))
 
 
-def _wait_for_purge(admin: Console) -> None:
-    start = admin.eval("return require('sessions.expiry').stats().passes")
-    deadline = time.monotonic() + 10
-    while admin.eval("return require('sessions.expiry').stats().passes") < start + 2:
-        assert time.monotonic() < deadline
-        time.sleep(0.05)
-
-
 @pytest.mark.parametrize(("idle", "live"), [(60, True), (61, False)])
 async def test_a_sessions_own_ttl_is_exact_everywhere(serve, frozen, idle, live):
     instance, admin = frozen
@@ -259,7 +252,7 @@ async def test_a_sessions_own_ttl_is_exact_everywhere(serve, frozen, idle, live)
     assert (short["get"]["token"] in listed) is live
     assert ordinary["token"] in listed  # the service's TTL is 1000
     assert (await call(client, "/get", params={"token": short["get"]["token"]}))[0] == (200 if live else 404)
-    _wait_for_purge(admin)
+    await wait_for_purge_passes(admin, 2)
     assert _stored(admin, short["purge"]["token"]) is live
     assert _stored(admin, ordinary["token"])
 
@@ -292,7 +285,7 @@ async def test_max_lifetime_ends_a_busy_session_exactly(serve, frozen, age, live
     _at(admin, T0 + age)
     assert (kept["token"] in await _tokens(client, "/user", {"id": "9"})) is live
     assert (await call(client, "/get", params={"token": busy["token"]}))[0] == (200 if live else 404)
-    _wait_for_purge(admin)
+    await wait_for_purge_passes(admin, 2)
     assert _stored(admin, kept["token"]) is live
 
 

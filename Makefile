@@ -16,8 +16,11 @@ APT := $(SUDO) env DEBIAN_FRONTEND=noninteractive apt-get
 run: $(RUNTIME) tarantool
 	$(BIN)/sessions serve
 
+# Two processes share the suite, a test file each at a time (the deployment tests stay in
+# one); the schemathesis run goes alone after them, since it expands its cases only there.
 test: $(STAMP) tarantool chromium curl-jq docker-engine lint
-	$(BIN)/pytest
+	$(BIN)/pytest -n 2 --dist loadfile -m "not serial"
+	$(BIN)/pytest -m serial
 
 lint: $(STAMP) docker-compose luacheck promtool
 	$(BIN)/ruff check sessions tests clients/python $(wildcard bench)

@@ -139,6 +139,7 @@ async def test_try_it_out_works_on_every_operation_in_a_real_browser(keyed_servi
 fuzz = schemathesis.openapi.from_dict(SPEC)
 
 
+@pytest.mark.serial
 @fuzz.parametrize()
 @settings(max_examples=FUZZ_EXAMPLES // 16, deadline=None, suppress_health_check=list(HealthCheck))
 def test_schemathesis(case, service):

@@ -17,7 +17,7 @@ import sys
 import tempfile
 from pathlib import Path
 
-from run import PASSWORD, Server, constant, interleaved, seed, service
+from harness import PASSWORD, Server, constant, interleaved, seed, service
 
 
 def main() -> None:

@@ -20,7 +20,7 @@ from pathlib import Path
 from typing import Any
 
 import aiohttp
-from run import Server
+from harness import Server
 
 ROOT = Path(__file__).resolve().parent.parent
 BIG_USER = 5_100_000_001  # 1,000 sessions: a 140 KB page

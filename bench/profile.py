@@ -22,7 +22,7 @@ import time
 from collections import Counter
 from pathlib import Path
 
-from run import BENCH_IP, BENCH_USER, WRK_SCRIPT, seed, service
+from harness import BENCH_IP, BENCH_USER, WRK_SCRIPT, seed, service
 
 RATE = 250  # samples a second
 

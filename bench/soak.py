@@ -17,7 +17,7 @@ import sys
 import tempfile
 from pathlib import Path
 
-from run import seed, service, wrk  # bench/run.py, next to this script
+from harness import seed, service, wrk  # bench/harness.py, next to this script
 
 # Tokens to delete per 10-second round: 5% of well over what one process serves.
 _DELETES = 20000

@@ -11,7 +11,7 @@ import statistics
 import tempfile
 from pathlib import Path
 
-from run import instance, service, wrk
+from harness import instance, service, wrk
 
 from sessions.embedded import EmbeddedTarantool
 

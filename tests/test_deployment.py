@@ -9,6 +9,7 @@ import signal
 import subprocess
 import sys
 import tomllib
+import zipfile
 from pathlib import Path
 from typing import Any
 
@@ -22,6 +23,8 @@ from sessions.config import Settings
 from sessions.console import Console
 
 from .conftest import PASSWORD, call, make_instance, new_session, serving, settings_for
+
+ROOT = Path(__file__).resolve().parent.parent
 
 
 async def test_backup_under_writes_then_wipe_restore_start(tmp_path, user_id):
@@ -388,3 +391,25 @@ def test_the_lock_pins_every_runtime_dependency_within_its_range():
         name = canonicalize_name(requirement.name)
         assert name in pinned, f"{name} is not in requirements.lock: run make lock"
         assert pinned[name] in requirement.specifier, f"{name}=={pinned[name]} is outside {requirement}"
+
+
+def test_the_installed_package_holds_every_module(tmp_path):
+    """What `pip install .` puts in the image is the whole package, subpackages included (an
+    editable install, as in the suite, would hide a missing one)."""
+    # Built from a copy: a build/ directory left in the checkout would leak into the wheel.
+    source = tmp_path / "source"
+    shutil.copytree(ROOT / "sessions", source / "sessions", ignore=shutil.ignore_patterns("__pycache__"))
+    for name in ("pyproject.toml", "README.md"):
+        shutil.copy2(ROOT / name, source / name)
+    built = subprocess.run(
+        [sys.executable, "-m", "pip", "wheel", "-q", "--no-deps", "-w", str(tmp_path), str(source)],
+        capture_output=True,
+        text=True,
+    )
+    assert built.returncode == 0, built.stderr
+    (wheel,) = tmp_path.glob("*.whl")
+    with zipfile.ZipFile(wheel) as archive:
+        shipped = {name for name in archive.namelist() if name.endswith(".py")}
+    package = ROOT / "sessions"
+    wanted = {str(path.relative_to(ROOT)) for path in package.rglob("*.py")}
+    assert wanted <= shipped, wanted - shipped

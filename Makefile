@@ -11,22 +11,24 @@ STAMP := $(VENV)/.dev-$(HASH)
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 APT := $(SUDO) env DEBIAN_FRONTEND=noninteractive apt-get
 
-.PHONY: run test lint docs lock fuzz mutate bench profile tarantool wrk redis-server chromium curl-jq docker-compose docker-engine luacheck promtool clean
+.PHONY: run test lint docs lock fuzz mutate bench profile tarantool wrk redis-server chromium curl-jq client-tools docker-compose docker-engine luacheck promtool clean
 
 run: $(RUNTIME) tarantool
 	$(BIN)/sessions serve
 
 # Two processes share the suite, a test file each at a time (the deployment tests stay in
 # one); the schemathesis run goes alone after them, since it expands its cases only there.
-test: $(STAMP) tarantool chromium curl-jq docker-engine lint
+test: $(STAMP) tarantool chromium curl-jq client-tools docker-engine lint
 	$(BIN)/pytest -n 2 --dist loadfile -m "not serial"
 	$(BIN)/pytest -m serial
 
-lint: $(STAMP) docker-compose luacheck promtool
+lint: $(STAMP) docker-compose luacheck promtool client-tools
 	$(BIN)/ruff check sessions tests clients/python $(wildcard bench)
 	$(BIN)/ruff format --check -q sessions tests clients/python $(wildcard bench)
 	$(BIN)/mypy --strict sessions clients/python/sessions_client
 	luacheck -q --no-color tarantool $(wildcard bench/*.lua)
+	for f in $$(find clients/php -name '*.php'); do php -l $$f >/dev/null || exit 1; done
+	for f in clients/node/*.js clients/node/test/*.js; do node --check $$f || exit 1; done
 	$(BIN)/hadolint Dockerfile tarantool/Dockerfile
 	promtool check rules ops/prometheus/alerts.yml
 	SESSIONS_TARANTOOL_PASSWORD=lint docker-compose -f docker-compose.yml config -q
@@ -93,6 +95,12 @@ promtool:
 
 luacheck:
 	@command -v luacheck >/dev/null || { $(APT) update -q && $(APT) install -y -q lua-check; }
+
+# The PHP and Node clients' own test suites (PHPUnit, node --test), run by the suite.
+client-tools:
+	@command -v node >/dev/null || { $(APT) update -q && $(APT) install -y -q nodejs; }
+	@command -v phpunit >/dev/null && php -m | grep -qx curl \
+		|| { $(APT) update -q && $(APT) install -y -q php-cli php-curl phpunit; }
 
 # The README's shell examples, which the suite runs as printed.
 curl-jq:

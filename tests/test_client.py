@@ -5,6 +5,7 @@ from __future__ import annotations
 import dataclasses
 import os
 import re
+import shutil
 import signal
 import socket
 import subprocess
@@ -137,20 +138,29 @@ async def test_unreachable_service_is_not_a_missing_session():
             await sessions.get("61494096-9af7-49ba-9fb4-e89c0811e6d3")
 
 
-def _readme_blocks(language: str) -> list[str]:
-    readme = (ROOT / "README.md").read_text()
+def _readme_blocks(language: str, readme: str = "README.md") -> list[str]:
+    text = (ROOT / readme).read_text()
     return [
         textwrap.dedent(block)
-        for block in re.findall(rf"^ *```{language}\n(.*?)^ *```", readme, re.DOTALL | re.MULTILINE)
+        for block in re.findall(rf"^ *```{language}\n(.*?)^ *```", text, re.DOTALL | re.MULTILINE)
     ]
 
 
+def _run(command: list[str], cwd: Path) -> str:
+    done = subprocess.run(command, cwd=cwd, capture_output=True, text=True, timeout=60)
+    assert done.returncode == 0, done.stdout + done.stderr
+    return done.stdout
+
+
 def test_the_readme_examples_run_as_printed(tmp_path):
-    """Every `sh` block of the README, in order in one shell (`set -euo pipefail`), and every
-    `python` block as a script, exactly as printed, against the service where the README says it
-    serves (port 8080). `console` blocks are shown, not run (make, docker-compose)."""
+    """Every `sh` block of the README, in order in one shell (`set -euo pipefail`), every
+    `python` block as a script, and the clients' READMEs' `js` and `php` examples, each exactly
+    as printed, against the service where they say it serves (port 8080). The clients are
+    installed into a directory of the example's own as a package manager would put them
+    (node_modules/, Composer's vendor/autoload.php). `console` blocks are shown, not run."""
     shell, python = _readme_blocks("sh"), _readme_blocks("python")
-    assert shell and python
+    node, php = _readme_blocks("js", "clients/node/README.md"), _readme_blocks("php", "clients/php/README.md")
+    assert shell and python and node and php
     with socket.socket() as probe:
         if probe.connect_ex(("127.0.0.1", 8080)) == 0:
             if os.environ.get("CI") == "true":
@@ -158,16 +168,25 @@ def test_the_readme_examples_run_as_printed(tmp_path):
             pytest.skip("something already listens on port 8080")
     service = Service(tmp_path / "data", port=8080)
     try:
-        script = "set -euo pipefail\n" + "\n".join(shell)
-        done = subprocess.run(["bash", "-c", script], capture_output=True, text=True, timeout=60)
-        assert done.returncode == 0, done.stderr
+        printed = _run(["bash", "-c", "set -euo pipefail\n" + "\n".join(shell)], tmp_path)
         # What the README's comments say the commands print.
-        assert '"token_not_found"' in done.stdout and '{"device":"Nexus 5"}' in done.stdout, done.stdout
+        assert '"token_not_found"' in printed and '{"device":"Nexus 5"}' in printed, printed
         for number, block in enumerate(python):
-            path = tmp_path / f"readme_{number}.py"
-            path.write_text(block)
-            done = subprocess.run([sys.executable, str(path)], capture_output=True, text=True, timeout=60)
-            assert done.returncode == 0, done.stderr
-            assert "devices" in done.stdout or number > 0, done.stdout
+            (tmp_path / f"readme_{number}.py").write_text(block)
+            printed = _run([sys.executable, f"readme_{number}.py"], tmp_path)
+            assert "devices" in printed or number > 0, printed
+        if shutil.which("node"):
+            app = tmp_path / "node-app"
+            (app / "node_modules").mkdir(parents=True)
+            (app / "node_modules" / "sessions-client").symlink_to(ROOT / "clients" / "node")
+            (app / "example.mjs").write_text(node[0])
+            assert "other sessions ended" in _run(["node", "example.mjs"], app)
+        if shutil.which("php"):
+            app = tmp_path / "php-app"
+            (app / "vendor").mkdir(parents=True)
+            autoload = ROOT / "clients" / "php" / "autoload.php"
+            (app / "vendor" / "autoload.php").write_text(f"<?php\nrequire {str(autoload)!r};\n")
+            (app / "example.php").write_text(php[0])
+            assert "other sessions ended" in _run(["php", "example.php"], app)
     finally:
         service.stop(signal.SIGTERM)

@@ -1,0 +1,167 @@
+<?php
+
+declare(strict_types=1);
+
+namespace Sessions\Client\Tests;
+
+use PHPUnit\Framework\TestCase;
+use Sessions\Client\Client;
+use Sessions\Client\Exception\InvalidInputException;
+use Sessions\Client\Exception\NotFoundException;
+use Sessions\Client\Exception\UnavailableException;
+
+/**
+ * The client against a real service: SESSIONS_URL, SESSIONS_KEYED_URL and SESSIONS_KEY (the
+ * project's suite starts them, tests/test_clients.py), SESSIONS_TARANTOOL_PID (the open
+ * service's Tarantool, paused to make it answer 503).
+ */
+final class ClientTest extends TestCase
+{
+    private static int $nextUser = 0;
+    private Client $sessions;
+
+    protected function setUp(): void
+    {
+        $url = getenv('SESSIONS_URL');
+        if ($url === false) {
+            self::fail('SESSIONS_URL is not set: run these tests through the project\'s suite');
+        }
+        $this->sessions = new Client($url, timeout: 5.0);
+        if (self::$nextUser === 0) {
+            // Users of their own, so that a second run on the same service starts clean.
+            self::$nextUser = (int) (microtime(true) * 1000) * 1000;
+        }
+    }
+
+    private static function aUser(): int
+    {
+        return ++self::$nextUser;
+    }
+
+    public function testEveryMethodAndErrorCodeOfTheApiDocumentIsInTheClient(): void
+    {
+        $document = json_decode((string) file_get_contents(__DIR__ . '/../../../openapi.json'), true, 512, JSON_THROW_ON_ERROR);
+        $source = (string) file_get_contents(__DIR__ . '/../src/Client.php');
+        foreach (array_keys($document['paths']) as $path) {
+            self::assertStringContainsString("'{$path}'", $source, "no method for {$path}");
+        }
+        foreach ($document['components']['schemas']['Error']['properties']['code']['enum'] as $code) {
+            self::assertArrayHasKey($code, Client::ERROR_FAMILIES, "no exception for {$code}");
+        }
+    }
+
+    public function testASessionRoundTrip(): void
+    {
+        $user = self::aUser();
+        $opened = $this->sessions->new($user, '192.0.2.1', extra: ['device' => 'Nexus 5', 'app' => ['name' => 'mail']], ttl: 3600);
+        self::assertSame($user, $opened->userId);
+        self::assertEquals(['device' => 'Nexus 5', 'app' => ['name' => 'mail']], $opened->extra); // keys in any order
+        $got = $this->sessions->get($opened->token, ip: '192.0.2.7', extra: ['device' => null, 'os' => 'Android']);
+        self::assertSame('192.0.2.7', $got->ip);
+        self::assertEquals(['app' => ['name' => 'mail'], 'os' => 'Android'], $got->extra); // null removed a key
+        $rotated = $this->sessions->rotate($opened->token);
+        self::assertNotSame($opened->token, $rotated->token);
+        self::assertSame($rotated->token, $this->sessions->delete($rotated->token)->token);
+        try {
+            $this->sessions->get($rotated->token);
+            self::fail('a deleted session was found');
+        } catch (NotFoundException $error) {
+            self::assertSame('token_not_found', $error->getErrorCode());
+            self::assertSame(404, $error->getStatus());
+        }
+    }
+
+    public function testAUserIdOf2To63Minus1IsReadBackExactly(): void
+    {
+        $this->sessions->deleteUser(PHP_INT_MAX);
+        $opened = $this->sessions->new(9223372036854775807, '192.0.2.2');
+        self::assertSame(PHP_INT_MAX, $opened->userId);
+        self::assertSame(PHP_INT_MAX, $this->sessions->get($opened->token)->userId);
+        $listed = array_map(static fn ($s) => $s->userId, iterator_to_array($this->sessions->byUser(PHP_INT_MAX), false));
+        self::assertSame([PHP_INT_MAX], $listed);
+        self::assertSame(1, $this->sessions->deleteUser(PHP_INT_MAX));
+    }
+
+    public function testPagingWalksEverySessionOfAUserWithMoreThanAPage(): void
+    {
+        $user = self::aUser();
+        $opened = [];
+        for ($i = 0; $i < 7; $i++) {
+            $opened[] = $this->sessions->new($user, '192.0.2.3')->token;
+        }
+        $walked = [];
+        foreach ($this->sessions->byUser($user, pageSize: 3) as $session) {
+            $walked[] = $session->token;
+        }
+        self::assertSame(array_reverse($opened), $walked); // newest opened first, each once
+        self::assertSame(7, $this->sessions->countUser($user));
+        self::assertSame(6, $this->sessions->deleteUser($user, keep: $opened[0]));
+        $ip = sprintf('2001:db8::%x', $user % 65535);
+        $this->sessions->get($opened[0], ip: $ip);
+        $seen = [];
+        foreach ($this->sessions->byIp($ip, pageSize: 1) as $session) {
+            $seen[] = $session->token;
+        }
+        self::assertSame([$opened[0]], $seen);
+        self::assertSame(1, $this->sessions->deleteIp($ip));
+    }
+
+    public function testEveryErrorFamily(): void
+    {
+        try {
+            $this->sessions->new(self::aUser(), 'not an address');
+            self::fail('an invalid address was taken');
+        } catch (InvalidInputException $error) {
+            self::assertSame('invalid_ip', $error->getErrorCode());
+            self::assertSame(400, $error->getStatus());
+        }
+        $key = 'k-' . self::aUser();
+        $user = self::aUser();
+        $first = $this->sessions->new($user, '192.0.2.4', idempotencyKey: $key);
+        self::assertSame($first->token, $this->sessions->new($user, '192.0.2.4', idempotencyKey: $key)->token);
+        try {
+            $this->sessions->new($user, '192.0.2.5', idempotencyKey: $key);
+            self::fail('a key reused with other parameters was taken');
+        } catch (InvalidInputException $error) {
+            self::assertSame('idempotency_conflict', $error->getErrorCode());
+        }
+        $unreachable = new Client('http://127.0.0.1:9', timeout: 1.0, retries: 0);
+        try {
+            $unreachable->get($first->token);
+            self::fail('an unreachable service answered');
+        } catch (UnavailableException $error) {
+            self::assertSame('service_unavailable', $error->getErrorCode());
+        }
+    }
+
+    public function testApiKeysGoAsABearerHeader(): void
+    {
+        $keyed = (string) getenv('SESSIONS_KEYED_URL');
+        try {
+            (new Client($keyed))->countUser(1);
+            self::fail('a keyed service answered without a key');
+        } catch (InvalidInputException $error) {
+            self::assertSame('unauthorized', $error->getErrorCode());
+            self::assertSame(401, $error->getStatus());
+        }
+        self::assertSame(0, (new Client($keyed, apiKey: (string) getenv('SESSIONS_KEY')))->countUser(self::aUser()));
+    }
+
+    public function testA503IsRetriedAfterRetryAfter(): void
+    {
+        $pid = (int) getenv('SESSIONS_TARANTOOL_PID');
+        $opened = $this->sessions->new(self::aUser(), '192.0.2.6');
+        $retries = [];
+        $patient = new Client((string) getenv('SESSIONS_URL'), timeout: 5.0, onRetry: static function (int $attempt, UnavailableException $error, float $wait) use (&$retries, $pid): void {
+            $retries[] = [$attempt, $error->getErrorCode(), $error->getStatus(), $wait];
+            posix_kill($pid, 18); // SIGCONT: Tarantool answers again before the retry
+        });
+        posix_kill($pid, 19); // SIGSTOP
+        try {
+            self::assertSame($opened->token, $patient->get($opened->token)->token);
+        } finally {
+            posix_kill($pid, 18);
+        }
+        self::assertSame([[1, 'storage_unavailable', 503, 1.0]], $retries);
+    }
+}

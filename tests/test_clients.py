@@ -1,0 +1,85 @@
+"""The PHP and Node clients (clients/php, clients/node), each through its own test suite
+(PHPUnit; node --test) against real services started here: one open, one with API keys."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import signal
+import subprocess
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+import sessions
+
+from .service import Service
+
+ROOT = Path(__file__).resolve().parent.parent
+KEY = "client-test-key-0123456789"
+
+
+@pytest.fixture(scope="module")
+def services(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, str]]:
+    """The environment a client's test suite reads: where the services answer, the key, and
+    the open service's Tarantool (which a test pauses to make the service answer 503)."""
+    root = tmp_path_factory.mktemp("clients")
+    # A short storage timeout: the paused Tarantool's 503 comes after half a second.
+    open_service = Service(root / "open", SESSIONS_TARANTOOL_TIMEOUT="0.5")
+    keyed = Service(root / "keyed", SESSIONS_API_KEYS=KEY)
+    try:
+        yield {
+            "SESSIONS_URL": f"http://127.0.0.1:{open_service.port}",
+            "SESSIONS_KEYED_URL": f"http://127.0.0.1:{keyed.port}",
+            "SESSIONS_KEY": KEY,
+            "SESSIONS_TARANTOOL_PID": str(open_service.tarantool_pid),
+        }
+    finally:
+        for service in (open_service, keyed):
+            service.stop(signal.SIGTERM)
+
+
+def _needs(tool: str) -> None:
+    if shutil.which(tool) is None:
+        if os.environ.get("CI") == "true":
+            pytest.fail(f"{tool} is not installed (make test installs it)")
+        pytest.skip(f"{tool} is not installed (make test installs it)")
+
+
+def test_the_node_client_passes_its_suite(services):
+    _needs("node")
+    done = subprocess.run(
+        ["node", "--test", "--test-reporter=tap", "test/"],
+        cwd=ROOT / "clients" / "node",
+        env={**os.environ, **services},
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert "\n# fail 0" in done.stdout and "\n# skipped 0" in done.stdout, done.stdout
+
+
+def test_the_php_client_passes_its_suite(services):
+    _needs("phpunit")
+    done = subprocess.run(
+        ["phpunit", "--colors=never", "--configuration", "phpunit.xml"],
+        cwd=ROOT / "clients" / "php",
+        env={**os.environ, **services},
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert "OK (" in done.stdout, done.stdout
+
+
+def test_the_clients_are_versioned_with_the_service():
+    node = json.loads((ROOT / "clients/node/package.json").read_text())
+    php = json.loads((ROOT / "clients/php/composer.json").read_text())
+    assert node["version"] == sessions.__version__
+    assert php["version"] == sessions.__version__
+    assert node.get("dependencies", {}) == {}
+    assert set(php["require"]) == {"php", "ext-curl", "ext-json"}

@@ -190,3 +190,37 @@ def test_the_readme_examples_run_as_printed(tmp_path):
             assert "other sessions ended" in _run(["php", "example.php"], app)
     finally:
         service.stop(signal.SIGTERM)
+
+
+async def test_a_503_is_retried_after_retry_after(tmp_path, user_id):
+    """Tarantool paused: the service answers 503 storage_unavailable with Retry-After: 1; a
+    `get` (safe to repeat) is retried after that second, and Tarantool is back by then."""
+    service = Service(tmp_path / "data", SESSIONS_TARANTOOL_TIMEOUT="0.5")
+    pid = service.tarantool_pid
+    retries: list[tuple[int, str, int | None, float]] = []
+
+    def resumed(attempt: int, error: Unavailable, wait: float) -> None:
+        retries.append((attempt, error.code, error.status, wait))
+        os.kill(pid, signal.SIGCONT)
+
+    try:
+        async with SessionsClient(
+            f"http://127.0.0.1:{service.port}", timeout=5, on_retry=resumed
+        ) as sessions:
+            opened = await sessions.new(user_id, "192.0.2.1")
+            os.kill(pid, signal.SIGSTOP)
+            try:
+                assert (await sessions.get(opened.token)).token == opened.token
+            finally:
+                os.kill(pid, signal.SIGCONT)
+            assert retries == [(1, "storage_unavailable", 503, 1.0)]
+            # Not safe to repeat: a delete whose first attempt may have been applied.
+            os.kill(pid, signal.SIGSTOP)
+            try:
+                with pytest.raises(Unavailable):
+                    await sessions.delete(opened.token)
+            finally:
+                os.kill(pid, signal.SIGCONT)
+            assert len(retries) == 1
+    finally:
+        service.stop(signal.SIGTERM)

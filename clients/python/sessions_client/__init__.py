@@ -15,8 +15,9 @@ trouble and timeouts are `ServiceUnavailable`, an `Unavailable`, so that "no suc
 
 from __future__ import annotations
 
+import asyncio
 import json
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
 from types import TracebackType
 from typing import Any
@@ -24,7 +25,7 @@ from typing import Any
 import aiohttp
 import yarl
 
-from .errors import BY_CODE, InvalidExtra, ServiceUnavailable, SessionsError, TokenNotFound
+from .errors import BY_CODE, InvalidExtra, ServiceUnavailable, SessionsError, TokenNotFound, Unavailable
 
 __version__ = "0.1.0"
 __all__ = ["ServiceUnavailable", "SessionObject", "SessionsClient", "SessionsError", "TokenNotFound"]
@@ -47,6 +48,11 @@ class SessionsClient:
 
     Tokens travel in the X-Session-Token header, never in URLs that proxies and logs keep;
     extra data is sent as JSON, so values keep their types and None removes a key.
+
+    After an `Unavailable` answer the client waits the Retry-After the service sent and tries
+    again, up to `retries` times, for the calls that are safe to repeat (`get`, the listings
+    and counts, `new` with an idempotency key), and after `overloaded` (nothing was done) for
+    every call. `on_retry(attempt, error, seconds)` is called before each wait.
     """
 
     def __init__(
@@ -56,7 +62,11 @@ class SessionsClient:
         api_key: str | None = None,
         timeout: float = 2.0,
         max_connections: int = 100,
+        retries: int = 2,
+        on_retry: Callable[[int, Unavailable, float], Awaitable[None] | None] | None = None,
     ) -> None:
+        self._retries = retries
+        self._on_retry = on_retry
         self._base_url = base_url.rstrip("/")
         self._headers = {"Authorization": f"Bearer {api_key}"} if api_key else {}
         self._timeout = aiohttp.ClientTimeout(total=timeout)
@@ -97,14 +107,14 @@ class SessionsClient:
         if ttl is not None:
             params["ttl"] = str(ttl)
         headers = {} if idempotency_key is None else {"Idempotency-Key": idempotency_key}
-        return _session(await self._call("/new", params, extra, headers=headers))
+        return _session(await self._call("/new", params, extra, headers=headers, idempotent=bool(headers)))
 
     async def get(
         self, token: str, *, ip: str | None = None, extra: dict[str, Any] | None = None
     ) -> SessionObject:
         """The live session of the token, its activity now; with `ip`, moved to that address."""
         params = {} if ip is None else {"ip": ip}
-        return _session(await self._call("/get", params, extra, token=token))
+        return _session(await self._call("/get", params, extra, token=token, idempotent=True))
 
     async def delete(self, token: str) -> SessionObject:
         """End the session; the session as it was."""
@@ -127,7 +137,7 @@ class SessionsClient:
 
     async def count_user(self, user_id: int) -> int:
         """How many live sessions the user has."""
-        return int((await self._call("/user/count", {"id": str(user_id)}))["count"])
+        return int((await self._call("/user/count", {"id": str(user_id)}, idempotent=True))["count"])
 
     async def by_user(self, user_id: int) -> list[SessionObject]:
         """Every live session of the user, newest opened first (all pages)."""
@@ -153,7 +163,7 @@ class SessionsClient:
         url: str | yarl.URL = self._base_url + path
         query: dict[str, str] | None = params
         while True:
-            data, next_url = await self._send(url, query)
+            data, next_url = await self._send(url, query, idempotent=True)
             for item in data:
                 yield _session(item)
             if next_url is None:
@@ -168,8 +178,10 @@ class SessionsClient:
         *,
         token: str | None = None,
         headers: dict[str, str] | None = None,
+        idempotent: bool = False,
     ) -> Any:
-        data, _ = await self._send(self._base_url + path, params, extra, token=token, headers=headers)
+        url = self._base_url + path
+        data, _ = await self._send(url, params, extra, token=token, headers=headers, idempotent=idempotent)
         return data
 
     async def _send(
@@ -180,8 +192,34 @@ class SessionsClient:
         *,
         token: str | None = None,
         headers: dict[str, str] | None = None,
+        idempotent: bool = False,
     ) -> tuple[Any, yarl.URL | None]:
-        """The data of one call's answer and the URL of the page after it, if any."""
+        """The data of one call's answer and the URL of the page after it, if any; retried
+        after an unavailable answer when that is safe (see the class)."""
+        attempt = 0
+        while True:
+            try:
+                return await self._once(url, params, extra, token=token, headers=headers)
+            except Unavailable as error:
+                if attempt >= self._retries or not (idempotent or error.code == "overloaded"):
+                    raise
+                attempt += 1
+                wait = error.retry_after if error.retry_after is not None else 0.1 * 2 ** (attempt - 1)
+                if self._on_retry is not None:
+                    waited = self._on_retry(attempt, error, wait)
+                    if waited is not None:
+                        await waited
+                await asyncio.sleep(wait)
+
+    async def _once(
+        self,
+        url: str | yarl.URL,
+        params: dict[str, str] | None,
+        extra: dict[str, Any] | None = None,
+        *,
+        token: str | None = None,
+        headers: dict[str, str] | None = None,
+    ) -> tuple[Any, yarl.URL | None]:
         if self._http is None:
             raise RuntimeError("use SessionsClient as `async with SessionsClient(...) as client`")
         sent = dict(headers or {})

@@ -274,14 +274,15 @@ local function get(args, ctx)
     return {session = with_text_token(tuple), untouched = true}
 end
 
--- End the session; the session as it was.
+-- End the session; the session as it was. One delete either way: a lapsed session found
+-- goes too (lapsed is final), but answers as none.
 local function delete(args, ctx)
     check(type(args.token) == 'string', 'token must be a string')
-    local key, tuple = find_live(args.token, ctx.rules)
-    if key == nil then
+    local key = uuid.fromstr(args.token)
+    local tuple = key and box.space.sessions:delete(key)
+    if tuple == nil or not is_live(tuple, ctx.rules) then
         return NONE
     end
-    box.space.sessions:delete(key)
     return {session = with_text_token(tuple)}
 end
 
@@ -474,6 +475,13 @@ local function check_args(operation, spec, args)
     end
 end
 
+-- One item of a batch: its arguments checked, then its operation (a plain function, so
+-- that a batch makes no closure per item).
+local function run_item(operation, spec, args, ctx)
+    check_args(operation, spec, args)
+    return spec.fn(args, ctx)
+end
+
 -- The context of a call, checked once; the purge learns the service's rules from it.
 local function enter(ctx)
     check(type(ctx) == 'table', 'context must be a map')
@@ -541,10 +549,7 @@ local function batch(operation, items, ctx)
         -- An item that fails after some of its writes (a `new` that made room, then found
         -- memory full) undoes all of them, and only them.
         local savepoint = box.savepoint()
-        local ok, reply = pcall(function()
-            check_args(operation, spec, args)
-            return spec.fn(args, ctx)
-        end)
+        local ok, reply = pcall(run_item, operation, spec, args, ctx)
         if ok then
             replies[i] = reply
         else

@@ -196,10 +196,20 @@ class SessionsClient:
     ) -> tuple[Any, yarl.URL | None]:
         """The data of one call's answer and the URL of the page after it, if any; retried
         after an unavailable answer when that is safe (see the class)."""
+        sent = dict(headers or {})
+        body = None
+        if extra is not None:
+            try:
+                body = json.dumps(extra, allow_nan=False).encode()
+            except (TypeError, ValueError) as error:  # what the service would refuse too
+                raise InvalidExtra(f"Extra data cannot be sent as JSON: {error}.") from None
+            sent["Content-Type"] = "application/json"
+        if token is not None:
+            sent["X-Session-Token"] = token
         attempt = 0
         while True:
             try:
-                return await self._once(url, params, extra, token=token, headers=headers)
+                return await self._once(url, params, body, sent)
             except Unavailable as error:
                 if attempt >= self._retries or not (idempotent or error.code == "overloaded"):
                     raise
@@ -212,26 +222,11 @@ class SessionsClient:
                 await asyncio.sleep(wait)
 
     async def _once(
-        self,
-        url: str | yarl.URL,
-        params: dict[str, str] | None,
-        extra: dict[str, Any] | None = None,
-        *,
-        token: str | None = None,
-        headers: dict[str, str] | None = None,
+        self, url: str | yarl.URL, params: dict[str, str] | None, body: bytes | None, sent: dict[str, str]
     ) -> tuple[Any, yarl.URL | None]:
+        """One attempt: the answer's data and next page, or its error raised."""
         if self._http is None:
             raise RuntimeError("use SessionsClient as `async with SessionsClient(...) as client`")
-        sent = dict(headers or {})
-        body = None
-        if extra is not None:
-            try:
-                body = json.dumps(extra, allow_nan=False).encode()
-            except (TypeError, ValueError) as error:
-                raise InvalidExtra(f"Extra data cannot be sent as JSON: {error}.") from None
-            sent["Content-Type"] = "application/json"
-        if token is not None:
-            sent["X-Session-Token"] = token
         try:
             async with self._http.post(url, params=params, data=body, headers=sent) as response:
                 raw = await response.read()

@@ -413,3 +413,23 @@ def test_the_installed_package_holds_every_module(tmp_path):
     package = ROOT / "sessions"
     wanted = {str(path.relative_to(ROOT)) for path in package.rglob("*.py")}
     assert wanted <= shipped, wanted - shipped
+
+
+def test_the_sample_deployment_shows_the_defaults_as_they_are():
+    """dc.sample.yml shows settings with their values; each value it spells out is the
+    setting's default, so copying the sample changes nothing until you edit it."""
+    import yaml
+    from pydantic import TypeAdapter
+
+    sample = yaml.safe_load((ROOT / "dc.sample.yml").read_text())
+    environment = sample["services"]["sessions"]["environment"]
+    defaults = Settings.model_fields
+    shown = 0
+    for name, value in environment.items():
+        field = name.removeprefix("SESSIONS_").lower()
+        if "${" in str(value) or field in ("host", "port"):
+            continue  # from .env, or where the container listens (the image's own)
+        read = TypeAdapter(defaults[field].annotation).validate_python(str(value))
+        assert read == defaults[field].default, name
+        shown += 1
+    assert shown >= 10

@@ -34,7 +34,7 @@ TARGETS = {
         "delete_all",
         "batch",
         "call",
-        "enter",
+        "check_context",
         "check_args",
         "replay",
         "in_bulk_slot",

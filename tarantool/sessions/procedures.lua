@@ -482,14 +482,13 @@ local function run_item(operation, spec, args, ctx)
     return spec.fn(args, ctx)
 end
 
--- The context of a call, checked once; the purge learns the service's rules from it.
-local function enter(ctx)
+-- The context of a call, checked once per call (not per item).
+local function check_context(ctx)
     check(type(ctx) == 'table', 'context must be a map')
     check(liveness.valid(ctx.rules), 'rules must be {ttl > 0, lifetime >= 0, cap >= 0}')
     check(type(ctx.deadline) == 'number', 'deadline must be a number')
     check(ctx.extra_max == nil or type(ctx.extra_max) == 'number', 'extra_max must be a number')
     check_deadline(ctx.deadline)
-    expiry.set_rules(ctx.rules)
 end
 
 local function error_item(err)
@@ -541,7 +540,9 @@ local function batch(operation, items, ctx)
     local spec = OPERATIONS[operation]
     check(spec ~= nil and spec.batch, 'unknown batch operation')
     check(type(items) == 'table', 'items must be an array')
-    enter(ctx)
+    check_context(ctx)
+    -- The purge learns the service's rules from its calls (expiry.lua).
+    expiry.set_rules(ctx.rules)
     local replies = {}
     -- Nothing in a write yields before commit, so the batch is atomic and isolated.
     box.begin()
@@ -575,7 +576,9 @@ end
 local function call(operation, args, ctx)
     local spec = OPERATIONS[operation]
     check(spec ~= nil and not spec.batch, 'unknown operation')
-    enter(ctx)
+    check_context(ctx)
+    -- The purge learns the service's rules from its calls (expiry.lua).
+    expiry.set_rules(ctx.rules)
     check_args(operation, spec, args)
     if spec.bulk then
         return in_bulk_slot(ctx.deadline, spec.fn, args, ctx)

@@ -16,11 +16,9 @@ APT := $(SUDO) env DEBIAN_FRONTEND=noninteractive apt-get
 run: $(RUNTIME) tarantool
 	$(BIN)/sessions serve
 
-# Two processes share the suite, a test file each at a time (the deployment tests stay in
-# one); the schemathesis run goes alone after them, since it expands its cases only there.
+# Two processes share the suite, a test file each at a time (the deployment tests stay in one).
 test: $(STAMP) tarantool chromium curl-jq client-tools docker-engine lint
-	$(BIN)/pytest -n 2 --dist loadfile -m "not serial"
-	$(BIN)/pytest -m serial
+	$(BIN)/pytest -n 2 --dist loadfile
 
 lint: $(STAMP) docker-compose luacheck promtool client-tools
 	$(BIN)/ruff check sessions tests clients/python $(wildcard bench)

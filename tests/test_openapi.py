@@ -11,7 +11,7 @@ from typing import Any
 
 import pytest
 import schemathesis
-from hypothesis import HealthCheck, settings
+from hypothesis import HealthCheck, given, settings
 from jsonschema import Draft202012Validator
 from openapi_spec_validator import validate
 from schemathesis.specs.openapi.checks import positive_data_acceptance
@@ -137,17 +137,25 @@ async def test_try_it_out_works_on_every_operation_in_a_real_browser(keyed_servi
 
 
 fuzz = schemathesis.openapi.from_dict(SPEC)
+# One test per operation by plain pytest parametrization (not schemathesis' own collector, whose
+# cases pytest-xdist does not expand), each drawing its cases with hypothesis.
+OPERATIONS = sorted((path, method.upper()) for path, item in SPEC["paths"].items() for method in item)
 
 
-@pytest.mark.serial
-@fuzz.parametrize()
-@settings(max_examples=FUZZ_EXAMPLES // 16, deadline=None, suppress_health_check=list(HealthCheck))
-def test_schemathesis(case, service):
-    # Two things no schema can say make a schema-valid request rightly refused: a cursor is
-    # opaque (only those the service hands out are valid), and a token sent both in the
-    # query and in X-Session-Token must be the same one.
-    query, headers = case.query or {}, case.headers or {}
-    both_ways = ("token" in query or "except" in query) and "X-Session-Token" in headers
-    ambiguous = "after" in query or both_ways
-    excluded = [positive_data_acceptance] if ambiguous else []
-    case.call_and_validate(base_url=f"http://127.0.0.1:{service.port}", excluded_checks=excluded)
+@pytest.mark.parametrize(("path", "method"), OPERATIONS)
+def test_schemathesis(path, method, service):
+    base_url = f"http://127.0.0.1:{service.port}"
+
+    @given(case=fuzz[path][method].as_strategy())
+    @settings(max_examples=FUZZ_EXAMPLES // 16, deadline=None, suppress_health_check=list(HealthCheck))
+    def check(case: schemathesis.Case) -> None:
+        # Two things no schema can say make a schema-valid request rightly refused: a cursor is
+        # opaque (only those the service hands out are valid), and a token sent both in the
+        # query and in X-Session-Token must be the same one.
+        query, headers = case.query or {}, case.headers or {}
+        both_ways = ("token" in query or "except" in query) and "X-Session-Token" in headers
+        ambiguous = "after" in query or both_ways
+        excluded = [positive_data_acceptance] if ambiguous else []
+        case.call_and_validate(base_url=base_url, excluded_checks=excluded)
+
+    check()

@@ -5,7 +5,7 @@
 
 Both services run at once, each on an embedded Tarantool of its own seeded alike, and each
 load takes its turns round-robin with the same load against the other checkout and the
-ceiling (`bench/run.py interleaved`), so the machine's drifts fall on both alike. Prints
+ceiling (`interleaved` of bench/harness.py), so the machine's drifts fall on both alike. Prints
 each load's rate and p99 against the ceiling's. Nothing is asserted.
 """
 

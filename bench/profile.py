@@ -35,10 +35,10 @@ PARTS = {
     "parameters": ["read (sessions/params.py)", "read_query (sessions/params.py)"],
     "extra data": ["_read_extra (sessions/routing.py)"],
     "envelope (orjson, Response)": ["success (sessions/envelope.py)", "failure (sessions/envelope.py)"],
-    "storage adapter (coalescing, asynctnt calls)": ["(sessions/storage.py)", "(asynctnt/"],
+    "storage adapter (coalescing, asynctnt calls)": ["(sessions/storage/", "(asynctnt/"],
     "aiohttp: parsing, request objects": [
         "data_received (aiohttp/web_protocol.py)",
-        "_make_request (sessions/server.py)",
+        "_make_request (sessions/aiohttp_internals.py)",
         "BaseRequest.",
     ],
     "aiohttp: writing answers": ["finish_response (aiohttp/web_protocol.py)"],

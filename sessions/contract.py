@@ -59,7 +59,7 @@ LIST = Operation(
 DELETE_ALL = Operation(
     "delete_all", ("kind", "key", "except_token", "checked"), ("deleted", "more"), bulk=True
 )
-# The operations storage.py calls itself; a route may declare more (routing.Route.operation).
+# The operations the storage calls itself; a route may declare more (routing.Route.operation).
 OPERATIONS = (NEW, GET, DELETE, ROTATE, LIST, DELETE_ALL)
 
 # The procedures the service's Tarantool user may execute (access.lua grants exactly these).
@@ -100,10 +100,12 @@ def differences(described: Mapping[str, Any], operations: Iterable[Operation]) -
     found += _differ("error types", ERRORS, described.get("errors"))
     fields = list(described.get("fields") or ())
     found += _differ("session fields", FIELDS, fields[: len(FIELDS)], ordered=True)
-    theirs: Mapping[str, Any] = described.get("operations") or {}
+    theirs = described.get("operations")
+    if not isinstance(theirs, Mapping):
+        theirs = {}
     for operation in operations:
         spec = theirs.get(operation.name)
-        if spec is None:
+        if not isinstance(spec, Mapping):
             found.append(f"operation {operation.name}: the Lua has no such operation")
             continue
         where = f"operation {operation.name}"

@@ -87,6 +87,10 @@ class Route:
     ) -> Route:
         """A route whose handler passes its parameters' values, in order, as the operation's
         arguments of the same order (a None one left out) and answers its reply as `data`."""
+        if len(params) != len(operation.args):
+            raise ValueError(
+                f"{path}: {len(params)} parameters for {operation.name}'s {len(operation.args)} arguments"
+            )
 
         async def handler(service: Service, *values: Any) -> web.Response:
             args = {

@@ -82,18 +82,28 @@ def test_an_operation_this_side_calls_differently_is_named():
     ]
 
 
-def test_a_service_refuses_to_start_on_lua_of_another_contract(tmp_path):
-    """The Lua of another release (here: `new` takes `own_ttl`, not `ttl`): `serve` exits 1
-    with one line naming the difference, before it serves anything."""
+@pytest.mark.parametrize(
+    ("declared", "changed", "named"),
+    [
+        (
+            "args = {'token', 'user_id', 'ip', 'patch', 'ttl', 'idem'}",
+            "args = {'token', 'user_id', 'ip', 'patch', 'own_ttl', 'idem'}",
+            "runs procedures of another release: operation new arguments",
+        ),
+        # A release from before the contract had no `describe` at all.
+        ("function procedures.describe()", "function procedures.portray()", "has no sessions.describe"),
+    ],
+    ids=["an argument renamed", "no describe"],
+)
+def test_a_service_refuses_to_start_on_lua_of_another_contract(tmp_path, declared, changed, named):
+    """The Lua of another release: `serve` exits 1 with one line naming the difference, before
+    it serves anything."""
     scripts = tmp_path / "tarantool"
     shutil.copytree(ROOT / "tarantool", scripts)
     procedures = scripts / "sessions" / "procedures.lua"
     text = procedures.read_text()
-    declared = "args = {'token', 'user_id', 'ip', 'patch', 'ttl', 'idem'}"
     assert declared in text
-    procedures.write_text(
-        text.replace(declared, "args = {'token', 'user_id', 'ip', 'patch', 'own_ttl', 'idem'}")
-    )
+    procedures.write_text(text.replace(declared, changed))
     port = str(free_port())
     result = subprocess.run(
         [sys.executable, "-m", "sessions", "serve"],
@@ -108,5 +118,11 @@ def test_a_service_refuses_to_start_on_lua_of_another_contract(tmp_path):
         timeout=60,
     )
     assert result.returncode == 1, result.stderr
-    assert "runs procedures of another release: operation new arguments" in result.stderr
+    assert named in result.stderr
     assert "Traceback" not in result.stderr
+
+
+@pytest.mark.parametrize("operations", [[], {"new": []}, {"new": "x"}])
+def test_a_describe_answer_of_the_wrong_shape_is_a_named_difference(operations):
+    described = {**_described(), "operations": operations}
+    assert "operation new: the Lua has no such operation" in differences(described, [NEW])

@@ -19,6 +19,7 @@ from pydantic import ValidationError
 
 from sessions.config import Settings
 from sessions.console import Console, ConsoleError
+from sessions.contract import PROCEDURES
 from sessions.storage import new_token
 
 from .conftest import PASSWORD, call, new_session, settings_for
@@ -142,6 +143,15 @@ async def test_service_user_may_only_call_the_procedures(tarantool):
             await conn.select(512)  # the first user space: sessions
     finally:
         await conn.disconnect()
+
+
+def test_the_service_user_may_execute_exactly_the_contracts_procedures(console):
+    granted = console.eval(
+        "local names = {} for _, p in ipairs(box.schema.user.info('sessions')) do "
+        "if p[1]:find('execute') and p[2] == 'function' then names[#names + 1] = p[3] end end "
+        "table.sort(names) return names"
+    )
+    assert granted == sorted(f"sessions.{name}" for name in PROCEDURES)
 
 
 def test_tokens_are_random_version_4_uuids():

@@ -179,8 +179,15 @@ class Storage:
         """Check once per instance that its Lua speaks this service's contract."""
         if id(conn) in self._agreed:
             return
-        described = (await conn.call("sessions.describe", [], timeout=self._timeout))[0]
-        found = differences(described, self._operations.values())
+        try:
+            described = (await conn.call("sessions.describe", [], timeout=self._timeout))[0]
+        except TarantoolDatabaseError as error:
+            # Not defined, or not granted: the Lua predates the contract (or is not ours).
+            raise ContractMismatch(
+                f"the Tarantool at {conn.fingerprint} has no sessions.describe ({error.message}): it runs "
+                "procedures of an older release; upgrade its Lua (tarantool/) to this release's"
+            ) from None
+        found = differences(described if isinstance(described, dict) else {}, self._operations.values())
         if found:
             raise ContractMismatch(
                 f"the Tarantool at {conn.fingerprint} runs procedures of another release: " + "; ".join(found)

@@ -54,7 +54,7 @@ local now = clock.now
 
 -- Deadlines are absolute times on this instance's real clock (fiber.time(), never the
 -- frozen test clock): the service sends the moment after which its caller no longer waits,
--- measured against this clock (storage.py), and work past it is not started.
+-- measured against this clock (sessions/storage), and work past it is not started.
 local function check_deadline(deadline)
     if deadline ~= nil and fiber.time() > deadline then
         raise('Overloaded', 'the deadline of this call passed before its work was done')

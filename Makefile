@@ -11,13 +11,13 @@ STAMP := $(VENV)/.dev-$(HASH)
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 APT := $(SUDO) env DEBIAN_FRONTEND=noninteractive apt-get
 
-.PHONY: run test lint docs lock fuzz mutate bench profile tarantool wrk redis-server chromium curl-jq client-tools docker-compose docker-engine luacheck promtool clean
+.PHONY: run test lint docs lock fuzz mutate bench profile tarantool wrk redis-server chromium curl-jq client-tools docker-compose docker-engine docker-images luacheck promtool clean
 
 run: $(RUNTIME) tarantool
 	$(BIN)/sessions serve
 
 # Two processes share the suite, a test file each at a time (the deployment tests stay in one).
-test: $(STAMP) tarantool chromium curl-jq client-tools docker-engine lint
+test: $(STAMP) tarantool chromium curl-jq client-tools docker-images lint
 	$(BIN)/pytest -n 2 --dist loadfile
 
 lint: $(STAMP) docker-compose luacheck promtool client-tools
@@ -86,6 +86,11 @@ docker-engine: docker-compose
 			for i in $$(seq 1 60); do docker info >/dev/null 2>&1 && break; sleep 0.5; done; \
 		fi; \
 	fi
+
+# The local stand-ins for the deployment's base images (debootstrap; minutes on a new machine,
+# nothing once built), made before the suite so that no test's time limit pays for them.
+docker-images: docker-engine
+	@if docker info >/dev/null 2>&1; then bash tests/docker/images.sh; fi
 
 # For `promtool check rules` on the alert rules (Debian's Prometheus package carries it).
 promtool:

@@ -30,10 +30,12 @@ from .metrics import METRICS
 
 __all__ = [
     "PROTOCOL_ERRORS",
+    "SEND_PIECE",
     "EnvelopeServer",
     "abandon_body",
     "client_left",
     "from_protocol",
+    "send_bounded",
     "send_continue",
 ]
 
@@ -49,6 +51,48 @@ async def send_continue(request: web.BaseRequest) -> None:
         await request.writer.write(b"HTTP/1.1 100 Continue\r\n\r\n")
         # Not part of the answer: the answer proper has not started.
         request.writer.output_size = 0
+
+
+# A large answer is written a piece of this size at a time, each once the client has taken
+# the one before: what a slow reader makes the process hold is the answer itself (which a
+# memory budget counts), never copies of it queued in the transport.
+SEND_PIECE = 64 * 1024
+
+
+async def send_bounded(
+    request: web.BaseRequest, response: web.StreamResponse, body: bytes, *, patience: float
+) -> web.StreamResponse:
+    """Write `response` (its status and headers, and `body`) a piece at a time, each piece
+    only once the transport has handed the one before to the kernel; a client that takes no
+    piece within `patience` seconds has its connection closed (ConnectionResetError).
+    Returns the answer as written, complete."""
+    streamed = web.StreamResponse(status=response.status, headers=response.headers)
+    streamed.content_length = len(body)
+    transport = request.transport
+    if transport is None:
+        raise ConnectionResetError("the client left before its answer")
+    # Drained means empty: the transport keeps nothing of ours behind while it waits.
+    transport.set_write_buffer_limits(high=0)
+    writer = request.writer
+    try:
+        view = memoryview(body)
+        async with asyncio.timeout(patience):
+            await streamed.prepare(request)
+        for start in range(0, len(body), SEND_PIECE):
+            async with asyncio.timeout(patience):
+                await streamed.write(view[start : start + SEND_PIECE])
+                await writer.drain()
+        async with asyncio.timeout(patience):
+            await streamed.write_eof()
+            await writer.drain()
+    except TimeoutError:
+        METRICS.closed("slow_reader")
+        transport.abort()
+        raise ConnectionResetError("the client took no part of its answer in time") from None
+    finally:
+        if not transport.is_closing():
+            transport.set_write_buffer_limits()
+    return streamed
 
 
 def client_left(request: web.BaseRequest) -> bool:
@@ -116,18 +160,44 @@ class _EnvelopeRequestHandler(RequestHandler):
 
 
 class EnvelopeServer(web.Server):
-    """aiohttp's low-level server with protocol errors answered as envelopes, and request
-    bodies limited to `client_max_size` bytes."""
+    """aiohttp's low-level server with protocol errors answered as envelopes, request
+    bodies limited to `client_max_size` bytes, and (for the API) at most `max_connections` connections:
+    beyond it, a new connection makes the one idle longest close (a connection with no
+    request at work: one waiting for its next request, or still sending its first), or is
+    closed itself at once when none is idle. A flood of idle connections so never takes the
+    descriptors or the memory a working client needs."""
 
     def __init__(
         self,
         handler: Callable[[web.BaseRequest], Awaitable[web.StreamResponse]],
         *,
         client_max_size: int,
+        max_connections: int | None = None,
         **kwargs: Any,
     ) -> None:
         super().__init__(handler, **kwargs)
         self._client_max_size = client_max_size
+        self._max_connections = max_connections
+        if max_connections is not None:
+            METRICS.connections = lambda: len(self._connections)
+
+    def connection_made(self, handler: RequestHandler, transport: asyncio.Transport) -> None:
+        super().connection_made(handler, transport)
+        if self._max_connections is None:
+            return
+        connections = self._connections
+        if len(connections) > self._max_connections:
+            # Oldest first (a dict keeps its order): the first idle one met has been
+            # connected longest.
+            victim = next(
+                (other for other in connections if other is not handler and not other._request_in_progress),
+                None,
+            )
+            METRICS.closed("refused" if victim is None else "idle")
+            closing = handler if victim is None else victim
+            # Forgotten at once, so the count above stays the count of open ones.
+            del connections[closing]
+            closing.force_close()
 
     def __call__(self) -> RequestHandler:
         return _EnvelopeRequestHandler(self, loop=self._loop, **self._kwargs)

@@ -14,7 +14,7 @@ from aiohttp import web
 from pydantic import BaseModel, ConfigDict, Field
 
 from .contract import Operation
-from .envelope import success
+from .envelope import answer, success, success_within
 from .errors import BadRequest, IdempotencyConflict, StorageFull, TokenNotFound
 from .models import Cursor, Deleted, make_cursor
 from .params import AFTER, EXCEPT, ID, IDEMPOTENCY_KEY, IP, LIMIT, OPTIONAL_IP, TOKEN, TTL, USER_ID, Param
@@ -72,15 +72,18 @@ async def delete_by_ip(service: Service, ip: str) -> web.Response:
 async def _listing(
     service: Service, kind: str, param: Param, key: int | str, limit: int | None, after: Cursor | None
 ) -> web.Response:
-    """One page of a listing; a Link header (RFC 8288) names the next one, if any."""
-    sessions, following = await service.storage.page(kind, key, limit or service.settings.list_max, after)
-    if following is None:
-        return success(sessions)
+    """One page of a listing, its JSON within the page budget (SESSIONS_PAGE_MAX_BYTES); a
+    Link header (RFC 8288) names the next one, if any."""
+    settings = service.settings
+    sessions, cursors, more = await service.storage.page(kind, key, limit or settings.list_max, after)
+    body, count = success_within(sessions, settings.page_max_bytes)
+    if count == 0 or (count == len(sessions) and not more):
+        return answer(body)
     query: dict[str, str | int] = {param.name: key}
     if limit is not None:
         query["limit"] = limit
-    query["after"] = make_cursor(following)
-    return success(sessions, {"Link": f'</{kind}?{urlencode(query)}>; rel="next"'})
+    query["after"] = make_cursor(cursors[count - 1])
+    return answer(body, {"Link": f'</{kind}?{urlencode(query)}>; rel="next"'})
 
 
 async def by_user(service: Service, user_id: int, limit: int | None, after: Cursor | None) -> web.Response:

@@ -12,7 +12,7 @@ from typing import Annotated, Literal
 from pydantic import Field, SecretStr, ValidationError, field_validator, model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
-from .limits import DAY, DEFAULT_TTL, LIST_MAX, MAX_TTL
+from .limits import ANSWER_PAGES, BODY_COUNT, DAY, DEFAULT_TTL, LIST_MAX, MAX_TTL
 
 __all__ = [
     "Settings",
@@ -116,7 +116,26 @@ class Settings(BaseSettings):
     queue_timeout: Annotated[float, Field(gt=0, le=60)] = 1.0
     """Seconds a listing or bulk delete may wait for its turn before it is answered `overloaded`."""
     page_max_bytes: Annotated[int, Field(ge=64 * 2**10, le=16 * 2**20)] = 2**20
-    """Most bytes of sessions in one page of `/user` or `/ip` (but always at least one session)."""
+    """Most bytes of one page of `/user` or `/ip` as sent (its JSON), but always at least one
+    session."""
+    # What a client can make a process hold is budgeted, so that more is shed as `overloaded`
+    # rather than buffered: answers of listings until their last byte is written, request
+    # bodies until their request is done, and connections.
+    answer_memory: Annotated[int, Field(ge=64 * 2**10, le=2**40)] | None = None
+    """Bytes of `/user` and `/ip` answers one process holds at once, each from before its page is
+    read until its last byte is written (unset: 32 pages of `SESSIONS_PAGE_MAX_BYTES`); a listing
+    that finds none free within `SESSIONS_QUEUE_TIMEOUT` is answered `overloaded`."""
+    body_memory: Annotated[int, Field(ge=64, le=2**40)] | None = None
+    """Bytes of request bodies (extra data) one process reads at once, each counted at its
+    `Content-Length` before a byte of it is read (unset: 64 times `SESSIONS_EXTRA_MAX_BYTES`);
+    beyond it a request is answered `overloaded` without reading its body."""
+    send_timeout: Annotated[float, Field(gt=0, le=600)] = 10.0
+    """Seconds a listing's answer waits for the client to take its next 64 KiB before the
+    connection is closed (a reader that slow holds the process' memory)."""
+    max_connections: Annotated[int, Field(ge=1, le=10_000_000)] | None = None
+    """Open connections one process keeps; beyond it the longest idle one is closed for a new
+    one, or the new one at once if none is idle (unset: the file descriptor limit, raised at
+    start to its hard limit, less room for Tarantool and files, and at most 10,000)."""
     max_in_flight: Annotated[int, Field(ge=1, le=1_000_000)] = 4096
     """`get`, `new`, `del` and `rotate` requests one process works on at once; more are answered
     `overloaded`."""
@@ -203,6 +222,25 @@ class Settings(BaseSettings):
                 "SESSIONS_OPS_PORT must differ from SESSIONS_PORT (leave it unset to serve both on one)"
             )
         return self
+
+    @model_validator(mode="after")
+    def _budgets_hold_one(self) -> Settings:
+        # A budget smaller than the largest share could never admit it.
+        if self.answer_memory is not None and self.answer_memory < self.page_max_bytes:
+            raise ValueError("SESSIONS_ANSWER_MEMORY must be at least SESSIONS_PAGE_MAX_BYTES")
+        if self.body_memory is not None and self.body_memory < self.extra_max_bytes:
+            raise ValueError("SESSIONS_BODY_MEMORY must be at least SESSIONS_EXTRA_MAX_BYTES")
+        return self
+
+    @property
+    def answer_budget(self) -> int:
+        """Bytes of listing answers one process holds at once."""
+        return self.answer_memory or ANSWER_PAGES * self.page_max_bytes
+
+    @property
+    def body_budget(self) -> int:
+        """Bytes of request bodies one process reads at once."""
+        return self.body_memory or BODY_COUNT * self.extra_max_bytes
 
     @model_validator(mode="after")
     def _remote_needs_password(self) -> Settings:

@@ -68,8 +68,9 @@ PROCEDURES = ("batch", "call", "describe", "info", "peer")
 CONTEXT = ("rules", "deadline", "extra_max")
 # The liveness rules (tarantool/sessions/liveness.lua): idle TTL, lifetime, cap per user.
 RULES = ("ttl", "lifetime", "cap")
-# A session row's first fields, in order: what the procedures answer for a session.
-FIELDS = ("token", "user_id", "ip", "create", "activity", "extra")
+# A session row's first fields, in order: what the procedures answer for a session (the
+# six of SessionObject, then the stored deadline, own TTL and place in listings).
+FIELDS = ("token", "user_id", "ip", "create", "activity", "extra", "expires", "ttl", "seq")
 # The error types the procedures raise on purpose, and what each is to a caller; None: the
 # service sent something it should not have (a bug, answered as internal_error).
 ERRORS: Mapping[str, type[SessionsError] | None] = {

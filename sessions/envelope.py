@@ -10,7 +10,7 @@ from aiohttp import web
 
 from .errors import SessionsError
 
-__all__ = ["HEADERS", "USER_ID_AS_TEXT", "failure", "success"]
+__all__ = ["HEADERS", "USER_ID_AS_TEXT", "answer", "failure", "success", "success_within"]
 
 _JSON = "application/json"
 
@@ -39,10 +39,35 @@ def _ids_as_text(data: Any) -> Any:
 def success(data: Any, headers: dict[str, str] | None = None) -> web.Response:
     if USER_ID_AS_TEXT.get():
         data = _ids_as_text(data)
-    return web.Response(
-        body=orjson.dumps({"status": "success", "data": data}),
-        headers={**_SUCCESS_HEADERS, **headers} if headers else _SUCCESS_HEADERS,
-    )
+    return answer(orjson.dumps({"status": "success", "data": data}), headers)
+
+
+def answer(body: bytes, headers: dict[str, str] | None = None) -> web.Response:
+    """A success envelope already encoded (success_within)."""
+    return web.Response(body=body, headers={**_SUCCESS_HEADERS, **headers} if headers else _SUCCESS_HEADERS)
+
+
+_LIST_HEAD, _LIST_TAIL = b'{"status":"success","data":[', b"]}"
+
+
+def success_within(items: list[Any], budget: int) -> tuple[bytes, int]:
+    """The success envelope of the longest leading part of `items` whose JSON takes at most
+    `budget` bytes, but at least one item; and how many items it holds. What is sent is
+    counted, not what is stored: text with control characters grows sixfold in JSON."""
+    if USER_ID_AS_TEXT.get():
+        items = _ids_as_text(items)
+    body = orjson.dumps({"status": "success", "data": items})
+    if len(body) <= budget or len(items) <= 1:
+        return body, len(items)
+    parts: list[bytes] = []
+    size = len(_LIST_HEAD) + len(_LIST_TAIL) - 1  # the first item has no comma before it
+    for item in items:
+        encoded = orjson.dumps(item)
+        size += len(encoded) + 1
+        if parts and size > budget:
+            break
+        parts.append(encoded)
+    return _LIST_HEAD + b",".join(parts) + _LIST_TAIL, len(parts)
 
 
 def failure(error: SessionsError) -> web.Response:

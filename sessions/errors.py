@@ -210,8 +210,9 @@ class StorageWriteFailed(SessionsError):
 
 
 class Overloaded(SessionsError):
-    """Shed before any of its work was done: its class of work had no free turn and its queue was full, or
-    its wait passed `SESSIONS_QUEUE_TIMEOUT`; retry after `Retry-After`.
+    """Shed before any of its work was done: its class of work had no free turn and its queue was full, its
+    wait passed `SESSIONS_QUEUE_TIMEOUT`, or the process' memory budget for answers or request bodies
+    was spent; retry after `Retry-After`.
     """
 
     status = 503

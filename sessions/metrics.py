@@ -11,7 +11,7 @@ from __future__ import annotations
 import bisect
 import contextlib
 import os
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -20,7 +20,7 @@ import orjson
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily
 from prometheus_client.metrics_core import Metric
 
-from .overload import Gate
+from .overload import Budget, Gate
 
 __all__ = ["BUCKETS", "FAMILIES", "METRICS", "Family", "Metrics"]
 
@@ -75,6 +75,28 @@ FAMILIES: dict[str, Family] = {
             "sessions_fds_exhausted",
             "counter",
             "Seconds in which a process had no file descriptor left: new connections were refused",
+        ),
+        Family(
+            "sessions_memory_budget_bytes",
+            "gauge",
+            "Bytes a process may hold for answers of listings or for request bodies",
+            ("budget",),
+        ),
+        Family(
+            "sessions_memory_held_bytes",
+            "gauge",
+            "Bytes of a memory budget held by requests now",
+            ("budget",),
+        ),
+        Family("sessions_connections", "gauge", "Open client connections"),
+        Family("sessions_connections_max", "gauge", "Open client connections a process keeps at most"),
+        Family(
+            "sessions_connections_closed",
+            "counter",
+            "Connections the service closed to bound its memory: `idle` for a newcomer, `refused` "
+            "(none idle to close), `slow_reader` (took no part of an answer within "
+            "SESSIONS_SEND_TIMEOUT)",
+            ("reason",),
         ),
         Family("sessions_tarantool_up", "gauge", "1 if Tarantool answered the last scrape"),
         Family(
@@ -144,8 +166,15 @@ class Metrics:
         self.storage: dict[str, Any] | None = None
         # The admission gates of this process (overload.py), once it serves.
         self.gates: tuple[Gate, ...] = ()
+        # Its memory budgets (overload.py), once it serves.
+        self.budgets: tuple[Budget, ...] = ()
         # Samples (one a second) that found this process out of file descriptors.
         self.fds_exhausted = 0
+        # Its client connections: how many are open (asked of the server), the most it keeps,
+        # and those it closed by reason.
+        self.connections: Callable[[], int] = lambda: 0
+        self.connections_max = 0
+        self.connections_closed: dict[str, int] = {}
         # The workers' shared directory, and this worker's name in it; None: one process.
         self.shared: Path | None = None
         self.worker = str(os.getpid())
@@ -164,8 +193,24 @@ class Metrics:
                 gate.name: {"shed": gate.shed, "waiting": gate.waiting, "active": gate.active}
                 for gate in self.gates
             },
+            "budgets": {
+                budget.name: {
+                    "work": budget.work,
+                    "shed": budget.shed,
+                    "held": budget.held,
+                    "capacity": budget.capacity,
+                }
+                for budget in self.budgets
+            },
             "fds_exhausted": self.fds_exhausted,
+            "connections": self.connections(),
+            "connections_max": self.connections_max,
+            "connections_closed": dict(self.connections_closed),
         }
+
+    def closed(self, reason: str) -> None:
+        """Count a connection the service closed to bound its memory."""
+        self.connections_closed[reason] = self.connections_closed.get(reason, 0) + 1
 
     def share(self, snapshot: Snapshot | None = None) -> None:
         """Write this worker's counts where the other workers read them (atomically)."""
@@ -204,6 +249,11 @@ class Metrics:
         waiting = FAMILIES["sessions_queued"].make(worker)
         active = FAMILIES["sessions_in_progress"].make(worker)
         exhausted = FAMILIES["sessions_fds_exhausted"].make(worker)
+        capacity = FAMILIES["sessions_memory_budget_bytes"].make(worker)
+        held = FAMILIES["sessions_memory_held_bytes"].make(worker)
+        connections = FAMILIES["sessions_connections"].make(worker)
+        connections_max = FAMILIES["sessions_connections_max"].make(worker)
+        closed = FAMILIES["sessions_connections_closed"].make(worker)
         for labels, view in views:
             for method, stats in sorted(view["methods"].items()):
                 for code, count in sorted(stats["codes"].items()):
@@ -219,8 +269,18 @@ class Metrics:
                     shed.add_metric([*labels, name, reason], gate["shed"].get(reason, 0))
                 waiting.add_metric([*labels, name], gate["waiting"])
                 active.add_metric([*labels, name], gate["active"])
+            # A worker's snapshot from an older release may lack what follows.
+            for name, budget in sorted(view.get("budgets", {}).items()):
+                shed.add_metric([*labels, budget["work"], "memory"], budget["shed"])
+                capacity.add_metric([*labels, name], budget["capacity"])
+                held.add_metric([*labels, name], budget["held"])
             exhausted.add_metric(labels, view["fds_exhausted"])
+            connections.add_metric(labels, view.get("connections", 0))
+            connections_max.add_metric(labels, view.get("connections_max", 0))
+            for reason in ("idle", "refused", "slow_reader"):
+                closed.add_metric([*labels, reason], view.get("connections_closed", {}).get(reason, 0))
         yield from (requests, latency, shed, waiting, active, exhausted)
+        yield from (capacity, held, connections, connections_max, closed)
         yield _one("sessions_tarantool_up", 0 if self.storage is None else 1)
         if self.storage is not None:
             yield _one("sessions_stored", self.storage["sessions"])

@@ -12,7 +12,7 @@ import asyncio
 
 from .errors import Overloaded
 
-__all__ = ["BULK", "CHECK", "Gate"]
+__all__ = ["BULK", "CHECK", "Budget", "Gate"]
 
 # Classes of work, each admitted through a gate of its own: the check path that every
 # backend calls on each of its own requests (get, new, del, rotate), and bulk work
@@ -71,3 +71,55 @@ class Gate:
     def leave(self) -> None:
         self.active -= 1
         self._semaphore.release()
+
+
+class Budget:
+    """Bytes a process may hold for one purpose at once (request bodies being read, answers
+    being written): a holder takes its share before it reads or makes the bytes, so that
+    more than the budget is shed, never buffered."""
+
+    __slots__ = ("_freed", "_waiting", "capacity", "held", "name", "shed", "what", "work")
+
+    def __init__(self, name: str, *, what: str, work: str, capacity: int) -> None:
+        self.name = name  # its label in the metrics
+        self.what = what  # what it holds, in words
+        self.work = work  # the class of work whose requests hold it
+        self.capacity = capacity
+        self.held = 0
+        self._waiting = 0
+        self._freed = asyncio.Event()
+        # Shares refused, for the metrics.
+        self.shed = 0
+
+    def _fits(self, size: int) -> bool:
+        return self.held + size <= self.capacity
+
+    async def take(self, size: int, wait: float) -> None:
+        """Hold `size` bytes of the budget; raises `Overloaded` if they do not come free
+        within `wait` seconds (0: at once)."""
+        if not self._fits(size):
+            if wait <= 0:
+                raise self._refuse()
+            self._waiting += 1
+            try:
+                async with asyncio.timeout(wait):
+                    while not self._fits(size):
+                        self._freed.clear()
+                        await self._freed.wait()
+            except TimeoutError:
+                raise self._refuse() from None
+            finally:
+                self._waiting -= 1
+        self.held += size
+
+    def give(self, size: int) -> None:
+        """Give back `size` bytes of a share."""
+        self.held -= size
+        if self._waiting:
+            self._freed.set()
+
+    def _refuse(self) -> Overloaded:
+        self.shed += 1
+        return Overloaded(
+            f"This process holds as many {self.what} as its memory budget allows; retry after Retry-After."
+        )

@@ -24,7 +24,15 @@ from typing import Any
 from aiohttp import web
 from pydantic import BaseModel
 
-from .aiohttp_internals import PROTOCOL_ERRORS, abandon_body, client_left, from_protocol, send_continue
+from .aiohttp_internals import (
+    PROTOCOL_ERRORS,
+    SEND_PIECE,
+    abandon_body,
+    client_left,
+    from_protocol,
+    send_bounded,
+    send_continue,
+)
 from .auth import ApiKeys
 from .contract import Operation
 from .envelope import USER_ID_AS_TEXT, failure, success
@@ -130,35 +138,65 @@ async def _not_found(service: Service) -> web.Response:
 
 async def _read_extra(
     request: web.BaseRequest, service: Service, expect: str | None
-) -> dict[str, Any] | None:
+) -> tuple[dict[str, Any] | None, int]:
+    """The extra data a body carries, and the share of the bodies budget taken for it (to
+    give back once the request is done)."""
     if not request.body_exists:
-        return None
+        return None, 0
     limit = service.settings.extra_max_bytes
     too_large = f"Extra data may be at most {limit} bytes."
-    if (request.content_length or 0) > limit:
+    length = request.content_length
+    if (length or 0) > limit:
         # Said up front: refused before a byte of it is waited for.
         raise PayloadTooLarge(too_large)
-    if expect is not None:
-        # The client waits for this before it sends the body; only a request that got
-        # this far (its key and parameters checked) is told to go on.
-        await send_continue(request)
+    # Counted before it is read: a chunked body, whose length is not said, at the most it
+    # may take. Beyond the budget, nothing of it is read (the connection is closed).
+    share = limit if length is None else length
+    await service.bodies.take(share, 0)
     try:
-        # Over client_max_size (the extra data limit) this raises 413 before buffering more;
-        # a body that never comes (or a Content-Length that lies) runs into the timeout.
-        async with asyncio.timeout(service.settings.body_timeout):
-            body = await request.read()
-    except TimeoutError:
-        raise RequestTimeout() from None
-    except web.HTTPRequestEntityTooLarge:
-        # A chunked body, or one whose Content-Length lied, that grew over the limit.
-        raise PayloadTooLarge(too_large) from None
-    return decode_extra(request.content_type, body)
+        if expect is not None:
+            # The client waits for this before it sends the body; only a request that got
+            # this far (its key and parameters checked) is told to go on.
+            await send_continue(request)
+        try:
+            # Over client_max_size (the extra data limit) this raises 413 before buffering
+            # more; a body that never comes (or a Content-Length that lies) runs into the
+            # timeout.
+            async with asyncio.timeout(service.settings.body_timeout):
+                body = await request.read()
+        except TimeoutError:
+            raise RequestTimeout() from None
+        except web.HTTPRequestEntityTooLarge:
+            # A chunked body, or one whose Content-Length lied, that grew over the limit.
+            raise PayloadTooLarge(too_large) from None
+        return decode_extra(request.content_type, body), share
+    except BaseException:
+        service.bodies.give(share)
+        raise
+
+
+def _answer_body(response: web.StreamResponse) -> bytes | None:
+    """The body of an answer made whole in memory (None: one that is not)."""
+    if isinstance(response, web.Response) and isinstance(response.body, bytes):
+        return response.body
+    return None
 
 
 class _Prepared:
     """A route with what the router needs per request made ahead."""
 
-    __slots__ = ("extra", "gate", "handler", "methods", "open", "params", "refusal", "route", "stats")
+    __slots__ = (
+        "extra",
+        "gate",
+        "handler",
+        "methods",
+        "open",
+        "page",
+        "params",
+        "refusal",
+        "route",
+        "stats",
+    )
 
     def __init__(self, route: Route, *, open_probes: bool, gates: dict[str | None, Gate | None]) -> None:
         self.route = route
@@ -166,6 +204,8 @@ class _Prepared:
         self.handler = route.handler
         self.params = route.params
         self.extra = route.extra
+        # A page of sessions: its answer holds a share of the answers budget until written.
+        self.page = route.result == SESSIONS
         self.methods = frozenset(route.methods)
         self.stats = METRICS.method(route.name)
         self.open = route.public or (route.probe and open_probes)
@@ -204,6 +244,9 @@ class Router:
         as_text = USER_ID_AS_TEXT.set(id_format == "string") if id_format is not None else None
         expect = request.headers.get("Expect")
         code = "success"
+        service = self._service
+        settings = service.settings
+        body_share = answer_share = 0
         try:
             if self._auth is not None and not route.open:
                 self._auth.check(request)
@@ -213,11 +256,14 @@ class Router:
                 raise ExpectationFailed()
             if id_format is not None and id_format not in ("string", "number"):
                 raise BadRequest(f"{USER_ID_FORMAT} must be string or number.")
-            service = self._service
-            settings = service.settings
             values = [param.read(request, settings) for param in route.params]
             if route.extra:
-                values.append(await _read_extra(request, service, expect))
+                extra, body_share = await _read_extra(request, service, expect)
+                values.append(extra)
+            if route.page:
+                # Taken before the page is read, held until its last byte is written.
+                await service.answers.take(settings.page_max_bytes, settings.queue_timeout)
+                answer_share = settings.page_max_bytes
             gate = route.gate
             if gate is None:
                 response = await route.handler(service, *values)
@@ -230,11 +276,26 @@ class Router:
                     response = await route.handler(service, *values)
                 finally:
                     gate.leave()
+            body = _answer_body(response) if answer_share else None
+            if body is not None:
+                size = len(body)
+                # The page's share is what it takes as sent; the rest goes back at once.
+                service.answers.give(answer_share - min(size, answer_share))
+                answer_share = min(size, answer_share)
+                if size > SEND_PIECE:
+                    # Written here, so that its share is held until its last byte is out;
+                    # a smaller one aiohttp hands to the transport whole.
+                    response.headers["X-Request-Id"] = request_id
+                    response = await send_bounded(request, response, body, patience=settings.send_timeout)
         except SessionsError as error:
             response, code = failure(error), error.code
             if isinstance(error, RequestTimeout):
                 # The rest of the body may still come; the connection cannot be reused.
                 response.force_close()
+            elif isinstance(error, Overloaded | PayloadTooLarge) and route.extra and body_share == 0:
+                # Its body was never read: closing is cheaper than reading it to the end.
+                response.force_close()
+                abandon_body(request)
         except PROTOCOL_ERRORS as error:
             converted = from_protocol(error)
             response, code = failure(converted), converted.code
@@ -254,6 +315,10 @@ class Router:
             REQUEST_ID.reset(context)
             if as_text is not None:
                 USER_ID_AS_TEXT.reset(as_text)
+            if body_share:
+                service.bodies.give(body_share)
+            if answer_share:
+                service.answers.give(answer_share)
         if expect is not None and code != "success":
             # Refused, perhaps before its body was asked for: the client may never send it,
             # so the connection is closed at once rather than left waiting for it.

@@ -13,6 +13,7 @@ import logging
 import os
 import resource
 import signal
+from pathlib import Path
 from typing import Any
 
 import uvloop
@@ -23,6 +24,7 @@ from .aiohttp_internals import EnvelopeServer
 from .api import METHODS
 from .auth import ApiKeys
 from .config import Settings
+from .limits import FD_RESERVE, MAX_CONNECTIONS
 from .logs import RateLimitedLog, masked_query
 from .metrics import METRICS
 from .ops import ops_routes
@@ -90,7 +92,12 @@ class ServiceRunner(web.BaseRunner):
             await self._stack.aclose()
             raise
         self.service = service
-        return EnvelopeServer(router, client_max_size=settings.extra_max_bytes, **self._kwargs)
+        return EnvelopeServer(
+            router,
+            client_max_size=settings.extra_max_bytes,
+            max_connections=connection_cap(settings),
+            **self._kwargs,
+        )
 
     async def _cleanup_server(self) -> None:
         self.service = None
@@ -104,6 +111,34 @@ class ServiceRunner(web.BaseRunner):
         router = Router(ops_routes(settings), self.service, ApiKeys.configured(_keys(settings)))
         server = EnvelopeServer(router, client_max_size=1024, **kwargs)
         return web.ServerRunner(server, shutdown_timeout=settings.shutdown_timeout)
+
+
+def raise_fd_limit() -> tuple[int, int]:
+    """Raise this process' soft limit of file descriptors to its hard limit (each connection
+    takes one); the soft limit before and after."""
+    before, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    target = hard
+    if target == resource.RLIM_INFINITY:
+        # The kernel's own ceiling; "unlimited" is not a value it takes for descriptors.
+        target = int(Path("/proc/sys/fs/nr_open").read_text())
+    if target > before:
+        try:
+            resource.setrlimit(resource.RLIMIT_NOFILE, (target, hard))
+        except (ValueError, OSError):
+            return before, before
+        return before, target
+    return before, before
+
+
+def connection_cap(settings: Settings) -> int:
+    """The open connections one process keeps: the setting, else what its descriptors allow."""
+    if settings.max_connections is not None:
+        cap = settings.max_connections
+    else:
+        soft = resource.getrlimit(resource.RLIMIT_NOFILE)[0]
+        cap = max(1, min(soft - FD_RESERVE, MAX_CONNECTIONS))
+    METRICS.connections_max = cap
+    return cap
 
 
 def _keys(settings: Settings) -> list[str]:
@@ -162,6 +197,14 @@ def _freeze_gc() -> None:
 
 
 async def _serve(settings: Settings, *, reuse_port: bool) -> int:
+    before, after = raise_fd_limit()
+    log.info(
+        "file descriptors: soft limit %d%s, hard limit %d; at most %d connections",
+        after,
+        f" (raised from {before})" if after != before else "",
+        resource.getrlimit(resource.RLIMIT_NOFILE)[1],
+        connection_cap(settings),
+    )
     kwargs: dict[str, Any] = {"access_log": None, "keepalive_timeout": settings.keepalive_timeout}
     if settings.access_log:
         kwargs |= {"access_log": logging.getLogger("sessions.access"), "access_log_class": AccessLogger}

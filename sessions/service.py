@@ -13,7 +13,7 @@ from .config import Settings
 from .contract import Operation
 from .embedded import embedded_tarantool
 from .metrics import METRICS
-from .overload import BULK, CHECK, Gate
+from .overload import BULK, CHECK, Budget, Gate
 from .storage import Storage
 
 __all__ = ["Service", "Shutdown", "running"]
@@ -41,14 +41,21 @@ class Service:
     # Admission by class of work (overload.py): the check path, and listings and bulk deletes.
     critical: Gate = field(init=False)
     bulk: Gate = field(init=False)
+    # Memory a client can make the process hold (overload.py): listing answers until written,
+    # request bodies until their request is done.
+    answers: Budget = field(init=False)
+    bodies: Budget = field(init=False)
 
     def __post_init__(self) -> None:
         settings = self.settings
         critical = Gate(CHECK, concurrency=settings.max_in_flight, queue=0)
         bulk = Gate(BULK, concurrency=settings.bulk_concurrency, queue=settings.bulk_queue)
-        object.__setattr__(self, "critical", critical)
-        object.__setattr__(self, "bulk", bulk)
+        answers = Budget("answers", what="answers of listings", work=BULK, capacity=settings.answer_budget)
+        bodies = Budget("bodies", what="request bodies", work=CHECK, capacity=settings.body_budget)
+        for name, value in (("critical", critical), ("bulk", bulk), ("answers", answers), ("bodies", bodies)):
+            object.__setattr__(self, name, value)
         METRICS.gates = (critical, bulk)
+        METRICS.budgets = (answers, bodies)
 
 
 @contextlib.asynccontextmanager

@@ -49,6 +49,7 @@ class Service:
         *,
         probe_host: str = "127.0.0.1",
         fd_limit: int | None = None,
+        fd_hard_limit: int | None = None,
         port: int | None = None,
         **env: str,
     ) -> None:
@@ -67,7 +68,7 @@ class Service:
                 },
                 stdout=log,
                 stderr=subprocess.STDOUT,
-                preexec_fn=None if fd_limit is None else lambda: _limit_fds(fd_limit),
+                preexec_fn=None if fd_limit is None else lambda: _limit_fds(fd_limit, fd_hard_limit),
             )
         deadline = time.monotonic() + 30
         while True:
@@ -124,8 +125,9 @@ class Service:
         return status, json.loads(body), elapsed
 
 
-def _limit_fds(limit: int) -> None:
-    resource.setrlimit(resource.RLIMIT_NOFILE, (limit, resource.getrlimit(resource.RLIMIT_NOFILE)[1]))
+def _limit_fds(soft: int, hard: int | None) -> None:
+    """The child's descriptor limits: `soft`, and `hard` (the same as soft when None)."""
+    resource.setrlimit(resource.RLIMIT_NOFILE, (soft, soft if hard is None else hard))
 
 
 def _content_length(head: bytes) -> int | None:

@@ -32,8 +32,8 @@ __all__ = ["ContractMismatch", "Storage", "StorageError", "new_token"]
 log = logging.getLogger(__name__)
 
 # Where each field of a session is in the rows the procedures answer (contract.FIELDS).
-_TOKEN, _USER_ID, _IP, _CREATE, _ACTIVITY, _EXTRA = (
-    FIELDS.index(name) for name in ("token", "user_id", "ip", "create", "activity", "extra")
+_TOKEN, _USER_ID, _IP, _CREATE, _ACTIVITY, _EXTRA, _SEQ = (
+    FIELDS.index(name) for name in ("token", "user_id", "ip", "create", "activity", "extra", "seq")
 )
 
 # A full store touches every `get`: one line every ten seconds is enough to say so.
@@ -333,17 +333,16 @@ class Storage:
 
     async def page(
         self, kind: str, key: int | str, limit: int, after: Cursor | None
-    ) -> tuple[list[Session], Cursor | None]:
+    ) -> tuple[list[Session], list[Cursor], bool]:
         """One page of the live sessions of a user (`kind` "user") or an address ("ip"),
-        newest opened first, and where the next page starts (None: nothing follows)."""
+        newest opened first: the sessions, the cursor after each (a cut page goes on from
+        there), and whether more follow the last."""
         args: dict[str, Any] = {"kind": kind, "key": key, "limit": limit, "page_bytes": self._page_bytes}
         if after is not None:
             args["after"] = after
         reply = await self.call(LIST, args)
-        last = reply.get("last")
-        return [_session(row) for row in reply["sessions"]], (
-            int(last) if reply["more"] and last is not None else None
-        )
+        rows = reply["sessions"]
+        return [_session(row) for row in rows], [int(row[_SEQ]) for row in rows], bool(reply["more"])
 
     async def delete_all(self, kind: str, key: int | str, *, except_token: str | None = None) -> int:
         """End every live session of a user (`kind` "user") or an address ("ip"), but

@@ -97,6 +97,13 @@ def _wait(condition: Callable[[], bool], what: str, within: float = 10) -> None:
         time.sleep(0.05)
 
 
+def _rss_mb(pid: int) -> float:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1]) / 1024
+    raise AssertionError(f"no VmRSS for {pid}")
+
+
 def _closed(conn: socket.socket) -> bool:
     """Whether the service closed this connection (it sent nothing before)."""
     conn.setblocking(False)
@@ -145,6 +152,7 @@ def test_slow_readers_hold_the_answers_budget_and_are_cut(services):
     extra = b'{"x":"' + b"y" * 60000 + b'"}'
     for _ in range(150):  # 9 MB: a full page, and more
         _new(service, 77, extra)
+    before = _rss_mb(service.process.pid)
     readers = []
     for _ in range(2):
         reader = socket.socket()
@@ -170,6 +178,8 @@ def test_slow_readers_hold_the_answers_budget_and_are_cut(services):
             "the slow readers are cut",
         )
         assert _metric(_scrape(ops), "sessions_memory_held_bytes", budget="answers") == 0
+        # What the answers took is given back to the system (a few seconds at most).
+        _wait(lambda: _rss_mb(service.process.pid) < before + 32, f"RSS back near {before} MB")
         status, body = service.request("/user?id=77&limit=1")
         assert status == 200
         assert _metric(_scrape(ops), "sessions_shed_total", work="bulk", reason="memory") == 1

@@ -25,7 +25,7 @@ local function fill()
             local activity = 100 + math.random(0, 1000)
             space:insert(space:frommap({token = uuid.new(), user_id = math.random(1, 5000000), ip = ip,
                 create = 100, activity = activity, expires = activity + 1,
-                seq = box.sequence.sessions_seq:next()}))
+                seq = require('sessions.schema').next_seq()}))
         end
         box.commit()
     end

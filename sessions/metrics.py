@@ -112,6 +112,11 @@ FAMILIES: dict[str, Family] = {
         ),
         Family("sessions_tarantool_read_only", "gauge", "1 if Tarantool is read-only"),
         Family(
+            "sessions_tarantool_replication_stopped",
+            "gauge",
+            "Upstreams Tarantool stopped following on an error (a conflict): see its log",
+        ),
+        Family(
             "sessions_storage_full",
             "gauge",
             "1 if Tarantool's memory is full: no new sessions or extra data until room is made",
@@ -289,6 +294,7 @@ class Metrics:
             yield _one("sessions_tarantool_read_only", int(self.storage["ro"]))
             yield _one("sessions_storage_full", int(bool(self.storage.get("storage_full", False))))
             yield _one("sessions_touch_skipped", self.storage.get("touch_skipped", 0))
+            yield _one("sessions_tarantool_replication_stopped", self.storage.get("replication_stopped", 0))
 
 
 def _one(name: str, value: float) -> Metric:

@@ -34,6 +34,10 @@ end
 if info.schema_version ~= info.schema_latest then
     finish(false, ('schema version %s, expected %s'):format(info.schema_version, info.schema_latest))
 end
+if (info.replication_stopped or 0) > 0 then
+    finish(false, ('replication from %d peer(s) stopped on an error: see its log'):format(
+        info.replication_stopped))
+end
 if info.role == 'primary' and info.ro then
     finish(false, 'primary, but read-only')
 elseif info.role == 'replica' and not info.ro then

@@ -148,9 +148,9 @@ box.cfg{
     read_only = cfg.read_only,
     replication = cfg.replication,
     replication_connect_quorum = cfg.replication_connect_quorum,
-    -- A replica that rejoins after a failover may meet a row the other side also wrote
-    -- (the same sequence number from both, say): it goes on rather than stop following.
-    replication_skip_conflict = true,
+    -- No replication_skip_conflict: two writers never make rows that collide (a seq carries
+    -- its instance, schema.next_seq), so a conflict is a fault that stops the replication
+    -- and says so (log, `sessions.info`, the healthcheck, a metric), never a row dropped.
 }
 
 local ttl = env_number('SESSIONS_IDLE_TTL')

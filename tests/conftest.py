@@ -215,7 +215,7 @@ def lua_session(user_id: object, ip: object, activity: object, extra: object = "
     return (
         f"box.space.sessions:frommap({{token = require('uuid').new(), user_id = {user_id}, ip = {ip}, "
         f"create = {activity}, activity = {activity}, extra = {extra}, expires = {activity}, "
-        "seq = box.sequence.sessions_seq:next()})"
+        "seq = require('sessions.schema').next_seq()})"
     )
 
 

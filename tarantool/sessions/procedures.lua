@@ -222,7 +222,7 @@ local function new(args, ctx)
     local key = uuid.frombin(token, 'b')
     local tuple = box.space.sessions:insert{
         key, user_id, ip, ts, ts, extra, liveness.deadline_of(ts, ts, own_ttl, rules), own_ttl,
-        box.sequence[schema.SEQUENCE]:next(),
+        schema.next_seq(),
     }
     if idem ~= nil then
         box.space.idempotency:replace{idem.key, idem.fingerprint, key, ts + idem.window}
@@ -599,6 +599,18 @@ local function last_checkpoint()
 end
 
 -- What a readiness probe and `sessions stats` need, without a full scan.
+-- How many of this instance's upstreams stopped on an error (a conflict, say): it no longer
+-- follows them, and says so rather than drop a row in silence.
+local function replication_stopped()
+    local stopped = 0
+    for _, peer_info in pairs(box.info.replication) do
+        if peer_info.upstream ~= nil and peer_info.upstream.status == 'stopped' then
+            stopped = stopped + 1
+        end
+    end
+    return stopped
+end
+
 local function info()
     local space = box.space.sessions
     local next_due = space.index.expires:min()
@@ -620,6 +632,7 @@ local function info()
         last_checkpoint = last_checkpoint() or box.NULL,
         storage_full = memory.full,
         touch_skipped = memory.touch_skipped,
+        replication_stopped = replication_stopped(),
     }
 end
 

@@ -212,6 +212,18 @@ local function set_sync(on)
     end
 end
 
+-- The seq of a session opened now: the sessions_seq counter times SEQ_INSTANCES plus this
+-- instance's replica id (1 to 31). Two instances that both open sessions (a replica promoted
+-- while it lagged behind the old primary, which had used the same counter values) so never
+-- hand out the same seq, and the unique (user_id, seq) and (ip, seq) indexes never make their
+-- rows collide when they meet again. Seqs numbered before (the counter alone, schema v5) are
+-- all below the first of these.
+local SEQ_INSTANCES = 32
+
+local function next_seq()
+    return box.sequence[SEQUENCE]:next() * SEQ_INSTANCES + box.info.id
+end
+
 local function version()
     local applied = 0
     for i, step in ipairs(migrations) do
@@ -228,6 +240,7 @@ return {
     IDEMPOTENCY = IDEMPOTENCY,
     VERSION = VERSION,
     migrate = migrate,
+    next_seq = next_seq,
     set_sync = set_sync,
     version = version,
 }

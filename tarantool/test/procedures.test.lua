@@ -34,7 +34,7 @@ local function new(user_id, ip, extra)
 end
 
 local test = tap.test('procedures')
-test:plan(24)
+test:plan(26)
 
 -- new and get, as the service calls them.
 local opened = new(1, '192.0.2.1', {device = 'Nexus 5'})
@@ -106,6 +106,13 @@ clock.freeze(NOW + 100)
 test:is(select(1, expiry.purge_batch(box.space.sessions, context().rules)), 0, 'the purge keeps idle ttl')
 clock.freeze(NOW + 101)
 test:is(select(1, expiry.purge_batch(box.space.sessions, context().rules)), 1, 'and ends idle ttl + 1')
+
+-- A seq carries the instance that numbered it: another instance's seqs from the same
+-- counter values (a promoted replica that lagged) end in its own id, so they never meet.
+local schema = require('sessions.schema')
+local first, second = schema.next_seq(), schema.next_seq()
+test:is(first % 32, box.info.id, 'a seq ends in this instance\'s id')
+test:is(second - first, 32, 'and counts in steps of 32')
 
 box.cfg{read_only = true}
 fio.rmtree(work_dir)

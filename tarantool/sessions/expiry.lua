@@ -190,18 +190,48 @@ local function start()
     end
 end
 
+-- The rules in force and when they took force, as the instance last wrote them (they
+-- replicate, and survive restarts): {ttl, lifetime, since}, or nil.
+local STATE_KEY = 'rules'
+
+local function saved_rules()
+    local space = box.space.sessions_state
+    local entry = space and space:get(STATE_KEY)
+    return entry and entry[2]
+end
+
+local function save_rules(rules)
+    local space = box.space.sessions_state
+    -- A replica learns them from its primary; nothing here writes there.
+    if space ~= nil and not box.info.ro then
+        space:replace({STATE_KEY, {ttl = rules[liveness.TTL], lifetime = rules[liveness.LIFETIME],
+                                   since = state.since}})
+    end
+end
+
 -- Called with the rules of every request, so it must stay cheap. A change of the TTL or
 -- the lifetime starts a sweep; after a change, sessions whose stored expiry passed before
--- it are lapsed for good (liveness.lua). The first rules after a start only sweep: what
--- happened before the start is in the stored expiries already.
+-- it are lapsed for good (liveness.lua). The rules and the moment they changed are kept in
+-- the store, so a change across a restart counts too: a session whose stored expiry passed
+-- while nothing ran never comes back under the rules of the next start. The first rules
+-- after a start sweep in any case (a sweep may have been cut short by the stop).
 local function set_rules(rules)
     local current = state.rules
+    if current == nil then
+        local saved = saved_rules()
+        if saved ~= nil then
+            current = {[liveness.TTL] = saved.ttl, [liveness.LIFETIME] = saved.lifetime}
+            state.since = saved.since or 0
+        end
+        state.sync, state.sync_from = true, nil
+    end
     if current == nil or current[liveness.TTL] ~= rules[liveness.TTL]
             or current[liveness.LIFETIME] ~= rules[liveness.LIFETIME] then
         if current ~= nil then
             state.since = clock.now()
         end
         state.sync, state.sync_from = true, nil
+        save_rules(rules)
     end
     rules[liveness.SINCE] = state.since
     state.rules = rules

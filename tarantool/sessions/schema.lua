@@ -6,6 +6,8 @@ local F = require('sessions.fields')
 
 local SPACE = 'sessions'
 local IDEMPOTENCY = 'idempotency'
+-- What the instance must remember across restarts beside the sessions: {name, value}.
+local STATE = 'sessions_state'
 
 -- The indexes the procedures rely on, by field number, each with the migration that
 -- creates it: checked on every start.
@@ -157,6 +159,14 @@ local migrations = {
             space.index.ip:drop()
         end
     end},
+    -- The rules in force and when they took force (expiry.lua), so that lapsed stays lapsed
+    -- across a restart with other rules.
+    {'sessions_v6', function()
+        local space = box.schema.space.create(STATE, {if_not_exists = true, format = {
+            {name = 'name', type = 'string'}, {name = 'value', type = 'any'},
+        }})
+        space:create_index('name', {type = 'tree', parts = {{field = 1}}, if_not_exists = true})
+    end},
 }
 
 local VERSION = #migrations
@@ -178,6 +188,9 @@ local function validate()
                 error(('index %q of space %q does not have the expected parts'):format(name, SPACE))
             end
         end
+    end
+    if box.space[STATE] == nil then
+        error(('space %q is missing after migrations'):format(STATE))
     end
     local keys = box.space[IDEMPOTENCY]
     if keys == nil or keys.index.key == nil or keys.index.expires == nil then
@@ -238,6 +251,7 @@ return {
     SPACE = SPACE,
     SEQUENCE = SEQUENCE,
     IDEMPOTENCY = IDEMPOTENCY,
+    STATE = STATE,
     VERSION = VERSION,
     migrate = migrate,
     next_seq = next_seq,

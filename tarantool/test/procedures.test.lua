@@ -6,6 +6,7 @@ local here = fio.dirname(fio.abspath(debug.getinfo(1, 'S').source:sub(2)))
 package.path = fio.dirname(here) .. '/?.lua;' .. package.path
 local fiber = require('fiber')
 local tap = require('tap')
+local uuid = require('uuid')
 
 local work_dir = fio.tempdir()
 box.cfg{work_dir = work_dir, wal_mode = 'none', log = fio.pathjoin(work_dir, 'tarantool.log')}
@@ -34,7 +35,7 @@ local function new(user_id, ip, extra)
 end
 
 local test = tap.test('procedures')
-test:plan(26)
+test:plan(28)
 
 -- new and get, as the service calls them.
 local opened = new(1, '192.0.2.1', {device = 'Nexus 5'})
@@ -113,6 +114,31 @@ local schema = require('sessions.schema')
 local first, second = schema.next_seq(), schema.next_seq()
 test:is(first % 32, box.info.id, 'a seq ends in this instance\'s id')
 test:is(second - first, 32, 'and counts in steps of 32')
+
+-- Lapsed stays lapsed across a restart: TTL 60, a session; TTL 5 (its stored deadline
+-- swept to T + 5); a restart (the module's memory gone) past that deadline with TTL 60
+-- again: the change across the restart counts, and the session stays lapsed.
+clock.freeze(NOW + 1000)
+local function rules(ttl)
+    local made = {ttl = ttl, lifetime = 0, cap = 0}
+    expiry.set_rules(made)
+    return made
+end
+rules(60)
+local lapsing = new(6, '192.0.2.6').session
+clock.freeze(NOW + 1001)
+local short = rules(5)
+expiry.sweep_batch(box.space.sessions, short)
+local swept = box.space.sessions:get(uuid.fromstr(lapsing[F.TOKEN]))
+test:is(swept[F.EXPIRES], NOW + 1005, 'swept to the TTL of 5')
+package.loaded['sessions.expiry'] = nil
+local restarted = require('sessions.expiry')
+clock.freeze(NOW + 1010)
+local long = {ttl = 60, lifetime = 0, cap = 0}
+restarted.set_rules(long)
+local stored = box.space.sessions:get(uuid.fromstr(lapsing[F.TOKEN]))
+test:ok(not require('sessions.liveness').is_live(stored, long),
+    'lapsed while stopped: not live after the restart')
 
 box.cfg{read_only = true}
 fio.rmtree(work_dir)

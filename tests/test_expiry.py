@@ -202,4 +202,3 @@ async def test_a_session_one_second_past_a_shorter_ttl_at_the_change_is_lapsed(s
         long = await serve(settings_for(instance, idle_ttl=60))
         assert (await call(long, "/get", params={"token": session["token"]}))[0] == 404
         assert not _stored(admin, session["token"])
-

@@ -332,6 +332,8 @@ _TARANTOOL_VARIABLES = frozenset(
         "SESSIONS_PEERS",
         "SESSIONS_SYNC_REPLICAS",
         "SESSIONS_SYNC_TIMEOUT",
+        "SESSIONS_FAILOVER",
+        "SESSIONS_ELECTION_TIMEOUT",
         *(
             f"SESSIONS_TT_{name}"
             for name in ("LISTEN", "WORK_DIR", "MEMTX_MEMORY", "WAL_MODE", "LOG", "LOG_LEVEL", "PID_FILE")

@@ -23,7 +23,12 @@ class Console:
     def __init__(self, path: Path, *, timeout: float = 10.0) -> None:
         self._sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
         self._sock.settimeout(timeout)
-        self._sock.connect(str(path))
+        try:
+            self._sock.connect(str(path))
+        except OSError:
+            # Nobody there: the socket is not left for the collector to find.
+            self._sock.close()
+            raise
 
     def __enter__(self) -> Console:
         return self

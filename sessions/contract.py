@@ -65,7 +65,7 @@ OPERATIONS = (NEW, GET, DELETE, ROTATE, LIST, DELETE_ALL)
 # The procedures the service's Tarantool user may execute (access.lua grants exactly these).
 PROCEDURES = ("batch", "call", "describe", "info", "peer")
 # What every call carries beside its own arguments.
-CONTEXT = ("rules", "deadline", "extra_max")
+CONTEXT = ("rules", "deadline", "extra_max", "untouched")
 # The liveness rules (tarantool/sessions/liveness.lua): idle TTL, lifetime, cap per user.
 RULES = ("ttl", "lifetime", "cap")
 # A session row's first fields, in order: what the procedures answer for a session (the

@@ -22,7 +22,7 @@ from prometheus_client.metrics_core import Metric
 
 from .overload import Budget, Gate
 
-__all__ = ["BUCKETS", "FAMILIES", "METRICS", "Family", "Metrics"]
+__all__ = ["BUCKETS", "ELECTION_FAMILIES", "FAMILIES", "METRICS", "Family", "Metrics"]
 
 BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5)
 
@@ -112,6 +112,17 @@ FAMILIES: dict[str, Family] = {
         ),
         Family("sessions_tarantool_read_only", "gauge", "1 if Tarantool is read-only"),
         Family(
+            "sessions_tarantool_election_term",
+            "gauge",
+            "With SESSIONS_FAILOVER=election: the election term the Tarantool in use is in (it grows "
+            "with each election)",
+        ),
+        Family(
+            "sessions_tarantool_election_leader",
+            "gauge",
+            "With SESSIONS_FAILOVER=election: the id of the leader the Tarantool in use knows of (0: none)",
+        ),
+        Family(
             "sessions_tarantool_replication_stopped",
             "gauge",
             "Upstreams Tarantool stopped following on an error (a conflict): see its log",
@@ -134,6 +145,10 @@ FAMILIES: dict[str, Family] = {
         ),
     )
 }
+
+
+# Exported only when the Tarantool in use takes part in elections (SESSIONS_FAILOVER=election).
+ELECTION_FAMILIES = frozenset({"sessions_tarantool_election_term", "sessions_tarantool_election_leader"})
 
 
 class _MethodStats:
@@ -295,6 +310,10 @@ class Metrics:
             yield _one("sessions_storage_full", int(bool(self.storage.get("storage_full", False))))
             yield _one("sessions_touch_skipped", self.storage.get("touch_skipped", 0))
             yield _one("sessions_tarantool_replication_stopped", self.storage.get("replication_stopped", 0))
+            election = self.storage.get("election")
+            if isinstance(election, dict):
+                yield _one("sessions_tarantool_election_term", election.get("term", 0))
+                yield _one("sessions_tarantool_election_leader", election.get("leader", 0))
 
 
 def _one(name: str, value: float) -> Metric:

@@ -38,6 +38,18 @@ if (info.replication_stopped or 0) > 0 then
     finish(false, ('replication from %d peer(s) stopped on an error: see its log'):format(
         info.replication_stopped))
 end
+if type(info.election) == 'table' then
+    -- Elections decide: writable exactly while the leader, and some leader known.
+    local raft = info.election
+    if (raft.state == 'leader') == info.ro then
+        finish(false, ('%s, but %s'):format(raft.state, info.ro and 'read-only' or 'writable'))
+    elseif raft.leader == 0 then
+        finish(false, ('no leader in term %d: an election is under way, or no majority answers')
+            :format(raft.term))
+    end
+    finish(true, ('%s, term %d, leader %d, schema %d'):format(raft.state, raft.term, raft.leader,
+        info.schema_version))
+end
 if info.role == 'primary' and info.ro then
     finish(false, 'primary, but read-only')
 elseif info.role == 'replica' and not info.ro then

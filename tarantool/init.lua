@@ -32,6 +32,7 @@ package.path = script_dir .. '/?.lua;' .. script_dir .. '/?/init.lua;' .. packag
 
 local access = require('sessions.access')
 local expiry = require('sessions.expiry')
+local election = require('sessions.election')
 local procedures = require('sessions.procedures')
 local role = require('sessions.role')
 local schema = require('sessions.schema')
@@ -110,6 +111,12 @@ end
 
 local listen = tt('LISTEN', '127.0.0.1:3301')
 local work_dir = tt('WORK_DIR', fio.cwd())
+-- `manual`: a primary and replicas, failover by an operator (role.lua); `election`: three or
+-- more instances elect their leader themselves (election.lua).
+local failover = env('SESSIONS_FAILOVER', 'manual')
+if failover ~= 'manual' and failover ~= 'election' then
+    fail(('SESSIONS_FAILOVER must be manual or election, got %q'):format(failover))
+end
 local initial = {role = env('SESSIONS_ROLE', 'primary'), primary_at = env('SESSIONS_PRIMARY')}
 if initial.role ~= 'primary' and initial.role ~= 'replica' then
     fail(('SESSIONS_ROLE must be primary or replica, got %q'):format(initial.role))
@@ -124,18 +131,28 @@ fio.umask(tonumber('077', 8))
 -- Listening starts only after the schema and procedures exist, so a client that gets
 -- a connection can use it at once.
 -- The role of this start: from the role file in the data dir, else the environment's.
-local ok, cfg = pcall(role.open, work_dir, initial, {
-    replication_password = replication_password,
-    peers = env_list('SESSIONS_PEERS'),
-})
-if not ok then
-    fail(tostring(cfg))
-end
 local sync_replicas = env_number('SESSIONS_SYNC_REPLICAS', 0)
 if sync_replicas < 0 or sync_replicas ~= math.floor(sync_replicas) then
     fail('SESSIONS_SYNC_REPLICAS must be a whole number of replicas, 0 or more')
 end
-box.cfg{
+local ok, cfg
+if failover == 'election' then
+    ok, cfg = pcall(election.options, {
+        peers = env_list('SESSIONS_PEERS'),
+        password = replication_password,
+        timeout = env_number('SESSIONS_ELECTION_TIMEOUT', 2),
+        sync_timeout = env_number('SESSIONS_SYNC_TIMEOUT', 2),
+    })
+else
+    ok, cfg = pcall(role.open, work_dir, initial, {
+        replication_password = replication_password,
+        peers = env_list('SESSIONS_PEERS'),
+    })
+end
+if not ok then
+    fail(tostring(cfg))
+end
+local base = {
     work_dir = work_dir,
     -- This instance and the replicas a write must reach before it is acknowledged.
     replication_synchro_quorum = sync_replicas + 1,
@@ -145,13 +162,39 @@ box.cfg{
     log = tt('LOG'),
     log_level = env_number('SESSIONS_TT_LOG_LEVEL', 5),
     pid_file = tt('PID_FILE'),
-    read_only = cfg.read_only,
-    replication = cfg.replication,
-    replication_connect_quorum = cfg.replication_connect_quorum,
     -- No replication_skip_conflict: two writers never make rows that collide (a seq carries
     -- its instance, schema.next_seq), so a conflict is a fault that stops the replication
     -- and says so (log, `sessions.info`, the healthcheck, a metric), never a row dropped.
 }
+if failover == 'election' then
+    -- The peers elect among themselves from the start, so they reach each other at once;
+    -- the procedures answer as soon as the service user exists.
+    rawset(_G, 'sessions', procedures)
+    base.listen = listen
+    if #fio.glob(fio.pathjoin(work_dir, '*.snap')) == 0 then
+        -- The very first start: the environment's `primary` makes the cluster alone (and
+        -- its users below), the others join it; from then on the elections decide.
+        if initial.role == 'primary' then
+            base.read_only = false
+        else
+            -- Every peer listed (one that joined before is a member to know of), of which
+            -- only the first primary is writable: the one joined.
+            base.read_only = true
+            base.replication = cfg.replication
+        end
+        box.cfg(base)
+    else
+        for name, value in pairs(cfg) do
+            base[name] = value
+        end
+        box.cfg(base)
+    end
+else
+    base.read_only = cfg.read_only
+    base.replication = cfg.replication
+    base.replication_connect_quorum = cfg.replication_connect_quorum
+    box.cfg(base)
+end
 
 local ttl = env_number('SESSIONS_IDLE_TTL')
 schema.migrate({idle_ttl = ttl})
@@ -162,7 +205,17 @@ if not box.info.ro then
         access.ensure_replication_user(replication_password)
     end
     -- Whether writes wait for replicas is the spaces' own flag (it replicates with them).
-    schema.set_sync(sync_replicas > 0)
+    schema.set_sync(failover == 'election' or sync_replicas > 0)
+end
+if failover == 'election' and box.cfg.election_mode ~= 'candidate' then
+    if box.info.ro then
+        -- Joined the first primary: now one of the candidates.
+        box.cfg(cfg)
+    else
+        -- The first primary takes the others in (a join is a write, which a candidate that
+        -- is not the leader cannot make), then stands as a candidate and asks to lead.
+        election.start_when_joined(cfg)
+    end
 end
 
 if ttl ~= nil then
@@ -176,4 +229,5 @@ if console_socket ~= nil then
 end
 
 box.cfg{listen = listen}
-log.info('sessions: ready on %s, schema version %d, role %s', listen, schema.version(), role.get().role)
+log.info('sessions: ready on %s, schema version %d, %s', listen, schema.version(),
+    failover == 'election' and 'elections' or ('role ' .. tostring(role.get().role)))

@@ -17,7 +17,7 @@ from typing import Any
 
 import asynctnt
 import orjson
-from asynctnt.exceptions import TarantoolDatabaseError, TarantoolError
+from asynctnt.exceptions import ErrorCode, TarantoolDatabaseError, TarantoolError
 
 from ..config import Settings, TarantoolAddress
 from ..contract import DELETE, DELETE_ALL, FIELDS, GET, LIST, NEW, OPERATIONS, ROTATE, Operation, differences
@@ -144,6 +144,11 @@ class Storage:
         self._conn = self._conns[0]
         self._bulk = self._bulk_conns[0]
         self._recheck = asyncio.Event()
+        # The promotion term of the instance in use, whether a writable instance was found at
+        # the last look, and an event set (and replaced) after each look.
+        self._term = 0
+        self._writable = True
+        self._looked = asyncio.Event()
         self._watcher: asyncio.Task[None] | None = None
         self._connecting: list[asyncio.Future[Any]] = []
         self._coalescers = {
@@ -195,10 +200,16 @@ class Storage:
         self._agreed.add(id(conn))
 
     async def _elect(self, *, strict: bool = False) -> bool:
-        """Point calls at a writable instance, preferring the current one; whether found.
-        An instance whose Lua speaks another contract is never used: `strict` (at start)
-        raises ContractMismatch, later it is logged and passed over."""
+        """Point calls at a writable instance; whether found. Of several writable ones, the
+        one of the latest promotion (its `term`: an election's, or a promote's) wins, then
+        the one in use. A switch to an instance that lacks rows the one in use had is made
+        only when that instance was promoted later (the rows are the price of the failover:
+        logged, by how many and from which vclock); otherwise it is an old primary with
+        stale data, and refused. An instance whose Lua speaks another contract is never
+        used: `strict` (at start) raises ContractMismatch, later it is logged and passed over."""
         candidates = [self._conn, *(c for c in self._conns if c is not self._conn)]
+        writable: list[tuple[asynctnt.Connection, dict[int, int], int, float]] = []
+        current_term = self._term
         for conn in candidates:
             if not conn.is_fully_connected:
                 continue
@@ -213,28 +224,54 @@ class Storage:
             except (TarantoolError, TimeoutError, OSError):
                 continue
             vclock = {int(id_): int(lsn) for id_, lsn in (info.get("vclock") or {}).items()}
-            if conn is self._conn:
+            term = int(info.get("term") or 0)
+            if conn is self._conn and not info["ro"]:
+                # What it has while it takes writes; once read-only (a leader that stepped
+                # down, a primary fenced) what it holds more counts for nothing.
                 _note(self._seen, vclock)
-            if info["ro"]:
-                continue
+                current_term = max(current_term, term)
+            if not info["ro"]:
+                writable.append((conn, vclock, term, offset))
+        # The latest promotion first; the one in use first among equals (a stable sort).
+        writable.sort(key=lambda found: -found[2])
+        for conn, vclock, term, offset in writable:
             if conn is not self._conn:
                 missing = _lacking(vclock, self._seen)
-                if missing:
+                if missing and term <= current_term:
                     _behind_log.error(
                         str(conn.fingerprint),
                         "not switching to the writable Tarantool at %s: it lacks %d rows the one in use "
-                        "had (replication lag, or an old primary). Bring the other back, or restart this "
-                        "service to accept the loss",
+                        "had and was not promoted after it (an old primary, or replication lag). Bring "
+                        "the other back, or promote this one",
                         conn.fingerprint,
                         missing,
                     )
                     continue
-                log.warning("switching to the writable Tarantool at %s", conn.fingerprint)
-                _note(self._seen, vclock)
+                if missing:
+                    log.error(
+                        "switching to the writable Tarantool at %s, promoted after the one in use (term "
+                        "%d): it lacks %d rows the one in use had (its vclock %s, the one in use had %s); "
+                        "sessions written only there are lost",
+                        conn.fingerprint,
+                        term,
+                        missing,
+                        vclock,
+                        dict(self._seen),
+                    )
+                else:
+                    log.warning("switching to the writable Tarantool at %s (term %d)", conn.fingerprint, term)
+                self._seen = dict(vclock)
             self._conn = conn
             self._offset = offset
+            self._term = max(current_term, term)
             self._bulk = self._bulk_conns[self._conns.index(conn)]
+            self._writable = True
+            self._looked.set()
+            self._looked = asyncio.Event()
             return True
+        self._writable = False
+        self._looked.set()
+        self._looked = asyncio.Event()
         return False
 
     async def _measure(self, conn: asynctnt.Connection) -> tuple[dict[str, Any], float]:
@@ -366,23 +403,98 @@ class Storage:
         return result
 
     async def _batch(self, operation: str, items: list[Reply]) -> list[Reply]:
-        replies: list[Reply] = await self._call("sessions.batch", [operation, items, self._context()])
+        try:
+            replies: list[Reply] = await self._call("sessions.batch", [operation, items, self._context()])
+        except StorageUnavailable:
+            if operation != GET.name:
+                raise
+            # No instance takes writes (an election under way, a primary lost): a signed-in
+            # user stays signed in, served as stored by any instance that answers.
+            return await self._untouched(items)
+        refused = [i for i, reply in enumerate(replies) if _refused_as_read_only(reply)]
+        if refused:
+            # It stopped taking writes (it is no longer the leader): look for the one that does.
+            self._recheck.set()
+            if operation == GET.name:
+                again = await self._untouched([items[i] for i in refused])
+                for i, reply in zip(refused, again, strict=True):
+                    replies[i] = reply
         return replies
 
-    async def _call(self, name: str, args: list[Any], *, bulk: bool = False) -> Any:
-        """The first value a procedure returns, with Tarantool's errors mapped."""
-        conn = self._bulk if bulk else self._conn
+    async def _untouched(self, items: list[Reply]) -> list[Reply]:
+        """`get`s answered by any instance, their activity not recorded; one that merges extra
+        data is a write, and fails as unavailable."""
+        # Another instance first: the one in use has just failed.
+        others = [c for c in self._conns if c is not self._conn]
+        conn = next((c for c in [*others, self._conn] if c.is_fully_connected), None)
+        if conn is None:
+            raise StorageUnavailable()
+        reads = [item for item in items if "patch" not in item]
+        replies: list[Reply] = []
+        if reads:
+            replies = await self._call(
+                "sessions.batch", [GET.name, reads, {**self._context(), "untouched": True}], conn=conn
+            )
+        answers = iter(replies)
+        refused = {
+            "error": {"type": None, "code": ErrorCode.ER_READONLY, "message": "no instance is writable"}
+        }
+        return [refused if "patch" in item else next(answers) for item in items]
+
+    async def _call(
+        self, name: str, args: list[Any], *, bulk: bool = False, conn: asynctnt.Connection | None = None
+    ) -> Any:
+        """The first value a procedure returns, with Tarantool's errors mapped. With several
+        instances, a call that was not carried out because its instance cannot write (or is
+        gone) is made again on the next writable one, if one is found before the call's
+        deadline (a leader change)."""
+        deadline = asyncio.get_running_loop().time() + self._timeout
+        while True:
+            chosen = conn or (self._bulk if bulk else self._conn)
+            try:
+                return await self._call_once(chosen, name, args)
+            except _NotDone as not_done:
+                remaining = deadline - asyncio.get_running_loop().time()
+                # Once a look found no writable instance, calls fail at once until one is.
+                if conn is not None or self._watcher is None or remaining <= 0 or not self._writable:
+                    raise not_done.failure from None
+                looked = self._looked
+                self._recheck.set()
+                try:
+                    await asyncio.wait_for(looked.wait(), remaining)
+                except TimeoutError:
+                    raise not_done.failure from None
+                if not self._writable:
+                    raise not_done.failure from None
+
+    async def _call_once(self, conn: asynctnt.Connection, name: str, args: list[Any]) -> Any:
         if not conn.is_fully_connected:
             self._recheck.set()
-            raise StorageUnavailable()
+            raise _NotDone(StorageUnavailable())
         try:
             response = await conn.call(name, args, timeout=self._timeout)
         except TarantoolDatabaseError as error:
             failure = mapped(error_type(error), error.code, error.message)
             if isinstance(failure, StorageUnavailable):
                 self._recheck.set()
+                if error.code == ErrorCode.ER_READONLY:
+                    # Refused before anything was done.
+                    raise _NotDone(failure) from None
             raise failure from None
         except (TarantoolError, TimeoutError, OSError):
             self._recheck.set()
             raise StorageUnavailable() from None
         return response[0] if response else None
+
+
+def _refused_as_read_only(reply: Reply) -> bool:
+    failed = reply.get("error")
+    return isinstance(failed, dict) and failed.get("code") == ErrorCode.ER_READONLY
+
+
+class _NotDone(Exception):
+    """A call that was certainly not carried out, and may be made again elsewhere."""
+
+    def __init__(self, failure: Exception) -> None:
+        super().__init__(str(failure))
+        self.failure = failure

@@ -17,6 +17,7 @@ local uuid = require('uuid')
 
 local F = require('sessions.fields')
 local clock = require('sessions.clock')
+local election = require('sessions.election')
 local expiry = require('sessions.expiry')
 local liveness = require('sessions.liveness')
 local merge = require('sessions.merge')
@@ -121,7 +122,7 @@ end
 -- deleted: lapsed is final, whatever the rules say later. Tokens arrive as text the
 -- service has checked for the 8-4-4-4-12 form, since uuid.fromstr on its own lets some
 -- malformed strings through.
-local function find_live(token, rules)
+local function find_live(token, rules, untouched)
     local key = uuid.fromstr(token)
     if key == nil then
         return nil
@@ -132,7 +133,9 @@ local function find_live(token, rules)
         return nil
     end
     if not is_live(tuple, rules) then
-        space:delete(key)
+        if not untouched then
+            space:delete(key)
+        end
         return nil
     end
     return key, tuple
@@ -238,9 +241,15 @@ local function get(args, ctx)
     check(type(token) == 'string', 'token must be a string')
     check(ip == nil or type(ip) == 'string', 'ip must be a string')
     local rules = ctx.rules
-    local key, tuple = find_live(token, rules)
+    local key, tuple = find_live(token, rules, ctx.untouched)
     if key == nil then
         return NONE
+    end
+    if ctx.untouched then
+        -- Asked of an instance that may not write (no leader elected yet, say): the session
+        -- as stored, its activity not recorded this time; extra data is a write, refused.
+        check(patch == nil, 'extra data cannot be merged untouched')
+        return {session = with_text_token(tuple), untouched = true}
     end
     local space = box.space.sessions
     local ops = {}
@@ -459,7 +468,7 @@ local OPERATIONS = {
     count = {fn = count, bulk = true, args = {'user_id'}, reply = {'count'}},
 }
 -- What every call carries beside its own arguments.
-local CONTEXT = {'rules', 'deadline', 'extra_max'}
+local CONTEXT = {'rules', 'deadline', 'extra_max', 'untouched'}
 
 for _, spec in pairs(OPERATIONS) do
     spec.accepts = {}
@@ -488,6 +497,7 @@ local function check_context(ctx)
     check(liveness.valid(ctx.rules), 'rules must be {ttl > 0, lifetime >= 0, cap >= 0}')
     check(type(ctx.deadline) == 'number', 'deadline must be a number')
     check(ctx.extra_max == nil or type(ctx.extra_max) == 'number', 'extra_max must be a number')
+    check(ctx.untouched == nil or type(ctx.untouched) == 'boolean', 'untouched must be a boolean')
     check_deadline(ctx.deadline)
 end
 
@@ -611,6 +621,15 @@ local function replication_stopped()
     return stopped
 end
 
+local function term()
+    local raft = election.state()
+    if raft ~= nil then
+        return raft.term
+    end
+    local synchro = box.info.synchro
+    return synchro and synchro.queue and synchro.queue.term or 0
+end
+
 local function info()
     local space = box.space.sessions
     local next_due = space.index.expires:min()
@@ -633,13 +652,19 @@ local function info()
         storage_full = memory.full,
         touch_skipped = memory.touch_skipped,
         replication_stopped = replication_stopped(),
+        -- With elections (election.lua): this instance's state, the term, the leader's id.
+        election = election.state() or box.NULL,
+        -- Which promotion this instance's writes belong to: the election term, else the
+        -- synchronous queue's term (a box.ctl.promote), else 0. The service prefers the
+        -- writable instance of the latest one (sessions/storage).
+        term = term(),
     }
 end
 
 -- What another instance asks before it becomes writable (role.lua): whether this one is,
 -- and what it has.
 local function peer()
-    return {ro = box.info.ro, role = role.get().role or box.NULL, vclock = role.vclock()}
+    return {ro = box.info.ro, role = role.get().role or box.NULL, vclock = role.vclock(), term = term()}
 end
 
 local procedures = {

@@ -27,6 +27,13 @@ from .conftest import PASSWORD, call, make_instance, new_session, serving, setti
 ROOT = Path(__file__).resolve().parent.parent
 
 
+def _known_to_fail_on_2_11(request: pytest.FixtureRequest, release: str | None) -> None:
+    """Issue 26: the runbook and the no-loss mode, written on 2.6, do not work on 2.11 yet."""
+    if release == "2.11":
+        request.applymarker(pytest.mark.xfail(reason="issue 26: fails on Tarantool 2.11", strict=True))
+
+
+@pytest.mark.each_release
 async def test_backup_under_writes_then_wipe_restore_start(tmp_path, user_id):
     settings = Settings(data_dir=tmp_path / "data")
     archive = tmp_path / "backups" / "sessions.tar.gz"
@@ -67,6 +74,7 @@ def _snapshot(data_dir: Path) -> dict[str, bytes]:
     return {p.name: p.read_bytes() for p in data_dir.iterdir() if p.is_file()}
 
 
+@pytest.mark.each_release
 async def test_a_corrupt_archive_is_refused_and_nothing_changes(tmp_path, user_id):
     settings = Settings(data_dir=tmp_path / "data")
     archive = tmp_path / "sessions.tar.gz"
@@ -97,6 +105,7 @@ async def test_a_corrupt_archive_is_refused_and_nothing_changes(tmp_path, user_i
     assert _snapshot(tmp_path / "data") == before
 
 
+@pytest.mark.each_release
 async def test_restore_refuses_a_data_dir_in_use(tmp_path):
     settings = Settings(data_dir=tmp_path / "data")
     archive = tmp_path / "sessions.tar.gz"
@@ -114,11 +123,15 @@ async def _until(check: Any, what: str, within: float = 15) -> Any:
     return result
 
 
-async def test_the_failover_runbook_loses_no_acknowledged_session(serve, tmp_path, user_id):
+@pytest.mark.each_release
+async def test_the_failover_runbook_loses_no_acknowledged_session(
+    serve, tmp_path, user_id, request, tarantool_release
+):
     """The operator's story, on two real instances: primary lost, replica promoted, the
     promoted one killed and restarted (still writable), the old primary back (read-only,
     fenced), rejoined as a replica, and the roles swapped back; every session acknowledged
     on the way is there at the end."""
+    _known_to_fail_on_2_11(request, tarantool_release)
     paths = {name: (tmp_path / name).resolve() for name in ("primary", "replica")}
     socket = {name: f"unix/:{path / 'tarantool.sock'}" for name, path in paths.items()}
     common = {"SESSIONS_REPLICATION_PASSWORD": "replication-pw-8d1f"}
@@ -206,6 +219,7 @@ async def test_the_failover_runbook_loses_no_acknowledged_session(serve, tmp_pat
         await primary.stop()
 
 
+@pytest.mark.each_release
 async def test_the_service_never_switches_to_an_instance_that_lacks_its_data(
     serve, tmp_path, user_id, caplog
 ):
@@ -235,11 +249,13 @@ async def test_the_service_never_switches_to_an_instance_that_lacks_its_data(
         await current.stop()
 
 
+@pytest.mark.each_release
 async def test_with_synchronous_replication_a_killed_primary_loses_no_acknowledged_session(
-    serve, tmp_path, user_id
+    serve, tmp_path, user_id, request, tarantool_release
 ):
     """SESSIONS_SYNC_REPLICAS=1: a `new` is answered only once the replica has it, so kill -9
     of the primary in the middle of a burst loses none that were answered 200."""
+    _known_to_fail_on_2_11(request, tarantool_release)
     paths = {name: (tmp_path / name).resolve() for name in ("primary", "replica")}
     socket = {name: f"unix/:{path / 'tarantool.sock'}" for name, path in paths.items()}
     common = {"SESSIONS_REPLICATION_PASSWORD": "replication-pw-8d1f"}
@@ -296,12 +312,14 @@ async def test_with_synchronous_replication_a_killed_primary_loses_no_acknowledg
         await primary.stop()
 
 
+@pytest.mark.each_release
 async def test_with_synchronous_replication_and_no_replica_writes_fail_and_gets_serve(
-    serve, tmp_path, user_id
+    serve, tmp_path, user_id, request, tarantool_release
 ):
     """The replica stops answering: a write times out after SESSIONS_SYNC_TIMEOUT and is a
     503 that changed nothing; a `get` still serves its session (untouched), so nobody is
     signed out; once the replica is back, writes go through again."""
+    _known_to_fail_on_2_11(request, tarantool_release)
     paths = {name: (tmp_path / name).resolve() for name in ("primary", "replica")}
     common = {"SESSIONS_REPLICATION_PASSWORD": "replication-pw-8d1f"}
     primary = make_instance(paths["primary"], environment={**common, "SESSIONS_SYNC_REPLICAS": "1"})

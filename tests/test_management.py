@@ -30,6 +30,9 @@ from .conftest import (
     wait_for_purge_passes,
 )
 
+# What these tests check is done by Tarantool: they run on each release (tests/conftest.py).
+pytestmark = pytest.mark.each_release
+
 ROOT = Path(__file__).resolve().parent.parent
 T0 = 1_700_000_000
 TOKEN = "61494096-9af7-49ba-9fb4-e89c0811e6d3"
@@ -380,13 +383,13 @@ def old_names(data: Path) -> dict[str, str]:
 
 
 async def test_a_snapshot_of_the_previous_schema_starts_and_keeps_its_sessions(
-    serve, tmp_path, schema_v2_scripts
+    serve, tmp_path, schema_v2_scripts, tarantool_bin
 ):
     data = tmp_path / "data"
     old = EmbeddedTarantool(
         data_dir=data,
         scripts_dir=schema_v2_scripts,
-        binary="tarantool",
+        binary=tarantool_bin,
         user="sessions",
         password=PASSWORD,
         memory=64 * 2**20,

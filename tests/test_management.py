@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import shutil
+import socket
 import subprocess
 import time
 from collections.abc import AsyncIterator
@@ -382,6 +383,19 @@ def old_names(data: Path) -> dict[str, str]:
     }
 
 
+async def _until_listening(path: Path, within: float = 10) -> None:
+    deadline = time.monotonic() + within
+    while True:
+        with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as probe:
+            try:
+                probe.connect(str(path))
+                return
+            except OSError:
+                pass
+        assert time.monotonic() < deadline, f"nothing listens on {path}"
+        await asyncio.sleep(0.05)
+
+
 async def test_a_snapshot_of_the_previous_schema_starts_and_keeps_its_sessions(
     serve, tmp_path, schema_v2_scripts, tarantool_bin
 ):
@@ -403,6 +417,9 @@ async def test_a_snapshot_of_the_previous_schema_starts_and_keeps_its_sessions(
         },
     )
     await old.start()
+    # Tarantool 2.11 applies that release's TT_LISTEN itself, at its first box.cfg: the socket
+    # start() waits for opens before the script's migrations, and its console only after them.
+    await _until_listening(old.console_path)
     now = int(time.time())
     with Console(old.console_path) as admin:
         admin.eval(

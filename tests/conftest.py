@@ -301,11 +301,15 @@ def lua_bulk_insert(count: int, session: str, *, prelude: str = "") -> str:
     )
 
 
-def lua_session(user_id: object, ip: object, activity: object, extra: object = "box.NULL") -> str:
+def lua_session(
+    user_id: object, ip: object, activity: object, extra: object = "box.NULL", *, token: str | None = None
+) -> str:
     """Lua for a new sessions tuple, fields by name (the layout lives in fields.lua only);
-    each argument is a Lua expression. Its stored expiry is its activity (see set_activity)."""
+    each argument is a Lua expression, but `token` (a new one unless given). Its stored expiry
+    is its activity (see set_activity)."""
+    uuid = f"require('uuid').fromstr('{token}')" if token else "require('uuid').new()"
     return (
-        f"box.space.sessions:frommap({{token = require('uuid').new(), user_id = {user_id}, ip = {ip}, "
+        f"box.space.sessions:frommap({{token = {uuid}, user_id = {user_id}, ip = {ip}, "
         f"create = {activity}, activity = {activity}, extra = {extra}, expires = {activity}, "
         "seq = box.sequence.sessions_seq:next()})"
     )

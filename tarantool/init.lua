@@ -21,7 +21,8 @@
 --   SESSIONS_PEERS     host:port of the other instances, comma-separated: a primary that
 --                      finds one of them writable stays read-only (fenced)
 --   SESSIONS_SYNC_REPLICAS  on the primary: acknowledge a write only once this many replicas
---                      have it too (synchronous replication; 0, the default: asynchronous)
+--                      have it too (synchronous replication; 0, the default: asynchronous);
+--                      on 2.10 and later the primary then owns the synchronous queue
 --   SESSIONS_SYNC_TIMEOUT   seconds a write waits for them before it is undone and refused
 --                      (storage_write_failed); 0.5 by default, well below the service's 1 s
 local fio = require('fio')
@@ -194,6 +195,12 @@ else
     base.replication = cfg.replication
     base.replication_connect_quorum = cfg.replication_connect_quorum
     box.cfg(base)
+end
+
+-- On Tarantool 2.10 and later a primary makes the queue of synchronous writes its own before
+-- anything writes, when its writes are synchronous or the queue is frozen (sessions/role.lua).
+if not cfg.read_only then
+    role.start_queue(sync_replicas > 0)
 end
 
 local ttl = env_number('SESSIONS_IDLE_TTL')

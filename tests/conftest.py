@@ -7,6 +7,9 @@ import contextlib
 import ipaddress
 import itertools
 import os
+import re
+import shutil
+import subprocess
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from pathlib import Path
@@ -22,6 +25,91 @@ from sessions.embedded import EmbeddedTarantool
 from sessions.server import ServiceRunner
 
 PASSWORD = "test-password"
+ROOT = Path(__file__).resolve().parent.parent
+
+# The Tarantool releases the suite runs on: production's (the official image's 2.11) first,
+# then Debian's 2.6, which `make run` installs. Their binaries are SESSIONS_TEST_TARANTOOL_BINS
+# (comma-separated) if set, else `tarantool` on PATH and the 2.11 built for this project's
+# machines, in ../shared/vendor beside the checkout (CI has it; a user's machine may not).
+RELEASES = ("2.11", "2.6")
+VENDORED_2_11 = ROOT.parent / "shared" / "vendor" / "tarantool-2.11" / "bin" / "tarantool"
+
+
+def _release_of(binary: str) -> str | None:
+    path = shutil.which(binary)
+    if path is None:
+        return None
+    try:
+        done = subprocess.run([path, "--version"], capture_output=True, text=True, timeout=10)
+    except (OSError, subprocess.TimeoutExpired):
+        return None
+    found = re.match(r"Tarantool (\d+\.\d+)\.", done.stdout)
+    return found.group(1) if found else None
+
+
+def _binaries() -> dict[str, str]:
+    setting = os.environ.get("SESSIONS_TEST_TARANTOOL_BINS", "")
+    candidates = [c.strip() for c in setting.split(",") if c.strip()] or ["tarantool", str(VENDORED_2_11)]
+    found: dict[str, str] = {}
+    for candidate in candidates:
+        release = _release_of(candidate)
+        path = shutil.which(candidate)
+        if release in RELEASES and release not in found and path is not None:
+            found[release] = path
+    return found
+
+
+BINARIES = _binaries()
+# Where a test runs on one release only: production's if it is here, else the other.
+DEFAULT_RELEASE = next((release for release in RELEASES if release in BINARIES), None)
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    config.addinivalue_line(
+        "markers", "each_release: run once on each Tarantool release of RELEASES (tests/conftest.py)"
+    )
+
+
+def pytest_report_header() -> list[str]:
+    found = ", ".join(f"{release} at {BINARIES[release]}" for release in RELEASES if release in BINARIES)
+    return [
+        f"tarantool: {found or 'none found'}; tests without a release in their id run on "
+        f"{DEFAULT_RELEASE or 'the tarantool on PATH'}"
+    ]
+
+
+def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
+    """A test marked each_release runs once per release, its id saying which; a release
+    missing here is a skip with the reason, never a test left out."""
+    marked = metafunc.definition.get_closest_marker("each_release") is not None
+    if marked and "tarantool_release" in metafunc.fixturenames:
+        metafunc.parametrize("tarantool_release", RELEASES, ids=RELEASES, indirect=True, scope="session")
+
+
+@pytest.fixture(scope="session")
+def tarantool_release(request: pytest.FixtureRequest) -> str | None:
+    """The Tarantool release this test runs on (None: none was found, PATH's is tried)."""
+    release: str | None = getattr(request, "param", DEFAULT_RELEASE)
+    if release is not None and release not in BINARIES:
+        reason = f"no Tarantool {release}"
+        if os.environ.get("CI") == "true":
+            pytest.fail(f"{reason}: CI runs every release (see docs/testing.md)")
+        pytest.skip(reason)
+    return release
+
+
+@pytest.fixture(scope="session")
+def tarantool_bin(tarantool_release: str | None) -> str:
+    """The binary of this test's release."""
+    return BINARIES[tarantool_release] if tarantool_release is not None else "tarantool"
+
+
+@pytest.fixture(autouse=True)
+def _tarantool_of_the_release(tarantool_bin: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Every Tarantool a test starts is of its release: the embedded one through the
+    service's own setting (children inherit it), the test's own through make_instance."""
+    monkeypatch.setenv("SESSIONS_TARANTOOL_BIN", tarantool_bin)
+
 
 # Property-based tests draw the same examples on every run of `make test` (derandomized,
 # no example database to replay from), so a green run means the same thing each time.
@@ -78,11 +166,14 @@ def make_instance(
     idle_ttl: int = 180 * 86400,
     memory: int = 256 * 2**20,
     environment: dict[str, str] | None = None,
+    *,
+    binary: str | None = None,
 ) -> EmbeddedTarantool:
+    """A Tarantool on the project's Lua; its binary the test's release unless given."""
     return EmbeddedTarantool(
         data_dir=data_dir,
-        scripts_dir=Path(__file__).resolve().parent.parent / "tarantool",
-        binary="tarantool",
+        scripts_dir=ROOT / "tarantool",
+        binary=binary or os.environ.get("SESSIONS_TARANTOOL_BIN", "tarantool"),
         user="sessions",
         password=PASSWORD,
         memory=memory,
@@ -100,18 +191,19 @@ def settings_for(instance: EmbeddedTarantool, **overrides: Any) -> Settings:
 
 
 @pytest.fixture(scope="session")
-def tarantool(tmp_path_factory: pytest.TempPathFactory) -> Iterator[EmbeddedTarantool]:
-    """One Tarantool for the whole run; tests keep apart by using their own users and IPs."""
-    instance = make_instance(tmp_path_factory.mktemp("tarantool"))
+def tarantool(tmp_path_factory: pytest.TempPathFactory, tarantool_bin: str) -> Iterator[EmbeddedTarantool]:
+    """One Tarantool per release for the whole run; tests keep apart by using their own users
+    and IPs."""
+    instance = make_instance(tmp_path_factory.mktemp("tarantool"), binary=tarantool_bin)
     asyncio.run(instance.start())
     yield instance
     asyncio.run(instance.stop())
 
 
 @pytest.fixture
-async def fresh_tarantool(tmp_path: Path) -> AsyncIterator[EmbeddedTarantool]:
+async def fresh_tarantool(tmp_path: Path, tarantool_bin: str) -> AsyncIterator[EmbeddedTarantool]:
     """A Tarantool of this test's own, for tests that change its TTL or stop it."""
-    instance = make_instance(tmp_path / "tarantool")
+    instance = make_instance(tmp_path / "tarantool", binary=tarantool_bin)
     await instance.start()
     yield instance
     await instance.stop()
@@ -209,11 +301,15 @@ def lua_bulk_insert(count: int, session: str, *, prelude: str = "") -> str:
     )
 
 
-def lua_session(user_id: object, ip: object, activity: object, extra: object = "box.NULL") -> str:
+def lua_session(
+    user_id: object, ip: object, activity: object, extra: object = "box.NULL", *, token: str | None = None
+) -> str:
     """Lua for a new sessions tuple, fields by name (the layout lives in fields.lua only);
-    each argument is a Lua expression. Its stored expiry is its activity (see set_activity)."""
+    each argument is a Lua expression, but `token` (a new one unless given). Its stored expiry
+    is its activity (see set_activity)."""
+    uuid = f"require('uuid').fromstr('{token}')" if token else "require('uuid').new()"
     return (
-        f"box.space.sessions:frommap({{token = require('uuid').new(), user_id = {user_id}, ip = {ip}, "
+        f"box.space.sessions:frommap({{token = {uuid}, user_id = {user_id}, ip = {ip}, "
         f"create = {activity}, activity = {activity}, extra = {extra}, expires = {activity}, "
         "seq = require('sessions.schema').next_seq()})"
     )

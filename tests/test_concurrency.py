@@ -4,7 +4,12 @@ from __future__ import annotations
 
 import asyncio
 
+import pytest
+
 from .conftest import call, new_session, settings_for
+
+# What these tests check is done by Tarantool: they run on each release (tests/conftest.py).
+pytestmark = pytest.mark.each_release
 
 
 async def test_concurrent_news_are_all_stored(client, user_id):

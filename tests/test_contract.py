@@ -40,6 +40,7 @@ def _described() -> dict[str, object]:
     }
 
 
+@pytest.mark.each_release
 def test_the_lua_and_the_service_agree(tarantool):
     with Console(tarantool.console_path) as console:
         described = console.eval("return sessions.describe()")
@@ -95,6 +96,7 @@ def test_an_operation_this_side_calls_differently_is_named():
     ],
     ids=["an argument renamed", "no describe"],
 )
+@pytest.mark.each_release
 def test_a_service_refuses_to_start_on_lua_of_another_contract(tmp_path, declared, changed, named):
     """The Lua of another release: `serve` exits 1 with one line naming the difference, before
     it serves anything."""

@@ -2,10 +2,11 @@
 the README with its healthchecks, tools and replica profiles, and Tarantool in a container.
 
 Base images are local stand-ins (tests/docker/images.sh) under their own names: Debian's
-Python 3.11 for python:3.11-slim-bookworm and Debian's Tarantool 2.6 for
-tarantool/tarantool:2.11. Not covered here, then: the official Tarantool image's entrypoint,
-its user id on the volume, and Tarantool 2.11 itself. Without a Docker engine these tests
-skip with the reason; under CI=true they fail instead.
+Python 3.11 for python:3.11-slim-bookworm, and for tarantool/tarantool:2.11 the Tarantool 2.11
+the suite found (tests/conftest.py), on Debian 12, or Debian's Tarantool 2.6 where there is
+none. Not covered here, then: the official Tarantool image's entrypoint, its Alpine build, and
+its user id on the volume. Without a Docker engine these tests skip with the reason; under
+CI=true they fail instead.
 """
 
 from __future__ import annotations
@@ -27,13 +28,15 @@ import yaml
 
 from sessions.config import Settings
 
-from .conftest import call, new_session
+from .conftest import BINARIES, call, new_session
 from .service import free_port
 
 ROOT = Path(__file__).resolve().parent.parent
 PROJECT = "sessionstest"
+# The release the stack's Tarantool runs: production's when the suite has it.
+RELEASE = "2.11" if "2.11" in BINARIES else "2.6"
 STANDINS = {
-    "TARANTOOL_IMAGE": "sessions-test/tarantool:2.6",
+    "TARANTOOL_IMAGE": f"sessions-test/tarantool:{RELEASE}",
     "PYTHON_IMAGE": "sessions-test/python:3.11",
     "APP_IMAGE": "sessions-test/app:latest",
     "TARANTOOL_APP_IMAGE": "sessions-test/tarantool-app:latest",
@@ -56,7 +59,12 @@ def docker() -> None:
         if os.environ.get("CI") == "true":
             pytest.fail(f"the deployment tests must run in CI: {reason}")
         pytest.skip(reason)
-    subprocess.run(["bash", str(ROOT / "tests/docker/images.sh")], check=True, timeout=900)
+    subprocess.run(
+        ["bash", str(ROOT / "tests/docker/images.sh")],
+        env={**os.environ, "TARANTOOL_2_11_BIN": BINARIES.get("2.11", "")},
+        check=True,
+        timeout=900,
+    )
 
 
 class Stack:
@@ -221,6 +229,7 @@ def test_the_tools_profile_backs_up_and_reports(stack: Stack) -> None:
     assert stack.request("/new?user_id=2&ip=192.0.2.2")[0] == 200
     stats = stack.compose("--profile", "tools", "run", "--rm", "tools", "stats")
     assert "sessions stored:" in stats and "read-only:          False" in stats
+    assert f"(Tarantool {RELEASE}." in stats
     name = f"test-{secrets.token_hex(4)}.tar.gz"
     output = stack.compose("--profile", "tools", "run", "--rm", "tools", "backup", f"/backups/{name}")
     assert "backed up" in output

@@ -48,6 +48,7 @@ def _fill_memory(admin: Console, activity: int) -> int:
     )
 
 
+@pytest.mark.each_release
 async def test_memory_full_keeps_signed_in_users_signed_in(serve, tmp_path, user_id):
     instance = make_instance(tmp_path / "tarantool", memory=64 * 2**20)
     await instance.start()
@@ -97,6 +98,7 @@ async def test_memory_full_keeps_signed_in_users_signed_in(serve, tmp_path, user
         await instance.stop()
 
 
+@pytest.mark.each_release
 async def test_purged_sessions_give_their_memory_back_without_outside_help(serve, tmp_path):
     instance = make_instance(tmp_path / "tarantool", memory=64 * 2**20, idle_ttl=60)
     await instance.start()
@@ -135,6 +137,7 @@ def small_disk(tmp_path: Path):
         subprocess.run(["umount", "-l", str(mount)], check=False)
 
 
+@pytest.mark.each_release
 async def test_disk_full_is_a_clean_503_and_service_resumes_by_itself(serve, small_disk, user_id):
     instance = make_instance(small_disk / "data")
     await instance.start()
@@ -316,6 +319,7 @@ def test_hostile_http_gets_4xx_envelopes_and_short_log_lines_without_secrets(tmp
     assert all(len(line) < 300 for line in logged)
 
 
+@pytest.mark.each_release
 def test_a_stop_during_a_tarantool_restart_wins(tmp_path):
     service = Service(tmp_path / "data")
     first = service.tarantool_pid
@@ -414,6 +418,7 @@ def test_an_ipv6_host_is_logged_in_brackets(tmp_path):
     assert f"serving on http://[::1]:{service.port}" in service.output()
 
 
+@pytest.mark.each_release
 async def test_a_huge_listing_pages_and_does_not_hold_up_other_listings(serve, fresh_tarantool, user_id):
     client = await serve(settings_for(fresh_tarantool, tarantool_timeout=0.5))
     admin = Console(fresh_tarantool.console_path)

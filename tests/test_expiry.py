@@ -21,6 +21,9 @@ from .conftest import (
     wait_for_purge_passes,
 )
 
+# What these tests check is done by Tarantool: they run on each release (tests/conftest.py).
+pytestmark = pytest.mark.each_release
+
 DAY = 86400
 
 

@@ -1,6 +1,6 @@
 """The Lua unit layer: each tarantool/test/*.test.lua is a script on Tarantool's built-in
 `tap` module, run by the tarantool binary alone (the procedures' tests on an in-memory
-instance of their own), in well under a second each."""
+instance of their own), in well under a second each, on each Tarantool release."""
 
 from __future__ import annotations
 
@@ -12,10 +12,13 @@ import pytest
 LUA_TESTS = sorted((Path(__file__).resolve().parent.parent / "tarantool" / "test").glob("*.test.lua"))
 
 
+pytestmark = pytest.mark.each_release
+
+
 @pytest.mark.parametrize("script", LUA_TESTS, ids=lambda path: path.name)
-def test_lua_module(script, tmp_path):
+def test_lua_module(script, tmp_path, tarantool_bin):
     done = subprocess.run(
-        ["tarantool", str(script)], cwd=tmp_path, capture_output=True, text=True, timeout=30
+        [tarantool_bin, str(script)], cwd=tmp_path, capture_output=True, text=True, timeout=30
     )
     report = done.stdout + done.stderr
     assert done.returncode == 0 and "not ok" not in done.stdout, report

@@ -88,6 +88,7 @@ async def test_a_gate_without_a_queue_sheds_at_once():
 RULES = "rules = {ttl = 15552000, lifetime = 0, cap = 0}"
 
 
+@pytest.mark.each_release
 def test_a_batch_past_its_deadline_does_nothing(console, user_id):
     token = "'" + "\\x40" * 16 + "'"  # 16 bytes, a v4-looking token
     call_new = f"{{token = {token}, user_id = {user_id}, ip = '192.0.2.9'}}"
@@ -103,6 +104,7 @@ def test_a_batch_past_its_deadline_does_nothing(console, user_id):
 
 
 @pytest.mark.parametrize("procedure", ["list", "delete_all"])
+@pytest.mark.each_release
 def test_bulk_work_past_its_deadline_is_not_started(console, user_id, procedure):
     console.eval(lua_bulk_insert(3, lua_session(user_id, "'192.0.2.9'", "require('sessions.clock').now()")))
     args = f"{{kind = 'user', key = {user_id}}}"
@@ -348,6 +350,7 @@ async def test_the_longest_and_widest_keys_are_taken(client, user_id):
         assert status == 200
 
 
+@pytest.mark.each_release
 async def test_a_key_is_remembered_exactly_its_window(serve, tmp_path, user_id):
     at = 1_900_000_000
     async with frozen_tarantool(tmp_path / "t", idle_ttl=86400, at=at) as (instance, admin):
@@ -381,6 +384,7 @@ async def test_a_new_retried_after_503_opens_exactly_one_session(serve, fresh_ta
     assert [s["token"] for s in listed["data"]] == [body["data"]["token"]]
 
 
+@pytest.mark.each_release
 async def test_the_purge_forgets_a_key_after_its_window(serve, tmp_path, user_id):
     at = 1_900_000_000
     async with frozen_tarantool(tmp_path / "t", idle_ttl=86400, at=at) as (instance, admin):

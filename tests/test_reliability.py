@@ -10,12 +10,16 @@ import socket
 import time
 from pathlib import Path
 
+import pytest
 from aiohttp.test_utils import TestClient
 
 from sessions.config import Settings
 
 from .conftest import call, new_session, serving, settings_for
 from .service import Service, alive, wait_gone
+
+# What these tests check is done by Tarantool: they run on each release (tests/conftest.py).
+pytestmark = pytest.mark.each_release
 
 
 async def _first_success(

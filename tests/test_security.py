@@ -107,6 +107,7 @@ def test_logs_never_contain_tokens_or_secrets(tmp_path):
     assert "Traceback" not in log.split("Error handling request")[0]
 
 
+@pytest.mark.each_release
 async def test_guest_can_do_nothing(tarantool):
     host, port = tarantool.address
     guest = asynctnt.Connection(
@@ -121,6 +122,7 @@ async def test_guest_can_do_nothing(tarantool):
         await guest.disconnect()
 
 
+@pytest.mark.each_release
 async def test_service_user_may_only_call_the_procedures(tarantool):
     host, port = tarantool.address
     conn = asynctnt.Connection(
@@ -145,6 +147,7 @@ async def test_service_user_may_only_call_the_procedures(tarantool):
         await conn.disconnect()
 
 
+@pytest.mark.each_release
 def test_the_service_user_may_execute_exactly_the_contracts_procedures(console):
     granted = console.eval(
         "local names = {} for _, p in ipairs(box.schema.user.info('sessions')) do "
@@ -230,7 +233,8 @@ def test_other_secrets_are_taken(secret):
         ("SESSIONS_REPLICATION_PASSWORD", "secret"),
     ],
 )
-def test_tarantool_refuses_sample_passwords(tmp_path, variable, value):
+@pytest.mark.each_release
+def test_tarantool_refuses_sample_passwords(tmp_path, tarantool_bin, variable, value):
     env = {
         **os.environ,
         "SESSIONS_TT_LISTEN": f"unix/:{tmp_path / 't.sock'}",
@@ -239,7 +243,7 @@ def test_tarantool_refuses_sample_passwords(tmp_path, variable, value):
         variable: value,
     }
     done = subprocess.run(
-        ["tarantool", str(INIT_LUA)],
+        [tarantool_bin, str(INIT_LUA)],
         env=env,
         capture_output=True,
         text=True,
@@ -249,6 +253,7 @@ def test_tarantool_refuses_sample_passwords(tmp_path, variable, value):
     assert variable in done.stderr and "generate your own" in done.stderr
 
 
+@pytest.mark.each_release
 def test_no_replication_user_without_a_replication_password(fresh_tarantool):
     with Console(fresh_tarantool.console_path) as admin:
         assert admin.eval("return box.schema.user.exists('replicator')") is False
@@ -275,6 +280,7 @@ def _batch(operation: str, item: str) -> str:
         (_batch("new", f"token = {_V4}, user_id = 1, ip = '192.0.2.1', ttl = 0"), "own ttl"),
     ],
 )
+@pytest.mark.each_release
 def test_procedures_check_each_items_arguments(console, call_lua, reason):
     """Defence in depth: the procedures refuse what the service never sends, item by item."""
     # Returned as a pair: the console takes a map with an `error` key for its own error.
@@ -294,12 +300,14 @@ def test_procedures_check_each_items_arguments(console, call_lua, reason):
         ("100", "context"),
     ],
 )
+@pytest.mark.each_release
 def test_procedures_check_the_context_of_a_call(console, context, reason):
     with pytest.raises(ConsoleError, match=reason):
         console.eval(f"return sessions.batch('delete', {{{{token = {_TOKEN}}}}}, {context})")
 
 
 @pytest.mark.parametrize("limit", [0, -1])
+@pytest.mark.each_release
 def test_the_list_procedure_refuses_a_bad_limit(console, limit):
     with pytest.raises(ConsoleError, match="limit"):
         args = f"{{kind = 'user', key = 1, limit = {limit}, page_bytes = 1024}}"
@@ -423,7 +431,8 @@ async def test_an_unknown_user_id_format_is_refused(client, value):
 
 
 @pytest.mark.parametrize("variable", ["TT_LISTEN", "TT_READ_ONLY", "TT_REPLICATION"])
-def test_tarantool_refuses_its_own_tt_variables(tmp_path, variable):
+@pytest.mark.each_release
+def test_tarantool_refuses_its_own_tt_variables(tmp_path, tarantool_bin, variable):
     """Tarantool 2.11 applies TT_* to box.cfg itself (the port would open before the schema
     and grants exist): init.lua stops instead, naming the variable to use."""
     env = {
@@ -433,7 +442,7 @@ def test_tarantool_refuses_its_own_tt_variables(tmp_path, variable):
         "SESSIONS_TARANTOOL_PASSWORD": "a-real-password-8d1f",
         variable: "3301",
     }
-    done = subprocess.run(["tarantool", str(INIT_LUA)], env=env, capture_output=True, text=True, timeout=30)
+    done = subprocess.run([tarantool_bin, str(INIT_LUA)], env=env, capture_output=True, text=True, timeout=30)
     assert done.returncode == 1
     assert f"use SESSIONS_{variable}" in done.stderr
     assert not list(tmp_path.glob("*.snap"))  # stopped before box.cfg

@@ -15,6 +15,7 @@ from .conftest import call, new_session, serving
 from .service import Service, alive, free_port, wait_gone
 
 
+@pytest.mark.each_release
 async def test_data_survives_a_restart_with_the_same_data_dir(tmp_path, user_id):
     settings = Settings(data_dir=tmp_path / "data")
     async with serving(settings) as client:
@@ -31,6 +32,7 @@ async def test_data_survives_a_restart_with_the_same_data_dir(tmp_path, user_id)
 
 
 @pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM])
+@pytest.mark.each_release
 def test_serve_and_stop_cleanly_leaving_no_tarantool(tmp_path, sig):
     service = Service(tmp_path / "data")
     status, body = service.request("/new?user_id=1&ip=192.168.1.1")
@@ -49,6 +51,7 @@ def test_serve_and_stop_cleanly_leaving_no_tarantool(tmp_path, sig):
         again.stop(signal.SIGTERM)
 
 
+@pytest.mark.each_release
 def test_kill_9_of_the_service_takes_tarantool_down_cleanly_and_keeps_data(tmp_path):
     service = Service(tmp_path / "data")
     status, body = service.request("/new?user_id=7&ip=192.0.2.1")

@@ -3,6 +3,7 @@
 -- (a primary that came back while another instance was writable: read-only, following
 -- nobody, until an operator rejoins it). The environment gives only the role of the very
 -- first start; from then on the file rules, changed by `promote` and `rejoin` alone.
+local fiber = require('fiber')
 local fio = require('fio')
 local json = require('json')
 local log = require('log')
@@ -139,6 +140,73 @@ local function get()
     return {role = state.role, primary_at = state.primary_at}
 end
 
+-- Tarantool 2.10 and later give the queue of synchronous writes an owner, which
+-- box.ctl.promote() claims: only the owner may write to a synchronous space, an instance whose
+-- queue another one owns is read-only, and an owner that restarts finds its queue frozen
+-- (read-only) until it claims it again. Tarantool 2.6 has no owner (nil here).
+local function queue_owner()
+    local synchro = box.info.synchro
+    return synchro ~= nil and synchro.queue.owner or nil
+end
+
+-- A writable primary owns the queue while its writes are synchronous (`sync`), and whenever
+-- it is frozen or another instance owns it (else this one stays read-only). Asynchronous
+-- writes need no owner, so a deployment that never turned synchronous replication on never
+-- has one, as on 2.6.
+local function settle_queue(sync)
+    local owner = queue_owner()
+    if owner == nil then
+        return
+    end
+    local frozen = owner == box.info.id and box.info.ro_reason == 'synchro'
+    if (owner ~= box.info.id or frozen) and (sync or owner ~= 0) then
+        box.ctl.promote()
+    end
+end
+
+-- At the start of a primary: the queue settled now or, when that fails (a primary restarted
+-- with writes its replicas have not confirmed, and they connect only once it listens), again
+-- every second until it works or the role changes.
+local function start_queue(sync)
+    local ok, err = pcall(settle_queue, sync)
+    if ok then
+        return
+    end
+    log.warn('sessions: this primary cannot take its queue of synchronous writes yet (%s): '
+        .. 'read-only until it can; trying again every second', tostring(err))
+    fiber.create(function()
+        fiber.name('sessions_queue')
+        while state.role == 'primary' do
+            fiber.sleep(1)
+            if state.role == 'primary' and pcall(settle_queue, sync) then
+                log.info('sessions: the queue of synchronous writes is this primary\'s: writable')
+                return
+            end
+        end
+    end)
+end
+
+-- With synchronous replication, the writes the lost primary left waiting for their quorum
+-- are this instance's to settle: on 2.10 and later by owning the queue (the spaces' flag says
+-- whether writes are synchronous), on 2.6 by clearing it. Those that reached this instance
+-- are confirmed, with a quorum of this instance alone for the while: the lost primary may
+-- have acknowledged them (it confirmed them, and its confirmation was lost with it), and it
+-- confirms nothing any more.
+local function take_over_queue()
+    local quorum = box.cfg.replication_synchro_quorum
+    box.cfg{replication_synchro_quorum = 1}
+    local ok, err = true, nil
+    if queue_owner() ~= nil then
+        ok, err = pcall(settle_queue, box.space.sessions.is_sync or false)
+    elseif box.ctl.clear_synchro_queue ~= nil then
+        ok, err = pcall(box.ctl.clear_synchro_queue)
+    end
+    box.cfg{replication_synchro_quorum = quorum}
+    if not ok then
+        error(('the queue of synchronous writes could not be taken over: %s'):format(err))
+    end
+end
+
 -- Failover: this instance becomes the primary, writable, following nobody. Refused while
 -- another instance is writable (two writers would each lose the other's sessions).
 -- It waits (up to CATCH_UP seconds) until it has every row the peers that answer have, and
@@ -152,7 +220,6 @@ local function promote()
                 :format(peer.address))
         end
     end
-    local fiber = require('fiber')
     local deadline = fiber.clock() + CATCH_UP
     for _, peer in ipairs(peers) do
         while behind(peer.vclock) > 0 and fiber.clock() < deadline do
@@ -165,12 +232,7 @@ local function promote()
     end
     box.cfg{replication = {}}
     box.cfg{read_only = false}
-    -- With synchronous replication, take over the queue of writes the lost primary left
-    -- waiting for their quorum (box.ctl.promote from 2.10, clear_synchro_queue before).
-    local take_over = box.ctl.promote or box.ctl.clear_synchro_queue
-    if take_over ~= nil then
-        pcall(take_over)
-    end
+    take_over_queue()
     write('primary', nil)
     return get()
 end
@@ -194,4 +256,5 @@ return {
     vclock = vclock,
     promote = promote,
     rejoin = rejoin,
+    start_queue = start_queue,
 }

@@ -4,6 +4,8 @@
 #   sessions-test/debian:bookworm   debootstrap --variant=minbase of Debian 12
 #   sessions-test/python:3.11       Debian's Python 3.11 (for the Dockerfile's PYTHON_IMAGE)
 #   sessions-test/tarantool:2.6     Debian's Tarantool 2.6 (for compose's TARANTOOL_IMAGE)
+#   sessions-test/tarantool:2.11    with TARANTOOL_2_11_BIN set: that binary, a Tarantool 2.11
+#                                   built for Debian 12 (rebuilt when the binary changes)
 # The rootfs trusts the host's certificate authorities and uses the host's Debian mirror,
 # so apt and pip inside the builds reach the package registries the host reaches.
 set -euo pipefail
@@ -28,4 +30,14 @@ if ! have sessions-test/debian:bookworm; then
 fi
 have sessions-test/python:3.11 || docker build -q -t sessions-test/python:3.11 -f "$here/python.Dockerfile" "$here" >/dev/null
 have sessions-test/tarantool:2.6 || docker build -q -t sessions-test/tarantool:2.6 -f "$here/tarantool.Dockerfile" "$here" >/dev/null
+if [ -n "${TARANTOOL_2_11_BIN:-}" ]; then
+    context=$(mktemp -d)
+    cp "$TARANTOOL_2_11_BIN" "$context/tarantool"
+    # Docker's cache makes this a no-op while the binary stays the same.
+    built=0
+    docker build -q -t sessions-test/tarantool:2.11 -f "$here/tarantool-2.11.Dockerfile" "$context" \
+        >/dev/null || built=$?
+    rm -rf "$context"
+    [ "$built" = 0 ]
+fi
 echo "stand-in base images ready"

@@ -199,7 +199,8 @@ end
 
 -- On Tarantool 2.10 and later a primary makes the queue of synchronous writes its own before
 -- anything writes, when its writes are synchronous or the queue is frozen (sessions/role.lua).
-if not cfg.read_only then
+-- Under elections the leader owns it, by Raft.
+if failover ~= 'election' and not cfg.read_only then
     role.start_queue(sync_replicas > 0)
 end
 

@@ -20,22 +20,20 @@ import pytest
 from sessions.console import Console
 from sessions.embedded import EmbeddedTarantool
 
-from .conftest import PASSWORD, call, settings_for
+from .conftest import BINARIES, PASSWORD, call, settings_for
 from .test_overload import _metric
 
 ROOT = Path(__file__).resolve().parent.parent
 NAMES = ("a", "b", "c")
 
 
-def _tarantool_2_11() -> str:
-    found = os.environ.get("SESSIONS_TEST_TARANTOOL_2_11") or str(
-        ROOT.parent / "shared" / "vendor" / "tarantool-2.11" / "bin" / "tarantool"
-    )
-    if not Path(found).is_file():
+def _tarantool(release: str) -> str:
+    """The binary of `release`; where it is not here, a skip with the reason (a failure in CI)."""
+    if release not in BINARIES:
         if os.environ.get("CI") == "true":
-            pytest.fail(f"no Tarantool 2.11 at {found}: the election tests must run in CI")
-        pytest.skip(f"no Tarantool 2.11 at {found}")
-    return found
+            pytest.fail(f"no Tarantool {release}: CI runs every release (see docs/testing.md)")
+        pytest.skip(f"no Tarantool {release}")
+    return BINARIES[release]
 
 
 def _instance(root: Path, name: str, binary: str, **extra: str) -> EmbeddedTarantool:
@@ -109,7 +107,7 @@ class Cluster:
 
 @pytest.fixture
 async def cluster(tmp_path: Path) -> AsyncIterator[Cluster]:
-    made = Cluster(tmp_path, _tarantool_2_11())
+    made = Cluster(tmp_path, _tarantool("2.11"))
     await asyncio.gather(*(instance.start() for instance in made.instances.values()))
     try:
         await _until(made.leader, "no leader was elected")
@@ -275,13 +273,13 @@ def _start_alone(binary: str, tmp_path: Path, **env: str) -> subprocess.Complete
 
 
 def test_on_tarantool_2_6_the_election_mode_refuses_to_start_and_says_why(tmp_path):
-    result = _start_alone("tarantool", tmp_path, SESSIONS_PEERS="127.0.0.1:3302,127.0.0.1:3303")
+    result = _start_alone(_tarantool("2.6"), tmp_path, SESSIONS_PEERS="127.0.0.1:3302,127.0.0.1:3303")
     assert result.returncode == 1
     assert "SESSIONS_FAILOVER=election needs Tarantool 2.10 or newer" in result.stderr
     assert "this is 2.6" in result.stderr
 
 
 def test_fewer_than_three_instances_are_refused(tmp_path):
-    result = _start_alone(_tarantool_2_11(), tmp_path, SESSIONS_PEERS="127.0.0.1:3302")
+    result = _start_alone(_tarantool("2.11"), tmp_path, SESSIONS_PEERS="127.0.0.1:3302")
     assert result.returncode == 1
     assert "needs SESSIONS_PEERS to name the two or more other instances (1 given)" in result.stderr

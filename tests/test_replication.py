@@ -9,6 +9,8 @@ import subprocess
 from pathlib import Path
 from typing import Any
 
+import pytest
+
 from sessions.console import Console
 
 from .conftest import PASSWORD, make_instance
@@ -33,7 +35,8 @@ async def _until(check: Any, what: str, within: float = 15) -> None:
         await asyncio.sleep(0.1)
 
 
-async def test_a_conflict_stops_the_replica_and_it_says_so(tmp_path):
+@pytest.mark.each_release
+async def test_a_conflict_stops_the_replica_and_it_says_so(tmp_path, tarantool_bin):
     paths = {name: (tmp_path / name).resolve() for name in ("primary", "replica")}
     socket = {name: f"unix/:{path / 'tarantool.sock'}" for name, path in paths.items()}
     common = {"SESSIONS_REPLICATION_PASSWORD": "replication-pw-8d1f-c0ffee"}
@@ -64,7 +67,7 @@ async def test_a_conflict_stops_the_replica_and_it_says_so(tmp_path):
         )
         health = await asyncio.to_thread(
             subprocess.run,
-            ["tarantool", str(HEALTH)],
+            [tarantool_bin, str(HEALTH)],
             env={
                 **os.environ,
                 "SESSIONS_TT_LISTEN": socket["replica"],

@@ -225,11 +225,12 @@ class Storage:
                 continue
             vclock = {int(id_): int(lsn) for id_, lsn in (info.get("vclock") or {}).items()}
             term = int(info.get("term") or 0)
-            if conn is self._conn and not info["ro"]:
-                # What it has while it takes writes; once read-only (a leader that stepped
-                # down, a primary fenced) what it holds more counts for nothing.
+            if conn is self._conn:
                 _note(self._seen, vclock)
-                current_term = max(current_term, term)
+                if not info["ro"]:
+                    # The promotion it writes under; once read-only (a leader that stepped
+                    # down, a primary fenced) its later terms are others' promotions.
+                    current_term = max(current_term, term)
             if not info["ro"]:
                 writable.append((conn, vclock, term, offset))
         # The latest promotion first; the one in use first among equals (a stable sort).

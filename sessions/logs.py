@@ -29,10 +29,18 @@ REQUEST_ID: ContextVar[str] = ContextVar("request_id", default="-")
 
 # Query parameters whose values are, or may be, credentials: the tokens (`token`, `except`),
 # the paging cursor, and anything whose name suggests a secret (an API key sent in the query
-# by mistake, say).
-_SECRET_NAME = r"[\w.-]*(?:token|except|after|key|pass|secret|auth|cred)[\w.-]*"
-_SECRET_PARAM = re.compile(_SECRET_NAME, re.IGNORECASE)
-_SECRET_VALUE = re.compile(rf"\b({_SECRET_NAME})(=|%3[dD])[^&\s'\"\\]*", re.IGNORECASE)
+# by mistake, say), wherever the word is in the name: `user[password]`, `password[]`,
+# `auth[token]` and `api key` are such names as much as `password` is.
+_SECRET_WORD = r"(?:token|except|after|key|pass|secret|auth|cred)"
+_SECRET_PARAM = re.compile(_SECRET_WORD, re.IGNORECASE)
+# In text, a name as a query or form writes it: word characters, dots, dashes, brackets
+# (arrays and nested fields) and spaces as `+`, each also percent-encoded (`%5B`, `%5D`,
+# `%20`); a literal space ends it.
+_NAME_PART = r"(?:[\w.\-\[\]+]|%[0-9a-fA-F]{2})"
+_SECRET_VALUE = re.compile(
+    rf"(?<![\w.\-\[\]+%])({_NAME_PART}*{_SECRET_WORD}{_NAME_PART}*?)(=|%3[dD])[^&\s'\"\\]*",
+    re.IGNORECASE,
+)
 # Control characters (C0, DEL, C1) and Unicode's line separators: written as escapes, so that
 # nothing a client sends can end a log line early or forge another one.
 _CONTROL = re.compile("[\x00-\x1f\x7f-\x9f\u2028\u2029]")
@@ -151,4 +159,4 @@ def setup_logging(level: str, log_format: str = "text") -> None:
 
 def masked_query(pairs: list[tuple[str, str]]) -> str:
     """A query string with the values of parameters that may hold a secret masked."""
-    return urlencode([(key, "***" if _SECRET_PARAM.fullmatch(key) else value) for key, value in pairs])
+    return urlencode([(key, "***" if _SECRET_PARAM.search(key) else value) for key, value in pairs])

@@ -9,6 +9,7 @@ import os
 import signal
 import subprocess
 import sys
+import urllib.parse
 import uuid
 from pathlib import Path
 
@@ -20,6 +21,7 @@ from pydantic import ValidationError
 from sessions.config import Settings
 from sessions.console import Console, ConsoleError
 from sessions.contract import PROCEDURES
+from sessions.logs import masked_query, redact
 from sessions.storage import new_token
 
 from .conftest import PASSWORD, call, new_session, settings_for
@@ -368,9 +370,9 @@ def test_log_lines_cannot_be_forged_or_broken(tmp_path, log_format):
         tmp_path / "data",
         SESSIONS_ACCESS_LOG="true",
         SESSIONS_LOG_FORMAT=log_format,
-        SESSIONS_API_KEYS="the-right-key",
+        SESSIONS_API_KEYS="the-right-key-8d1f",
     )
-    key = {"Authorization": "Bearer the-right-key"}
+    key = {"Authorization": "Bearer the-right-key-8d1f"}
     try:
         forged = "/nope%0A1.2.3.4%20%22GET%20/forged%22%20200"
         assert service.request(forged)[0] == 401  # refused, and still logged as one line
@@ -379,8 +381,8 @@ def test_log_lines_cannot_be_forged_or_broken(tmp_path, log_format):
         token = body["data"]["token"]
         # A token right after a JSON escape: masking before encoding keeps the escape whole.
         assert service.request(f"/get?x=%22{token}&token={token}", headers=key)[0] == 200
-        for name in ("api_key", "password", "after", "apiKey", "x-auth"):
-            service.request(f"/user?id=1&{name}=s3cr3t-{name}", headers=key)
+        for i, name in enumerate(SECRET_NAMES):
+            service.request(f"/user?id=1&{name}=s3cr3t{i:02}x", headers=key)
     finally:
         service.stop(signal.SIGTERM)
     lines = service.output().splitlines()
@@ -394,8 +396,39 @@ def test_log_lines_cannot_be_forged_or_broken(tmp_path, log_format):
     assert len(forged_lines) == 2 and all("/nope" in line for line in forged_lines)
     text = service.output()
     assert token not in text
-    for name in ("api_key", "password", "after", "apiKey", "x-auth"):
-        assert f"s3cr3t-{name}" not in text
+    for i in range(len(SECRET_NAMES)):
+        assert f"s3cr3t{i:02}x" not in text
+
+
+# Names of query or form parameters that may hold a credential, as a client may write them.
+SECRET_NAMES = [
+    "api_key", "password", "after", "apiKey", "x-auth",
+    # bracketed (nested fields) and arrays
+    "user[password]", "auth[token]", "credentials[api_key]", "password[]", "data[secret]",
+    "user[0][pass]", "user.password",
+    # the same with brackets and spaces percent-encoded, or spaces as `+`
+    "user%5Bpassword%5D", "user%5bpassword%5d", "password%5B%5D", "api+key", "api%20key",
+    "user%5Bapi%20key%5D", "user%5Bapi+key%5D",
+]  # fmt: skip
+
+
+@pytest.mark.parametrize("name", [*SECRET_NAMES, "user[api key]", "user[api\tkey]"])
+def test_masking_sees_through_bracketed_spaced_and_array_names(name):
+    """In any logged text (a request line, an exception's message) and in the access log's
+    query, which has the names decoded."""
+    for text in (f"GET /user?id=1&{name}=s3cr3t&ip=1 HTTP/1.1", f"bad {name}%3Ds3cr3t here"):
+        masked = redact(text)
+        assert "s3cr3t" not in masked and name in masked, masked
+    pairs = urllib.parse.parse_qsl(f"id=1&{name}=s3cr3t", keep_blank_values=True)
+    assert "s3cr3t" not in urllib.parse.unquote_plus(masked_query(pairs))
+    assert "id=1" in masked_query(pairs)
+
+
+@pytest.mark.parametrize("query", ["id=1&ip=192.0.2.1&limit=5", "user[name]=Ann&data[device]=Nexus"])
+def test_masking_leaves_other_parameters_alone(query):
+    assert redact(f"GET /user?{query} HTTP/1.1") == f"GET /user?{query} HTTP/1.1"
+    pairs = urllib.parse.parse_qsl(query)
+    assert masked_query(pairs) == urllib.parse.urlencode(pairs)
 
 
 BIG = 2**53 + 1  # the first integer a JavaScript number cannot hold

@@ -140,10 +140,12 @@ lock:
 	rm -rf .venv-lock
 
 # What is generated from the code: the tables of README.md and docs/, and openapi.json
-# (test_docs.py and test_openapi.py check they are current).
+# and Tarantool's copy of the weak-secret rule (test_docs.py, test_openapi.py and
+# test_security.py check they are current).
 docs: $(STAMP)
 	$(BIN)/python -m sessions.reference
 	$(BIN)/python -m sessions openapi > openapi.json
+	$(BIN)/python -m sessions.weak_secrets > tarantool/sessions/weak_secrets.lua
 
 clean:
 	rm -rf $(VENV) .pytest_cache .ruff_cache .mypy_cache mutants *.egg-info

@@ -57,7 +57,7 @@ def run_once(coroutine: Coroutine[Any, Any, Any]) -> Any:
 
 
 def main() -> None:
-    settings = Settings(tarantool="127.0.0.1:3301", tarantool_password="x")
+    settings = Settings(tarantool="127.0.0.1:3301", tarantool_password="bench-unused-8d1f0c2e")
     request = make_mocked_request(
         "GET", f"/get?token={TOKEN_VALUE}", headers={"Authorization": f"Bearer {KEY}"}
     )

@@ -31,7 +31,7 @@ from sessions.storage import Storage
 ROOT = Path(__file__).resolve().parent.parent
 WRK_SCRIPT = ROOT / "bench" / "wrk" / "sessions.lua"
 RESULTS = ROOT / "bench" / "results"
-PASSWORD = "bench-password"
+PASSWORD = "bench-password-8d1f0c2e"
 BENCH_USER = 4242424242
 BENCH_IP = "198.51.100.10"
 DAY = 86400

@@ -42,7 +42,7 @@ async def after_a_turn(service: Service, token: str, ip: str | None, patch: Any)
 
 
 async def serve_step(mode: str, port: int) -> None:
-    settings = Settings(tarantool="127.0.0.1:3301", tarantool_password="unused")
+    settings = Settings(tarantool="127.0.0.1:3301", tarantool_password="bench-unused-8d1f0c2e")
     # No storage: neither handler touches it.
     service = Service(settings, storage=None)  # type: ignore[arg-type]
     handler = {"router": at_once, "wait": after_a_turn}[mode]

@@ -12,13 +12,13 @@ from typing import Annotated, Literal
 from pydantic import Field, SecretStr, ValidationError, field_validator, model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
+from . import weak_secrets
 from .limits import ANSWER_PAGES, BODY_COUNT, DAY, DEFAULT_TTL, LIST_MAX, MAX_TTL
 
 __all__ = [
     "Settings",
     "TarantoolAddress",
     "describe_error",
-    "is_sample_secret",
     "unknown_variables",
 ]
 
@@ -26,16 +26,9 @@ _PROJECT_DIR = Path(__file__).resolve().parent.parent
 
 TarantoolAddress = tuple[str, int | str]
 
-# Secrets nobody should run with: what .env.sample ships (every value there starts with
-# `change-me`) and the first words people type. tarantool/init.lua refuses the same ones.
-_SAMPLE_PREFIX = "change-me"
-_WELL_KNOWN = frozenset({"changeme", "password", "secret", "sessions", "tarantool", "admin"})
-
-
-def is_sample_secret(value: str) -> bool:
-    """Whether a password or key is empty, a sample value or a well-known word."""
-    folded = value.strip().lower()
-    return not folded or folded.startswith(_SAMPLE_PREFIX) or folded in _WELL_KNOWN
+# Secrets nobody should run with: short ones, what .env.sample ships and common ones;
+# tarantool/init.lua refuses its passwords by the same rule (weak_secrets.py).
+_WEAK = f"weak: it needs {weak_secrets.RULE}; generate your own (e.g. openssl rand -hex 24)"
 
 
 class Settings(BaseSettings):
@@ -64,8 +57,9 @@ class Settings(BaseSettings):
     tarantool_user: Annotated[str, Field(min_length=1)] = "sessions"
     """Tarantool user of the service."""
     tarantool_password: SecretStr | None = None
-    """Its password: required with `SESSIONS_TARANTOOL`; the embedded instance gets a random one
-    per start."""
+    """Its password: required with `SESSIONS_TARANTOOL`, at least 16 characters, spaces not counted,
+    and neither a sample value (`change-me...`) nor a common password (Tarantool's `init.lua` refuses
+    the same); the embedded instance gets a random one per start."""
     tarantool_timeout: Annotated[float, Field(gt=0, le=60)] = 1.0
     """Seconds a storage call may take before the answer is `storage_unavailable`."""
 
@@ -156,7 +150,9 @@ class Settings(BaseSettings):
 
     api_keys: Annotated[tuple[SecretStr, ...], NoDecode] = ()
     """Comma-separated keys; when set, every request needs `Authorization: Bearer <key>` (several
-    allow rotation); a value with no key in it is refused, not taken as "no keys"."""
+    allow rotation); each at least 16 characters, spaces not counted, and neither a sample value
+    (`change-me...`) nor a common password; a value with no key in it is refused, not taken as
+    "no keys"."""
     allow_open: bool = False
     """Serve beyond loopback without API keys, on purpose (anyone who reaches the port could then
     read and end every session); without it such a start is refused."""
@@ -184,18 +180,16 @@ class Settings(BaseSettings):
             # "," or " " is a mistake, not a wish to turn authentication off: that is unset.
             if not keys:
                 raise ValueError("no key in it; leave it unset to serve without API keys")
-            if any(is_sample_secret(key) for key in keys):
-                raise ValueError("a key is a sample value or a well-known word; generate your own")
+            if any(weak_secrets.is_weak(key) for key in keys):
+                raise ValueError(f"a key is {_WEAK}")
             return keys
         return value
 
     @field_validator("tarantool_password")
     @classmethod
     def _not_a_sample(cls, value: SecretStr | None) -> SecretStr | None:
-        if value is not None and is_sample_secret(value.get_secret_value()):
-            raise ValueError(
-                "the sample value or a well-known word; generate your own (e.g. openssl rand -hex 24)"
-            )
+        if value is not None and weak_secrets.is_weak(value.get_secret_value()):
+            raise ValueError(_WEAK)
         return value
 
     @field_validator("log_level", mode="before")

@@ -10,7 +10,8 @@
 --   SESSIONS_TT_WAL_MODE    write (default), fsync or none
 --   SESSIONS_TT_LOG, SESSIONS_TT_LOG_LEVEL, SESSIONS_TT_PID_FILE
 --   SESSIONS_TT_CONSOLE_SOCKET  path of an admin console unix socket (optional)
---   SESSIONS_TARANTOOL_USER, SESSIONS_TARANTOOL_PASSWORD   the service's credentials
+--   SESSIONS_TARANTOOL_USER, SESSIONS_TARANTOOL_PASSWORD   the service's credentials (the
+--                      password at least 16 characters and not a sample or common one)
 --   SESSIONS_IDLE_TTL  idle TTL in seconds for the expiry fiber until the service sends one
 --                      (and for migration v3's expiry of existing sessions)
 --   SESSIONS_MAX_LIFETIME  likewise the maximum lifetime in seconds (0 or unset: none)
@@ -37,6 +38,7 @@ local election = require('sessions.election')
 local procedures = require('sessions.procedures')
 local role = require('sessions.role')
 local schema = require('sessions.schema')
+local secrets = require('sessions.secrets')
 
 local function fail(message)
     io.stderr:write('sessions tarantool: ', message, '\n')
@@ -75,16 +77,12 @@ local function env_list(name)
     return items
 end
 
--- Secrets nobody should run with: what .env.sample ships (every value there starts with
--- `change-me`) and the first words people type; the service refuses the same ones
--- (sessions/config.py, is_sample_secret).
-local WELL_KNOWN = {changeme = true, password = true, secret = true, sessions = true,
-                    tarantool = true, admin = true}
+-- Passwords nobody should run with: short ones, what .env.sample ships (every value there
+-- starts with `change-me`) and common ones. The service refuses the same API keys and
+-- passwords by the same rule (sessions/weak_secrets.py, generated into weak_secrets.lua).
 local function check_secret(name, value)
-    local folded = value:lower():match('^%s*(.-)%s*$')
-    if folded == '' or folded:sub(1, #'change-me') == 'change-me' or WELL_KNOWN[folded] then
-        fail(('%s is a sample value or a well-known word; generate your own: openssl rand -hex 24')
-            :format(name))
+    if secrets.is_weak(value) then
+        fail(('%s is weak: it needs %s; generate your own: openssl rand -hex 24'):format(name, secrets.RULE))
     end
 end
 

@@ -24,7 +24,7 @@ from sessions.console import Console
 from sessions.embedded import EmbeddedTarantool
 from sessions.server import ServiceRunner
 
-PASSWORD = "test-password"
+PASSWORD = "test-password-8d1f0c2e"
 ROOT = Path(__file__).resolve().parent.parent
 
 # The Tarantool releases the suite runs on: production's (the official image's 2.11) first,

@@ -123,12 +123,12 @@ def test_the_client_is_versioned_with_the_service_and_needs_only_aiohttp():
 
 
 async def test_api_key(serve, tarantool, user_id):
-    server = (await serve(settings_for(tarantool, api_keys="k"))).server
+    server = (await serve(settings_for(tarantool, api_keys="client-key-8d1f0c2e"))).server
     url = str(server.make_url("")).rstrip("/")
     async with SessionsClient(url) as anonymous:
         with pytest.raises(Unauthorized):
             await anonymous.by_user(user_id)
-    async with SessionsClient(url, api_key="k") as keyed:
+    async with SessionsClient(url, api_key="client-key-8d1f0c2e") as keyed:
         assert await keyed.by_user(user_id) == []
 
 

@@ -377,7 +377,7 @@ def tarantool_container(docker: None, tmp_path: Path) -> Iterator[tuple[str, int
         .with_command("tarantool /opt/sessions/tarantool/init.lua")
         .with_volume_mapping(str(ROOT / "tarantool"), "/opt/sessions/tarantool", "ro")
         .with_env("SESSIONS_TT_LISTEN", "3301")
-        .with_env("SESSIONS_TARANTOOL_PASSWORD", "container-pw")
+        .with_env("SESSIONS_TARANTOOL_PASSWORD", "container-pw-8d1f0c2e")
         .with_exposed_ports(3301)
     )
     container.start()
@@ -391,7 +391,9 @@ async def test_storage_against_tarantool_in_a_container(
     serve: Any, tarantool_container: tuple[str, int]
 ) -> None:
     host, port = tarantool_container
-    settings = Settings(tarantool=f"{host}:{port}", tarantool_password="container-pw", startup_timeout=30)
+    settings = Settings(
+        tarantool=f"{host}:{port}", tarantool_password="container-pw-8d1f0c2e", startup_timeout=30
+    )
     client = await serve(settings)
     session = await new_session(client, 77, json={"device": "container"})
     status, body = await call(client, "/get", params={"token": session["token"]})

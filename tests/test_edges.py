@@ -253,9 +253,11 @@ def test_a_place_it_cannot_listen_is_refused_before_anything_starts(tmp_path, en
 
 def test_ops_port_serves_only_ops_and_the_api_port_only_the_api(tmp_path):
     ops_port = free_port()
-    service = Service(tmp_path / "data", SESSIONS_OPS_PORT=str(ops_port), SESSIONS_API_KEYS="k1")
+    service = Service(
+        tmp_path / "data", SESSIONS_OPS_PORT=str(ops_port), SESSIONS_API_KEYS="ops-test-key-8d1f0c2e"
+    )
     api_port = service.port
-    auth = {"Authorization": "Bearer k1"}
+    auth = {"Authorization": "Bearer ops-test-key-8d1f0c2e"}
     try:
         assert service.request("/new?user_id=1&ip=192.0.2.1", headers=auth)[0] == 200
         for path in ("/health", "/ready", "/metrics", "/docs", "/docs/static/swagger-ui.css"):
@@ -276,26 +278,29 @@ def test_ops_port_serves_only_ops_and_the_api_port_only_the_api(tmp_path):
 
 
 def test_hostile_http_gets_4xx_envelopes_and_short_log_lines_without_secrets(tmp_path):
-    service = Service(tmp_path / "data", SESSIONS_API_KEYS="the-api-key")
+    service = Service(tmp_path / "data", SESSIONS_API_KEYS="api-key-8d1f0c2e")
     cases = [
         # Authorization that is not UTF-8: refused as a wrong key.
         (b"GET /user?id=1 HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer \xff\xfe\r\n\r\n", 401),
         # Bodies that break HTTP while they are read.
         (
-            b"POST /new?user_id=1&ip=1.2.3.4 HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer the-api-key\r\n"
+            b"POST /new?user_id=1&ip=1.2.3.4 HTTP/1.1\r\nHost: x\r\n"
+            b"Authorization: Bearer api-key-8d1f0c2e\r\n"
             b"Content-Type: application/json\r\nTransfer-Encoding: chunked\r\n\r\nzz\r\n{}\r\n0\r\n\r\n",
             400,
         ),
         (
-            b"POST /new?user_id=1&ip=1.2.3.4 HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer the-api-key\r\n"
+            b"POST /new?user_id=1&ip=1.2.3.4 HTTP/1.1\r\nHost: x\r\n"
+            b"Authorization: Bearer api-key-8d1f0c2e\r\n"
             b"Content-Type: application/json\r\nContent-Encoding: gzip\r\nContent-Length: 4\r\n\r\nnope",
             400,
         ),
         # Bare LF line endings with the key in the head: refused, and the key never logged.
-        (b"GET /user?id=1 HTTP/1.1\nHost: x\nAuthorization: Bearer the-api-key\nX: \x01\n\n", 400),
-        (b"OPTIONS * HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer the-api-key\r\n\r\n", 404),
+        (b"GET /user?id=1 HTTP/1.1\nHost: x\nAuthorization: Bearer api-key-8d1f0c2e\nX: \x01\n\n", 400),
+        (b"OPTIONS * HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer api-key-8d1f0c2e\r\n\r\n", 404),
         (
-            b"POST /new?user_id=1&ip=1.2.3.4 HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer the-api-key\r\n"
+            b"POST /new?user_id=1&ip=1.2.3.4 HTTP/1.1\r\nHost: x\r\n"
+            b"Authorization: Bearer api-key-8d1f0c2e\r\n"
             b"Expect: teapot\r\nContent-Length: 2\r\n\r\n{}",
             417,
         ),
@@ -312,7 +317,7 @@ def test_hostile_http_gets_4xx_envelopes_and_short_log_lines_without_secrets(tmp
         service.stop(signal.SIGTERM)
     logged = service.output().splitlines()[before:]
     text = "\n".join(logged)
-    assert "the-api-key" not in text
+    assert "api-key-8d1f0c2e" not in text
     assert "Traceback" not in text and "ERROR" not in text
     # At most one short line per request.
     assert len([line for line in logged if "WARNING" in line]) <= len(cases)

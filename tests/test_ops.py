@@ -38,10 +38,10 @@ async def test_ready_is_503_without_tarantool_while_health_stays_200(serve, fres
 
 
 async def test_probes_stay_open_with_api_keys(serve, tarantool):
-    client = await serve(settings_for(tarantool, api_keys="a-test-key-8d1f"))
+    client = await serve(settings_for(tarantool, api_keys="a-test-key-8d1f0c2e"))
     assert (await call(client, "/health"))[0] == 200
     assert (await call(client, "/user?id=1"))[0] == 401
-    closed = await serve(settings_for(tarantool, api_keys="a-test-key-8d1f", open_probes=False))
+    closed = await serve(settings_for(tarantool, api_keys="a-test-key-8d1f0c2e", open_probes=False))
     assert (await call(closed, "/health"))[0] == 401
 
 
@@ -99,7 +99,7 @@ def test_json_logs_carry_the_request_id_and_a_masked_configuration(tmp_path):
         tmp_path / "data",
         SESSIONS_LOG_FORMAT="json",
         SESSIONS_ACCESS_LOG="true",
-        SESSIONS_TARANTOOL_PASSWORD="pw-in-config",
+        SESSIONS_TARANTOOL_PASSWORD="pw-in-config-8d1f0c2e",
     )
     try:
         status, _ = service.request("/user?id=1")
@@ -114,7 +114,7 @@ def test_json_logs_carry_the_request_id_and_a_masked_configuration(tmp_path):
     config = next(line for line in lines if line["message"] == "configuration")
     assert config["configuration"]["tarantool_password"] == "**********"
     assert config["configuration"]["port"] == service.port
-    assert "pw-in-config" not in service.output()
+    assert "pw-in-config-8d1f0c2e" not in service.output()
     # ISO 8601 with milliseconds and the zone.
     assert all(
         re.fullmatch(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}[+-]\d\d:\d\d", line["time"]) for line in lines
@@ -141,7 +141,7 @@ def test_ops_on_a_port_of_their_own(tmp_path):
         service.stop(signal.SIGTERM)
 
 
-CLOSED = {"SESSIONS_API_KEYS": "health-key-8d1f", "SESSIONS_OPEN_PROBES": "false"}
+CLOSED = {"SESSIONS_API_KEYS": "health-key-8d1f0c2e", "SESSIONS_OPEN_PROBES": "false"}
 
 
 @pytest.mark.parametrize(
@@ -149,9 +149,9 @@ CLOSED = {"SESSIONS_API_KEYS": "health-key-8d1f", "SESSIONS_OPEN_PROBES": "false
     [
         {},
         {"SESSIONS_OPS_PORT": "free"},
-        {"SESSIONS_API_KEYS": "health-key-8d1f", "SESSIONS_OPEN_PROBES": "false"},
+        {"SESSIONS_API_KEYS": "health-key-8d1f0c2e", "SESSIONS_OPEN_PROBES": "false"},
         {
-            "SESSIONS_API_KEYS": "health-key-8d1f",
+            "SESSIONS_API_KEYS": "health-key-8d1f0c2e",
             "SESSIONS_OPEN_PROBES": "false",
             "SESSIONS_OPS_PORT": "free",
         },

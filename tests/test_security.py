@@ -18,6 +18,7 @@ import pytest
 from asynctnt.exceptions import TarantoolDatabaseError
 from pydantic import ValidationError
 
+from sessions import weak_secrets
 from sessions.config import Settings
 from sessions.console import Console, ConsoleError
 from sessions.contract import PROCEDURES
@@ -27,12 +28,13 @@ from sessions.storage import new_token
 from .conftest import PASSWORD, call, new_session, settings_for
 from .service import Service
 
-INIT_LUA = Path(__file__).resolve().parent.parent / "tarantool" / "init.lua"
+ROOT = Path(__file__).resolve().parent.parent
+INIT_LUA = ROOT / "tarantool" / "init.lua"
 
 
 @pytest.fixture
 async def keyed(serve, tarantool):
-    return await serve(settings_for(tarantool, api_keys="old-key, new-key"))
+    return await serve(settings_for(tarantool, api_keys="old-key-8d1f0c2e9a, new-key-8d1f0c2e9a"))
 
 
 @pytest.mark.parametrize(
@@ -40,10 +42,10 @@ async def keyed(serve, tarantool):
     [
         {},
         {"Authorization": "Bearer wrong"},
-        {"Authorization": "Basic new-key"},
-        {"Authorization": "new-key"},
+        {"Authorization": "Basic new-key-8d1f0c2e9a"},
+        {"Authorization": "new-key-8d1f0c2e9a"},
         {"Authorization": "Bearer "},
-        {"Authorization": "Bearer new-key-and-more"},
+        {"Authorization": "Bearer new-key-8d1f0c2e9a-and-more"},
     ],
 )
 @pytest.mark.parametrize("path", ["/new?user_id=1&ip=192.0.2.1", "/user?id=1", "/nope"])
@@ -57,7 +59,7 @@ async def test_401_names_the_scheme(keyed):
     assert response.headers["WWW-Authenticate"] == "Bearer"
 
 
-@pytest.mark.parametrize("key", ["old-key", "new-key"])
+@pytest.mark.parametrize("key", ["old-key-8d1f0c2e9a", "new-key-8d1f0c2e9a"])
 async def test_any_configured_key_works_for_rotation(keyed, key, user_id):
     headers = {"Authorization": f"Bearer {key}"}
     session = await new_session(keyed, user_id, headers=headers)
@@ -76,11 +78,13 @@ async def test_no_keys_means_open(client, user_id):
 
 def test_settings_never_show_secrets():
     settings = Settings(
-        tarantool="127.0.0.1:3301", tarantool_password="s3cret-pw", api_keys="k3y-one,k3y-two"
+        tarantool="127.0.0.1:3301",
+        tarantool_password="s3cret-pw-8d1f0c2e",
+        api_keys="k3y-one-8d1f0c2e9a,k3y-two-8d1f0c2e9a",
     )
     for text in (repr(settings), str(settings), str(settings.model_dump())):
-        assert "s3cret-pw" not in text
-        assert "k3y-one" not in text
+        assert "s3cret-pw-8d1f0c2e" not in text
+        assert "k3y-one-8d1f0c2e9a" not in text
 
 
 def test_logs_never_contain_tokens_or_secrets(tmp_path):
@@ -205,25 +209,95 @@ def test_loopback_and_keyed_starts_need_no_permission():
     assert Settings(host="127.0.0.1").refusal_to_serve() is None
     assert Settings(host="::1").refusal_to_serve() is None
     assert Settings(host="localhost").refusal_to_serve() is None
-    assert Settings(host="0.0.0.0", api_keys="a-real-key-8d1f").refusal_to_serve() is None
+    assert Settings(host="0.0.0.0", api_keys="a-real-key-8d1f0c2e").refusal_to_serve() is None
     assert Settings(host="0.0.0.0", allow_open=True).refusal_to_serve() is None
     assert "SESSIONS_ALLOW_OPEN" in (Settings(host="0.0.0.0").refusal_to_serve() or "")
 
 
-@pytest.mark.parametrize(
-    "secret",
-    ["change-me-to-a-long-random-string", "change-me-too", "CHANGE-ME", "password", "Secret", " tarantool "],
-)
-def test_sample_and_well_known_secrets_are_refused(secret):
-    with pytest.raises(ValidationError, match="generate your own"):
-        Settings(tarantool="127.0.0.1:3301", tarantool_password=secret)
-    with pytest.raises(ValidationError, match="generate your own"):
-        Settings(api_keys=f"good-key-1234, {secret}")
+# The same values go to the service's check and to init.lua's: (value, weak).
+SECRETS = [
+    # The issue's: short, common, the sample with a no-break space.
+    ("123456", True),
+    ("qwerty", True),
+    ("Password1", True),
+    ("change_me", True),
+    ("k", True),
+    ("change\u00a0me-to-a-long-random-string", True),
+    # Samples in any case, spacing and punctuation.
+    ("change-me-to-a-long-random-string", True),
+    ("CHANGE ME TO A LONG RANDOM STRING", True),
+    ("Change\u2003Me\u3000To-Another-Long-One", True),
+    ("change.me.to.something.else", True),
+    # Common passwords padded, spaced, punctuated or folded to look long.
+    ("P-a-s-s-w-o-r-d-1-2-3-4", True),
+    ("pass word pass word", True),
+    ("Correct Horse Battery Staple", True),
+    ("QWERTY UIOP ASDF GH", True),
+    ("1234567890123456", True),
+    ("password\u00a0\u00a0\u00a0\u00a0\u00a0\u00a0\u00a0\u00a0", True),
+    (" tarantool \u200b\ufeff", True),
+    # Short once spaces are left out, or counted in characters rather than bytes.
+    ("\u00a0" * 12 + "8d1f0c2e", True),
+    ("8d1f 0c2e 9a7b 4c", True),
+    ("ÄÖÜäöüßÄÖÜäöüß", True),
+    ("8d1f0c2e9a7b4c3", True),
+    # Strong enough.
+    ("8d1f0c2e9a7b4c3d", False),
+    ("8d1f0c2e9a7b4c3d5e6f7a8b9c0d1e2f3a4b5c6d7e8f9a0b", False),
+    ("ÄÖÜäöüßÄÖÜäöüßÄÖ", False),
+    ("my-change-me-value-8d1f", False),
+    ("passwords-are-long-enough", False),
+    ("Correct Horse Battery Staple 8d1f", False),
+    ("\u00a08d1f0c2e9a7b4c3d\u00a0", False),
+    ("tab\tseparated\tvalue-8d1f", False),
+    ("Ünïcödé-Pässwörd-8d1f", False),
+    ("PASSWORD-8D1F-0C2E-9A7B", False),
+]
 
 
-@pytest.mark.parametrize("secret", ["change-m", "my-change-me", "passwords", "8d1f0c2e9a7b"])
-def test_other_secrets_are_taken(secret):
-    assert Settings(tarantool="127.0.0.1:3301", tarantool_password=secret).tarantool_password is not None
+@pytest.mark.parametrize(("secret", "weak"), SECRETS)
+def test_the_service_refuses_weak_keys_and_passwords(secret, weak):
+    for settings in ({"tarantool": "127.0.0.1:3301", "tarantool_password": secret}, {"api_keys": secret}):
+        if weak:
+            with pytest.raises(ValidationError, match="weak: it needs at least 16 characters"):
+                Settings(**settings)
+        else:
+            Settings(**settings)
+    if weak:  # one weak key among good ones is enough to refuse them all
+        with pytest.raises(ValidationError, match="generate your own"):
+            Settings(api_keys=f"good-key-8d1f0c2e9a, {secret}")
+
+
+def test_the_service_and_tarantool_judge_secrets_alike(tmp_path):
+    """Each value as SESSIONS_TARANTOOL_PASSWORD of a real init.lua, which stops either at the
+    password or, past it, at a role that does not exist: the same verdicts as the service's."""
+    verdicts = {}
+    for secret, _ in SECRETS:
+        env = {
+            **os.environ,
+            "SESSIONS_TT_LISTEN": f"unix/:{tmp_path / 't.sock'}",
+            "SESSIONS_TT_WORK_DIR": str(tmp_path),
+            "SESSIONS_TARANTOOL_PASSWORD": secret,
+            "SESSIONS_ROLE": "none",
+        }
+        done = subprocess.run(
+            ["tarantool", str(INIT_LUA)], env=env, capture_output=True, text=True, timeout=30
+        )
+        assert done.returncode == 1
+        assert ("is weak" in done.stderr) != ("SESSIONS_ROLE must be" in done.stderr), done.stderr
+        verdicts[secret] = "is weak" in done.stderr
+    assert verdicts == {secret: weak_secrets.is_weak(secret) for secret, _ in SECRETS}
+    assert verdicts == dict(SECRETS)
+
+
+def test_the_lua_copy_of_the_rule_is_current():
+    """tarantool/sessions/weak_secrets.lua is generated from sessions/weak_secrets.py (`make docs`)."""
+    assert (ROOT / "tarantool" / "sessions" / "weak_secrets.lua").read_text() == weak_secrets.lua_module()
+
+
+def test_the_settings_documentation_states_the_rule():
+    for name in ("api_keys", "tarantool_password"):
+        assert weak_secrets.RULE in " ".join((Settings.model_fields[name].description or "").split())
 
 
 @pytest.mark.parametrize(
@@ -232,11 +306,12 @@ def test_other_secrets_are_taken(secret):
         ("SESSIONS_TARANTOOL_PASSWORD", "change-me-to-a-long-random-string"),
         ("SESSIONS_TARANTOOL_PASSWORD", "password"),
         ("SESSIONS_REPLICATION_PASSWORD", "change-me-too"),
-        ("SESSIONS_REPLICATION_PASSWORD", "secret"),
+        ("SESSIONS_REPLICATION_PASSWORD", "change\u00a0me-to-a-long-random-string"),
+        ("SESSIONS_REPLICATION_PASSWORD", "replication"),
     ],
 )
 @pytest.mark.each_release
-def test_tarantool_refuses_sample_passwords(tmp_path, tarantool_bin, variable, value):
+def test_tarantool_refuses_weak_passwords(tmp_path, tarantool_bin, variable, value):
     env = {
         **os.environ,
         "SESSIONS_TT_LISTEN": f"unix/:{tmp_path / 't.sock'}",
@@ -253,6 +328,7 @@ def test_tarantool_refuses_sample_passwords(tmp_path, tarantool_bin, variable, v
     )
     assert done.returncode == 1
     assert variable in done.stderr and "generate your own" in done.stderr
+    assert not list(tmp_path.glob("*.snap"))  # stopped before box.cfg
 
 
 @pytest.mark.each_release

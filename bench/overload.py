@@ -18,7 +18,7 @@ do not carry into the next. The service runs from a checkout given by --root (th
 default), so that two commits can be measured in the same run (`--root /tmp/before --root .`);
 no SESSIONS_* setting beyond the data directory and the log level is set, so that an older
 checkout (which refuses settings it does not know) runs the same way. Loopback only and
-bounded in time (about six minutes a checkout; `--quick` for about two). Nothing is
+bounded in time (about four minutes a checkout; `--quick` about one). Nothing is
 asserted: the issue's targets are printed beside the figures.
 """
 

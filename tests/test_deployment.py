@@ -215,6 +215,78 @@ async def test_the_failover_runbook_loses_no_acknowledged_session(serve, tmp_pat
 
 
 @pytest.mark.each_release
+async def test_a_promoted_replica_that_lagged_is_followed_and_loses_nothing_after(
+    serve, tmp_path, user_id, caplog
+):
+    """Issue 30's lagging-replica path: the replica stops following, a user signs in on the
+    primary (A), the primary is lost, the replica is promoted, the service follows it without
+    a restart (logging what it accepted losing), the same user signs in from the same address
+    again (B, a seq of its own, so it never collides with A), the old primary comes back
+    fenced and rejoins, the roles are swapped back: A and B are both everywhere."""
+    paths = {name: (tmp_path / name).resolve() for name in ("primary", "replica")}
+    socket = {name: f"unix/:{path / 'tarantool.sock'}" for name, path in paths.items()}
+    common = {"SESSIONS_REPLICATION_PASSWORD": "replication-pw-8d1f"}
+    primary = make_instance(paths["primary"], environment={**common, "SESSIONS_PEERS": socket["replica"]})
+    replica = make_instance(
+        paths["replica"],
+        environment={
+            **common,
+            "SESSIONS_ROLE": "replica",
+            "SESSIONS_PRIMARY": socket["primary"],
+            "SESSIONS_PEERS": socket["primary"],
+        },
+    )
+    await primary.start()
+    await replica.start()
+    params = {"user_id": str(user_id), "ip": "192.0.2.77"}
+
+    def count(name: str) -> int:
+        with Console(paths[name] / "tarantool.control") as console:
+            return int(console.eval("return box.space.sessions:len()"))
+
+    try:
+        client = await serve(settings_for(primary, tarantool=f"{socket['primary']},{socket['replica']}"))
+        first = await new_session(client, user_id, "192.0.2.77")
+        await _until(lambda: asyncio.to_thread(lambda: count("replica") == 1), "no replication")
+        with Console(paths["replica"] / "tarantool.control") as console:
+            console.eval("box.cfg{replication = {}}")  # it lags from here on
+        a = await new_session(client, user_id, "192.0.2.77")
+        await asyncio.sleep(0.6)  # one look of the watcher (every 0.5 s) notes what A added
+        await primary.stop()
+        await asyncio.to_thread(promote, Settings(data_dir=paths["replica"]))
+        # Followed without a restart, within a few seconds, the loss of A logged.
+        started = time.monotonic()
+        await _until(lambda: _opens(client, user_id), "the service did not follow the promoted replica")
+        assert time.monotonic() - started < 5
+        assert "sessions written only there are lost" in caplog.text
+        status, body = await call(client, "/new", params=params)
+        assert status == 200
+        b = body["data"]
+        # The old primary comes back fenced, rejoins the promoted one and gets B.
+        await primary.start()
+        rejoin(Settings(data_dir=paths["primary"]), socket["replica"])
+        await _until(lambda: asyncio.to_thread(lambda: count("primary") >= 4), "the old primary lags")
+        # Swapped back: the old primary writes again, and the replica follows it.
+        rejoin(Settings(data_dir=paths["replica"]), socket["primary"])
+        promote(Settings(data_dir=paths["primary"]))
+        await _until(lambda: _opens(client, user_id), "the service did not follow the swap back")
+        for session in (first, a, b):
+            status, body = await call(client, "/get", params={"token": session["token"]})
+            assert (status, body["data"]["token"]) == (200, session["token"])
+        for name in paths:
+            with Console(paths[name] / "tarantool.control") as console:
+                assert console.eval("return sessions.info().replication_stopped") == 0
+                stored = console.eval(
+                    f"local t = {{}} for _, s in box.space.sessions.index.user_seq:pairs({{{user_id}}}) do "
+                    "t[#t + 1] = s.token:str() end return t"
+                )
+            assert {a["token"], b["token"]} <= set(stored), name
+    finally:
+        await replica.stop()
+        await primary.stop()
+
+
+@pytest.mark.each_release
 async def test_the_service_never_switches_to_an_instance_that_lacks_its_data(
     serve, tmp_path, user_id, caplog
 ):

@@ -626,8 +626,7 @@ local function term()
     if raft ~= nil then
         return raft.term
     end
-    local synchro = box.info.synchro
-    return synchro and synchro.queue and synchro.queue.term or 0
+    return role.get().generation or 0
 end
 
 local function info()
@@ -655,8 +654,8 @@ local function info()
         -- With elections (election.lua): this instance's state, the term, the leader's id.
         election = election.state() or box.NULL,
         -- Which promotion this instance's writes belong to: the election term, else the
-        -- synchronous queue's term (a box.ctl.promote), else 0. The service prefers the
-        -- writable instance of the latest one (sessions/storage).
+        -- generation of its last `promote` (role.lua). The service prefers the writable
+        -- instance of the latest one (sessions/storage).
         term = term(),
     }
 end

@@ -17,20 +17,25 @@ local PEER_TIMEOUT = 2
 local state = {
     role = nil,
     primary_at = nil,        -- host:port of the primary a replica follows
+    -- Which promotion this instance last took part in: a promote makes it one more than any
+    -- it knows of (its own, its answering peers'). The service prefers the writable instance
+    -- of the latest, so it follows a promoted replica even one that lagged.
+    generation = 0,
     path = nil,
     replication_password = nil,
     peers = {},              -- host:port of the other instances
 }
 
-local function write(role, primary_at)
-    local data = json.encode({role = role, primary_at = primary_at})
+local function write(role, primary_at, generation)
+    generation = generation or state.generation
+    local data = json.encode({role = role, primary_at = primary_at, generation = generation})
     local temporary = state.path .. '.new'
     local file = assert(fio.open(temporary, {'O_WRONLY', 'O_CREAT', 'O_TRUNC'}, tonumber('600', 8)))
     assert(file:write(data))
     assert(file:fsync())
     file:close()
     assert(fio.rename(temporary, state.path))
-    state.role, state.primary_at = role, primary_at
+    state.role, state.primary_at, state.generation = role, primary_at, generation
 end
 
 local function read()
@@ -73,7 +78,8 @@ local function answering_peers()
             local ok, answer = pcall(conn.call, conn, 'sessions.peer', {}, {timeout = PEER_TIMEOUT})
             conn:close()
             if ok and type(answer) == 'table' then
-                found[#found + 1] = {address = address, ro = answer.ro, vclock = answer.vclock or {}}
+                found[#found + 1] = {address = address, ro = answer.ro, vclock = answer.vclock or {},
+                                     term = answer.term}
             end
         end
     end
@@ -113,6 +119,7 @@ local function open(work_dir, initial, options)
         write(initial.role, initial.primary_at)
     else
         state.role, state.primary_at = stored.role, stored.primary_at
+        state.generation = tonumber(stored.generation) or 0
     end
     if state.role == 'primary' then
         local other = writable_peer()
@@ -137,7 +144,7 @@ local function open(work_dir, initial, options)
 end
 
 local function get()
-    return {role = state.role, primary_at = state.primary_at}
+    return {role = state.role, primary_at = state.primary_at, generation = state.generation}
 end
 
 -- Tarantool 2.10 and later give the queue of synchronous writes an owner, which
@@ -230,10 +237,14 @@ local function promote()
                 :format(peer.address, behind(peer.vclock), peer.address))
         end
     end
+    local generation = state.generation
+    for _, peer in ipairs(peers) do
+        generation = math.max(generation, tonumber(peer.term) or 0)
+    end
     box.cfg{replication = {}}
     box.cfg{read_only = false}
     take_over_queue()
-    write('primary', nil)
+    write('primary', nil, generation + 1)
     return get()
 end
 

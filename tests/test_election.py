@@ -7,9 +7,11 @@ from __future__ import annotations
 
 import asyncio
 import os
+import re
 import signal
 import statistics
 import subprocess
+import sys
 import time
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -225,6 +227,15 @@ async def test_a_leader_cut_off_from_the_majority_stops_taking_writes(serve, clu
     leader = await _until(cluster.leader, "no single leader")
     followers = [name for name in NAMES if name != leader]
     assert (await call(client, "/new", params={"user_id": str(user_id), "ip": "192.0.2.1"}))[0] == 200
+    stats = await asyncio.to_thread(
+        subprocess.run,
+        [sys.executable, "-m", "sessions", "stats"],
+        env={**os.environ, "SESSIONS_DATA_DIR": str(cluster.root / leader)},
+        capture_output=True,
+        text=True,
+        timeout=30,
+    )
+    assert re.search(r"^election: +leader, term \d+, leader \d+$", stats.stdout, re.M), stats.stdout
     metrics = await (await client.get("/metrics")).text()
     term = _metric(metrics, "sessions_tarantool_election_term")
     assert term >= 1 and _metric(metrics, "sessions_tarantool_election_leader") >= 1

@@ -23,8 +23,13 @@ LABEL org.opencontainers.image.title="sessions" \
       org.opencontainers.image.description="Login sessions of web and mobile users over HTTP" \
       org.opencontainers.image.version="${VERSION}" \
       org.opencontainers.image.revision="${REVISION}"
+# /var/lib/tarantool belongs to the Tarantool image's uid (10002, tarantool/Dockerfile): the
+# `tools` containers mount Tarantool's volume there, and a new, empty volume mounted here first
+# (a restore into a fresh volume) takes this directory's owner, so the files restored into it
+# are the Tarantool image's to read.
 RUN groupadd --system --gid 10001 sessions \
-    && useradd --system --uid 10001 --gid sessions --no-create-home --shell /usr/sbin/nologin sessions
+    && useradd --system --uid 10001 --gid sessions --no-create-home --shell /usr/sbin/nologin sessions \
+    && mkdir -p /var/lib/tarantool && chown 10002:10002 /var/lib/tarantool && chmod 700 /var/lib/tarantool
 COPY --from=build /opt/venv /opt/venv
 ENV PATH=/opt/venv/bin:$PATH \
     PYTHONDONTWRITEBYTECODE=1 \

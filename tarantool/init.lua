@@ -193,6 +193,9 @@ else
     base.replication = cfg.replication
     base.replication_connect_quorum = cfg.replication_connect_quorum
     box.cfg(base)
+    if role.fence_if_behind() ~= nil then
+        cfg.read_only = true
+    end
 end
 
 -- On Tarantool 2.10 and later a primary makes the queue of synchronous writes its own before

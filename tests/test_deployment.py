@@ -60,10 +60,18 @@ async def test_backup_under_writes_then_wipe_restore_start(tmp_path, user_id):
         assert manifest["sessions"] >= len(before)
 
     shutil.rmtree(tmp_path / "data")
-    restore(settings, archive)
+    restored = restore(settings, archive)
 
     async with serving(settings) as client:
         _, body = await call(client, "/user", params={"id": str(user_id)})
+        # The count the backup and the restore report is the count restored, not one taken
+        # while writes went on.
+        with Console(settings.data_dir.resolve() / "tarantool.control") as console:
+            assert (
+                restored["sessions"]
+                == manifest["sessions"]
+                == console.eval("return box.space.sessions:len()")
+            )
     stored = {s["token"]: s for s in body["data"]}
     assert [s for s in before if stored.get(s["token"]) != s] == []
 
@@ -281,6 +289,64 @@ async def test_a_promoted_replica_that_lagged_is_followed_and_loses_nothing_afte
                     "t[#t + 1] = s.token:str() end return t"
                 )
             assert {a["token"], b["token"]} <= set(stored), name
+    finally:
+        await replica.stop()
+        await primary.stop()
+
+
+@pytest.mark.each_release
+async def test_a_restore_older_than_its_running_replica_fences_the_primary(serve, tmp_path, user_id):
+    """Restored from a backup older than what its replica holds, the primary would write rows
+    the replica never takes (replication goes by vclock): it starts fenced and says so; the
+    documented way on (empty the replica, promote, start the replica) re-seeds the replica."""
+    paths = {name: (tmp_path / name).resolve() for name in ("primary", "replica")}
+    socket = {name: f"unix/:{path / 'tarantool.sock'}" for name, path in paths.items()}
+    common = {"SESSIONS_REPLICATION_PASSWORD": "replication-pw-8d1f"}
+    primary = make_instance(paths["primary"], environment={**common, "SESSIONS_PEERS": socket["replica"]})
+    replica_env = {
+        **common,
+        "SESSIONS_ROLE": "replica",
+        "SESSIONS_PRIMARY": socket["primary"],
+        "SESSIONS_PEERS": socket["primary"],
+    }
+    replica = make_instance(paths["replica"], environment=replica_env)
+    await primary.start()
+    await replica.start()
+
+    def state(name: str) -> dict[str, Any]:
+        with Console(paths[name] / "tarantool.control") as console:
+            return console.eval(  # type: ignore[no-any-return]
+                "return {ro = box.info.ro, role = require('sessions.role').get().role, "
+                "n = box.space.sessions:len()}"
+            )
+
+    archive = tmp_path / "older.tar.gz"
+    try:
+        client = await serve(settings_for(primary, tarantool=socket["primary"]))
+        for _ in range(10):
+            await new_session(client, user_id)
+        await asyncio.to_thread(backup, Settings(data_dir=paths["primary"]), archive)
+        for _ in range(10):
+            await new_session(client, user_id)
+        await _until(lambda: asyncio.to_thread(lambda: state("replica")["n"] == 20), "no replication")
+        await primary.stop()
+        restore(Settings(data_dir=paths["primary"]), archive)
+        await primary.start()
+        assert state("primary") == {"ro": True, "role": "fenced", "n": 10}
+        assert (
+            "rows this primary lacks (restored from an older backup?)"
+            in (paths["primary"] / "tarantool.log").read_text()
+        )
+        # The way on: the replica emptied, the primary promoted, the replica seeded again.
+        await replica.stop()
+        shutil.rmtree(paths["replica"])
+        promote(Settings(data_dir=paths["primary"]))
+        replica = make_instance(paths["replica"], environment=replica_env)
+        await replica.start()
+        await _until(lambda: _opens(client, user_id), "the restored primary does not write")
+        await _until(
+            lambda: asyncio.to_thread(lambda: state("replica")["n"] == 11), "the replica was not seeded"
+        )
     finally:
         await replica.stop()
         await primary.stop()

@@ -30,11 +30,18 @@ local function write(role, primary_at, generation)
     generation = generation or state.generation
     local data = json.encode({role = role, primary_at = primary_at, generation = generation})
     local temporary = state.path .. '.new'
-    local file = assert(fio.open(temporary, {'O_WRONLY', 'O_CREAT', 'O_TRUNC'}, tonumber('600', 8)))
-    assert(file:write(data))
-    assert(file:fsync())
+    -- Failures say which file and why (a data dir this user cannot write, say).
+    local function check(ok, err)
+        if not ok then
+            error(('cannot write the role file %s: %s'):format(temporary, tostring(err)), 0)
+        end
+        return ok
+    end
+    local file = check(fio.open(temporary, {'O_WRONLY', 'O_CREAT', 'O_TRUNC'}, tonumber('600', 8)))
+    check(file:write(data))
+    check(file:fsync())
     file:close()
-    assert(fio.rename(temporary, state.path))
+    check(fio.rename(temporary, state.path))
     state.role, state.primary_at, state.generation = role, primary_at, generation
 end
 
@@ -137,10 +144,35 @@ local function open(work_dir, initial, options)
         return {
             read_only = true,
             replication = {uri(state.primary_at)},
-            replication_connect_quorum = joined and 0 or nil,
+            -- An empty one joins its primary alone: 1, not every member the primary knows
+            -- of (a replica it had before, whose data was emptied to be seeded again, is one).
+            replication_connect_quorum = joined and 0 or 1,
         }
     end
     return {read_only = state.role ~= 'primary', replication = {}}
+end
+
+-- After box.cfg: a primary that finds an answering peer with rows it lacks has lost data of
+-- its own (restored from an older backup, a disk replaced) while that peer kept them; the peer
+-- would take none of what it writes next (replication goes by vclock), so the two would part
+-- in silence. It stays read-only (fenced) and says how to go on: the peer's address, or nil.
+local function fence_if_behind()
+    if state.role ~= 'primary' then
+        return nil
+    end
+    for _, peer in ipairs(answering_peers()) do
+        local missing = behind(peer.vclock)
+        if missing > 0 then
+            log.error('sessions: %s has %d rows this primary lacks (restored from an older backup?): '
+                .. 'it stays read-only (fenced). Stop %s and empty its data (it is seeded again from '
+                .. 'this instance when it starts), then `sessions promote` here; or, to keep its data, '
+                .. '`sessions rejoin %s` here', peer.address, missing, peer.address, peer.address)
+            box.cfg{read_only = true}
+            write('fenced', nil)
+            return peer.address
+        end
+    end
+    return nil
 end
 
 local function get()
@@ -263,6 +295,7 @@ end
 
 return {
     open = open,
+    fence_if_behind = fence_if_behind,
     get = get,
     vclock = vclock,
     promote = promote,

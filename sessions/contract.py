@@ -18,7 +18,14 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from .errors import IdempotencyConflict, Overloaded, PayloadTooLarge, SessionsError, TokenNotFound
+from .errors import (
+    IdempotencyConflict,
+    Overloaded,
+    PayloadTooLarge,
+    SessionsError,
+    StorageWriteFailed,
+    TokenNotFound,
+)
 
 __all__ = [
     "CONTEXT",
@@ -79,6 +86,8 @@ ERRORS: Mapping[str, type[SessionsError] | None] = {
     "TokenNotFound": TokenNotFound,
     "Overloaded": Overloaded,
     "IdempotencyConflict": IdempotencyConflict,
+    # Synchronous replication with too few replicas following: refused before any write.
+    "ReplicasUnavailable": StorageWriteFailed,
 }
 
 

@@ -123,6 +123,11 @@ FAMILIES: dict[str, Family] = {
             "With SESSIONS_FAILOVER=election: the id of the leader the Tarantool in use knows of (0: none)",
         ),
         Family(
+            "sessions_tarantool_writes_confirmable",
+            "gauge",
+            "0 while synchronous replication has too few replicas following to confirm a write",
+        ),
+        Family(
             "sessions_tarantool_replication_stopped",
             "gauge",
             "Upstreams Tarantool stopped following on an error (a conflict): see its log",
@@ -310,6 +315,10 @@ class Metrics:
             yield _one("sessions_storage_full", int(bool(self.storage.get("storage_full", False))))
             yield _one("sessions_touch_skipped", self.storage.get("touch_skipped", 0))
             yield _one("sessions_tarantool_replication_stopped", self.storage.get("replication_stopped", 0))
+            yield _one(
+                "sessions_tarantool_writes_confirmable",
+                int(bool(self.storage.get("writes_confirmable", True))),
+            )
             election = self.storage.get("election")
             if isinstance(election, dict):
                 yield _one("sessions_tarantool_election_term", election.get("term", 0))

@@ -102,6 +102,11 @@ def ops_routes(settings: Settings) -> tuple[Route, ...]:
         info = await service.storage.info()
         if info["ro"]:
             raise StorageUnavailable("Tarantool is read-only: new sessions cannot be written.")
+        if not info.get("writes_confirmable", True):
+            raise StorageUnavailable(
+                "Too few replicas answer to confirm a write (synchronous replication): new sessions "
+                "cannot be written; gets serve sessions as stored."
+            )
         # A full store stays ready: reads and deletes still work there, and failing every
         # instance's probe at once would take the whole service out of its load balancer.
         return success(

@@ -50,6 +50,9 @@ if type(info.election) == 'table' then
     finish(true, ('%s, term %d, leader %d, schema %d'):format(raft.state, raft.term, raft.leader,
         info.schema_version))
 end
+if info.writes_confirmable == false and not info.ro then
+    finish(false, 'writable, but too few replicas follow to confirm a write (synchronous replication)')
+end
 if info.role == 'primary' and info.ro then
     finish(false, 'primary, but read-only')
 elseif info.role == 'replica' and not info.ro then

@@ -486,6 +486,53 @@ async def test_with_synchronous_replication_and_no_replica_writes_fail_and_gets_
         await primary.stop()
 
 
+@pytest.mark.each_release
+async def test_with_synchronous_replication_and_the_replica_gone_it_says_so_at_once(serve, tmp_path, user_id):
+    """The replica stopped: the primary knows no write can be confirmed, so writes are refused
+    at once with a message about replicas, gets serve as stored without waiting, /ready and
+    the metric say so; back with the replica, writes go through."""
+    paths = {name: (tmp_path / name).resolve() for name in ("primary", "replica")}
+    common = {"SESSIONS_REPLICATION_PASSWORD": "replication-pw-8d1f"}
+    primary = make_instance(paths["primary"], environment={**common, "SESSIONS_SYNC_REPLICAS": "1"})
+    replica_env = {
+        **common,
+        "SESSIONS_ROLE": "replica",
+        "SESSIONS_PRIMARY": f"unix/:{paths['primary'] / 'tarantool.sock'}",
+    }
+    replica = make_instance(paths["replica"], environment=replica_env)
+    await primary.start()
+    await replica.start()
+    try:
+        client = await serve(settings_for(primary))
+        session = await new_session(client, user_id)
+        await replica.stop()
+
+        def unconfirmable() -> bool:
+            with Console(paths["primary"] / "tarantool.control") as console:
+                return console.eval("return sessions.info().writes_confirmable") is False
+
+        await _until(lambda: asyncio.to_thread(unconfirmable), "the primary does not see its replica gone")
+        params = {"user_id": str(user_id), "ip": "192.0.2.1"}
+        for path, query in (("/new", params), ("/del", {"token": session["token"]})):
+            started = asyncio.get_running_loop().time()
+            status, body = await call(client, path, params=query)
+            assert (status, body["code"]) == (503, "storage_write_failed"), body
+            assert "replicas" in body["message"]
+            assert asyncio.get_running_loop().time() - started < 0.3
+        started = asyncio.get_running_loop().time()
+        status, body = await call(client, "/get", params={"token": session["token"]})
+        assert status == 200 and asyncio.get_running_loop().time() - started < 0.3
+        status, body = await call(client, "/ready")
+        assert status == 503 and "replicas" in body["message"]
+        metrics = await (await client.get("/metrics")).text()
+        assert "sessions_tarantool_writes_confirmable 0.0" in metrics
+        await replica.start()
+        await _until(lambda: _opens(client, user_id), "writes do not come back with the replica")
+    finally:
+        await replica.stop()
+        await primary.stop()
+
+
 def _pair(
     tmp_path: Path, **environment: str
 ) -> tuple[EmbeddedTarantool, EmbeddedTarantool, dict[str, Path], dict[str, str]]:

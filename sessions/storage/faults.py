@@ -30,6 +30,8 @@ _WRITE_FAILED_CODES = {
     ErrorCode.ER_SYNC_ROLLBACK,
     ErrorCode.ER_SYNC_QUORUM_TIMEOUT,
 }
+# A synchronous write the quorum did not confirm in time: undone, nothing changed.
+_SYNC_CODES = {ErrorCode.ER_SYNC_ROLLBACK, ErrorCode.ER_SYNC_QUORUM_TIMEOUT}
 _UNAVAILABLE_CODES = {
     ErrorCode.ER_READONLY,
     ErrorCode.ER_LOADING,
@@ -73,6 +75,11 @@ def mapped(kind: str | None, code: int, message: str) -> Exception:
         return PayloadTooLarge()
     if code in _UNAVAILABLE_CODES:
         return StorageUnavailable()
+    if code in _SYNC_CODES:
+        return StorageWriteFailed(
+            "Too few replicas confirmed the write in time (synchronous replication); nothing was "
+            "changed, try again."
+        )
     if code in _WRITE_FAILED_CODES:
         _storage_log.warning("write-failed", "tarantool could not write: %s (%s)", message, code)
         return StorageWriteFailed()

@@ -40,7 +40,8 @@ local CAP_DELETES = 1000
 local BULK_SLOTS = 4
 
 -- The error types the operations raise on purpose; the service maps each to its answer.
-local ERRORS = {'InvalidArgument', 'PayloadTooLarge', 'TokenNotFound', 'Overloaded', 'IdempotencyConflict'}
+local ERRORS = {'InvalidArgument', 'PayloadTooLarge', 'TokenNotFound', 'Overloaded', 'IdempotencyConflict',
+                'ReplicasUnavailable'}
 local KNOWN_ERRORS = {}
 for _, name in ipairs(ERRORS) do
     KNOWN_ERRORS[name] = true
@@ -246,9 +247,12 @@ local function get(args, ctx)
         return NONE
     end
     if ctx.untouched then
-        -- Asked of an instance that may not write (no leader elected yet, say): the session
-        -- as stored, its activity not recorded this time; extra data is a write, refused.
-        check(patch == nil, 'extra data cannot be merged untouched')
+        -- Asked of an instance that may not write (no leader elected yet, too few replicas
+        -- to confirm a write): the session as stored, its activity not recorded this time;
+        -- extra data is a write, refused.
+        if patch ~= nil then
+            raise('ReplicasUnavailable', 'extra data is a write, and no write can be made now')
+        end
         return {session = with_text_token(tuple), untouched = true}
     end
     local space = box.space.sessions
@@ -463,8 +467,8 @@ local OPERATIONS = {
     rotate = {fn = rotate, batch = true, args = {'token', 'new_token'}, reply = {'session'}},
     list = {fn = list, bulk = true, args = {'kind', 'key', 'limit', 'page_bytes', 'after'},
             reply = {'sessions', 'more', 'last'}},
-    delete_all = {fn = delete_all, bulk = true, args = {'kind', 'key', 'except_token', 'checked'},
-                  reply = {'deleted', 'more'}},
+    delete_all = {fn = delete_all, bulk = true, writes = true,
+                  args = {'kind', 'key', 'except_token', 'checked'}, reply = {'deleted', 'more'}},
     count = {fn = count, bulk = true, args = {'user_id'}, reply = {'count'}},
 }
 -- What every call carries beside its own arguments.
@@ -513,6 +517,28 @@ local function error_item(err)
     return {error = {type = 'LuaError', code = 0, message = tostring(err)}}
 end
 
+local UNCONFIRMED = 'too few replicas answer to confirm this write (synchronous replication); '
+    .. 'nothing was changed, try again later'
+
+-- Whether a write can be confirmed now: always without synchronous replication; with it,
+-- while enough replicas follow this instance to make the quorum.
+local function confirmable()
+    if not box.space.sessions.is_sync then
+        return true
+    end
+    local quorum = box.cfg.replication_synchro_quorum
+    if type(quorum) ~= 'number' then
+        return true
+    end
+    local following = 1
+    for _, peer_info in pairs(box.info.replication) do
+        if peer_info.downstream ~= nil and peer_info.downstream.status == 'follow' then
+            following = following + 1
+        end
+    end
+    return following >= quorum
+end
+
 -- Whether a commit failed because the replicas synchronous replication waits for did not
 -- confirm it in time (SESSIONS_SYNC_REPLICAS): nothing of it was written.
 local function is_sync_failure(err)
@@ -553,6 +579,19 @@ local function batch(operation, items, ctx)
     check_context(ctx)
     -- The purge learns the service's rules from its calls (expiry.lua).
     expiry.set_rules(ctx.rules)
+    if not ctx.untouched and not confirmable() then
+        -- Known at once, rather than after SESSIONS_SYNC_TIMEOUT: `get`s serve their sessions
+        -- as stored, the writes are refused and change nothing.
+        if operation ~= 'get' then
+            local refused = {}
+            for i = 1, #items do
+                refused[i] = error_item(box.error.new({type = 'ReplicasUnavailable', reason = UNCONFIRMED}))
+            end
+            return refused
+        end
+        ctx = table.copy(ctx)
+        ctx.untouched = true
+    end
     local replies = {}
     -- Nothing in a write yields before commit, so the batch is atomic and isolated.
     box.begin()
@@ -590,6 +629,9 @@ local function call(operation, args, ctx)
     -- The purge learns the service's rules from its calls (expiry.lua).
     expiry.set_rules(ctx.rules)
     check_args(operation, spec, args)
+    if spec.writes and not confirmable() then
+        raise('ReplicasUnavailable', UNCONFIRMED)
+    end
     if spec.bulk then
         return in_bulk_slot(ctx.deadline, spec.fn, args, ctx)
     end
@@ -651,6 +693,9 @@ local function info()
         storage_full = memory.full,
         touch_skipped = memory.touch_skipped,
         replication_stopped = replication_stopped(),
+        -- Whether a write can be confirmed now (synchronous replication with too few
+        -- replicas following: no).
+        writes_confirmable = confirmable(),
         -- With elections (election.lua): this instance's state, the term, the leader's id.
         election = election.state() or box.NULL,
         -- Which promotion this instance's writes belong to: the election term, else the

@@ -137,7 +137,12 @@ def _print_stats(info: dict[str, Any]) -> None:
     print(f"last checkpoint:    {_when(info['last_checkpoint'])}")
     print(f"purged since start: {info['purged']}")
     print(f"read-only:          {info['ro']}")
-    print(f"role:               {info.get('role')}")
+    raft = info.get("election")
+    if isinstance(raft, dict):
+        # Elections decide (SESSIONS_FAILOVER=election): no role of its own.
+        print(f"election:           {raft['state']}, term {raft['term']}, leader id {raft['leader']}")
+    else:
+        print(f"role:               {info.get('role')}")
     print(f"storage full:       {info.get('storage_full', False)}")
     print(f"served untouched:   {info.get('touch_skipped', 0)} (gets while memory was full)")
     print(f"schema version:     {info['schema_version']} (Tarantool {info['tarantool_version']})")

@@ -31,6 +31,7 @@ lint: $(STAMP) docker-compose luacheck promtool client-tools
 	promtool check rules ops/prometheus/alerts.yml
 	SESSIONS_TARANTOOL_PASSWORD=lint docker-compose -f docker-compose.yml config -q
 	SESSIONS_TARANTOOL_PASSWORD=lint docker-compose -f docker-compose.yml -f dc.sample.yml config -q
+	SESSIONS_TARANTOOL_PASSWORD=lint SESSIONS_REPLICATION_PASSWORD=lint docker-compose -f docker-compose.yml -f dc.sample.yml -f dc.ha.yml config -q
 
 # Property-based tests with a fresh seed (printed first) and ten times the examples of
 # `make test` (FUZZ_EXAMPLES=4000 by default); a failure prints the falsifying request.
@@ -51,6 +52,7 @@ bench: $(STAMP) tarantool wrk redis-server $(VENV)/.installed-bench
 	$(BIN)/python bench/run.py
 	$(BIN)/python bench/overload.py
 	cd bench && ../$(BIN)/python sync.py
+	cd bench && ../$(BIN)/python elections.py
 
 # Where the CPU goes per request: the router's parts in isolation, then py-spy under `get`.
 profile: $(STAMP) tarantool wrk $(VENV)/.installed-bench

@@ -212,12 +212,16 @@ def service(data_dir: Path, log: Path, **env: str) -> Server:
 
 
 def instance(
-    data_dir: Path, *, memory: int = 3 * 2**30, environment: dict[str, str] | None = None
+    data_dir: Path,
+    *,
+    memory: int = 3 * 2**30,
+    environment: dict[str, str] | None = None,
+    binary: str = "tarantool",
 ) -> EmbeddedTarantool:
     return EmbeddedTarantool(
         data_dir=data_dir,
         scripts_dir=ROOT / "tarantool",
-        binary="tarantool",
+        binary=binary,
         user="sessions",
         password=PASSWORD,
         memory=memory,

@@ -137,13 +137,12 @@ def _print_stats(info: dict[str, Any]) -> None:
     print(f"last checkpoint:    {_when(info['last_checkpoint'])}")
     print(f"purged since start: {info['purged']}")
     print(f"read-only:          {info['ro']}")
-    print(f"role:               {info.get('role')}")
-    election = info.get("election")
-    if isinstance(election, dict):
-        leader = election.get("leader") or "none known"
-        print(f"election:           {election.get('state')}, term {election.get('term')}, leader {leader}")
+    raft = info.get("election")
+    if isinstance(raft, dict):
+        # Elections decide (SESSIONS_FAILOVER=election): no role of its own.
+        print(f"election:           {raft['state']}, term {raft['term']}, leader id {raft['leader']}")
     else:
-        print(f"promotion:          generation {info.get('term', 0)}")
+        print(f"role:               {info.get('role')} (promotion generation {info.get('term', 0)})")
     print(f"replication stopped: {info.get('replication_stopped', 0)} upstream(s) (see its log if not 0)")
     print(f"storage full:       {info.get('storage_full', False)}")
     print(f"served untouched:   {info.get('touch_skipped', 0)} (gets while memory was full)")

@@ -668,7 +668,7 @@ async def _write_fails_cleanly(client: Any, user_id: int) -> bool:
     return body["code"] == "storage_write_failed"
 
 
-def test_compose_files_and_dockerfile_are_valid():
+def test_compose_files_and_dockerfile_are_valid(tmp_path):
     root = Path(__file__).resolve().parent.parent
     if shutil.which("docker-compose") is None:
         pytest.skip("Debian's docker-compose is not installed")
@@ -677,12 +677,35 @@ def test_compose_files_and_dockerfile_are_valid():
         "SESSIONS_TARANTOOL_PASSWORD": PASSWORD,
         "SESSIONS_REPLICATION_PASSWORD": "r",
     }
-    for files in (["docker-compose.yml"], ["docker-compose.yml", "dc.sample.yml"]):
+    for files in (
+        ["docker-compose.yml"],
+        ["docker-compose.yml", "dc.sample.yml"],
+        ["docker-compose.yml", "dc.sample.yml", "dc.ha.yml"],
+    ):
         args = [arg for name in files for arg in ("-f", str(root / name))]
         result = subprocess.run(
             ["docker-compose", *args, "config", "-q"], env=env, capture_output=True, text=True
         )
         assert result.returncode == 0, result.stderr
+    # Elections need the replication user: dc.ha.yml is refused without its password.
+    env.pop("SESSIONS_REPLICATION_PASSWORD")
+    # An empty .env of its own: a developer's .env beside the files may well set it.
+    (tmp_path / "env").touch()
+    files = ("docker-compose.yml", "dc.sample.yml", "dc.ha.yml")
+    result = subprocess.run(
+        [
+            "docker-compose",
+            "--env-file",
+            str(tmp_path / "env"),
+            *(arg for name in files for arg in ("-f", str(root / name))),
+            "config",
+            "-q",
+        ],
+        env=env,
+        capture_output=True,
+        text=True,
+    )
+    assert result.returncode != 0 and "set SESSIONS_REPLICATION_PASSWORD" in result.stderr, result.stderr
 
 
 def test_the_lock_pins_every_runtime_dependency_within_its_range():

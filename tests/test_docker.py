@@ -15,7 +15,9 @@ import json
 import os
 import secrets
 import shutil
+import signal
 import subprocess
+import threading
 import time
 import urllib.error
 import urllib.request
@@ -33,6 +35,7 @@ from .service import free_port
 
 ROOT = Path(__file__).resolve().parent.parent
 PROJECT = "sessionstest"
+SAMPLE = ("docker-compose.yml", "dc.sample.yml")
 # The release the stack's Tarantool runs: production's when the suite has it.
 RELEASE = "2.11" if "2.11" in BINARIES else "2.6"
 STANDINS = {
@@ -68,12 +71,26 @@ def docker() -> None:
 
 
 class Stack:
-    """`docker-compose -f docker-compose.yml -f dc.sample.yml` with the stand-in images."""
+    """`docker-compose -f docker-compose.yml -f dc.sample.yml` (and more `files`) with the
+    stand-in images, as compose project `project`."""
 
-    def __init__(self, env_file: Path, port: int, api_key: str) -> None:
+    def __init__(
+        self,
+        env_file: Path,
+        port: int,
+        api_key: str,
+        *,
+        project: str = PROJECT,
+        files: tuple[str, ...] = SAMPLE,
+    ) -> None:
         self.env_file = env_file
         self.port = port
         self.api_key = api_key
+        self.project = project
+        self.files = files
+
+    def container(self, service: str) -> str:
+        return f"{self.project}_{service}_1"
 
     def compose(self, *args: str, check: bool = True, timeout: float = 600) -> str:
         result = subprocess.run(
@@ -82,11 +99,8 @@ class Stack:
                 "--env-file",
                 str(self.env_file),
                 "-p",
-                PROJECT,
-                "-f",
-                "docker-compose.yml",
-                "-f",
-                "dc.sample.yml",
+                self.project,
+                *(option for name in self.files for option in ("-f", name)),
                 *args,
             ],
             cwd=ROOT,
@@ -111,7 +125,7 @@ class Stack:
         deadline = time.monotonic() + within
         while True:
             status = subprocess.run(
-                ["docker", "inspect", "--format", "{{.State.Health.Status}}", f"{PROJECT}_{container}_1"],
+                ["docker", "inspect", "--format", "{{.State.Health.Status}}", self.container(container)],
                 capture_output=True,
                 text=True,
             ).stdout.strip()
@@ -123,21 +137,27 @@ class Stack:
             time.sleep(1)
 
 
-@pytest.fixture(scope="module")
-def stack(docker: None, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
-    env_file = tmp_path_factory.mktemp("compose") / "env"
-    port = free_port()
+def _env_file(path: Path, **more: str) -> dict[str, str]:
+    """The .env of a test stack, written to `path`: stand-in images, a free port, fresh secrets."""
     settings = {
         **STANDINS,
-        "PUBLISH_PORT": str(port),
+        "PUBLISH_PORT": str(free_port()),
         "SESSIONS_TARANTOOL_PASSWORD": secrets.token_urlsafe(16),
         "SESSIONS_REPLICATION_PASSWORD": secrets.token_urlsafe(16),
         "SESSIONS_API_KEYS": secrets.token_urlsafe(16),
         "SESSIONS_VERSION": "9.8.7-test",
         "SESSIONS_REVISION": "test-revision",
+        **more,
     }
-    env_file.write_text("".join(f"{name}={value}\n" for name, value in settings.items()))
-    running = Stack(env_file, port, settings["SESSIONS_API_KEYS"])
+    path.write_text("".join(f"{name}={value}\n" for name, value in settings.items()))
+    return settings
+
+
+@pytest.fixture(scope="module")
+def stack(docker: None, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
+    env_file = tmp_path_factory.mktemp("compose") / "env"
+    settings = _env_file(env_file)
+    running = Stack(env_file, int(settings["PUBLISH_PORT"]), settings["SESSIONS_API_KEYS"])
     backups = ROOT / "backups"
     had_backups = backups.exists()
     everything = ("--profile", "tools", "--profile", "replica")
@@ -339,6 +359,190 @@ def test_the_failover_runbook_step_by_step(stack: Stack) -> None:
         status, body = stack.request(f"/get?token={token}")
         assert status == 200, (token, body)
     print("failover runbook timings (s):", {step: round(took, 1) for step, took in timings.items()})
+
+
+# The three instances of dc.ha.yml, and the Lua the HA test runs inside one of their
+# containers: CODE (one line) on its admin console, the answer (YAML) on standard output.
+HA_FILES = (*SAMPLE, "dc.ha.yml")
+ELECTED = ("tarantool", "tarantool-2", "tarantool-3")
+CONSOLE_LUA = """
+local s = require('socket').tcp_connect('unix/', '/var/lib/tarantool/tarantool.control')
+if s == nil then os.exit(1) end
+s:write(os.getenv('CODE') .. '\\n')
+local out = ''
+while not out:find('\\n%.%.%.\\n$') do
+    local chunk = s:read({delimiter = '\\n...\\n'}, 10)
+    if chunk == nil or chunk == '' then os.exit(1) end
+    out = out .. chunk
+end
+io.stdout:write(out)
+os.exit(0)
+"""
+STATE_LUA = (
+    "local e = box.info.election return {ro = box.info.ro, state = e.state, term = e.term, "
+    "leader = e.leader, n = box.space.sessions:len()}"
+)
+TOKENS_LUA = "local t = {} for _, s in box.space.sessions:pairs() do t[#t + 1] = s.token:str() end return t"
+
+
+def _console(container: str, code: str) -> Any:
+    """`code` run on the admin console of the Tarantool in `container`; None while it does
+    not answer."""
+    done = subprocess.run(
+        ["docker", "exec", "-e", f"CODE={code}", container, "tarantool", "-e", CONSOLE_LUA],
+        capture_output=True,
+        text=True,
+        timeout=30,
+    )
+    if done.returncode != 0 or "---\n" not in done.stdout:
+        return None
+    values = yaml.safe_load(done.stdout[done.stdout.rindex("---\n") :])
+    return values[0] if values else None
+
+
+def _inspect(container: str, template: str) -> str:
+    return subprocess.run(
+        ["docker", "inspect", "--format", template, container], capture_output=True, text=True, check=True
+    ).stdout.strip()
+
+
+@pytest.fixture
+def ha_stack(docker: None, tmp_path: Path) -> Iterator[Stack]:
+    """`docker-compose -f docker-compose.yml -f dc.sample.yml -f dc.ha.yml up -d`, as a
+    project of its own beside the module's stack, all healthy; `down -v` at the end."""
+    # Images of its own: the module's stack, or another checkout's on the same engine,
+    # rebuilds the `latest` ones whenever it starts.
+    images = {"APP_IMAGE": "sessions-test/app:ha", "TARANTOOL_APP_IMAGE": "sessions-test/tarantool-app:ha"}
+    settings = _env_file(tmp_path / "env", **images)
+    running = Stack(
+        tmp_path / "env",
+        int(settings["PUBLISH_PORT"]),
+        settings["SESSIONS_API_KEYS"],
+        project=f"{PROJECT}ha",
+        files=HA_FILES,
+    )
+    running.compose("--profile", "tools", "down", "-v", "--remove-orphans", check=False)
+    try:
+        running.compose("build", "-q")
+        running.compose("up", "-d")
+        for service in (*ELECTED, "sessions"):
+            running.wait_healthy(service)
+        yield running
+    finally:
+        running.compose("--profile", "tools", "down", "-v", "--remove-orphans", check=False)
+
+
+@pytest.mark.timeout(600)
+def test_ha_the_elected_stack_survives_its_leader_killed_three_times(ha_stack: Stack) -> None:
+    """dc.ha.yml as an operator meets a crash: while a writer of `new` and a reader of `get`
+    run through the published port, the leader's Tarantool is killed with SIGKILL from the
+    host, three times; each time the others elect a leader and writes resume within seconds,
+    the restart policy brings the killed one back, and it rejoins as a follower by itself.
+    Every `get` is answered, and every acknowledged session is on all three at the end."""
+    stack = ha_stack
+    acknowledged: list[str] = []
+    # (sent, answered) of each acknowledged write.
+    answered: list[tuple[float, float]] = []
+    gets: dict[int | str, int] = {}
+    failures: dict[str, int] = {}
+    stop = threading.Event()
+
+    def ask(path: str) -> tuple[int, Any]:
+        try:
+            status, body = stack.request(path)
+        except (OSError, ValueError) as error:
+            return 0, {"code": type(error).__name__}
+        return status, body
+
+    def writer() -> None:
+        i = 0
+        while not stop.is_set():
+            i += 1
+            sent = time.monotonic()
+            status, body = ask(f"/new?user_id={2600 + i % 50}&ip=192.0.2.{i % 250 + 1}")
+            if status == 200:
+                acknowledged.append(body["data"]["token"])
+                answered.append((sent, time.monotonic()))
+            else:
+                failures[body["code"]] = failures.get(body["code"], 0) + 1
+                time.sleep(0.05)
+
+    def reader() -> None:
+        while not stop.is_set():
+            if acknowledged:
+                status, body = ask(f"/get?token={acknowledged[len(acknowledged) // 2]}")
+                key = status if status == 200 else f"{status} {body['code']}"
+                gets[key] = gets.get(key, 0) + 1
+            time.sleep(0.02)
+
+    def leader() -> str | None:
+        """The elected leader, if exactly one instance is writable and it is that."""
+        states = {name: _console(stack.container(name), STATE_LUA) or {} for name in ELECTED}
+        writable = [name for name, state in states.items() if state.get("ro") is False]
+        if len(writable) != 1 or states[writable[0]].get("state") != "leader":
+            return None
+        return writable[0]
+
+    threads = [threading.Thread(target=job, daemon=True) for job in (writer, reader)]
+    for thread in threads:
+        thread.start()
+    killed: list[str] = []
+    resumed: list[float] = []
+    try:
+        for _ in range(3):
+            name = _until(leader, "no single leader")
+            container = stack.container(name)
+            before = len(acknowledged)
+            _until(lambda before=before: len(acknowledged) > before + 20, f"writes do not go on: {failures}")
+            restarts = int(_inspect(container, "{{.RestartCount}}"))
+            # The process itself, as a crash or the kernel's OOM killer would: unlike
+            # `docker kill`, the restart policy brings the container back.
+            os.kill(int(_inspect(container, "{{.State.Pid}}")), signal.SIGKILL)
+            killed_at = time.monotonic()
+            killed.append(name)
+
+            def resumed_after(killed_at: float = killed_at) -> float | None:
+                # The first write sent after the kill that was acknowledged.
+                return next((done - killed_at for sent, done in answered if sent > killed_at), None)
+
+            resumed.append(_until(resumed_after, f"writes did not resume: {failures}"))
+            _until(
+                lambda container=container, restarts=restarts: (
+                    int(_inspect(container, "{{.RestartCount}}")) > restarts
+                ),
+                f"{name} was not restarted",
+            )
+            stack.wait_healthy(name)
+            _until(
+                lambda container=container: (_console(container, STATE_LUA) or {}).get("state") == "follower",
+                f"{name} did not rejoin as a follower",
+            )
+    finally:
+        stop.set()
+        for thread in threads:
+            thread.join(timeout=30)
+    print(
+        f"\nHA stack: killed {killed}; writes resumed after {[round(took, 2) for took in resumed]} s; "
+        f"{len(acknowledged)} acknowledged; failed writes {failures}; gets {gets}"
+    )
+    assert len(set(killed)) >= 2, "the same instance was leader every time"
+    assert max(resumed) < 10, resumed
+    assert set(gets) == {200}, gets
+    tokens = set(acknowledged)
+    for name in ELECTED:
+        container = stack.container(name)
+        _until(
+            lambda container=container: (_console(container, STATE_LUA) or {}).get("n", 0) >= len(tokens),
+            f"{name} did not catch up",
+        )
+        missing = tokens - set(_console(container, TOKENS_LUA))
+        assert not missing, f"{len(missing)} acknowledged sessions missing on {name}"
+    for token in acknowledged[:: max(1, len(acknowledged) // 100)]:
+        assert ask(f"/get?token={token}")[0] == 200, token
+    # What an operator sees: each instance healthy, and its place in the election.
+    for name in ELECTED:
+        stack.wait_healthy(name)
+    assert "election:           " in stack.compose("--profile", "tools", "run", "--rm", "tools-2", "stats")
 
 
 def test_both_images_share_one_version(stack: Stack) -> None:

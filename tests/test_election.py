@@ -235,7 +235,7 @@ async def test_a_leader_cut_off_from_the_majority_stops_taking_writes(serve, clu
         text=True,
         timeout=30,
     )
-    assert re.search(r"^election: +leader, term \d+, leader \d+$", stats.stdout, re.M), stats.stdout
+    assert re.search(r"^election: +leader, term \d+, leader id \d+$", stats.stdout, re.M), stats.stdout
     metrics = await (await client.get("/metrics")).text()
     term = _metric(metrics, "sessions_tarantool_election_term")
     assert term >= 1 and _metric(metrics, "sessions_tarantool_election_leader") >= 1

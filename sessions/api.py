@@ -73,7 +73,9 @@ async def _listing(
     service: Service, kind: str, param: Param, key: int | str, limit: int | None, after: Cursor | None
 ) -> web.Response:
     """One page of a listing, its JSON within the page budget (SESSIONS_PAGE_MAX_BYTES); a
-    Link header (RFC 8288) names the next one, if any."""
+    Link header (RFC 8288) names the next one, if any: a relative reference (`user?id=..`),
+    which resolves against this page's URL to the same path, at the root as behind a
+    gateway's prefix (`/sessions/user?..`), where an absolute path would leave the prefix."""
     settings = service.settings
     sessions, cursors, more = await service.storage.page(kind, key, limit or settings.list_max, after)
     body, count = success_within(sessions, settings.page_max_bytes)
@@ -83,7 +85,7 @@ async def _listing(
     if limit is not None:
         query["limit"] = limit
     query["after"] = make_cursor(cursors[count - 1])
-    return answer(body, {"Link": f'</{kind}?{urlencode(query)}>; rel="next"'})
+    return answer(body, {"Link": f'<{kind}?{urlencode(query)}>; rel="next"'})
 
 
 async def by_user(service: Service, user_id: int, limit: int | None, after: Cursor | None) -> web.Response:

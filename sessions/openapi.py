@@ -117,7 +117,8 @@ def _operation(route: Route, method: str) -> dict[str, Any]:
         success["headers"] = {
             "Link": {
                 "description": 'When more sessions follow: `<URL>; rel="next"` (RFC 8288), the URL of '
-                "the next page.",
+                "the next page, relative to this page's URL (`user?id=1&after=...`), so that it keeps a "
+                "gateway's path prefix.",
                 "schema": {"type": "string"},
             }
         }

@@ -35,6 +35,7 @@ from sessions_client.errors import (
 )
 
 from .conftest import settings_for
+from .gateway import Gateway
 from .service import Service
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -96,6 +97,22 @@ async def test_paging_rotation_idempotency_and_bulk_deletes(base_url, user_id, i
         assert await sessions.delete_user(user_id, keep=rotated.token) == 5
         assert [s.token for s in await sessions.by_user(user_id)] == [rotated.token]
         assert await sessions.delete_ip(ip) == 1
+
+
+@pytest.fixture
+def gateway(base_url):
+    """The service under `/sessions` behind a gateway that records what it gets."""
+    gateway = Gateway(base_url)
+    yield gateway
+    gateway.close()
+
+
+async def test_paging_behind_a_gateway_that_serves_the_service_under_a_path_prefix(gateway, user_id, ip):
+    async with SessionsClient(gateway.url, retries=0) as sessions:
+        opened = [await sessions.new(user_id, ip) for _ in range(5)]
+        walked = [s.token async for s in sessions.iter_user(user_id, page_size=2)]
+        assert walked == [s.token for s in reversed(opened)]
+        assert await sessions.delete_user(user_id) == 5
 
 
 def test_the_client_knows_every_error_code_and_field_of_the_api_document():

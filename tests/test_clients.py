@@ -15,6 +15,7 @@ import pytest
 
 import sessions
 
+from .gateway import Gateway
 from .service import Service
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -23,20 +24,26 @@ KEY = "client-test-key-0123456789"
 
 @pytest.fixture(scope="module")
 def services(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, str]]:
-    """The environment a client's test suite reads: where the services answer, the key, and
-    the open service's Tarantool (which a test pauses to make the service answer 503)."""
+    """The environment a client's test suite reads: where the services answer, the key, the
+    open service's Tarantool (which a test pauses to make the service answer 503), and a
+    gateway (tests/gateway.py) that serves the open service under `/sessions`, records what
+    it gets (`SESSIONS_GATEWAY_ROOT/seen`) and answers canned errors (`.../canned/`)."""
     root = tmp_path_factory.mktemp("clients")
     # A short storage timeout: the paused Tarantool's 503 comes after half a second.
     open_service = Service(root / "open", SESSIONS_TARANTOOL_TIMEOUT="0.5")
     keyed = Service(root / "keyed", SESSIONS_API_KEYS=KEY)
+    gateway = Gateway(f"http://127.0.0.1:{open_service.port}")
     try:
         yield {
             "SESSIONS_URL": f"http://127.0.0.1:{open_service.port}",
             "SESSIONS_KEYED_URL": f"http://127.0.0.1:{keyed.port}",
             "SESSIONS_KEY": KEY,
             "SESSIONS_TARANTOOL_PID": str(open_service.tarantool_pid),
+            "SESSIONS_GATEWAY_URL": gateway.url,
+            "SESSIONS_GATEWAY_ROOT": gateway.root,
         }
     finally:
+        gateway.close()
         for service in (open_service, keyed):
             service.stop(signal.SIGTERM)
 

@@ -174,8 +174,9 @@ export class SessionsClient {
     while (url !== null) {
       const { data, next } = await this.#send(url, { idempotent: true });
       for (const item of data) yield toSession(item);
-      // The next page's URL carries its whole query; it is relative to the service.
-      url = next === null ? null : new URL(next, this.baseUrl + '/').toString();
+      // The next page's URL carries its whole query, relative to this page's URL (so that
+      // it keeps a gateway's path prefix).
+      url = next === null ? null : new URL(next, url).toString();
     }
   }
 

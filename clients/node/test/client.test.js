@@ -74,6 +74,17 @@ test('paging walks every session of a user with more than a page', async () => {
   assert.equal(await sessions.deleteIp(ip), 1);
 });
 
+test('paging behind a gateway that serves the service under a path prefix', async () => {
+  const behind = new SessionsClient(process.env.SESSIONS_GATEWAY_URL, { timeoutMs: 5000, retries: 0 });
+  const user = aUser();
+  const opened = [];
+  for (let i = 0; i < 5; i += 1) opened.push((await behind.new(user, '192.0.2.8')).token);
+  const walked = [];
+  for await (const session of behind.byUser(user, { pageSize: 2 })) walked.push(session.token);
+  assert.deepEqual(walked, opened.reverse());
+  assert.equal(await behind.deleteUser(user), 5);
+});
+
 test('every error family', async () => {
   await assert.rejects(sessions.get('61494096-9af7-49ba-9fb4-e89c0811e6d3'), NotFoundError);
   await assert.rejects(sessions.new(1, 'not an address'), (error) => error instanceof InvalidInputError && error.code === 'invalid_ip' && error.status === 400);

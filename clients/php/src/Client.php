@@ -44,7 +44,6 @@ final class Client
     ];
 
     private readonly string $baseUrl;
-    private readonly string $origin;
     /** @var (callable(int, UnavailableException, float): void)|null */
     private $onRetry;
 
@@ -68,7 +67,6 @@ final class Client
         if ($parts === false || !isset($parts['scheme'], $parts['host'])) {
             throw new \InvalidArgumentException("not a URL: {$baseUrl}");
         }
-        $this->origin = $parts['scheme'] . '://' . $parts['host'] . (isset($parts['port']) ? ':' . $parts['port'] : '');
         $this->onRetry = $onRetry;
     }
 
@@ -170,8 +168,8 @@ final class Client
             foreach ($data as $item) {
                 yield Session::fromArray($item);
             }
-            // The next page's URL carries its whole query.
-            $url = $next === null ? null : $this->origin . $next;
+            // The next page's URL carries its whole query, relative to this page's URL.
+            $url = $next === null ? null : self::resolve($url, $next);
         }
     }
 
@@ -280,6 +278,59 @@ final class Client
         $class = self::ERROR_FAMILIES[$code] ?? UnavailableException::class;
         $retryAfter = isset($received['retry-after']) && is_numeric($received['retry-after']) ? (float) $received['retry-after'] : null;
         throw new $class($code, (string) ($envelope['message'] ?? ''), $status, $retryAfter);
+    }
+
+    /**
+     * A URL reference resolved against the URL it was found at (RFC 3986, section 5.2): a
+     * Link of `user?id=1&after=...` from `http://gateway/sessions/user?id=1` is
+     * `http://gateway/sessions/user?id=1&after=...`, keeping the gateway's path prefix.
+     *
+     * @internal public for its tests only
+     */
+    public static function resolve(string $base, string $reference): string
+    {
+        if (preg_match('/^[A-Za-z][A-Za-z0-9+.-]*:/', $reference) === 1) {
+            return $reference;
+        }
+        preg_match('#^([A-Za-z][A-Za-z0-9+.-]*:)(//[^/?\#]*)?([^?\#]*)(\?[^\#]*)?#', $base, $parts);
+        [$scheme, $authority, $path, $query] = [$parts[1], $parts[2] ?? '', $parts[3] ?? '', $parts[4] ?? ''];
+        $reference = explode('#', $reference, 2)[0];
+        if (str_starts_with($reference, '//')) {
+            return $scheme . $reference;
+        }
+        if ($reference === '') {
+            return $scheme . $authority . $path . $query;
+        }
+        if (str_starts_with($reference, '?')) {
+            return $scheme . $authority . $path . $reference;
+        }
+        [$refPath, $refQuery] = array_pad(explode('?', $reference, 2), 2, null);
+        if (!str_starts_with($refPath, '/')) {
+            $directory = $authority !== '' && $path === '' ? '/' : substr($path, 0, (int) strrpos($path, '/') + 1);
+            $refPath = $directory . $refPath;
+        }
+        return $scheme . $authority . self::withoutDotSegments($refPath) . ($refQuery === null ? '' : '?' . $refQuery);
+    }
+
+    /** The path with its `.` and `..` segments applied (RFC 3986, section 5.2.4). */
+    private static function withoutDotSegments(string $path): string
+    {
+        $segments = explode('/', $path);
+        $last = count($segments) - 1;
+        $output = [];
+        foreach ($segments as $i => $segment) {
+            if ($segment !== '.' && $segment !== '..') {
+                $output[] = $segment;
+                continue;
+            }
+            if ($segment === '..' && count($output) > 1) {
+                array_pop($output);
+            }
+            if ($i === $last) {
+                $output[] = ''; // a path that ends in `.` or `..` names a directory
+            }
+        }
+        return implode('/', $output);
     }
 
     private static function nextLink(?string $header): ?string

@@ -106,6 +106,42 @@ final class ClientTest extends TestCase
         self::assertSame(1, $this->sessions->deleteIp($ip));
     }
 
+    public function testReferencesResolveAsRfc3986Says(): void
+    {
+        // The normal examples of RFC 3986, section 5.4.1, and the service's own Link.
+        $base = 'http://a/b/c/d;p?q';
+        $examples = [
+            'g:h' => 'g:h', 'g' => 'http://a/b/c/g', './g' => 'http://a/b/c/g', 'g/' => 'http://a/b/c/g/',
+            '/g' => 'http://a/g', '//g' => 'http://g', '?y' => 'http://a/b/c/d;p?y', 'g?y' => 'http://a/b/c/g?y',
+            '#s' => 'http://a/b/c/d;p?q', 'g#s' => 'http://a/b/c/g', ';x' => 'http://a/b/c/;x', '' => 'http://a/b/c/d;p?q',
+            '.' => 'http://a/b/c/', './' => 'http://a/b/c/', '..' => 'http://a/b/', '../' => 'http://a/b/',
+            '../g' => 'http://a/b/g', '../..' => 'http://a/', '../../' => 'http://a/', '../../g' => 'http://a/g',
+        ];
+        foreach ($examples as $reference => $expected) {
+            self::assertSame($expected, Client::resolve($base, (string) $reference), "'{$reference}'");
+        }
+        self::assertSame(
+            'http://gateway/sessions/user?id=1&after=AAAA',
+            Client::resolve('http://gateway/sessions/user?id=1', 'user?id=1&after=AAAA'),
+        );
+    }
+
+    public function testPagingBehindAGatewayThatServesTheServiceUnderAPathPrefix(): void
+    {
+        $behind = new Client((string) getenv('SESSIONS_GATEWAY_URL'), timeout: 5.0, retries: 0);
+        $user = self::aUser();
+        $opened = [];
+        for ($i = 0; $i < 5; $i++) {
+            $opened[] = $behind->new($user, '192.0.2.8')->token;
+        }
+        $walked = [];
+        foreach ($behind->byUser($user, pageSize: 2) as $session) {
+            $walked[] = $session->token;
+        }
+        self::assertSame(array_reverse($opened), $walked);
+        self::assertSame(5, $behind->deleteUser($user));
+    }
+
     public function testEveryErrorFamily(): void
     {
         try {

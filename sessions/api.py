@@ -116,6 +116,7 @@ METHODS: tuple[Route, ...] = (
         summary="Check a session and mark it active; with ip, move it to that address",
         errors=(StorageFull,),
         work=CHECK,
+        retry_safe=True,  # the same activity, address and merge again
     ),
     Route("/del", delete, "del", (TOKEN,), summary="End a session", errors=(BadRequest,), work=CHECK),
     Route(
@@ -126,6 +127,7 @@ METHODS: tuple[Route, ...] = (
         summary="Live sessions of a user, newest opened first, a page at a time",
         result=SESSIONS,
         work=BULK,
+        retry_safe=True,
     ),
     Route(
         "/ip",
@@ -135,6 +137,7 @@ METHODS: tuple[Route, ...] = (
         summary="Live sessions last seen from an address, newest opened first, a page at a time",
         result=SESSIONS,
         work=BULK,
+        retry_safe=True,
     ),
     Route(
         "/user/del",
@@ -173,5 +176,6 @@ METHODS: tuple[Route, ...] = (
         summary="How many live sessions a user has",
         result=Count,
         work=BULK,
+        retry_safe=True,
     ),
 )

@@ -71,6 +71,19 @@ def test_the_node_client_passes_its_suite(services):
     assert "\n# fail 0" in report and "\n# skipped 0" in report, report
 
 
+def test_the_node_clients_type_declarations_pass_tsc():
+    """index.d.ts against clients/node/typecheck.ts, a program using all of it, under --strict
+    (tsc: Debian's node-typescript, which make installs; no dependency of the client)."""
+    if shutil.which("tsc") is None:
+        if os.environ.get("CI") == "true":
+            pytest.fail("tsc is not installed (make test installs node-typescript)")
+        pytest.skip("tsc is not installed (make test installs node-typescript)")
+    done = subprocess.run(
+        ["tsc", "-p", "tsconfig.json"], cwd=ROOT / "clients/node", capture_output=True, text=True, timeout=120
+    )
+    assert done.returncode == 0, done.stdout + done.stderr
+
+
 def test_the_php_client_passes_its_suite(services):
     report = _suite(
         "phpunit", ["phpunit", "--colors=never", "--configuration", "phpunit.xml"], "php", services

@@ -50,6 +50,125 @@ final class ClientTest extends TestCase
         }
     }
 
+    public function testTheFamiliesRetryRulesAndSafeOperationsAreTheApiDocuments(): void
+    {
+        $document = json_decode((string) file_get_contents(__DIR__ . '/../../../openapi.json'), true, 512, JSON_THROW_ON_ERROR);
+        $code = $document['components']['schemas']['Error']['properties']['code'];
+        $families = ['not_found' => NotFoundException::class, 'invalid_input' => InvalidInputException::class, 'unavailable' => UnavailableException::class];
+        foreach ($code['x-family'] as $name => $family) {
+            self::assertSame($families[$family], Client::ERROR_FAMILIES[$name], $name);
+            self::assertSame($code['x-retry'][$name], Client::RETRY[$name], $name);
+        }
+        foreach ($document['paths'] as $path => $item) {
+            self::assertSame($item['post']['x-retry-safe'], Client::RETRY_SAFE[$path], $path);
+            self::assertSame($item['post']['x-retry-safe-with'] ?? null, Client::RETRY_SAFE_WITH[$path] ?? null, $path);
+        }
+    }
+
+    public function testTheTokenToKeepTravelsInAHeaderNeverInTheUrl(): void
+    {
+        $behind = new Client((string) getenv('SESSIONS_GATEWAY_URL'), timeout: 5.0);
+        $user = self::aUser();
+        $kept = $behind->new($user, '192.0.2.9');
+        $behind->new($user, '192.0.2.9');
+        self::assertSame(1, $behind->deleteUser($user, keep: $kept->token));
+        $behind->get($kept->token);
+        $requests = self::seen();
+        $sent = array_values(array_filter($requests, static fn ($r) => str_starts_with($r['target'], '/sessions/user/del')));
+        self::assertSame($kept->token, end($sent)['headers']['X-Session-Token']);
+        self::assertSame([], array_filter($requests, static fn ($r) => str_contains($r['target'], $kept->token)));
+    }
+
+    public function testAHeaderValueAHeaderCannotHoldIsInvalidInputAndNothingIsSent(): void
+    {
+        $url = (string) getenv('SESSIONS_GATEWAY_URL');
+        $behind = new Client($url, timeout: 5.0);
+        $before = count(self::seen());
+        foreach (["61494096-9af7-49ba-9fb4-e89c0811e6d3\r\nX-Evil: 1", "a\nb", "nul\0", "\u{e9}"] as $bad) {
+            $calls = [
+                static fn () => $behind->get($bad),
+                static fn () => $behind->delete($bad),
+                static fn () => $behind->rotate($bad),
+                static fn () => $behind->deleteUser(self::aUser(), keep: $bad),
+                static fn () => $behind->new(self::aUser(), '192.0.2.1', idempotencyKey: $bad),
+                static fn () => new Client($url, apiKey: $bad),
+            ];
+            foreach ($calls as $number => $call) {
+                try {
+                    $call();
+                    self::fail("call {$number} took " . json_encode($bad));
+                } catch (InvalidInputException $error) {
+                    self::assertSame('bad_request', $error->getErrorCode());
+                    self::assertNull($error->getStatus());
+                }
+            }
+        }
+        self::assertCount($before, self::seen());
+    }
+
+    public function testExtraDataJsonCannotCarryIsInvalidInputAndNothingIsSent(): void
+    {
+        $behind = new Client((string) getenv('SESSIONS_GATEWAY_URL'), timeout: 5.0);
+        $before = count(self::seen());
+        foreach ([['n' => INF], ['n' => NAN], ['s' => "\xff not UTF-8"]] as $extra) {
+            try {
+                $behind->new(self::aUser(), '192.0.2.1', extra: $extra);
+                self::fail('extra data JSON cannot carry was taken');
+            } catch (InvalidInputException $error) {
+                self::assertSame('invalid_extra', $error->getErrorCode());
+            }
+        }
+        self::assertCount($before, self::seen());
+    }
+
+    public function testInternalErrorAndCodesOfALaterReleaseFollowTheDocumentedRuleAndAreNotRetried(): void
+    {
+        $root = (string) getenv('SESSIONS_GATEWAY_ROOT');
+        foreach ([[500, 'internal_error', UnavailableException::class], [418, 'a_later_code', InvalidInputException::class], [503, 'a_later_code', UnavailableException::class]] as [$status, $code, $family]) {
+            $path = "/canned/{$status}/{$code}/" . self::aUser();
+            $retried = [];
+            $canned = new Client($root . $path, onRetry: static function (int $attempt) use (&$retried): void {
+                $retried[] = $attempt;
+            });
+            try {
+                $canned->get('61494096-9af7-49ba-9fb4-e89c0811e6d3');
+                self::fail("{$status} {$code} answered");
+            } catch (\Sessions\Client\Exception\SessionsException $error) {
+                self::assertInstanceOf($family, $error);
+                self::assertSame([$code, $status], [$error->getErrorCode(), $error->getStatus()]);
+            }
+            self::assertSame([], $retried);
+            self::assertCount(1, array_filter(self::seen(), static fn ($r) => str_starts_with($r['target'], $path)));
+        }
+    }
+
+    public function testADeadlineBoundsAWholeCallAgainstAServiceThatAcceptsAndNeverAnswers(): void
+    {
+        // Listening, never accepting: the kernel completes the connection, nobody answers.
+        $hung = stream_socket_server('tcp://127.0.0.1:0');
+        self::assertNotFalse($hung);
+        $address = stream_socket_get_name($hung, false);
+        $bounded = new Client("http://{$address}", timeout: 0.3, retries: 2, deadline: 0.5);
+        $started = hrtime(true);
+        try {
+            $bounded->get('61494096-9af7-49ba-9fb4-e89c0811e6d3');
+            self::fail('a hung service answered');
+        } catch (UnavailableException $error) {
+            self::assertSame('service_unavailable', $error->getErrorCode());
+        }
+        // Without the deadline: 3 attempts of 0.3 s and 0.1 + 0.2 s of waits, 1.2 s.
+        $took = (hrtime(true) - $started) / 1e9;
+        self::assertGreaterThan(0.45, $took);
+        self::assertLessThan(0.8, $took);
+        fclose($hung);
+    }
+
+    /** @return list<array{method: string, target: string, headers: array<string, string>}> */
+    private static function seen(): array
+    {
+        return json_decode((string) file_get_contents(getenv('SESSIONS_GATEWAY_ROOT') . '/seen'), true, 512, JSON_THROW_ON_ERROR);
+    }
+
     public function testASessionRoundTrip(): void
     {
         $user = self::aUser();

@@ -95,6 +95,8 @@ def test_the_clients_are_versioned_with_the_service():
     node = json.loads((ROOT / "clients/node/package.json").read_text())
     php = json.loads((ROOT / "clients/php/composer.json").read_text())
     assert node["version"] == sessions.__version__
-    assert php["version"] == sessions.__version__
+    # Composer takes a release's version from its tag; the client says its own in a constant.
+    client = (ROOT / "clients/php/src/Client.php").read_text()
+    assert f"public const VERSION = '{sessions.__version__}';" in client
     assert node.get("dependencies", {}) == {}
     assert set(php["require"]) == {"php", "ext-curl", "ext-json"}

@@ -19,6 +19,9 @@ use Sessions\Client\Exception\UnavailableException;
  */
 final class Client
 {
+    /** Versioned with the service (Composer takes a release's version from its tag). */
+    public const VERSION = '0.1.0';
+
     /**
      * Every error code of the API, by the family of exception it is raised as: the API
      * document's `x-family`. A code this client does not know (a later release's) is an

@@ -163,6 +163,23 @@ final class ClientTest extends TestCase
         fclose($hung);
     }
 
+    public function testThePackageIsValidForComposerAndShipsNoTests(): void
+    {
+        // What `composer validate --strict` asks of a library published from a repository:
+        // a license, and no `version` (tags give it).
+        $composer = json_decode((string) file_get_contents(__DIR__ . '/../composer.json'), true, 512, JSON_THROW_ON_ERROR);
+        self::assertArrayHasKey('license', $composer);
+        self::assertArrayNotHasKey('version', $composer);
+        // The archive Composer installs into vendor/ (git archive, export-ignore) holds the
+        // client, not its tests.
+        foreach (['tests', 'phpunit.xml', 'autoload.php', 'src', 'src/Client.php', 'README.md'] as $path) {
+            $attribute = trim((string) shell_exec('git -C ' . escapeshellarg(__DIR__ . '/..') . ' check-attr export-ignore -- ' . escapeshellarg($path)));
+            $ignored = $path === 'tests' || $path === 'phpunit.xml';
+            self::assertStringEndsWith($ignored ? ': set' : ': unspecified', $attribute, $path);
+        }
+        self::assertSame(['/tests', '/phpunit.xml'], $composer['archive']['exclude'] ?? null);
+    }
+
     /** @return list<array{method: string, target: string, headers: array<string, string>}> */
     private static function seen(): array
     {

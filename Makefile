@@ -101,9 +101,11 @@ promtool:
 luacheck:
 	@command -v luacheck >/dev/null || { $(APT) update -q && $(APT) install -y -q lua-check; }
 
-# The PHP and Node clients' own test suites (PHPUnit, node --test), run by the suite.
+# The PHP and Node clients' own test suites (PHPUnit, node --test), run by the suite, and
+# Debian's TypeScript, whose tsc checks the Node client's type declarations.
 client-tools:
 	@command -v node >/dev/null || { $(APT) update -q && $(APT) install -y -q nodejs; }
+	@command -v tsc >/dev/null || { $(APT) update -q && $(APT) install -y -q node-typescript; }
 	@command -v phpunit >/dev/null && php -m | grep -qx curl \
 		|| { $(APT) update -q && $(APT) install -y -q php-cli php-curl phpunit; }
 

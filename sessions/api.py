@@ -73,7 +73,9 @@ async def _listing(
     service: Service, kind: str, param: Param, key: int | str, limit: int | None, after: Cursor | None
 ) -> web.Response:
     """One page of a listing, its JSON within the page budget (SESSIONS_PAGE_MAX_BYTES); a
-    Link header (RFC 8288) names the next one, if any."""
+    Link header (RFC 8288) names the next one, if any: a relative reference (`user?id=..`),
+    which resolves against this page's URL to the same path, at the root as behind a
+    gateway's prefix (`/sessions/user?..`), where an absolute path would leave the prefix."""
     settings = service.settings
     sessions, cursors, more = await service.storage.page(kind, key, limit or settings.list_max, after)
     body, count = success_within(sessions, settings.page_max_bytes)
@@ -83,7 +85,7 @@ async def _listing(
     if limit is not None:
         query["limit"] = limit
     query["after"] = make_cursor(cursors[count - 1])
-    return answer(body, {"Link": f'</{kind}?{urlencode(query)}>; rel="next"'})
+    return answer(body, {"Link": f'<{kind}?{urlencode(query)}>; rel="next"'})
 
 
 async def by_user(service: Service, user_id: int, limit: int | None, after: Cursor | None) -> web.Response:
@@ -114,6 +116,7 @@ METHODS: tuple[Route, ...] = (
         summary="Check a session and mark it active; with ip, move it to that address",
         errors=(StorageFull,),
         work=CHECK,
+        retry_safe=True,  # the same activity, address and merge again
     ),
     Route("/del", delete, "del", (TOKEN,), summary="End a session", errors=(BadRequest,), work=CHECK),
     Route(
@@ -124,6 +127,7 @@ METHODS: tuple[Route, ...] = (
         summary="Live sessions of a user, newest opened first, a page at a time",
         result=SESSIONS,
         work=BULK,
+        retry_safe=True,
     ),
     Route(
         "/ip",
@@ -133,6 +137,7 @@ METHODS: tuple[Route, ...] = (
         summary="Live sessions last seen from an address, newest opened first, a page at a time",
         result=SESSIONS,
         work=BULK,
+        retry_safe=True,
     ),
     Route(
         "/user/del",
@@ -171,5 +176,6 @@ METHODS: tuple[Route, ...] = (
         summary="How many live sessions a user has",
         result=Count,
         work=BULK,
+        retry_safe=True,
     ),
 )

@@ -1,13 +1,16 @@
-"""The service's errors: each carries the envelope code, a message and the HTTP status."""
+"""The service's errors: each carries the envelope code, a message and the HTTP status, and
+what a client does about it (its family, and whether it may repeat the call), which the API
+document gives the clients (`x-family`, `x-retry`)."""
 
 from __future__ import annotations
 
-from typing import ClassVar
+from typing import ClassVar, Literal
 
 __all__ = [
     "BY_CODE",
     "BadRequest",
     "ExpectationFailed",
+    "Family",
     "IdempotencyConflict",
     "InternalError",
     "InvalidCursor",
@@ -21,6 +24,7 @@ __all__ = [
     "Overloaded",
     "PayloadTooLarge",
     "RequestTimeout",
+    "Retry",
     "SessionsError",
     "StorageFull",
     "StorageUnavailable",
@@ -30,6 +34,14 @@ __all__ = [
 ]
 
 
+# What the caller does: sign the user in (the session is not there), fix the request, or
+# take it that the service cannot answer now (which is never "no session").
+Family = Literal["not_found", "invalid_input", "unavailable"]
+# Whether a client repeats the call after this answer: always (nothing was done), if the
+# operation is safe to repeat (its `x-retry-safe`), or never.
+Retry = Literal["always", "if_safe", "never"]
+
+
 class SessionsError(Exception):
     """Base of every error the API reports; rendered as the error envelope."""
 
@@ -37,6 +49,9 @@ class SessionsError(Exception):
     code: ClassVar[str] = "internal_error"
     default_message: ClassVar[str] = "Internal error."
     headers: ClassVar[dict[str, str]] = {}
+    # A bug: the service cannot answer this now, and repeating it will not pass in a second.
+    family: ClassVar[Family] = "unavailable"
+    retry: ClassVar[Retry] = "never"
 
     def __init__(self, message: str | None = None) -> None:
         self.message = message or self.default_message
@@ -55,6 +70,7 @@ class BadRequest(SessionsError):
 
     status = 400
     code = "bad_request"
+    family = "invalid_input"
     default_message = "The request is not valid HTTP."
 
 
@@ -63,6 +79,7 @@ class Unauthorized(SessionsError):
 
     status = 401
     code = "unauthorized"
+    family = "invalid_input"
     default_message = "A valid API key is required: Authorization: Bearer KEY."
     headers: ClassVar[dict[str, str]] = {"WWW-Authenticate": "Bearer"}
 
@@ -72,6 +89,7 @@ class RequestTimeout(SessionsError):
 
     status = 408
     code = "request_timeout"
+    family = "invalid_input"
     default_message = "The request was not received in time."
 
 
@@ -80,6 +98,7 @@ class InvalidUserId(SessionsError):
 
     status = 400
     code = "invalid_user_id"
+    family = "invalid_input"
     default_message = "User id must be a positive integer up to 9223372036854775807."
 
 
@@ -88,6 +107,7 @@ class InvalidIp(SessionsError):
 
     status = 400
     code = "invalid_ip"
+    family = "invalid_input"
     default_message = "IP must be an IPv4 or IPv6 address."
 
 
@@ -98,6 +118,7 @@ class InvalidExtra(SessionsError):
 
     status = 400
     code = "invalid_extra"
+    family = "invalid_input"
     default_message = "Extra data must be a JSON object or a form-encoded body."
 
 
@@ -106,6 +127,7 @@ class InvalidTtl(SessionsError):
 
     status = 400
     code = "invalid_ttl"
+    family = "invalid_input"
     default_message = "ttl must be a whole number of seconds from 1 to the service's idle TTL."
 
 
@@ -114,6 +136,7 @@ class InvalidLimit(SessionsError):
 
     status = 400
     code = "invalid_limit"
+    family = "invalid_input"
     default_message = "Limit must be an integer from 1 to 1000."
 
 
@@ -122,6 +145,7 @@ class InvalidCursor(SessionsError):
 
     status = 400
     code = "invalid_cursor"
+    family = "invalid_input"
     default_message = "The cursor is not one this service gave: follow the Link header's next URL."
 
 
@@ -130,6 +154,7 @@ class TokenNotFound(SessionsError):
 
     status = 404
     code = "token_not_found"
+    family = "not_found"
     default_message = "No live session has this token."
 
 
@@ -138,6 +163,7 @@ class NotFound(SessionsError):
 
     status = 404
     code = "not_found"
+    family = "invalid_input"
     default_message = "No such method."
 
 
@@ -148,6 +174,7 @@ class MethodNotAllowed(SessionsError):
 
     status = 405
     code = "method_not_allowed"
+    family = "invalid_input"
     default_message = "Use GET or POST."
 
     def __init__(self, message: str | None = None, *, allow: tuple[str, ...] = ("GET", "POST")) -> None:
@@ -163,6 +190,7 @@ class ExpectationFailed(SessionsError):
 
     status = 417
     code = "expectation_failed"
+    family = "invalid_input"
     default_message = "The only Expect this service knows is 100-continue."
 
 
@@ -171,6 +199,7 @@ class PayloadTooLarge(SessionsError):
 
     status = 413
     code = "payload_too_large"
+    family = "invalid_input"
     default_message = "Extra data is too large."
 
 
@@ -185,6 +214,7 @@ class StorageUnavailable(SessionsError):
 
     status = 503
     code = "storage_unavailable"
+    retry = "if_safe"
     default_message = "Session storage is unavailable, try again."
     headers = _RETRY_SOON
 
@@ -194,6 +224,7 @@ class StorageFull(SessionsError):
 
     status = 503
     code = "storage_full"
+    retry = "if_safe"
     default_message = "Session storage is out of memory; no new sessions or extra data can be stored."
     headers = _RETRY_SOON
 
@@ -205,6 +236,7 @@ class StorageWriteFailed(SessionsError):
 
     status = 503
     code = "storage_write_failed"
+    retry = "if_safe"
     default_message = "Session storage could not write to disk; nothing was changed, try again."
     headers = _RETRY_SOON
 
@@ -217,6 +249,7 @@ class Overloaded(SessionsError):
 
     status = 503
     code = "overloaded"
+    retry = "always"
     default_message = "The service is too busy to start this request; nothing was done. Retry later."
     headers = _RETRY_SOON
 
@@ -228,6 +261,7 @@ class IdempotencyConflict(SessionsError):
 
     status = 409
     code = "idempotency_conflict"
+    family = "invalid_input"
     default_message = "This Idempotency-Key was used with other parameters."
 
 

@@ -24,7 +24,7 @@ from .errors import (
 )
 from .extra import MAX_DEPTH, MAX_KEYS
 from .models import SessionObject
-from .params import USER_ID_FORMAT_DOC
+from .params import IDEMPOTENCY_KEY, USER_ID_FORMAT_DOC
 from .routing import SESSION, SESSIONS, Result, Route
 
 __all__ = ["build_spec"]
@@ -53,10 +53,24 @@ class SessionsAnswer(_Answer):
     data: list[SessionObject]
 
 
+# What a client does with each code (errors.py): `x-family`, what the caller does about it,
+# and `x-retry`, whether to repeat the call (`if_safe`: when the operation's `x-retry-safe`).
+_CODES = sorted(BY_CODE)
+
+
 class Error(BaseModel):
     model_config = ConfigDict(extra="forbid")
     status: Literal["error"]
-    code: Annotated[str, Field(json_schema_extra={"enum": sorted(BY_CODE)})]
+    code: Annotated[
+        str,
+        Field(
+            json_schema_extra={
+                "enum": _CODES,
+                "x-family": {code: BY_CODE[code].family for code in _CODES},
+                "x-retry": {code: BY_CODE[code].retry for code in _CODES},
+            }
+        ),
+    ]
     message: str
 
 
@@ -117,13 +131,16 @@ def _operation(route: Route, method: str) -> dict[str, Any]:
         success["headers"] = {
             "Link": {
                 "description": 'When more sessions follow: `<URL>; rel="next"` (RFC 8288), the URL of '
-                "the next page.",
+                "the next page, relative to this page's URL (`user?id=1&after=...`), so that it keeps a "
+                "gateway's path prefix.",
                 "schema": {"type": "string"},
             }
         }
     operation: dict[str, Any] = {
         "operationId": f"{route.path.strip('/')}_{method}",
         "summary": route.summary,
+        "x-retry-safe": route.retry_safe,
+        **({"x-retry-safe-with": IDEMPOTENCY_KEY.name} if IDEMPOTENCY_KEY in route.params else {}),
         "parameters": [
             *(entry for param in route.params for entry in param.documented()),
             *([dict(USER_ID_FORMAT_DOC)] if route.result in (SESSION, SESSIONS) else []),

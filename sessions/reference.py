@@ -65,10 +65,15 @@ def overview() -> str:
     return table
 
 
+# How docs/api.md words an error's `x-retry`.
+_RETRIED = {"always": "any call", "if_safe": "if safe", "never": "no"}
+
+
 def errors() -> str:
-    table = _row("code", "HTTP", "when") + "|---|---|---|\n"
+    table = _row("code", "HTTP", "family", "retried", "when") + "|---|---|---|---|---|\n"
     for code, error in sorted(BY_CODE.items(), key=lambda item: (item[1].status, item[0])):
-        table += _row(f"`{code}`", str(error.status), _text(error.__doc__ or ""))
+        cells = (f"`{code}`", str(error.status), f"`{error.family}`", _RETRIED[error.retry])
+        table += _row(*cells, _text(error.__doc__ or ""))
     return table
 
 

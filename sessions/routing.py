@@ -85,6 +85,9 @@ class Route:
     result: Result = SESSION
     errors: tuple[type[SessionsError], ...] = ()  # beside its parameters' and any method's
     work: str | None = None  # CHECK or BULK for the API's methods; None: not gated (ops)
+    # Whether a client may repeat a call whose answer it did not get without doing its work
+    # twice (the API description's `x-retry-safe`); `new` is, with an Idempotency-Key.
+    retry_safe: bool = False
     # The Lua operation the handler calls when it only forwards its parameters (forward()):
     # the service checks at connect time that the Lua it talks to has it.
     operation: Operation | None = None

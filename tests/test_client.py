@@ -11,6 +11,7 @@ import socket
 import subprocess
 import sys
 import textwrap
+import time
 import tomllib
 from pathlib import Path
 
@@ -20,9 +21,18 @@ import pytest
 import sessions
 import sessions_client
 from sessions.models import SessionObject as ServerSessionObject
-from sessions_client import ServiceUnavailable, SessionObject, SessionsClient
+from sessions_client import (
+    RETRY_SAFE,
+    RETRY_SAFE_WITH,
+    ServiceUnavailable,
+    SessionObject,
+    SessionsClient,
+    errors,
+)
 from sessions_client.errors import (
     BY_CODE,
+    FAMILIES,
+    BadRequest,
     IdempotencyConflict,
     InvalidExtra,
     InvalidInput,
@@ -35,6 +45,7 @@ from sessions_client.errors import (
 )
 
 from .conftest import settings_for
+from .gateway import Gateway
 from .service import Service
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -98,6 +109,122 @@ async def test_paging_rotation_idempotency_and_bulk_deletes(base_url, user_id, i
         assert await sessions.delete_ip(ip) == 1
 
 
+@pytest.fixture
+def gateway(base_url):
+    """The service under `/sessions` behind a gateway that records what it gets."""
+    gateway = Gateway(base_url)
+    yield gateway
+    gateway.close()
+
+
+async def test_paging_behind_a_gateway_that_serves_the_service_under_a_path_prefix(gateway, user_id, ip):
+    async with SessionsClient(gateway.url, retries=0) as sessions:
+        opened = [await sessions.new(user_id, ip) for _ in range(5)]
+        walked = [s.token async for s in sessions.iter_user(user_id, page_size=2)]
+        assert walked == [s.token for s in reversed(opened)]
+        assert await sessions.delete_user(user_id) == 5
+
+
+async def test_the_token_to_keep_travels_in_a_header_never_in_the_url(gateway, user_id, ip):
+    async with SessionsClient(gateway.url) as sessions:
+        kept = await sessions.new(user_id, ip)
+        await sessions.new(user_id, ip)
+        assert await sessions.delete_user(user_id, keep=kept.token) == 1
+        await sessions.get(kept.token)
+    sent = [request for request in gateway.seen if request["target"].startswith("/sessions/user/del")]
+    assert len(sent) == 1 and sent[0]["headers"]["X-Session-Token"] == kept.token
+    assert not [request["target"] for request in gateway.seen if kept.token in request["target"]]
+
+
+@pytest.mark.parametrize("bad", ["61494096-9af7-49ba-9fb4-e89c0811e6d3\r\nX-Evil: 1", "a\nb", "nul\x00", "é"])
+async def test_a_header_value_a_header_cannot_hold_is_invalid_input_and_nothing_is_sent(
+    gateway, user_id, bad
+):
+    async with SessionsClient(gateway.url) as sessions:
+        calls = [
+            sessions.get(bad),
+            sessions.delete(bad),
+            sessions.rotate(bad),
+            sessions.delete_user(user_id, keep=bad),
+            sessions.new(user_id, "192.0.2.1", idempotency_key=bad),
+        ]
+        for call in calls:
+            with pytest.raises(BadRequest) as refused:
+                await call
+            assert isinstance(refused.value, InvalidInput) and refused.value.status is None
+    with pytest.raises(BadRequest):
+        SessionsClient(gateway.url, api_key=bad)
+    assert gateway.seen == []
+
+
+def test_the_client_follows_the_api_document_on_families_retries_and_safe_operations():
+    """The document's x-family and x-retry of each code and x-retry-safe(-with) of each
+    operation (sessions/openapi.py) are the client's, so all three clients act alike."""
+    document = orjson.loads((ROOT / "openapi.json").read_bytes())
+    code = document["components"]["schemas"]["Error"]["properties"]["code"]
+    for name, family in code["x-family"].items():
+        assert issubclass(BY_CODE[name], FAMILIES[family]), (name, family)
+        assert BY_CODE[name].retry == code["x-retry"][name], name
+    for path, item in document["paths"].items():
+        assert RETRY_SAFE[path] == item["post"]["x-retry-safe"], path
+        assert RETRY_SAFE_WITH.get(path) == item["post"].get("x-retry-safe-with"), path
+
+
+@pytest.mark.parametrize(
+    ("status", "code", "family"),
+    [
+        (500, "internal_error", Unavailable),
+        (418, "a_later_code", InvalidInput),
+        (503, "a_later_code", Unavailable),
+    ],
+)
+async def test_internal_errors_and_unknown_codes_follow_the_documented_rule_and_are_not_retried(
+    gateway, status, code, family
+):
+    retried = []
+    async with SessionsClient(
+        f"{gateway.root}/canned/{status}/{code}", on_retry=lambda *event: retried.append(event)
+    ) as sessions:
+        with pytest.raises(family) as raised:
+            await sessions.get("61494096-9af7-49ba-9fb4-e89c0811e6d3")
+    assert (raised.value.code, raised.value.status) == (code, status)
+    assert not isinstance(raised.value, NotFoundError)
+    assert retried == [] and len(gateway.seen) == 1
+
+
+async def test_a_deadline_bounds_a_whole_call_against_a_service_that_never_answers():
+    """A service that accepts and never answers: each attempt waits `timeout`, and a call
+    safe to repeat is tried three times; `deadline` bounds the whole call, waits included."""
+    with socket.socket() as hung:
+        hung.bind(("127.0.0.1", 0))
+        hung.listen(8)  # the kernel accepts; nobody reads
+        url = f"http://127.0.0.1:{hung.getsockname()[1]}"
+        async with SessionsClient(url, timeout=0.4, retries=2, deadline=0.7) as sessions:
+            started = time.monotonic()
+            with pytest.raises(ServiceUnavailable):
+                await sessions.get("61494096-9af7-49ba-9fb4-e89c0811e6d3")
+            # 0.4 s, a wait of 0.1 s, the 0.2 s left; without the deadline: 3 attempts of
+            # 0.4 s and 0.1 + 0.2 s of waits, 1.5 s.
+            assert 0.6 < time.monotonic() - started < 1.1
+
+
+def test_the_errors_are_importable_from_the_package():
+    """`from sessions_client import Unavailable` passes mypy --strict: every error is in the
+    package's __all__, which is what makes a name a re-export."""
+    assert set(errors.__all__) <= set(sessions_client.__all__)
+    assert all(getattr(sessions_client, name) is getattr(errors, name) for name in errors.__all__)
+
+
+def test_installing_the_client_leaves_the_checkout_clean():
+    """`pip install ./clients/python` builds in the source tree (setuptools' build/ and
+    *.egg-info/); git ignores both."""
+    for left in (
+        "clients/python/build/lib/sessions_client/__init__.py",
+        "clients/python/sessions_client.egg-info/PKG-INFO",
+    ):
+        assert subprocess.run(["git", "check-ignore", "-q", left], cwd=ROOT).returncode == 0, left
+
+
 def test_the_client_knows_every_error_code_and_field_of_the_api_document():
     """The OpenAPI document is the reference: a code or a SessionObject field the service
     documents and the client lacks fails here."""
@@ -154,11 +281,15 @@ def _run(command: list[str], cwd: Path) -> str:
 
 def test_the_readme_examples_run_as_printed(tmp_path):
     """Every `sh` block of the README, in order in one shell (`set -euo pipefail`), every
-    `python` block as a script, and the clients' READMEs' `js` and `php` examples, each exactly
+    `python` block of it and the Python client's as a script, and the clients' READMEs' `js`
+    and `php` examples, each exactly
     as printed, against the service where they say it serves (port 8080). The clients are
     installed into a directory of the example's own as a package manager would put them
     (node_modules/, Composer's vendor/autoload.php). `console` blocks are shown, not run."""
-    shell, python = _readme_blocks("sh"), _readme_blocks("python")
+    shell, python = (
+        _readme_blocks("sh"),
+        _readme_blocks("python") + _readme_blocks("python", "clients/python/README.md"),
+    )
     node, php = _readme_blocks("js", "clients/node/README.md"), _readme_blocks("php", "clients/php/README.md")
     assert shell and python and node and php
     with socket.socket() as probe:
@@ -180,7 +311,9 @@ def test_the_readme_examples_run_as_printed(tmp_path):
             (app / "node_modules").mkdir(parents=True)
             (app / "node_modules" / "sessions-client").symlink_to(ROOT / "clients" / "node")
             (app / "example.mjs").write_text(node[0])
-            assert "other sessions ended" in _run(["node", "example.mjs"], app)
+            # As on Node 18 (Debian 12's, which the client claims): no global `crypto` there.
+            (app / "node18.cjs").write_text("delete globalThis.crypto;\n")
+            assert "other sessions ended" in _run(["node", "--require", "./node18.cjs", "example.mjs"], app)
         if shutil.which("php"):
             app = tmp_path / "php-app"
             (app / "vendor").mkdir(parents=True)

@@ -15,6 +15,7 @@ import pytest
 
 import sessions
 
+from .gateway import Gateway
 from .service import Service
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -23,20 +24,26 @@ KEY = "client-test-key-0123456789"
 
 @pytest.fixture(scope="module")
 def services(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, str]]:
-    """The environment a client's test suite reads: where the services answer, the key, and
-    the open service's Tarantool (which a test pauses to make the service answer 503)."""
+    """The environment a client's test suite reads: where the services answer, the key, the
+    open service's Tarantool (which a test pauses to make the service answer 503), and a
+    gateway (tests/gateway.py) that serves the open service under `/sessions`, records what
+    it gets (`SESSIONS_GATEWAY_ROOT/seen`) and answers canned errors (`.../canned/`)."""
     root = tmp_path_factory.mktemp("clients")
     # A short storage timeout: the paused Tarantool's 503 comes after half a second.
     open_service = Service(root / "open", SESSIONS_TARANTOOL_TIMEOUT="0.5")
     keyed = Service(root / "keyed", SESSIONS_API_KEYS=KEY)
+    gateway = Gateway(f"http://127.0.0.1:{open_service.port}")
     try:
         yield {
             "SESSIONS_URL": f"http://127.0.0.1:{open_service.port}",
             "SESSIONS_KEYED_URL": f"http://127.0.0.1:{keyed.port}",
             "SESSIONS_KEY": KEY,
             "SESSIONS_TARANTOOL_PID": str(open_service.tarantool_pid),
+            "SESSIONS_GATEWAY_URL": gateway.url,
+            "SESSIONS_GATEWAY_ROOT": gateway.root,
         }
     finally:
+        gateway.close()
         for service in (open_service, keyed):
             service.stop(signal.SIGTERM)
 
@@ -64,6 +71,19 @@ def test_the_node_client_passes_its_suite(services):
     assert "\n# fail 0" in report and "\n# skipped 0" in report, report
 
 
+def test_the_node_clients_type_declarations_pass_tsc():
+    """index.d.ts against clients/node/typecheck.ts, a program using all of it, under --strict
+    (tsc: Debian's node-typescript, which make installs; no dependency of the client)."""
+    if shutil.which("tsc") is None:
+        if os.environ.get("CI") == "true":
+            pytest.fail("tsc is not installed (make test installs node-typescript)")
+        pytest.skip("tsc is not installed (make test installs node-typescript)")
+    done = subprocess.run(
+        ["tsc", "-p", "tsconfig.json"], cwd=ROOT / "clients/node", capture_output=True, text=True, timeout=120
+    )
+    assert done.returncode == 0, done.stdout + done.stderr
+
+
 def test_the_php_client_passes_its_suite(services):
     report = _suite(
         "phpunit", ["phpunit", "--colors=never", "--configuration", "phpunit.xml"], "php", services
@@ -75,6 +95,8 @@ def test_the_clients_are_versioned_with_the_service():
     node = json.loads((ROOT / "clients/node/package.json").read_text())
     php = json.loads((ROOT / "clients/php/composer.json").read_text())
     assert node["version"] == sessions.__version__
-    assert php["version"] == sessions.__version__
+    # Composer takes a release's version from its tag; the client says its own in a constant.
+    client = (ROOT / "clients/php/src/Client.php").read_text()
+    assert f"public const VERSION = '{sessions.__version__}';" in client
     assert node.get("dependencies", {}) == {}
     assert set(php["require"]) == {"php", "ext-curl", "ext-json"}

@@ -6,9 +6,11 @@ from __future__ import annotations
 import asyncio
 import base64
 import hashlib
+import re
 import uuid
 
 import pytest
+from yarl import URL
 
 from .conftest import (
     call,
@@ -149,6 +151,26 @@ async def test_the_next_link_keeps_the_query(client, user_id):
     assert link.path == "/user"
     assert link.query["id"] == str(user_id) and link.query["limit"] == "1" and link.query["after"]
     assert response.headers["Link"].endswith('>; rel="next"')
+
+
+@pytest.mark.parametrize("path", ["/user", "/ip"])
+async def test_the_next_link_is_relative_so_it_works_behind_a_path_prefix(client, user_id, ip, path):
+    """Behind a gateway that serves the service under a prefix (`http://gateway/sessions`),
+    the next page is under the same prefix: the Link is a relative reference, resolved
+    against the URL of the page that carries it (RFC 3986, 5.2), never an absolute path."""
+    for _ in range(2):
+        await new_session(client, user_id, ip)
+    params = {"id": str(user_id)} if path == "/user" else {"ip": ip}
+    response = await client.get(path, params={**params, "limit": "1"})
+    target = re.fullmatch(r'<([^>]*)>; rel="next"', response.headers["Link"])
+    assert target is not None, response.headers["Link"]
+    reference = URL(target[1])
+    assert not reference.is_absolute() and not reference.path.startswith("/"), reference
+    for base in ("http://127.0.0.1:8080", "https://gateway.example/sessions", "http://gw/a/b"):
+        page = URL(base + path).with_query(params)
+        resolved = page.join(reference)
+        assert resolved.path == URL(base).path.rstrip("/") + path, (base, resolved)
+        assert resolved.query["limit"] == "1" and resolved.query["after"]
 
 
 @pytest.mark.parametrize(

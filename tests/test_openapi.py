@@ -16,6 +16,7 @@ from jsonschema import Draft202012Validator
 from openapi_spec_validator import validate
 from schemathesis.specs.openapi.checks import positive_data_acceptance
 
+from sessions.errors import BY_CODE
 from sessions.openapi import build_spec
 
 from .browser import browser_page
@@ -40,6 +41,34 @@ def test_the_copy_in_the_repo_is_current():
     assert json.loads((ROOT / "openapi.json").read_text()) == build_spec(), (
         "run: python -m sessions openapi > openapi.json"
     )
+
+
+def test_each_error_code_says_its_family_and_when_a_client_may_retry():
+    """What the clients need to act on an answer, in the document they are checked against:
+    `x-family` (what the caller does) and `x-retry` (whether to repeat the call) of each
+    code, and `x-retry-safe` on each operation (whether repeating it may do its work twice)."""
+    code = SPEC["components"]["schemas"]["Error"]["properties"]["code"]
+    assert list(code["x-family"]) == list(code["x-retry"]) == code["enum"]
+    for name, family in code["x-family"].items():
+        # Only this code says the session is not there; a request that was wrong is 4xx;
+        # whatever else says the service cannot answer now, not "no session".
+        status = BY_CODE[name].status
+        expected = (
+            "not_found" if name == "token_not_found" else "invalid_input" if status < 500 else "unavailable"
+        )
+        assert family == expected, name
+    rules = {
+        rule: {name for name, given in code["x-retry"].items() if given == rule}
+        for rule in code["x-retry"].values()
+    }
+    assert rules["always"] == {"overloaded"}  # shed before any of its work was done
+    assert rules["if_safe"] == {"storage_unavailable", "storage_full", "storage_write_failed"}
+    assert "internal_error" in rules["never"] and set(rules) == {"always", "if_safe", "never"}
+    for path, item in SPEC["paths"].items():
+        safe = {operation["x-retry-safe"] for operation in item.values()}
+        assert safe == {path in ("/get", "/user", "/ip", "/user/count")}, path
+        with_key = {operation.get("x-retry-safe-with") for operation in item.values()}
+        assert with_key == {"Idempotency-Key" if path == "/new" else None}, path
 
 
 async def test_served_at_openapi_json(client):

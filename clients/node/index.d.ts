@@ -27,8 +27,10 @@ export interface RetryEvent {
 export interface ClientOptions {
   /** One of the service's SESSIONS_API_KEYS, sent as `Authorization: Bearer`. */
   apiKey?: string | null;
-  /** Per attempt; default 2000. */
+  /** Per attempt; default 2000. A call safe to repeat may take `retries + 1` attempts. */
   timeoutMs?: number;
+  /** The most a call takes as a whole, retries and their waits included; default none. */
+  deadlineMs?: number | null;
   /** Retries after an unavailable answer (see the README for which calls); default 2. */
   retries?: number;
   /** Called before each retry, after the wait is chosen. */
@@ -47,8 +49,17 @@ export class NotFoundError extends SessionsError {}
 export class InvalidInputError extends SessionsError {}
 export class UnavailableError extends SessionsError {}
 
-export function errorClass(code: string): typeof NotFoundError | typeof InvalidInputError | typeof UnavailableError;
+/** The class of an error code; for a code this client does not know, by the HTTP status. */
+export function errorClass(code: string, status?: number | null): typeof NotFoundError | typeof InvalidInputError | typeof UnavailableError;
 export const ERROR_CODES: readonly string[];
+
+/** When a call is repeated after an error: the API document's `x-retry` of each code. */
+export type Retry = 'always' | 'if_safe' | 'never';
+export const RETRY: Readonly<Record<string, Retry>>;
+/** Whether each method (by its path) may be repeated: the API document's `x-retry-safe`. */
+export const RETRY_SAFE: Readonly<Record<string, boolean>>;
+/** The header that makes a method safe to repeat: `x-retry-safe-with`. */
+export const RETRY_SAFE_WITH: Readonly<Record<string, string>>;
 
 export class SessionsClient {
   constructor(baseUrl: string, options?: ClientOptions);

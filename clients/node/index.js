@@ -8,29 +8,52 @@
 const ID_FORMAT = { 'X-User-Id-Format': 'string' };
 const MAX_USER_ID = 2n ** 63n - 1n;
 
-// Every error code of the API, by the family a caller acts on.
-const FAMILIES = {
-  token_not_found: 'notFound',
-  not_found: 'notFound',
-  bad_request: 'invalidInput',
-  invalid_user_id: 'invalidInput',
-  invalid_ip: 'invalidInput',
-  invalid_extra: 'invalidInput',
-  invalid_ttl: 'invalidInput',
-  invalid_limit: 'invalidInput',
-  invalid_cursor: 'invalidInput',
-  unauthorized: 'invalidInput',
-  method_not_allowed: 'invalidInput',
-  expectation_failed: 'invalidInput',
-  payload_too_large: 'invalidInput',
-  request_timeout: 'invalidInput',
-  idempotency_conflict: 'invalidInput',
-  storage_unavailable: 'unavailable',
-  storage_full: 'unavailable',
-  storage_write_failed: 'unavailable',
-  overloaded: 'unavailable',
-  internal_error: 'unavailable',
+// Every error code of the API: the family a caller acts on, and whether a call is repeated
+// after it: 'always' (nothing was done), 'if_safe' (when the call is safe to repeat, see
+// RETRY_SAFE) or 'never'. Both are the API document's (`x-family`, `x-retry`); the tests
+// check them against it.
+const CODES = {
+  token_not_found: ['not_found', 'never'],
+  not_found: ['invalid_input', 'never'], // no such path: a wrong base URL, or a later release's method
+  bad_request: ['invalid_input', 'never'],
+  invalid_user_id: ['invalid_input', 'never'],
+  invalid_ip: ['invalid_input', 'never'],
+  invalid_extra: ['invalid_input', 'never'],
+  invalid_ttl: ['invalid_input', 'never'],
+  invalid_limit: ['invalid_input', 'never'],
+  invalid_cursor: ['invalid_input', 'never'],
+  unauthorized: ['invalid_input', 'never'],
+  method_not_allowed: ['invalid_input', 'never'],
+  expectation_failed: ['invalid_input', 'never'],
+  payload_too_large: ['invalid_input', 'never'],
+  request_timeout: ['invalid_input', 'never'],
+  idempotency_conflict: ['invalid_input', 'never'],
+  storage_unavailable: ['unavailable', 'if_safe'],
+  storage_full: ['unavailable', 'if_safe'],
+  storage_write_failed: ['unavailable', 'if_safe'],
+  overloaded: ['unavailable', 'always'],
+  internal_error: ['unavailable', 'never'], // a bug, which a second does not mend
+  service_unavailable: ['unavailable', 'if_safe'], // no answer at all: this client's own code
 };
+
+/** After which error codes a call is repeated (a code not here: never). */
+export const RETRY = Object.freeze(Object.fromEntries(Object.entries(CODES).map(([code, [, retry]]) => [code, retry])));
+
+/** Whether each method may be repeated without doing its work twice (`x-retry-safe`). */
+export const RETRY_SAFE = Object.freeze({
+  '/new': false,
+  '/get': true,
+  '/del': false,
+  '/user': true,
+  '/ip': true,
+  '/user/del': false,
+  '/ip/del': false,
+  '/rotate': false,
+  '/user/count': true,
+});
+
+/** The header that makes a method safe to repeat (`x-retry-safe-with`). */
+export const RETRY_SAFE_WITH = Object.freeze({ '/new': 'Idempotency-Key' });
 
 /** An error answer of the service, or no answer: `code` is the API's error code. */
 export class SessionsError extends Error {
@@ -52,15 +75,19 @@ export class InvalidInputError extends SessionsError {}
 /** The service cannot answer now; not the same as "no session". `retryAfter`: seconds. */
 export class UnavailableError extends SessionsError {}
 
-const CLASSES = { notFound: NotFoundError, invalidInput: InvalidInputError, unavailable: UnavailableError };
+const CLASSES = { not_found: NotFoundError, invalid_input: InvalidInputError, unavailable: UnavailableError };
 
-/** The error class for an API error code (UnavailableError for codes it does not know). */
-export function errorClass(code) {
-  return CLASSES[FAMILIES[code]] ?? UnavailableError;
+/**
+ * The error class for an API error code; for a code this client does not know (a later
+ * release's), InvalidInputError with a 4xx status and UnavailableError with any other.
+ */
+export function errorClass(code, status = null) {
+  const family = CODES[code]?.[0] ?? (status >= 400 && status < 500 ? 'invalid_input' : 'unavailable');
+  return CLASSES[family];
 }
 
 /** The error codes this client knows, for checking against the service's API document. */
-export const ERROR_CODES = Object.freeze(Object.keys(FAMILIES));
+export const ERROR_CODES = Object.freeze(Object.keys(CODES));
 
 function userIdParam(userId) {
   let id;
@@ -77,6 +104,15 @@ function userIdParam(userId) {
     throw new InvalidInputError('invalid_user_id', `user ids run from 1 to ${MAX_USER_ID}`);
   }
   return id.toString();
+}
+
+// What an HTTP header may carry here: printable ASCII. CR and LF would end the header (and
+// start another), other control characters and non-ASCII have no safe encoding.
+function headerValue(name, value) {
+  if (typeof value !== 'string' || !/^[\x20-\x7e]*$/.test(value)) {
+    throw new InvalidInputError('bad_request', `${name} cannot go in an HTTP header: only printable ASCII can (no CR, LF or other control characters, no non-ASCII); nothing was sent`);
+  }
+  return value;
 }
 
 function toSession(data) {
@@ -106,10 +142,11 @@ export class SessionsClient {
    * @param {string} baseUrl where the service answers, e.g. http://127.0.0.1:8080
    * @param {object} [options]
    */
-  constructor(baseUrl, { apiKey = null, timeoutMs = 2000, retries = 2, onRetry = null, fetch: fetchImpl = globalThis.fetch } = {}) {
+  constructor(baseUrl, { apiKey = null, timeoutMs = 2000, deadlineMs = null, retries = 2, onRetry = null, fetch: fetchImpl = globalThis.fetch } = {}) {
     this.baseUrl = baseUrl.replace(/\/+$/, '');
-    this.apiKey = apiKey;
+    this.apiKey = apiKey ? headerValue('the API key', apiKey) : apiKey;
     this.timeoutMs = timeoutMs;
+    this.deadlineMs = deadlineMs;
     this.retries = retries;
     this.onRetry = onRetry;
     this.fetch = fetchImpl;
@@ -119,15 +156,15 @@ export class SessionsClient {
   async new(userId, ip, { extra, ttl, idempotencyKey } = {}) {
     const query = { user_id: userIdParam(userId), ip };
     if (ttl !== undefined) query.ttl = String(ttl);
-    const headers = idempotencyKey === undefined ? {} : { 'Idempotency-Key': idempotencyKey };
-    const { data } = await this.#call('/new', query, { extra, headers, idempotent: idempotencyKey !== undefined });
+    const headers = idempotencyKey === undefined ? {} : { 'Idempotency-Key': headerValue('the key', idempotencyKey) };
+    const { data } = await this.#call('/new', query, { extra, headers });
     return toSession(data);
   }
 
   /** The live session of the token, marked active now; with `ip`, moved to that address. */
   async get(token, { ip, extra } = {}) {
     const query = ip === undefined ? {} : { ip };
-    const { data } = await this.#call('/get', query, { token, extra, idempotent: true });
+    const { data } = await this.#call('/get', query, { token, extra });
     return toSession(data);
   }
 
@@ -143,9 +180,7 @@ export class SessionsClient {
 
   /** End every live session of the user but `keep` (a token of theirs); how many ended. */
   async deleteUser(userId, { keep } = {}) {
-    const query = { id: userIdParam(userId) };
-    if (keep !== undefined) query.except = keep;
-    return (await this.#call('/user/del', query)).data.deleted;
+    return (await this.#call('/user/del', { id: userIdParam(userId) }, { token: keep })).data.deleted;
   }
 
   /** End every live session seen from the address; how many ended. */
@@ -155,7 +190,7 @@ export class SessionsClient {
 
   /** How many live sessions the user has. */
   async countUser(userId) {
-    return (await this.#call('/user/count', { id: userIdParam(userId) }, { idempotent: true })).data.count;
+    return (await this.#call('/user/count', { id: userIdParam(userId) })).data.count;
   }
 
   /** The user's live sessions, newest opened first, fetched a page at a time as you iterate. */
@@ -172,10 +207,11 @@ export class SessionsClient {
     if (pageSize !== undefined) query.limit = String(pageSize);
     let url = this.#url(path, query);
     while (url !== null) {
-      const { data, next } = await this.#send(url, { idempotent: true });
+      const { data, next } = await this.#send(url, { safe: RETRY_SAFE[path] });
       for (const item of data) yield toSession(item);
-      // The next page's URL carries its whole query; it is relative to the service.
-      url = next === null ? null : new URL(next, this.baseUrl + '/').toString();
+      // The next page's URL carries its whole query, relative to this page's URL (so that
+      // it keeps a gateway's path prefix).
+      url = next === null ? null : new URL(next, url).toString();
     }
   }
 
@@ -186,36 +222,45 @@ export class SessionsClient {
   }
 
   #call(path, query, options = {}) {
-    return this.#send(this.#url(path, query), options);
+    const making = RETRY_SAFE_WITH[path];
+    const safe = RETRY_SAFE[path] || (making !== undefined && making in (options.headers ?? {}));
+    return this.#send(this.#url(path, query), { ...options, safe });
   }
 
-  // One call, retried after an answer that says nothing was done (`overloaded`), or, when
-  // the call may be repeated safely, after any unavailable answer or no answer at all.
-  async #send(url, { token, extra, headers = {}, idempotent = false }) {
+  // One call, repeated after an unavailable answer as its code's rule says (RETRY), `safe`:
+  // whether this call may be; within `deadlineMs`, when there is one, waits included.
+  async #send(url, { token, extra, headers = {}, safe = false }) {
     const sent = { ...ID_FORMAT, ...headers };
     if (this.apiKey) sent.Authorization = `Bearer ${this.apiKey}`;
-    if (token !== undefined) sent['X-Session-Token'] = token;
+    if (token !== undefined) sent['X-Session-Token'] = headerValue('the token', token);
     let body;
     if (extra !== undefined) {
+      try {
+        body = JSON.stringify(extra);
+      } catch (cause) { // a BigInt, a cycle: what the service could not take either
+        throw new InvalidInputError('invalid_extra', `extra data cannot be sent as JSON: ${cause.message}`, { cause });
+      }
       sent['Content-Type'] = 'application/json';
-      body = JSON.stringify(extra);
     }
+    const ends = this.deadlineMs === null ? null : performance.now() + this.deadlineMs;
     for (let attempt = 0; ; attempt += 1) {
       try {
-        return await this.#once(url, sent, body);
+        const timeoutMs = ends === null ? this.timeoutMs : Math.min(this.timeoutMs, ends - performance.now());
+        if (timeoutMs <= 0) throw new UnavailableError('service_unavailable', `no answer within the call's deadline of ${this.deadlineMs} ms`);
+        return await this.#once(url, sent, body, timeoutMs);
       } catch (error) {
-        const again = error instanceof UnavailableError
-          && attempt < this.retries
-          && (idempotent || error.code === 'overloaded');
+        const rule = error instanceof UnavailableError ? RETRY[error.code] : 'never';
+        const again = attempt < this.retries && (rule === 'always' || (rule === 'if_safe' && safe));
         if (!again) throw error;
         const waitMs = 1000 * (error.retryAfter ?? 2 ** attempt * 0.1);
+        if (ends !== null && performance.now() + waitMs >= ends) throw error; // it would start too late
         if (this.onRetry) await this.onRetry({ attempt: attempt + 1, error, waitMs });
         await sleep(waitMs);
       }
     }
   }
 
-  async #once(url, headers, body) {
+  async #once(url, headers, body, timeoutMs) {
     let response;
     let text;
     try {
@@ -223,11 +268,12 @@ export class SessionsClient {
         method: 'POST',
         headers,
         body,
-        signal: AbortSignal.timeout(this.timeoutMs),
+        signal: AbortSignal.timeout(Math.max(1, Math.ceil(timeoutMs))),
       });
       text = await response.text();
     } catch (cause) {
-      throw new UnavailableError('service_unavailable', `the sessions service could not be reached: ${cause.message}`, { cause });
+      const why = cause?.name === 'TimeoutError' ? `no answer within ${Math.ceil(timeoutMs)} ms` : cause.message;
+      throw new UnavailableError('service_unavailable', `the sessions service could not be reached: ${why}`, { cause });
     }
     let envelope;
     try {
@@ -239,7 +285,7 @@ export class SessionsClient {
       return { data: envelope.data, next: nextLink(response.headers.get('link')) };
     }
     const retryAfter = Number.parseFloat(response.headers.get('retry-after'));
-    const ErrorClass = errorClass(envelope.code);
+    const ErrorClass = errorClass(envelope.code, response.status);
     throw new ErrorClass(envelope.code, envelope.message, {
       status: response.status,
       retryAfter: Number.isFinite(retryAfter) ? retryAfter : null,

@@ -2,18 +2,26 @@
 // SESSIONS_TARANTOOL_PID (its Tarantool, paused to make the service answer 503).
 import assert from 'node:assert/strict';
 import { readFileSync } from 'node:fs';
+import { createServer } from 'node:net';
 import { test } from 'node:test';
 
 import {
   ERROR_CODES,
   InvalidInputError,
   NotFoundError,
+  RETRY,
+  RETRY_SAFE,
+  RETRY_SAFE_WITH,
   SessionsClient,
   UnavailableError,
   errorClass,
 } from '../index.js';
 
 const URL_ = process.env.SESSIONS_URL;
+const GATEWAY = process.env.SESSIONS_GATEWAY_URL;
+const GATEWAY_ROOT = process.env.SESSIONS_GATEWAY_ROOT;
+// What the gateway has been sent so far (tests/gateway.py).
+const seen = async () => (await fetch(`${GATEWAY_ROOT}/seen`)).json();
 const sessions = new SessionsClient(URL_, { timeoutMs: 5000 });
 const document = JSON.parse(readFileSync(new URL('../../../openapi.json', import.meta.url)));
 const source = readFileSync(new URL('../index.js', import.meta.url), 'utf8');
@@ -27,6 +35,25 @@ test('every method and error code of the API document is in the client', () => {
   }
   const codes = document.components.schemas.Error.properties.code.enum;
   for (const code of codes) assert.ok(ERROR_CODES.includes(code), `no family for ${code}`);
+});
+
+test('index.d.ts declares every export of index.js', async () => {
+  const declarations = readFileSync(new URL('../index.d.ts', import.meta.url), 'utf8');
+  const declared = new Set([...declarations.matchAll(/^export (?:declare )?(?:class|function|const|interface|type) (\w+)/gm)].map((m) => m[1]));
+  for (const name of Object.keys(await import('../index.js'))) assert.ok(declared.has(name), `${name} is not in index.d.ts`);
+});
+
+test('the families, retry rules and safe operations are the API document\'s', () => {
+  const code = document.components.schemas.Error.properties.code;
+  const families = { not_found: NotFoundError, invalid_input: InvalidInputError, unavailable: UnavailableError };
+  for (const [name, family] of Object.entries(code['x-family'])) {
+    assert.equal(errorClass(name), families[family], name);
+    assert.equal(RETRY[name], code['x-retry'][name], name);
+  }
+  for (const [path, item] of Object.entries(document.paths)) {
+    assert.equal(RETRY_SAFE[path], item.post['x-retry-safe'], path);
+    assert.equal(RETRY_SAFE_WITH[path], item.post['x-retry-safe-with'], path);
+  }
 });
 
 test('a session round trip: new, get, rotate, delete', async () => {
@@ -74,6 +101,17 @@ test('paging walks every session of a user with more than a page', async () => {
   assert.equal(await sessions.deleteIp(ip), 1);
 });
 
+test('paging behind a gateway that serves the service under a path prefix', async () => {
+  const behind = new SessionsClient(process.env.SESSIONS_GATEWAY_URL, { timeoutMs: 5000, retries: 0 });
+  const user = aUser();
+  const opened = [];
+  for (let i = 0; i < 5; i += 1) opened.push((await behind.new(user, '192.0.2.8')).token);
+  const walked = [];
+  for await (const session of behind.byUser(user, { pageSize: 2 })) walked.push(session.token);
+  assert.deepEqual(walked, opened.reverse());
+  assert.equal(await behind.deleteUser(user), 5);
+});
+
 test('every error family', async () => {
   await assert.rejects(sessions.get('61494096-9af7-49ba-9fb4-e89c0811e6d3'), NotFoundError);
   await assert.rejects(sessions.new(1, 'not an address'), (error) => error instanceof InvalidInputError && error.code === 'invalid_ip' && error.status === 400);
@@ -87,6 +125,74 @@ test('every error family', async () => {
   await assert.rejects(unreachable.get(keyed.token), (error) => error instanceof UnavailableError && error.code === 'service_unavailable');
   assert.equal(errorClass('overloaded'), UnavailableError);
   assert.equal(errorClass('payload_too_large'), InvalidInputError);
+});
+
+test('the token to keep travels in a header, never in the URL', async () => {
+  const behind = new SessionsClient(GATEWAY, { timeoutMs: 5000 });
+  const user = aUser();
+  const kept = await behind.new(user, '192.0.2.9');
+  await behind.new(user, '192.0.2.9');
+  assert.equal(await behind.deleteUser(user, { keep: kept.token }), 1);
+  await behind.get(kept.token);
+  const requests = await seen();
+  const sent = requests.filter((request) => request.target.startsWith('/sessions/user/del'));
+  assert.equal(sent.at(-1).headers['X-Session-Token'], kept.token);
+  assert.deepEqual(requests.filter((request) => request.target.includes(kept.token)), []);
+});
+
+test('a header value a header cannot hold is invalid input, and nothing is sent', async () => {
+  const behind = new SessionsClient(GATEWAY, { timeoutMs: 5000 });
+  const before = (await seen()).length;
+  for (const bad of ['61494096-9af7-49ba-9fb4-e89c0811e6d3\r\nX-Evil: 1', 'a\nb', 'nul\u0000', 'é', '\u{1F600}']) {
+    const refused = (error) => error instanceof InvalidInputError && error.code === 'bad_request' && error.status === null;
+    await assert.rejects(behind.get(bad), refused);
+    await assert.rejects(behind.delete(bad), refused);
+    await assert.rejects(behind.rotate(bad), refused);
+    await assert.rejects(behind.deleteUser(aUser(), { keep: bad }), refused);
+    await assert.rejects(behind.new(aUser(), '192.0.2.1', { idempotencyKey: bad }), refused);
+    assert.throws(() => new SessionsClient(GATEWAY, { apiKey: bad }), refused);
+  }
+  assert.equal((await seen()).length, before);
+});
+
+test('extra data JSON cannot carry is invalid input, and nothing is sent', async () => {
+  const behind = new SessionsClient(GATEWAY, { timeoutMs: 5000 });
+  const before = (await seen()).length;
+  const refused = (error) => error instanceof InvalidInputError && error.code === 'invalid_extra';
+  await assert.rejects(behind.new(aUser(), '192.0.2.1', { extra: { id: 2n ** 63n } }), refused);
+  const cycle = {};
+  cycle.self = cycle;
+  await assert.rejects(behind.new(aUser(), '192.0.2.1', { extra: cycle }), refused);
+  assert.equal((await seen()).length, before);
+});
+
+test('internal_error and codes of a later release follow the documented rule, and are not retried', async () => {
+  for (const [status, code, family] of [[500, 'internal_error', UnavailableError], [418, 'a_later_code', InvalidInputError], [503, 'a_later_code', UnavailableError]]) {
+    const base = `${GATEWAY_ROOT}/canned/${status}/${code}/${aUser()}`;
+    const retried = [];
+    const canned = new SessionsClient(base, { onRetry: (event) => retried.push(event) });
+    await assert.rejects(canned.get('61494096-9af7-49ba-9fb4-e89c0811e6d3'), (error) => error instanceof family && error.code === code && error.status === status);
+    assert.deepEqual(retried, []);
+    assert.equal((await seen()).filter((request) => request.target.startsWith(base.slice(GATEWAY_ROOT.length))).length, 1);
+  }
+});
+
+test('a deadline bounds a whole call against a service that accepts and never answers', async () => {
+  const hung = createServer(() => {}); // accepts, never answers
+  await new Promise((resolve) => hung.listen(0, '127.0.0.1', resolve));
+  try {
+    const url = `http://127.0.0.1:${hung.address().port}`;
+    const bounded = new SessionsClient(url, { timeoutMs: 400, retries: 2, deadlineMs: 700 });
+    const started = performance.now();
+    await assert.rejects(bounded.get('61494096-9af7-49ba-9fb4-e89c0811e6d3'), (error) => error instanceof UnavailableError && error.code === 'service_unavailable');
+    // 400 ms, a wait of 100 ms, the 200 ms left; without the deadline: 3 attempts of 400 ms
+    // and 100 + 200 ms of waits, 1500 ms.
+    const took = performance.now() - started;
+    assert.ok(took > 600 && took < 1100, `${took} ms`);
+  } finally {
+    hung.closeAllConnections?.();
+    hung.close();
+  }
 });
 
 test('API keys go as a bearer header', { skip: !process.env.SESSIONS_KEYED_URL }, async () => {

@@ -50,6 +50,143 @@ final class ClientTest extends TestCase
         }
     }
 
+    public function testTheFamiliesRetryRulesAndSafeOperationsAreTheApiDocuments(): void
+    {
+        $document = json_decode((string) file_get_contents(__DIR__ . '/../../../openapi.json'), true, 512, JSON_THROW_ON_ERROR);
+        $code = $document['components']['schemas']['Error']['properties']['code'];
+        $families = ['not_found' => NotFoundException::class, 'invalid_input' => InvalidInputException::class, 'unavailable' => UnavailableException::class];
+        foreach ($code['x-family'] as $name => $family) {
+            self::assertSame($families[$family], Client::ERROR_FAMILIES[$name], $name);
+            self::assertSame($code['x-retry'][$name], Client::RETRY[$name], $name);
+        }
+        foreach ($document['paths'] as $path => $item) {
+            self::assertSame($item['post']['x-retry-safe'], Client::RETRY_SAFE[$path], $path);
+            self::assertSame($item['post']['x-retry-safe-with'] ?? null, Client::RETRY_SAFE_WITH[$path] ?? null, $path);
+        }
+    }
+
+    public function testTheTokenToKeepTravelsInAHeaderNeverInTheUrl(): void
+    {
+        $behind = new Client((string) getenv('SESSIONS_GATEWAY_URL'), timeout: 5.0);
+        $user = self::aUser();
+        $kept = $behind->new($user, '192.0.2.9');
+        $behind->new($user, '192.0.2.9');
+        self::assertSame(1, $behind->deleteUser($user, keep: $kept->token));
+        $behind->get($kept->token);
+        $requests = self::seen();
+        $sent = array_values(array_filter($requests, static fn ($r) => str_starts_with($r['target'], '/sessions/user/del')));
+        self::assertSame($kept->token, end($sent)['headers']['X-Session-Token']);
+        self::assertSame([], array_filter($requests, static fn ($r) => str_contains($r['target'], $kept->token)));
+    }
+
+    public function testAHeaderValueAHeaderCannotHoldIsInvalidInputAndNothingIsSent(): void
+    {
+        $url = (string) getenv('SESSIONS_GATEWAY_URL');
+        $behind = new Client($url, timeout: 5.0);
+        $before = count(self::seen());
+        foreach (["61494096-9af7-49ba-9fb4-e89c0811e6d3\r\nX-Evil: 1", "a\nb", "nul\0", "\u{e9}"] as $bad) {
+            $calls = [
+                static fn () => $behind->get($bad),
+                static fn () => $behind->delete($bad),
+                static fn () => $behind->rotate($bad),
+                static fn () => $behind->deleteUser(self::aUser(), keep: $bad),
+                static fn () => $behind->new(self::aUser(), '192.0.2.1', idempotencyKey: $bad),
+                static fn () => new Client($url, apiKey: $bad),
+            ];
+            foreach ($calls as $number => $call) {
+                try {
+                    $call();
+                    self::fail("call {$number} took " . json_encode($bad));
+                } catch (InvalidInputException $error) {
+                    self::assertSame('bad_request', $error->getErrorCode());
+                    self::assertNull($error->getStatus());
+                }
+            }
+        }
+        self::assertCount($before, self::seen());
+    }
+
+    public function testExtraDataJsonCannotCarryIsInvalidInputAndNothingIsSent(): void
+    {
+        $behind = new Client((string) getenv('SESSIONS_GATEWAY_URL'), timeout: 5.0);
+        $before = count(self::seen());
+        foreach ([['n' => INF], ['n' => NAN], ['s' => "\xff not UTF-8"]] as $extra) {
+            try {
+                $behind->new(self::aUser(), '192.0.2.1', extra: $extra);
+                self::fail('extra data JSON cannot carry was taken');
+            } catch (InvalidInputException $error) {
+                self::assertSame('invalid_extra', $error->getErrorCode());
+            }
+        }
+        self::assertCount($before, self::seen());
+    }
+
+    public function testInternalErrorAndCodesOfALaterReleaseFollowTheDocumentedRuleAndAreNotRetried(): void
+    {
+        $root = (string) getenv('SESSIONS_GATEWAY_ROOT');
+        foreach ([[500, 'internal_error', UnavailableException::class], [418, 'a_later_code', InvalidInputException::class], [503, 'a_later_code', UnavailableException::class]] as [$status, $code, $family]) {
+            $path = "/canned/{$status}/{$code}/" . self::aUser();
+            $retried = [];
+            $canned = new Client($root . $path, onRetry: static function (int $attempt) use (&$retried): void {
+                $retried[] = $attempt;
+            });
+            try {
+                $canned->get('61494096-9af7-49ba-9fb4-e89c0811e6d3');
+                self::fail("{$status} {$code} answered");
+            } catch (\Sessions\Client\Exception\SessionsException $error) {
+                self::assertInstanceOf($family, $error);
+                self::assertSame([$code, $status], [$error->getErrorCode(), $error->getStatus()]);
+            }
+            self::assertSame([], $retried);
+            self::assertCount(1, array_filter(self::seen(), static fn ($r) => str_starts_with($r['target'], $path)));
+        }
+    }
+
+    public function testADeadlineBoundsAWholeCallAgainstAServiceThatAcceptsAndNeverAnswers(): void
+    {
+        // Listening, never accepting: the kernel completes the connection, nobody answers.
+        $hung = stream_socket_server('tcp://127.0.0.1:0');
+        self::assertNotFalse($hung);
+        $address = stream_socket_get_name($hung, false);
+        $bounded = new Client("http://{$address}", timeout: 0.4, retries: 2, deadline: 0.7);
+        $started = hrtime(true);
+        try {
+            $bounded->get('61494096-9af7-49ba-9fb4-e89c0811e6d3');
+            self::fail('a hung service answered');
+        } catch (UnavailableException $error) {
+            self::assertSame('service_unavailable', $error->getErrorCode());
+        }
+        // 0.4 s, a wait of 0.1 s, the 0.2 s left; without the deadline: 3 attempts of 0.4 s
+        // and 0.1 + 0.2 s of waits, 1.5 s.
+        $took = (hrtime(true) - $started) / 1e9;
+        self::assertGreaterThan(0.6, $took);
+        self::assertLessThan(1.1, $took);
+        fclose($hung);
+    }
+
+    public function testThePackageIsValidForComposerAndShipsNoTests(): void
+    {
+        // What `composer validate --strict` asks of a library published from a repository:
+        // a license, and no `version` (tags give it).
+        $composer = json_decode((string) file_get_contents(__DIR__ . '/../composer.json'), true, 512, JSON_THROW_ON_ERROR);
+        self::assertArrayHasKey('license', $composer);
+        self::assertArrayNotHasKey('version', $composer);
+        // The archive Composer installs into vendor/ (git archive, export-ignore) holds the
+        // client, not its tests.
+        foreach (['tests', 'phpunit.xml', 'autoload.php', 'src', 'src/Client.php', 'README.md'] as $path) {
+            $attribute = trim((string) shell_exec('git -C ' . escapeshellarg(__DIR__ . '/..') . ' check-attr export-ignore -- ' . escapeshellarg($path)));
+            $ignored = $path === 'tests' || $path === 'phpunit.xml';
+            self::assertStringEndsWith($ignored ? ': set' : ': unspecified', $attribute, $path);
+        }
+        self::assertSame(['/tests', '/phpunit.xml'], $composer['archive']['exclude'] ?? null);
+    }
+
+    /** @return list<array{method: string, target: string, headers: array<string, string>}> */
+    private static function seen(): array
+    {
+        return json_decode((string) file_get_contents(getenv('SESSIONS_GATEWAY_ROOT') . '/seen'), true, 512, JSON_THROW_ON_ERROR);
+    }
+
     public function testASessionRoundTrip(): void
     {
         $user = self::aUser();
@@ -104,6 +241,42 @@ final class ClientTest extends TestCase
         }
         self::assertSame([$opened[0]], $seen);
         self::assertSame(1, $this->sessions->deleteIp($ip));
+    }
+
+    public function testReferencesResolveAsRfc3986Says(): void
+    {
+        // The normal examples of RFC 3986, section 5.4.1, and the service's own Link.
+        $base = 'http://a/b/c/d;p?q';
+        $examples = [
+            'g:h' => 'g:h', 'g' => 'http://a/b/c/g', './g' => 'http://a/b/c/g', 'g/' => 'http://a/b/c/g/',
+            '/g' => 'http://a/g', '//g' => 'http://g', '?y' => 'http://a/b/c/d;p?y', 'g?y' => 'http://a/b/c/g?y',
+            '#s' => 'http://a/b/c/d;p?q', 'g#s' => 'http://a/b/c/g', ';x' => 'http://a/b/c/;x', '' => 'http://a/b/c/d;p?q',
+            '.' => 'http://a/b/c/', './' => 'http://a/b/c/', '..' => 'http://a/b/', '../' => 'http://a/b/',
+            '../g' => 'http://a/b/g', '../..' => 'http://a/', '../../' => 'http://a/', '../../g' => 'http://a/g',
+        ];
+        foreach ($examples as $reference => $expected) {
+            self::assertSame($expected, Client::resolve($base, (string) $reference), "'{$reference}'");
+        }
+        self::assertSame(
+            'http://gateway/sessions/user?id=1&after=AAAA',
+            Client::resolve('http://gateway/sessions/user?id=1', 'user?id=1&after=AAAA'),
+        );
+    }
+
+    public function testPagingBehindAGatewayThatServesTheServiceUnderAPathPrefix(): void
+    {
+        $behind = new Client((string) getenv('SESSIONS_GATEWAY_URL'), timeout: 5.0, retries: 0);
+        $user = self::aUser();
+        $opened = [];
+        for ($i = 0; $i < 5; $i++) {
+            $opened[] = $behind->new($user, '192.0.2.8')->token;
+        }
+        $walked = [];
+        foreach ($behind->byUser($user, pageSize: 2) as $session) {
+            $walked[] = $session->token;
+        }
+        self::assertSame(array_reverse($opened), $walked);
+        self::assertSame(5, $behind->deleteUser($user));
     }
 
     public function testEveryErrorFamily(): void

@@ -7,16 +7,18 @@
         except TokenNotFound:
             ...  # signed out or expired
 
-Every error code of the API is raised as its own exception (`sessions_client.errors`), under
-three families a caller acts on: `NotFoundError`, `InvalidInput` and `Unavailable`. Network
-trouble and timeouts are `ServiceUnavailable`, an `Unavailable`, so that "no such session" and
-"cannot tell now" never look alike. Its only dependency is aiohttp.
+Every error code of the API is raised as its own exception (`sessions_client.errors`, all of
+them importable from here too), under three families a caller acts on: `NotFoundError`,
+`InvalidInput` and `Unavailable`. Network trouble and timeouts are `ServiceUnavailable`, an
+`Unavailable`, so that "no such session" and "cannot tell now" never look alike. Its only
+dependency is aiohttp.
 """
 
 from __future__ import annotations
 
 import asyncio
 import json
+import re
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
 from types import TracebackType
@@ -25,10 +27,40 @@ from typing import Any
 import aiohttp
 import yarl
 
-from .errors import BY_CODE, InvalidExtra, ServiceUnavailable, SessionsError, TokenNotFound, Unavailable
+from . import errors
+from .errors import *  # noqa: F403 (the errors are the package's too: __all__ below)
+from .errors import BadRequest, InvalidExtra, ServiceUnavailable, Unavailable, error_for
 
 __version__ = "0.1.0"
-__all__ = ["ServiceUnavailable", "SessionObject", "SessionsClient", "SessionsError", "TokenNotFound"]
+__all__ = ["RETRY_SAFE", "RETRY_SAFE_WITH", "SessionObject", "SessionsClient", "errors", *errors.__all__]
+
+# Whether each method may be repeated after an unavailable answer without doing its work twice
+# (the API document's `x-retry-safe`), and the header that makes it so (`x-retry-safe-with`).
+RETRY_SAFE: dict[str, bool] = {
+    "/new": False,
+    "/get": True,
+    "/del": False,
+    "/user": True,
+    "/ip": True,
+    "/user/del": False,
+    "/ip/del": False,
+    "/rotate": False,
+    "/user/count": True,
+}
+RETRY_SAFE_WITH: dict[str, str] = {"/new": "Idempotency-Key"}
+
+# What an HTTP header may carry here: printable ASCII. CR and LF would end the header (and
+# start another), other control characters and non-ASCII have no safe encoding.
+_HEADER_VALUE = re.compile(r"[\x20-\x7e]*")
+
+
+def _header(name: str, value: str) -> str:
+    if not isinstance(value, str) or not _HEADER_VALUE.fullmatch(value):
+        raise BadRequest(
+            f"{name} cannot go in an HTTP header: only printable ASCII can (no CR, LF or other "
+            "control characters, no non-ASCII); nothing was sent."
+        )
+    return value
 
 
 @dataclass(frozen=True, slots=True)
@@ -50,9 +82,15 @@ class SessionsClient:
     extra data is sent as JSON, so values keep their types and None removes a key.
 
     After an `Unavailable` answer the client waits the Retry-After the service sent and tries
-    again, up to `retries` times, for the calls that are safe to repeat (`get`, the listings
-    and counts, `new` with an idempotency key), and after `overloaded` (nothing was done) for
-    every call. `on_retry(attempt, error, seconds)` is called before each wait.
+    again, up to `retries` times, as the API document says: after `overloaded` (nothing was
+    done) for every call; after the other 503s and no answer at all for the calls that are safe
+    to repeat (`get`, the listings and counts, `new` with an idempotency key); never after the
+    rest. `on_retry(attempt, error, seconds)` is called before each wait.
+
+    `timeout` bounds each attempt, so a call safe to repeat may take `retries + 1` of them and
+    the waits between: 6.3 s by default against a service that accepts and never answers.
+    `deadline` (seconds, none by default) bounds each call as a whole, waits included: an
+    attempt gets what is left of it, and a retry that would start after it is not made.
     """
 
     def __init__(
@@ -61,6 +99,7 @@ class SessionsClient:
         *,
         api_key: str | None = None,
         timeout: float = 2.0,
+        deadline: float | None = None,
         max_connections: int = 100,
         retries: int = 2,
         on_retry: Callable[[int, Unavailable, float], Awaitable[None] | None] | None = None,
@@ -68,15 +107,15 @@ class SessionsClient:
         self._retries = retries
         self._on_retry = on_retry
         self._base_url = base_url.rstrip("/")
-        self._headers = {"Authorization": f"Bearer {api_key}"} if api_key else {}
-        self._timeout = aiohttp.ClientTimeout(total=timeout)
+        self._headers = {"Authorization": f"Bearer {_header('The API key', api_key)}"} if api_key else {}
+        self._timeout = timeout
+        self._deadline = deadline
         self._max_connections = max_connections
         self._http: aiohttp.ClientSession | None = None
 
     async def __aenter__(self) -> SessionsClient:
         self._http = aiohttp.ClientSession(
             connector=aiohttp.TCPConnector(limit=self._max_connections),
-            timeout=self._timeout,
             headers=self._headers,
         )
         return self
@@ -106,15 +145,15 @@ class SessionsClient:
         params = {"user_id": str(user_id), "ip": ip}
         if ttl is not None:
             params["ttl"] = str(ttl)
-        headers = {} if idempotency_key is None else {"Idempotency-Key": idempotency_key}
-        return _session(await self._call("/new", params, extra, headers=headers, idempotent=bool(headers)))
+        headers = {} if idempotency_key is None else {"Idempotency-Key": _header("The key", idempotency_key)}
+        return _session(await self._call("/new", params, extra, headers=headers))
 
     async def get(
         self, token: str, *, ip: str | None = None, extra: dict[str, Any] | None = None
     ) -> SessionObject:
         """The live session of the token, its activity now; with `ip`, moved to that address."""
         params = {} if ip is None else {"ip": ip}
-        return _session(await self._call("/get", params, extra, token=token, idempotent=True))
+        return _session(await self._call("/get", params, extra, token=token))
 
     async def delete(self, token: str) -> SessionObject:
         """End the session; the session as it was."""
@@ -126,10 +165,7 @@ class SessionsClient:
 
     async def delete_user(self, user_id: int, *, keep: str | None = None) -> int:
         """End every live session of the user but `keep` (a token of theirs); how many."""
-        params = {"id": str(user_id)}
-        if keep is not None:
-            params["except"] = keep
-        return int((await self._call("/user/del", params))["deleted"])
+        return int((await self._call("/user/del", {"id": str(user_id)}, token=keep))["deleted"])
 
     async def delete_ip(self, ip: str) -> int:
         """End every live session seen from the address; how many."""
@@ -137,7 +173,7 @@ class SessionsClient:
 
     async def count_user(self, user_id: int) -> int:
         """How many live sessions the user has."""
-        return int((await self._call("/user/count", {"id": str(user_id)}, idempotent=True))["count"])
+        return int((await self._call("/user/count", {"id": str(user_id)}))["count"])
 
     async def by_user(self, user_id: int) -> list[SessionObject]:
         """Every live session of the user, newest opened first (all pages)."""
@@ -163,7 +199,7 @@ class SessionsClient:
         url: str | yarl.URL = self._base_url + path
         query: dict[str, str] | None = params
         while True:
-            data, next_url = await self._send(url, query, idempotent=True)
+            data, next_url = await self._send(url, query, safe=RETRY_SAFE[path])
             for item in data:
                 yield _session(item)
             if next_url is None:
@@ -178,10 +214,10 @@ class SessionsClient:
         *,
         token: str | None = None,
         headers: dict[str, str] | None = None,
-        idempotent: bool = False,
     ) -> Any:
         url = self._base_url + path
-        data, _ = await self._send(url, params, extra, token=token, headers=headers, idempotent=idempotent)
+        safe = RETRY_SAFE[path] or RETRY_SAFE_WITH.get(path) in (headers or {})
+        data, _ = await self._send(url, params, extra, token=token, headers=headers, safe=safe)
         return data
 
     async def _send(
@@ -192,10 +228,11 @@ class SessionsClient:
         *,
         token: str | None = None,
         headers: dict[str, str] | None = None,
-        idempotent: bool = False,
+        safe: bool = False,
     ) -> tuple[Any, yarl.URL | None]:
         """The data of one call's answer and the URL of the page after it, if any; retried
-        after an unavailable answer when that is safe (see the class)."""
+        after an unavailable answer as the error's rule says, `safe`: whether the call may be
+        repeated (see the class)."""
         sent = dict(headers or {})
         body = None
         if extra is not None:
@@ -205,16 +242,24 @@ class SessionsClient:
                 raise InvalidExtra(f"Extra data cannot be sent as JSON: {error}.") from None
             sent["Content-Type"] = "application/json"
         if token is not None:
-            sent["X-Session-Token"] = token
+            sent["X-Session-Token"] = _header("The token", token)
+        clock = asyncio.get_running_loop().time
+        ends = None if self._deadline is None else clock() + self._deadline
         attempt = 0
         while True:
+            timeout = self._timeout if ends is None else min(self._timeout, ends - clock())
             try:
-                return await self._once(url, params, body, sent)
+                if timeout <= 0:
+                    raise ServiceUnavailable(f"no answer within the call's deadline of {self._deadline} s")
+                return await self._once(url, params, body, sent, timeout)
             except Unavailable as error:
-                if attempt >= self._retries or not (idempotent or error.code == "overloaded"):
+                again = error.retry == "always" or (error.retry == "if_safe" and safe)
+                if attempt >= self._retries or not again:
                     raise
                 attempt += 1
                 wait = error.retry_after if error.retry_after is not None else 0.1 * 2 ** (attempt - 1)
+                if ends is not None and clock() + wait >= ends:
+                    raise  # the retry would start after the deadline
                 if self._on_retry is not None:
                     waited = self._on_retry(attempt, error, wait)
                     if waited is not None:
@@ -222,17 +267,26 @@ class SessionsClient:
                 await asyncio.sleep(wait)
 
     async def _once(
-        self, url: str | yarl.URL, params: dict[str, str] | None, body: bytes | None, sent: dict[str, str]
+        self,
+        url: str | yarl.URL,
+        params: dict[str, str] | None,
+        body: bytes | None,
+        sent: dict[str, str],
+        within: float,
     ) -> tuple[Any, yarl.URL | None]:
         """One attempt: the answer's data and next page, or its error raised."""
         if self._http is None:
             raise RuntimeError("use SessionsClient as `async with SessionsClient(...) as client`")
         try:
-            async with self._http.post(url, params=params, data=body, headers=sent) as response:
+            async with self._http.post(
+                url, params=params, data=body, headers=sent, timeout=aiohttp.ClientTimeout(total=within)
+            ) as response:
                 raw = await response.read()
                 next_link = response.links.get("next")
                 retry_after = response.headers.get("Retry-After")
-        except (aiohttp.ClientError, TimeoutError) as error:
+        except TimeoutError as error:
+            raise ServiceUnavailable(f"no answer within {within:.3g} s") from error
+        except aiohttp.ClientError as error:
             raise ServiceUnavailable(f"{type(error).__name__}: {error}") from error
         try:
             envelope = json.loads(raw)
@@ -244,9 +298,11 @@ class SessionsClient:
         if status == "success":
             next_url = next_link.get("url") if next_link else None
             return envelope["data"], next_url if isinstance(next_url, yarl.URL) else None
-        error_type = BY_CODE.get(envelope.get("code"), SessionsError)
-        raise error_type(
-            str(envelope.get("message", "")), status=response.status, retry_after=_seconds(retry_after)
+        raise error_for(
+            envelope.get("code"),
+            str(envelope.get("message", "")),
+            status=response.status,
+            retry_after=_seconds(retry_after),
         )
 
 

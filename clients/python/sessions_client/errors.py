@@ -2,19 +2,23 @@
 
 - `NotFoundError`: the session is not there (signed out, expired, never was): sign the user in.
 - `InvalidInput`: the request was wrong; retrying it as it is will not help.
-- `Unavailable`: the service cannot answer now (storage down, overloaded, unreachable);
-  `retry_after` holds the seconds it asked for, when it did.
+- `Unavailable`: the service cannot answer now (storage down, overloaded, unreachable, a bug);
+  `retry_after` holds the seconds it asked for, when it did. Never "no session".
 
-The codes are those of the service's OpenAPI document; the suite checks that every code there
-has its class here.
+The families and the retry rule of each code are the service's OpenAPI document's (`x-family`
+and `x-retry` of the Error schema's code); the suite checks that every code there has its class
+here, in that family, with that rule. A code this client does not know (from a later release)
+is raised as `InvalidInput` with a 4xx status and `Unavailable` with any other, keeping its
+code, and is never retried.
 """
 
 from __future__ import annotations
 
-from typing import ClassVar
+from typing import ClassVar, Literal
 
 __all__ = [
     "BY_CODE",
+    "FAMILIES",
     "BadRequest",
     "ExpectationFailed",
     "IdempotencyConflict",
@@ -32,6 +36,7 @@ __all__ = [
     "Overloaded",
     "PayloadTooLarge",
     "RequestTimeout",
+    "Retry",
     "ServiceUnavailable",
     "SessionsError",
     "StorageFull",
@@ -40,15 +45,31 @@ __all__ = [
     "TokenNotFound",
     "Unauthorized",
     "Unavailable",
+    "error_for",
 ]
+
+# Whether a call is repeated after the error: always (nothing was done), if the operation is
+# safe to repeat (`RETRY_SAFE`), or never.
+Retry = Literal["always", "if_safe", "never"]
 
 
 class SessionsError(Exception):
-    """An error answer of the service (or none at all): its code, message and HTTP status."""
+    """An error answer of the service (or none at all): its code, message, HTTP status (None
+    when nothing was sent or nothing came back) and the Retry-After seconds it asked for."""
 
-    code: ClassVar[str] = "internal_error"
+    code: str = ""
+    retry: ClassVar[Retry] = "never"
 
-    def __init__(self, message: str = "", *, status: int | None = None, retry_after: float | None = None):
+    def __init__(
+        self,
+        message: str = "",
+        *,
+        status: int | None = None,
+        retry_after: float | None = None,
+        code: str | None = None,
+    ):
+        if code is not None:
+            self.code = code  # one this client has no class for
         super().__init__(message or self.code)
         self.message = message
         self.status = status
@@ -56,7 +77,7 @@ class SessionsError(Exception):
 
 
 class NotFoundError(SessionsError):
-    """The thing asked for is not there."""
+    """The session is not there: ask the user to sign in."""
 
 
 class InvalidInput(SessionsError):
@@ -67,19 +88,20 @@ class Unavailable(SessionsError):
     """The service cannot answer now; retry later (after `retry_after` seconds if given)."""
 
 
-class InternalError(SessionsError):
-    code = "internal_error"
-
-
 class TokenNotFound(NotFoundError):
     code = "token_not_found"
 
 
-class NotFound(NotFoundError):
+class NotFound(InvalidInput):
+    """No such path: a wrong base URL, or a method of a later release than the service's."""
+
     code = "not_found"
 
 
 class BadRequest(InvalidInput):
+    """Refused by the service, or by this client before sending: a token or key that an HTTP
+    header cannot hold (control characters such as CR and LF, or non-ASCII)."""
+
     code = "bad_request"
 
 
@@ -131,26 +153,37 @@ class IdempotencyConflict(InvalidInput):
     code = "idempotency_conflict"
 
 
+class InternalError(Unavailable):
+    """A bug in the service; not retried, as a second does not mend it."""
+
+    code = "internal_error"
+
+
 class StorageUnavailable(Unavailable):
     code = "storage_unavailable"
+    retry = "if_safe"
 
 
 class StorageFull(Unavailable):
     code = "storage_full"
+    retry = "if_safe"
 
 
 class StorageWriteFailed(Unavailable):
     code = "storage_write_failed"
+    retry = "if_safe"
 
 
 class Overloaded(Unavailable):
     code = "overloaded"
+    retry = "always"
 
 
 class ServiceUnavailable(Unavailable):
     """No answer: the service could not be reached, did not answer in time, or is not one."""
 
     code = "service_unavailable"
+    retry = "if_safe"
 
 
 def _codes(base: type[SessionsError]) -> dict[str, type[SessionsError]]:
@@ -161,3 +194,18 @@ def _codes(base: type[SessionsError]) -> dict[str, type[SessionsError]]:
 
 
 BY_CODE: dict[str, type[SessionsError]] = _codes(SessionsError)
+# The API document's names of the families (`x-family`).
+FAMILIES: dict[str, type[SessionsError]] = {
+    "not_found": NotFoundError,
+    "invalid_input": InvalidInput,
+    "unavailable": Unavailable,
+}
+
+
+def error_for(code: object, message: str, *, status: int, retry_after: float | None) -> SessionsError:
+    """The exception of an error answer: its code's class, or for a code this client does not
+    know, its family by the HTTP status (never "not found", never retried)."""
+    if isinstance(code, str) and code in BY_CODE:
+        return BY_CODE[code](message, status=status, retry_after=retry_after)
+    family = InvalidInput if 400 <= status < 500 else Unavailable
+    return family(message, status=status, retry_after=retry_after, code=str(code))

@@ -1,0 +1,73 @@
+// A program that uses everything index.d.ts declares, as the README does, for `tsc` to check
+// (tsconfig.json; tests/test_clients.py runs it): the declarations compile under --strict,
+// and the lines marked @ts-expect-error are refused, as the client refuses them at run time.
+import {
+  ERROR_CODES,
+  InvalidInputError,
+  NotFoundError,
+  RETRY,
+  RETRY_SAFE,
+  RETRY_SAFE_WITH,
+  SessionsClient,
+  SessionsError,
+  UnavailableError,
+  errorClass,
+} from './index.js';
+import type { ClientOptions, Extra, RetryEvent, Session, UserId } from './index.js';
+
+const options: ClientOptions = {
+  apiKey: null,
+  timeoutMs: 2000,
+  deadlineMs: 3000,
+  retries: 2,
+  onRetry: (event: RetryEvent) => {
+    const waited: number = event.waitMs + event.attempt;
+    const code: string = event.error.code;
+    void [waited, code];
+  },
+};
+const sessions = new SessionsClient('http://127.0.0.1:8080', options);
+
+export async function uses(userId: UserId, extra: Extra): Promise<void> {
+  const opened: Session = await sessions.new(userId, '192.0.2.1', { extra, ttl: 3600, idempotencyKey: 'k' });
+  const id: bigint = opened.userId;
+  const got = await sessions.get(opened.token, { ip: '192.0.2.2', extra: { device: null } });
+  const since: number = got.create + got.activity;
+  const rotated: Session = await sessions.rotate(got.token);
+  const ended: number = await sessions.deleteUser(id, { keep: rotated.token });
+  const counted: number = (await sessions.countUser(1n)) + (await sessions.deleteIp('192.0.2.1')) + ended + since;
+  for await (const session of sessions.byUser('9223372036854775807', { pageSize: 10 })) void session.extra?.device;
+  for await (const session of sessions.byIp('192.0.2.1')) void session.ip;
+  const deleted: Session = await sessions.delete(rotated.token);
+  void [counted, deleted];
+}
+
+export function errors(error: unknown): string {
+  const families: (typeof SessionsError)[] = [errorClass('overloaded'), errorClass('a_later_code', 418)];
+  if (error instanceof NotFoundError) return 'sign in';
+  if (error instanceof InvalidInputError || error instanceof UnavailableError) {
+    const retryAfter: number | null = error.retryAfter;
+    const status: number | null = error.status;
+    return `${error.code} ${status} ${retryAfter} ${families.length}`;
+  }
+  return '';
+}
+
+export const tables: [readonly string[], string, boolean, string | undefined] = [
+  ERROR_CODES,
+  RETRY.overloaded,
+  RETRY_SAFE['/get'],
+  RETRY_SAFE_WITH['/new'],
+];
+
+export async function refused(): Promise<void> {
+  // @ts-expect-error: a token is a string
+  await sessions.get(1);
+  // @ts-expect-error: keep is a token, in the options
+  await sessions.deleteUser(1n, 'token');
+  // @ts-expect-error: milliseconds are a number
+  void new SessionsClient('http://127.0.0.1:8080', { deadlineMs: '3000' });
+  // @ts-expect-error: ids are bigints: a number is not one
+  const id: number = (await sessions.get('t')).userId;
+  void id;
+}

@@ -328,3 +328,24 @@ async def wait_for_purge_passes(admin: Console, count: int) -> None:
         assert time.monotonic() < deadline, "the purge fiber is not running"
         admin.eval("require('sessions.expiry').wake()")
         await asyncio.sleep(0.005)
+
+
+def make_pair(
+    tmp_path: Path, **environment: str
+) -> tuple[EmbeddedTarantool, EmbeddedTarantool, dict[str, Path], dict[str, str]]:
+    """A primary and its replica (not started), each the other's peer, with `environment` on
+    both; and their data dirs and sockets by name."""
+    paths = {name: (tmp_path / name).resolve() for name in ("primary", "replica")}
+    socket = {name: f"unix/:{path / 'tarantool.sock'}" for name, path in paths.items()}
+    common = {"SESSIONS_REPLICATION_PASSWORD": "replication-pw-8d1f", **environment}
+    primary = make_instance(paths["primary"], environment={**common, "SESSIONS_PEERS": socket["replica"]})
+    replica = make_instance(
+        paths["replica"],
+        environment={
+            **common,
+            "SESSIONS_ROLE": "replica",
+            "SESSIONS_PRIMARY": socket["primary"],
+            "SESSIONS_PEERS": socket["primary"],
+        },
+    )
+    return primary, replica, paths, socket

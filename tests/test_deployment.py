@@ -24,7 +24,16 @@ from sessions.config import Settings
 from sessions.console import Console
 from sessions.embedded import EmbeddedTarantool
 
-from .conftest import PASSWORD, call, lua_session, make_instance, new_session, serving, settings_for
+from .conftest import (
+    PASSWORD,
+    call,
+    lua_session,
+    make_instance,
+    make_pair,
+    new_session,
+    serving,
+    settings_for,
+)
 
 ROOT = Path(__file__).resolve().parent.parent
 # A session the tests below hold unconfirmed.
@@ -135,19 +144,7 @@ async def test_the_failover_runbook_loses_no_acknowledged_session(serve, tmp_pat
     promoted one killed and restarted (still writable), the old primary back (read-only,
     fenced), rejoined as a replica, and the roles swapped back; every session acknowledged
     on the way is there at the end."""
-    paths = {name: (tmp_path / name).resolve() for name in ("primary", "replica")}
-    socket = {name: f"unix/:{path / 'tarantool.sock'}" for name, path in paths.items()}
-    common = {"SESSIONS_REPLICATION_PASSWORD": "replication-pw-8d1f"}
-    primary = make_instance(paths["primary"], environment={**common, "SESSIONS_PEERS": socket["replica"]})
-    replica = make_instance(
-        paths["replica"],
-        environment={
-            **common,
-            "SESSIONS_ROLE": "replica",
-            "SESSIONS_PRIMARY": socket["primary"],
-            "SESSIONS_PEERS": socket["primary"],
-        },
-    )
+    primary, replica, paths, socket = make_pair(tmp_path)
     await primary.start()
     await replica.start()
     acknowledged: list[str] = []
@@ -231,19 +228,7 @@ async def test_a_promoted_replica_that_lagged_is_followed_and_loses_nothing_afte
     a restart (logging what it accepted losing), the same user signs in from the same address
     again (B, a seq of its own, so it never collides with A), the old primary comes back
     fenced and rejoins, the roles are swapped back: A and B are both everywhere."""
-    paths = {name: (tmp_path / name).resolve() for name in ("primary", "replica")}
-    socket = {name: f"unix/:{path / 'tarantool.sock'}" for name, path in paths.items()}
-    common = {"SESSIONS_REPLICATION_PASSWORD": "replication-pw-8d1f"}
-    primary = make_instance(paths["primary"], environment={**common, "SESSIONS_PEERS": socket["replica"]})
-    replica = make_instance(
-        paths["replica"],
-        environment={
-            **common,
-            "SESSIONS_ROLE": "replica",
-            "SESSIONS_PRIMARY": socket["primary"],
-            "SESSIONS_PEERS": socket["primary"],
-        },
-    )
+    primary, replica, paths, socket = make_pair(tmp_path)
     await primary.start()
     await replica.start()
     params = {"user_id": str(user_id), "ip": "192.0.2.77"}
@@ -299,17 +284,7 @@ async def test_a_restore_older_than_its_running_replica_fences_the_primary(serve
     """Restored from a backup older than what its replica holds, the primary would write rows
     the replica never takes (replication goes by vclock): it starts fenced and says so; the
     documented way on (empty the replica, promote, start the replica) re-seeds the replica."""
-    paths = {name: (tmp_path / name).resolve() for name in ("primary", "replica")}
-    socket = {name: f"unix/:{path / 'tarantool.sock'}" for name, path in paths.items()}
-    common = {"SESSIONS_REPLICATION_PASSWORD": "replication-pw-8d1f"}
-    primary = make_instance(paths["primary"], environment={**common, "SESSIONS_PEERS": socket["replica"]})
-    replica_env = {
-        **common,
-        "SESSIONS_ROLE": "replica",
-        "SESSIONS_PRIMARY": socket["primary"],
-        "SESSIONS_PEERS": socket["primary"],
-    }
-    replica = make_instance(paths["replica"], environment=replica_env)
+    primary, replica, paths, socket = make_pair(tmp_path)
     await primary.start()
     await replica.start()
 
@@ -341,7 +316,7 @@ async def test_a_restore_older_than_its_running_replica_fences_the_primary(serve
         await replica.stop()
         shutil.rmtree(paths["replica"])
         promote(Settings(data_dir=paths["primary"]))
-        replica = make_instance(paths["replica"], environment=replica_env)
+        replica = make_pair(tmp_path)[1]
         await replica.start()
         await _until(lambda: _opens(client, user_id), "the restored primary does not write")
         await _until(
@@ -389,7 +364,7 @@ async def test_with_synchronous_replication_a_killed_primary_loses_no_acknowledg
     """SESSIONS_SYNC_REPLICAS=1 (on both, as compose sets it): a `new` is answered only once
     the replica has it, so kill -9 of the primary in the middle of a burst loses none that
     were answered 200."""
-    primary, replica, paths, socket = _pair(tmp_path, SESSIONS_SYNC_REPLICAS="1")
+    primary, replica, paths, socket = make_pair(tmp_path, SESSIONS_SYNC_REPLICAS="1")
     await primary.start()
     await replica.start()
     try:
@@ -533,27 +508,6 @@ async def test_with_synchronous_replication_and_the_replica_gone_it_says_so_at_o
         await primary.stop()
 
 
-def _pair(
-    tmp_path: Path, **environment: str
-) -> tuple[EmbeddedTarantool, EmbeddedTarantool, dict[str, Path], dict[str, str]]:
-    """A primary and its replica (not started), each the other's peer, with `environment` on
-    both; and their data dirs and sockets by name."""
-    paths = {name: (tmp_path / name).resolve() for name in ("primary", "replica")}
-    socket = {name: f"unix/:{path / 'tarantool.sock'}" for name, path in paths.items()}
-    common = {"SESSIONS_REPLICATION_PASSWORD": "replication-pw-8d1f", **environment}
-    primary = make_instance(paths["primary"], environment={**common, "SESSIONS_PEERS": socket["replica"]})
-    replica = make_instance(
-        paths["replica"],
-        environment={
-            **common,
-            "SESSIONS_ROLE": "replica",
-            "SESSIONS_PRIMARY": socket["primary"],
-            "SESSIONS_PEERS": socket["primary"],
-        },
-    )
-    return primary, replica, paths, socket
-
-
 def _role(instance: EmbeddedTarantool) -> dict[str, Any]:
     with Console(instance.console_path) as console:
         return console.eval("return {ro = box.info.ro, role = require('sessions.role').get().role}")
@@ -584,7 +538,7 @@ async def test_with_synchronous_replication_promote_keeps_what_the_lost_primary_
     200), never rolls it back. Alone, the promoted instance refuses writes cleanly; the old
     primary comes back fenced and rejoins it, and writes go through again, and again once the
     roles are swapped back."""
-    primary, replica, paths, socket = _pair(tmp_path, SESSIONS_SYNC_REPLICAS="1")
+    primary, replica, paths, socket = make_pair(tmp_path, SESSIONS_SYNC_REPLICAS="1")
     await primary.start()
     await replica.start()
     try:
@@ -629,7 +583,7 @@ async def test_with_synchronous_replication_a_restarted_primary_takes_its_queue_
             "Tarantool 2.6 does not finish such a start: its first write waits behind the "
             "unconfirmed one, which only a replica connected after the start can confirm"
         )
-    primary, replica, _, _ = _pair(tmp_path, SESSIONS_SYNC_REPLICAS="1")
+    primary, replica, _, _ = make_pair(tmp_path, SESSIONS_SYNC_REPLICAS="1")
     await primary.start()
     await replica.start()
     try:

@@ -13,7 +13,7 @@ import pytest
 
 from sessions.console import Console
 
-from .conftest import PASSWORD, make_instance
+from .conftest import PASSWORD, make_pair
 
 HEALTH = Path(__file__).resolve().parent.parent / "tarantool" / "health.lua"
 ROW = (
@@ -37,19 +37,7 @@ async def _until(check: Any, what: str, within: float = 15) -> None:
 
 @pytest.mark.each_release
 async def test_a_conflict_stops_the_replica_and_it_says_so(tmp_path, tarantool_bin):
-    paths = {name: (tmp_path / name).resolve() for name in ("primary", "replica")}
-    socket = {name: f"unix/:{path / 'tarantool.sock'}" for name, path in paths.items()}
-    common = {"SESSIONS_REPLICATION_PASSWORD": "replication-pw-8d1f-c0ffee"}
-    primary = make_instance(paths["primary"], environment={**common, "SESSIONS_PEERS": socket["replica"]})
-    replica = make_instance(
-        paths["replica"],
-        environment={
-            **common,
-            "SESSIONS_ROLE": "replica",
-            "SESSIONS_PRIMARY": socket["primary"],
-            "SESSIONS_PEERS": socket["primary"],
-        },
-    )
+    primary, replica, paths, socket = make_pair(tmp_path)
     await primary.start()
     await replica.start()
     try:

@@ -514,8 +514,12 @@ def test_ha_the_elected_stack_survives_its_leader_killed_three_times(ha_stack: S
             )
             stack.wait_healthy(name)
             _until(
-                lambda container=container: (_console(container, STATE_LUA) or {}).get("state") == "follower",
-                f"{name} did not rejoin as a follower",
+                # Back in the cluster by itself: a follower, or (an election it won since) the
+                # leader; never a candidate stuck alone.
+                lambda container=container: (
+                    (_console(container, STATE_LUA) or {}).get("state") in ("follower", "leader")
+                ),
+                f"{name} did not rejoin the cluster",
             )
     finally:
         stop.set()

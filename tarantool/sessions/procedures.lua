@@ -517,6 +517,18 @@ local function error_item(err)
     return {error = {type = 'LuaError', code = 0, message = tostring(err)}}
 end
 
+-- How many peers' replication `side` ('upstream': this instance following them,
+-- 'downstream': them following this one) has `status`.
+local function count_peers(side, status)
+    local found = 0
+    for _, peer_info in pairs(box.info.replication) do
+        if peer_info[side] ~= nil and peer_info[side].status == status then
+            found = found + 1
+        end
+    end
+    return found
+end
+
 local UNCONFIRMED = 'too few replicas answer to confirm this write (synchronous replication); '
     .. 'nothing was changed, try again later'
 
@@ -530,13 +542,8 @@ local function confirmable()
     if type(quorum) ~= 'number' then
         return true
     end
-    local following = 1
-    for _, peer_info in pairs(box.info.replication) do
-        if peer_info.downstream ~= nil and peer_info.downstream.status == 'follow' then
-            following = following + 1
-        end
-    end
-    return following >= quorum
+    -- This instance, and each replica following it.
+    return 1 + count_peers('downstream', 'follow') >= quorum
 end
 
 -- Whether a commit failed because the replicas synchronous replication waits for did not
@@ -654,13 +661,7 @@ end
 -- How many of this instance's upstreams stopped on an error (a conflict, say): it no longer
 -- follows them, and says so rather than drop a row in silence.
 local function replication_stopped()
-    local stopped = 0
-    for _, peer_info in pairs(box.info.replication) do
-        if peer_info.upstream ~= nil and peer_info.upstream.status == 'stopped' then
-            stopped = stopped + 1
-        end
-    end
-    return stopped
+    return count_peers('upstream', 'stopped')
 end
 
 local function term()

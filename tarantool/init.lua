@@ -231,6 +231,9 @@ if ttl ~= nil then
     expiry.set_rules({ttl = ttl, lifetime = env_number('SESSIONS_MAX_LIFETIME', 0), cap = 0})
 end
 expiry.start()
+if failover ~= 'election' then
+    role.watch()
+end
 
 local console_socket = tt('CONSOLE_SOCKET')
 if console_socket ~= nil then

@@ -331,21 +331,23 @@ async def wait_for_purge_passes(admin: Console, count: int) -> None:
 
 
 def make_pair(
-    tmp_path: Path, **environment: str
+    tmp_path: Path, *, via: dict[str, str] | None = None, **environment: str
 ) -> tuple[EmbeddedTarantool, EmbeddedTarantool, dict[str, Path], dict[str, str]]:
     """A primary and its replica (not started), each the other's peer, with `environment` on
-    both; and their data dirs and sockets by name."""
+    both; and their data dirs and sockets by name. `via` gives, by name, the address the other
+    instance reaches that one at (a tests.partition.Link), instead of its socket."""
     paths = {name: (tmp_path / name).resolve() for name in ("primary", "replica")}
     socket = {name: f"unix/:{path / 'tarantool.sock'}" for name, path in paths.items()}
+    reach = {**socket, **(via or {})}
     common = {"SESSIONS_REPLICATION_PASSWORD": "replication-pw-8d1f", **environment}
-    primary = make_instance(paths["primary"], environment={**common, "SESSIONS_PEERS": socket["replica"]})
+    primary = make_instance(paths["primary"], environment={**common, "SESSIONS_PEERS": reach["replica"]})
     replica = make_instance(
         paths["replica"],
         environment={
             **common,
             "SESSIONS_ROLE": "replica",
-            "SESSIONS_PRIMARY": socket["primary"],
-            "SESSIONS_PEERS": socket["primary"],
+            "SESSIONS_PRIMARY": reach["primary"],
+            "SESSIONS_PEERS": reach["primary"],
         },
     )
     return primary, replica, paths, socket

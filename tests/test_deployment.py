@@ -34,6 +34,7 @@ from .conftest import (
     serving,
     settings_for,
 )
+from .partition import Link
 
 ROOT = Path(__file__).resolve().parent.parent
 # A session the tests below hold unconfirmed.
@@ -141,9 +142,9 @@ async def _until(check: Any, what: str, within: float = 15) -> Any:
 @pytest.mark.each_release
 async def test_the_failover_runbook_loses_no_acknowledged_session(serve, tmp_path, user_id):
     """The operator's story, on two real instances: primary lost, replica promoted, the
-    promoted one killed and restarted (still writable), the old primary back (read-only,
-    fenced), rejoined as a replica, and the roles swapped back; every session acknowledged
-    on the way is there at the end."""
+    promoted one killed and restarted (still writable), the old primary back (a replica of
+    the promoted one, by itself), and the roles swapped back; every session acknowledged on
+    the way is there at the end."""
     primary, replica, paths, socket = make_pair(tmp_path)
     await primary.start()
     await replica.start()
@@ -185,24 +186,22 @@ async def test_the_failover_runbook_loses_no_acknowledged_session(serve, tmp_pat
         assert state(paths["replica"])["ro"] is False and state(paths["replica"])["role"] == "primary"
         await _until(lambda: write(5), "the restarted primary does not take writes")
 
-        # 3. The old primary comes back: it finds a writable peer and stays read-only.
+        # 3. The old primary comes back: it finds the peer promoted after it and follows it
+        #    as a replica by itself, catching up.
         await primary.start()
         assert {k: v for k, v in state(paths["primary"]).items() if k != "n"} == {
             "ro": True,
-            "role": "fenced",
+            "role": "replica",
         }
         assert await write(5)  # the service stays where the data is
         with pytest.raises(AdminError, match="writable"):
             promote(Settings(data_dir=paths["primary"]))  # no second writer, whoever asks
-
-        # 4. It rejoins as a replica of the new primary and catches up.
-        rejoin(Settings(data_dir=paths["primary"]), socket["replica"])
         total = len(acknowledged)
         await _until(
             lambda: asyncio.to_thread(lambda: state(paths["primary"])["n"] >= total), "the rejoined one lags"
         )
 
-        # 5. The roles are swapped back: the current primary first becomes a replica.
+        # 4. The roles are swapped back: the current primary first becomes a replica.
         rejoin(Settings(data_dir=paths["replica"]), socket["primary"])
         promote(Settings(data_dir=paths["primary"]))
         assert state(paths["primary"])["ro"] is False and state(paths["replica"])["ro"] is True
@@ -227,7 +226,7 @@ async def test_a_promoted_replica_that_lagged_is_followed_and_loses_nothing_afte
     primary (A), the primary is lost, the replica is promoted, the service follows it without
     a restart (logging what it accepted losing), the same user signs in from the same address
     again (B, a seq of its own, so it never collides with A), the old primary comes back
-    fenced and rejoins, the roles are swapped back: A and B are both everywhere."""
+    and follows the promoted one, the roles are swapped back: A and B are both everywhere."""
     primary, replica, paths, socket = make_pair(tmp_path)
     await primary.start()
     await replica.start()
@@ -255,9 +254,8 @@ async def test_a_promoted_replica_that_lagged_is_followed_and_loses_nothing_afte
         status, body = await call(client, "/new", params=params)
         assert status == 200
         b = body["data"]
-        # The old primary comes back fenced, rejoins the promoted one and gets B.
+        # The old primary comes back, follows the promoted one by itself and gets B.
         await primary.start()
-        rejoin(Settings(data_dir=paths["primary"]), socket["replica"])
         await _until(lambda: asyncio.to_thread(lambda: count("primary") >= 4), "the old primary lags")
         # Swapped back: the old primary writes again, and the replica follows it.
         rejoin(Settings(data_dir=paths["replica"]), socket["primary"])
@@ -274,6 +272,155 @@ async def test_a_promoted_replica_that_lagged_is_followed_and_loses_nothing_afte
                     "t[#t + 1] = s.token:str() end return t"
                 )
             assert {a["token"], b["token"]} <= set(stored), name
+    finally:
+        await replica.stop()
+        await primary.stop()
+
+
+@pytest.mark.each_release
+async def test_a_replica_promoted_across_a_split_leaves_one_writer(serve, tmp_path, user_id):
+    """Issue 30's partition: the link between the two instances is cut (the service still
+    reaches both), the operator, seeing the primary unreachable, promotes the replica. The
+    service writes only to the promoted one from then on, a service started during the split
+    too; once the link heals, the old primary stops writing and follows the promoted one by
+    itself. Every session acknowledged after the promotion is on both at the end; every one
+    acknowledged before the split is too."""
+    links = {
+        name: Link((tmp_path / f"to-{name}.sock").resolve(), (tmp_path / name / "tarantool.sock").resolve())
+        for name in ("primary", "replica")
+    }
+    primary, replica, paths, socket = make_pair(tmp_path, via={n: link.address for n, link in links.items()})
+    both = f"{socket['primary']},{socket['replica']}"
+
+    def state(name: str) -> dict[str, Any]:
+        with Console(paths[name] / "tarantool.control") as console:
+            return console.eval(  # type: ignore[no-any-return]
+                "return {ro = box.info.ro, role = require('sessions.role').get().role}"
+            )
+
+    def tokens(name: str) -> set[str]:
+        with Console(paths[name] / "tarantool.control") as console:
+            return set(
+                console.eval(
+                    f"local t = {{}} for _, s in box.space.sessions.index.user_seq:pairs({{{user_id}}}) do "
+                    "t[#t + 1] = s.token:str() end return t"
+                )
+            )
+
+    with links["primary"], links["replica"]:
+        await primary.start()
+        await replica.start()
+        try:
+            client = await serve(settings_for(primary, tarantool=both))
+            before = [(await new_session(client, user_id))["token"] for _ in range(3)]
+            await _until(
+                lambda: asyncio.to_thread(lambda: set(before) <= tokens("replica")), "no replication"
+            )
+
+            for link in links.values():
+                link.cut()
+            await asyncio.to_thread(promote, Settings(data_dir=paths["replica"]))
+            # The old primary cannot know; the service, which reaches both, follows the later
+            # promotion within a look or two.
+            assert state("primary") == {"ro": False, "role": "primary"}
+
+            async def lands_on_the_promoted() -> bool:
+                token = (await new_session(client, user_id))["token"]
+                return token in await asyncio.to_thread(tokens, "replica")
+
+            await _until(lands_on_the_promoted, "the service does not follow the promotion across the split")
+            after = [(await new_session(client, user_id))["token"] for _ in range(5)]
+            # A service (re)started during the split picks the promoted one too.
+            restarted = await serve(settings_for(primary, tarantool=both))
+            after.append((await new_session(restarted, user_id))["token"])
+            assert set(after) <= tokens("replica") and not set(after) & tokens("primary")
+            assert state("primary")["ro"] is False  # still cut off: two writable, one used
+
+            for link in links.values():
+                link.heal()
+            await _until(
+                lambda: asyncio.to_thread(lambda: state("primary") == {"ro": True, "role": "replica"}),
+                "the old primary goes on writing once it reaches the promoted one",
+            )
+            log = (paths["primary"] / "tarantool.log").read_text()
+            assert "was promoted after this instance" in log
+            after.append((await new_session(client, user_id))["token"])
+            await _until(
+                lambda: asyncio.to_thread(lambda: set(before + after) <= tokens("primary")),
+                "the old primary does not catch up",
+            )
+            assert set(before + after) <= tokens("replica")
+            for token in before + after:
+                assert await _served(client, token), token
+        finally:
+            await replica.stop()
+            await primary.stop()
+
+
+@pytest.mark.each_release
+async def test_two_promoted_in_one_generation_both_stop_until_one_is_promoted(serve, tmp_path, user_id):
+    """Both sides of a split promoted (the same generation each): once they meet, neither
+    writes (no silent divergence) and each says so; `promote` of one makes the other follow it."""
+    links = {
+        name: Link((tmp_path / f"to-{name}.sock").resolve(), (tmp_path / name / "tarantool.sock").resolve())
+        for name in ("primary", "replica")
+    }
+    primary, replica, paths, socket = make_pair(tmp_path, via={n: link.address for n, link in links.items()})
+
+    def state(name: str) -> dict[str, Any]:
+        with Console(paths[name] / "tarantool.control") as console:
+            return console.eval(  # type: ignore[no-any-return]
+                "return {ro = box.info.ro, role = require('sessions.role').get().role}"
+            )
+
+    with links["primary"], links["replica"]:
+        await primary.start()
+        await replica.start()
+        try:
+            client = await serve(settings_for(primary, tarantool=f"{socket['primary']},{socket['replica']}"))
+            for link in links.values():
+                link.cut()
+            await asyncio.to_thread(promote, Settings(data_dir=paths["replica"]))
+            await asyncio.to_thread(promote, Settings(data_dir=paths["primary"]))
+            for link in links.values():
+                link.heal()
+            fenced = {"ro": True, "role": "fenced"}
+            await _until(
+                lambda: asyncio.to_thread(lambda: state("primary") == state("replica") == fenced),
+                "two writers of one generation go on",
+            )
+            assert "promoted in the same generation" in (paths["primary"] / "tarantool.log").read_text()
+            await asyncio.to_thread(promote, Settings(data_dir=paths["replica"]))
+            await _until(
+                lambda: asyncio.to_thread(lambda: state("primary") == {"ro": True, "role": "replica"}),
+                "the other does not follow the one promoted",
+            )
+            await _until(lambda: _opens(client, user_id), "the service does not write again")
+        finally:
+            await replica.stop()
+            await primary.stop()
+
+
+async def test_an_outage_is_logged_once_and_its_end_too(serve, tmp_path, user_id, caplog):
+    """Issue 30: while the only writable instance is down, the service says so at once, then
+    every ten seconds, and once when writes are back; the client library's warning at each
+    failed reconnect (ten a second) goes through once a minute per instance."""
+    primary, replica, _, socket = make_pair(tmp_path)
+    await primary.start()
+    await replica.start()
+    try:
+        client = await serve(settings_for(primary, tarantool=f"{socket['primary']},{socket['replica']}"))
+        await new_session(client, user_id)
+        caplog.clear()
+        await primary.stop()
+        await asyncio.sleep(2.5)  # 12 reconnect attempts per connection
+        failed = [r for r in caplog.records if r.name == "asynctnt" and "failed" in r.getMessage()]
+        lost = [r for r in caplog.records if "no writable Tarantool among the 2 listed" in r.getMessage()]
+        assert (len(failed), len(lost)) == (1, 1), caplog.text
+        await primary.start()
+        await _until(lambda: _opens(client, user_id), "writes do not come back")
+        await _until(lambda: _logged(caplog, "without one"), "the end of the outage is not logged")
+        assert "still no writable" not in caplog.text  # the reminder comes after ten seconds
     finally:
         await replica.stop()
         await primary.stop()
@@ -536,8 +683,8 @@ async def test_with_synchronous_replication_promote_keeps_what_the_lost_primary_
     """SESSIONS_SYNC_REPLICAS=1 on both (as in compose). The primary dies while the replica
     holds a write it never saw confirmed; `promote` confirms it (it may have been answered
     200), never rolls it back. Alone, the promoted instance refuses writes cleanly; the old
-    primary comes back fenced and rejoins it, and writes go through again, and again once the
-    roles are swapped back."""
+    primary comes back and follows it by itself, and writes go through again, and again once
+    the roles are swapped back."""
     primary, replica, paths, socket = make_pair(tmp_path, SESSIONS_SYNC_REPLICAS="1")
     await primary.start()
     await replica.start()
@@ -557,8 +704,7 @@ async def test_with_synchronous_replication_promote_keeps_what_the_lost_primary_
         await _until(lambda: _write_fails_cleanly(client, user_id), "writes do not fail cleanly")
 
         await primary.start()
-        assert _role(primary) == {"ro": True, "role": "fenced"}
-        rejoin(Settings(data_dir=paths["primary"]), socket["replica"])
+        assert _role(primary) == {"ro": True, "role": "replica"}
         await _until(lambda: _opens(client, user_id), "writes do not come back once the old primary rejoins")
 
         rejoin(Settings(data_dir=paths["replica"]), socket["primary"])
@@ -606,6 +752,10 @@ async def test_with_synchronous_replication_a_restarted_primary_takes_its_queue_
 async def _opens(client: Any, user_id: int) -> bool:
     status, _ = await call(client, "/new", params={"user_id": str(user_id), "ip": "192.0.2.1"})
     return status == 200
+
+
+async def _logged(caplog: Any, text: str) -> bool:
+    return text in caplog.text
 
 
 async def _at_least(items: list[str], count: int) -> bool:

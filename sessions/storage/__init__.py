@@ -40,6 +40,41 @@ _TOKEN, _USER_ID, _IP, _CREATE, _ACTIVITY, _EXTRA, _SEQ = (
 _touch_log = RateLimitedLog(log, interval=10.0)
 # A refused switch is looked at again every half second.
 _behind_log = RateLimitedLog(log, interval=10.0)
+# Without a writable instance: the first look says so at once, later ones every ten seconds.
+_LOST_INTERVAL = 10.0
+
+
+class _ReconnectLog(logging.Filter):
+    """asynctnt warns at each failed attempt to reconnect (5 a second per connection, two
+    connections per instance): the first of each instance's goes through, then one a minute
+    saying how many were left out."""
+
+    INTERVAL = 60.0
+
+    def __init__(self) -> None:
+        super().__init__()
+        self._last: dict[str, float] = {}
+        self._skipped: dict[str, int] = {}
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if not (
+            isinstance(record.msg, str) and record.msg.startswith("Connect to %s failed") and record.args
+        ):
+            return True
+        where = str(record.args[0] if isinstance(record.args, tuple) else record.args)
+        now = time.monotonic()
+        last = self._last.get(where)
+        if last is not None and now - last < self.INTERVAL:
+            self._skipped[where] = self._skipped.get(where, 0) + 1
+            return False
+        self._last[where] = now
+        skipped = self._skipped.pop(where, 0)
+        if skipped:
+            record.msg += f" ({skipped} more attempts failed since the last such line)"
+        return True
+
+
+logging.getLogger("asynctnt").addFilter(_ReconnectLog())
 
 
 class ContractMismatch(RuntimeError):
@@ -148,6 +183,9 @@ class Storage:
         # the last look, and an event set (and replaced) after each look.
         self._term = 0
         self._writable = True
+        # Since when no instance has been writable (monotonic), None while one is.
+        self._lost_since: float | None = None
+        self._lost_said = 0.0
         self._looked = asyncio.Event()
         self._watcher: asyncio.Task[None] | None = None
         self._connecting: list[asyncio.Future[Any]] = []
@@ -266,14 +304,39 @@ class Storage:
             self._offset = offset
             self._term = max(current_term, term)
             self._bulk = self._bulk_conns[self._conns.index(conn)]
+            if self._lost_since is not None:
+                log.warning(
+                    "writable Tarantool at %s after %.1f s without one", conn.fingerprint, self._since_lost()
+                )
+                self._lost_since = None
             self._writable = True
             self._looked.set()
             self._looked = asyncio.Event()
             return True
+        answering = sum(conn.is_fully_connected for conn in self._conns)
+        if self._lost_since is None:
+            self._lost_since = self._lost_said = time.monotonic()
+            log.error(
+                "no writable Tarantool among the %d listed (%d answer): writes answer 503 until one is "
+                "back or promoted",
+                len(self._conns),
+                answering,
+            )
+        elif time.monotonic() - self._lost_said >= _LOST_INTERVAL:
+            self._lost_said = time.monotonic()
+            log.error(
+                "still no writable Tarantool, for %.0f s (%d of %d answer)",
+                self._since_lost(),
+                answering,
+                len(self._conns),
+            )
         self._writable = False
         self._looked.set()
         self._looked = asyncio.Event()
         return False
+
+    def _since_lost(self) -> float:
+        return time.monotonic() - (self._lost_since or time.monotonic())
 
     async def _measure(self, conn: asynctnt.Connection) -> tuple[dict[str, Any], float]:
         """An instance's `info`, and its clock's offset from this process' clock."""

@@ -1,8 +1,10 @@
 -- The role this instance plays, kept in a file of its own data dir so that it survives every
 -- restart: `primary` (writable), `replica` (read-only, following `primary_at`) or `fenced`
--- (a primary that came back while another instance was writable: read-only, following
--- nobody, until an operator rejoins it). The environment gives only the role of the very
--- first start; from then on the file rules, changed by `promote` and `rejoin` alone.
+-- (read-only, following nobody, until an operator acts: a primary restored from a backup
+-- older than its replica's data, or one of two promoted in the same generation). The
+-- environment gives only the role of the very first start; from then on the file rules,
+-- changed by `promote`, `rejoin`, and by an old primary that finds a peer promoted after it
+-- (it becomes that peer's replica: see open and watch).
 local fiber = require('fiber')
 local fio = require('fio')
 local json = require('json')
@@ -86,7 +88,7 @@ local function answering_peers()
             conn:close()
             if ok and type(answer) == 'table' then
                 found[#found + 1] = {address = address, ro = answer.ro, vclock = answer.vclock or {},
-                                     term = answer.term}
+                                     term = answer.term, role = answer.role}
             end
         end
     end
@@ -96,10 +98,20 @@ end
 local function writable_peer()
     for _, peer in ipairs(answering_peers()) do
         if peer.ro == false then
-            return peer.address
+            return peer
         end
     end
     return nil
+end
+
+-- The promotion a peer (from answering_peers) writes under, and whether it is later than
+-- this instance's last.
+local function generation_of(peer)
+    return tonumber(peer.term) or 0
+end
+
+local function later(peer)
+    return generation_of(peer) > state.generation
 end
 
 -- Rows a peer has that this instance lacks, summed over the vclock's components.
@@ -115,7 +127,8 @@ local function behind(peer_vclock)
 end
 
 -- Reads the role file in `work_dir`, or writes the first one from `initial` ({role,
--- primary_at}); a primary with a writable peer is fenced instead. Returns box.cfg options
+-- primary_at}); a primary with a writable peer promoted after it becomes its replica, one
+-- with a writable peer of its own generation is fenced. Returns box.cfg options
 -- for the role: read_only and replication.
 local function open(work_dir, initial, options)
     state.path = fio.pathjoin(work_dir, FILE)
@@ -128,11 +141,22 @@ local function open(work_dir, initial, options)
         state.role, state.primary_at = stored.role, stored.primary_at
         state.generation = tonumber(stored.generation) or 0
     end
-    if state.role == 'primary' then
+    if state.role == 'primary' or state.role == 'fenced' then
+        -- An old primary back after a failover: the peer promoted after it is the primary
+        -- now, and this one its replica, as the operator would make it (`sessions rejoin`).
+        -- Sessions only this one has (acknowledged before the failover, never replicated)
+        -- stay in its data, and reach the other if the roles are swapped back.
         local other = writable_peer()
-        if other ~= nil then
-            log.error('sessions: %s is writable: this instance stays read-only (fenced) until an '
-                .. 'operator rejoins it as a replica (sessions rejoin %s)', other, other)
+        if other ~= nil and later(other) then
+            log.warn('sessions: %s is writable and was promoted after this instance (generation %s, '
+                .. 'this one %d): this instance follows it as a replica', other.address,
+                tostring(other.term), state.generation)
+            write('replica', other.address)
+        elseif other ~= nil and state.role == 'primary' and generation_of(other) == state.generation then
+            -- (One promoted before it yields to it instead, within a second: see watch.)
+            log.error('sessions: %s is writable, promoted no earlier than this primary: this instance '
+                .. 'stays read-only (fenced) until an operator rejoins it as a replica (sessions rejoin '
+                .. '%s) or promotes it', other.address, other.address)
             write('fenced', nil)
         end
     end
@@ -293,9 +317,59 @@ local function rejoin(address)
     return get()
 end
 
+-- A network split: an operator who saw the primary unreachable promoted the replica, while
+-- this primary went on, cut off from it. Once this instance reaches a writable peer promoted
+-- after it, it follows that peer as a replica (writes here stop at once; sessions opened
+-- here meanwhile stay in this data and reach the other if the roles are swapped back). A
+-- writable peer of its own generation (two promotes, one on each side of a split) makes
+-- both stop writing (fenced) until an operator promotes the one to keep. A fenced instance
+-- follows a peer promoted after it the same way. Looked at every WATCH_INTERVAL seconds.
+local WATCH_INTERVAL = 1
+
+local function look()
+    if state.role == 'replica' then
+        return
+    end
+    for _, peer in ipairs(answering_peers()) do
+        if peer.ro == false and later(peer) then
+            log.warn('sessions: %s is writable and was promoted after this instance (generation %s, this '
+                .. 'one %d): this instance stops writing and follows it as a replica', peer.address,
+                tostring(peer.term), state.generation)
+            rejoin(peer.address)
+            return
+        end
+        -- The other may have stopped first: a fenced peer of this generation is the same split.
+        local rival = peer.ro == false or peer.role == 'fenced'
+        if state.role == 'primary' and rival and generation_of(peer) == state.generation then
+            box.cfg{read_only = true}
+            write('fenced', nil)
+            log.error('sessions: %s was promoted in the same generation as this primary (%d): this '
+                .. 'instance stops writing (fenced). Promote the one whose sessions to keep (sessions '
+                .. 'promote), and the other follows it', peer.address, state.generation)
+            return
+        end
+    end
+end
+
+local function watch()
+    fiber.create(function()
+        fiber.name('sessions.role.watch')
+        while true do
+            fiber.sleep(WATCH_INTERVAL)
+            if state.role ~= 'replica' and #state.peers > 0 then
+                local ok, err = pcall(look)
+                if not ok then
+                    log.warn('sessions: looking at the peers failed: %s', tostring(err))
+                end
+            end
+        end
+    end)
+end
+
 return {
     open = open,
     fence_if_behind = fence_if_behind,
+    watch = watch,
     get = get,
     vclock = vclock,
     promote = promote,

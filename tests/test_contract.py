@@ -1,6 +1,6 @@
-"""The wire contract between the service and its Lua (sessions/contract.py and the OPERATIONS
-of tarantool/sessions/procedures.lua): the two sides agree, and a service refuses a Lua that
-speaks another one, naming each difference."""
+"""The wire contract between the service and its Lua (sessions/contract.py, and the
+declarations of tarantool/sessions/ that `sessions.describe()` reports): the two sides agree,
+and a service refuses a Lua that speaks another one, naming each difference."""
 
 from __future__ import annotations
 
@@ -84,28 +84,34 @@ def test_an_operation_this_side_calls_differently_is_named():
 
 
 @pytest.mark.parametrize(
-    ("declared", "changed", "named"),
+    ("module", "declared", "changed", "named"),
     [
         (
+            "operations/new.lua",
             "args = {'token', 'user_id', 'ip', 'patch', 'ttl', 'idem'}",
             "args = {'token', 'user_id', 'ip', 'patch', 'own_ttl', 'idem'}",
             "runs procedures of another release: operation new arguments",
         ),
         # A release from before the contract had no `describe` at all.
-        ("function procedures.describe()", "function procedures.portray()", "has no sessions.describe"),
+        (
+            "procedures.lua",
+            "function procedures.describe()",
+            "function procedures.portray()",
+            "has no sessions.describe",
+        ),
     ],
     ids=["an argument renamed", "no describe"],
 )
 @pytest.mark.each_release
-def test_a_service_refuses_to_start_on_lua_of_another_contract(tmp_path, declared, changed, named):
+def test_a_service_refuses_to_start_on_lua_of_another_contract(tmp_path, module, declared, changed, named):
     """The Lua of another release: `serve` exits 1 with one line naming the difference, before
     it serves anything."""
     scripts = tmp_path / "tarantool"
     shutil.copytree(ROOT / "tarantool", scripts)
-    procedures = scripts / "sessions" / "procedures.lua"
-    text = procedures.read_text()
+    changing = scripts / "sessions" / module
+    text = changing.read_text()
     assert declared in text
-    procedures.write_text(text.replace(declared, changed))
+    changing.write_text(text.replace(declared, changed))
     port = str(free_port())
     result = subprocess.run(
         [sys.executable, "-m", "sessions", "serve"],

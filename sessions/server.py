@@ -84,10 +84,7 @@ class ServiceRunner(web.BaseRunner):
             routes += ops_routes(settings)
         auth = ApiKeys.configured(_keys(settings))
         try:
-            operations = [route.operation for route in routes if route.operation is not None]
-            service = await self._stack.enter_async_context(
-                running(settings, self.shutdown_request, operations)
-            )
+            service = await self._stack.enter_async_context(running(settings, self.shutdown_request))
             router = Router(routes, service, auth)
         except BaseException:
             await self._stack.aclose()

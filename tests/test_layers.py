@@ -3,9 +3,12 @@
 from __future__ import annotations
 
 import ast
+import re
 import subprocess
 import sys
 from pathlib import Path
+
+from sessions.contract import PROCEDURES
 
 ROOT = Path(__file__).resolve().parent.parent
 PACKAGE = ROOT / "sessions"
@@ -38,3 +41,27 @@ def test_the_storage_never_loads_aiohttp():
     probe = "import sys, sessions.storage; print(sorted(m for m in sys.modules if m.startswith('aiohttp')))"
     done = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, check=True)
     assert done.stdout.strip() == "[]"
+
+
+def _docstrings(tree: ast.AST) -> set[int]:
+    """The ids of the docstring nodes in a module (a docstring may name a procedure)."""
+    found = set()
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Module | ast.ClassDef | ast.FunctionDef | ast.AsyncFunctionDef) and node.body:
+            first = node.body[0]
+            if isinstance(first, ast.Expr) and isinstance(first.value, ast.Constant):
+                found.add(id(first.value))
+    return found
+
+
+def test_the_procedures_are_named_in_the_contract_only():
+    """The service calls a procedure by contract.py's name for it, never by a string of its own."""
+    named = re.compile("|".join(re.escape(name) for name in PROCEDURES))
+    for path in PACKAGE.rglob("*.py"):
+        if path.name == "contract.py":
+            continue
+        tree = ast.parse(path.read_text())
+        docstrings = _docstrings(tree)
+        for node in ast.walk(tree):
+            if isinstance(node, ast.Constant) and isinstance(node.value, str) and id(node) not in docstrings:
+                assert not named.search(node.value), (path, node.lineno, node.value)

@@ -22,7 +22,7 @@ from .errors import (
     StorageWriteFailed,
     Unauthorized,
 )
-from .extra import MAX_DEPTH, MAX_KEYS
+from .limits import MAX_DEPTH, MAX_KEYS
 from .models import SessionObject
 from .params import IDEMPOTENCY_KEY, USER_ID_FORMAT_DOC
 from .routing import SESSION, SESSIONS, Result, Route

@@ -25,7 +25,7 @@ from .errors import (
     SessionsError,
     TokenNotFound,
 )
-from .limits import DEFAULT_TTL, LIST_MAX, MAX_USER_ID
+from .limits import DEFAULT_TTL, LIST_MAX, MAX_USER_ID, shown
 from .models import (
     canonical_ip,
     parse_cursor,
@@ -183,7 +183,7 @@ class _TtlParam(Param):
 
 
 _USER_ID_SCHEMA = {"type": "integer", "format": "int64", "minimum": 1, "maximum": MAX_USER_ID}
-_USER_ID_TEXT = "User id: a positive integer up to 2^63-1 in plain decimal digits."
+_USER_ID_TEXT = f"User id: a positive integer up to {shown(MAX_USER_ID)} in plain decimal digits."
 _IP_SCHEMA = {"anyOf": [{"type": "string", "format": "ipv4"}, {"type": "string", "format": "ipv6"}]}
 _IP_TEXT = "An IPv4 or IPv6 address; compared in canonical form."
 _TOKEN_SCHEMA = {"type": "string", "format": "uuid"}

@@ -1,10 +1,12 @@
 """The tables of the documentation that describe the code, generated from it.
 
-Each table sits in a Markdown file between `<!-- table: NAME -->` and `<!-- end table -->`.
-`make docs` (python -m sessions.reference) rewrites them; test_docs.py fails when one differs
-from what the code declares, so a table never goes stale: the methods from the route table
-(api.METHODS), the errors from errors.BY_CODE and their docstrings, the settings from
-config.Settings and theirs, the metrics from metrics.FAMILIES.
+Each table sits in a Markdown file between `<!-- table: NAME -->` and `<!-- end table -->`,
+and each limit the prose names between `<!-- limit: NAME -->` and `<!-- end limit -->` (a
+name of limits.py). `make docs` (python -m sessions.reference) rewrites them; test_docs.py
+fails when one differs from what the code declares, so neither goes stale: the methods from
+the route table (api.METHODS), the errors from errors.BY_CODE and their docstrings (where
+`{NAME}` stands for a limit), the settings from config.Settings and theirs, the metrics from
+metrics.FAMILIES, the limits from limits.py.
 """
 
 from __future__ import annotations
@@ -16,6 +18,7 @@ from pathlib import Path
 
 from pydantic import SecretStr
 
+from . import limits
 from .api import METHODS
 from .config import Settings
 from .errors import BY_CODE
@@ -26,11 +29,19 @@ __all__ = ["FILES", "TABLES", "render", "rewrite"]
 
 ROOT = Path(__file__).resolve().parent.parent
 # The files that hold generated tables.
-FILES = ("README.md", "docs/api.md", "docs/configuration.md", "docs/operations.md")
+FILES = ("README.md", "docs/api.md", "docs/configuration.md", "docs/operations.md", "docs/reliability.md")
 _BLOCK = re.compile(r"(<!-- table: (\w+) -->\n)(.*?)(<!-- end table -->)", re.DOTALL)
+_LIMIT = re.compile(r"(<!-- limit: (\w+) -->)(.*?)(<!-- end limit -->)")
+_PLACEHOLDER = re.compile(r"\{([A-Z_]+)\}")
+# Every limit by its name in limits.py, as the docs write it.
+LIMITS: dict[str, str] = {
+    name: limits.shown(value) for name in limits.__all__ if isinstance(value := getattr(limits, name), int)
+}
 
 
 def _text(value: str) -> str:
+    """A table cell: one line, its `{NAME}`s the limits'."""
+    value = _PLACEHOLDER.sub(lambda match: LIMITS[match.group(1)], value)
     return " ".join(value.split()).replace("|", "\\|")
 
 
@@ -127,7 +138,13 @@ def render(text: str) -> str:
             raise KeyError(f"no table named {name!r}")
         return head + TABLES[name]() + end
 
-    return _BLOCK.sub(fill, text)
+    def value(match: re.Match[str]) -> str:
+        head, name, _, end = match.groups()
+        if name not in LIMITS:
+            raise KeyError(f"no limit named {name!r} in limits.py")
+        return head + LIMITS[name] + end
+
+    return _LIMIT.sub(value, _BLOCK.sub(fill, text))
 
 
 def rewrite() -> list[str]:

@@ -12,8 +12,8 @@ from pydantic import ValidationError
 from sessions.config import Settings
 from sessions.contract import CONTEXT, KIND_USER, RULES, Context, Operation, Rules
 from sessions.errors import InvalidExtra, InvalidUserId
-from sessions.extra import MAX_DEPTH, MAX_KEYS, decode_extra
-from sessions.limits import DEFAULT_TTL, LIST_MAX, MAX_USER_ID
+from sessions.extra import decode_extra
+from sessions.limits import DEFAULT_TTL, LIST_MAX, MAX_DEPTH, MAX_KEYS, MAX_USER_ID
 from sessions.models import (
     canonical_ip,
     make_cursor,

@@ -120,12 +120,19 @@ def metrics() -> str:
     return table
 
 
+def method_labels() -> str:
+    """The values of the metrics' `method` label: each API method's, the operational
+    endpoints' (ops.py) and the one of any other path (routing.py)."""
+    return ", ".join(f"`{name}`" for name in [*(route.name for route in METHODS), "ops", "other"]) + "):\n"
+
+
 TABLES: dict[str, Callable[[], str]] = {
     "overview": overview,
     "methods": methods,
     "errors": errors,
     "settings": settings,
     "metrics": metrics,
+    "method_labels": method_labels,
 }
 
 

@@ -86,7 +86,7 @@ LIST = Operation(
 DELETE_ALL = Operation(
     "delete_all", ("kind", "key", "except_token", "checked"), ("deleted", "more"), bulk=True
 )
-COUNT = Operation("count", ("user_id",), ("count",), bulk=True)
+COUNT = Operation("count", ("kind", "key"), ("count",), bulk=True)
 # Every operation this service calls, through the storage or a route (routing.Route.forward).
 OPERATIONS = (NEW, GET, DELETE, ROTATE, LIST, DELETE_ALL, COUNT)
 

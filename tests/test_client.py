@@ -105,6 +105,7 @@ async def test_paging_rotation_idempotency_and_bulk_deletes(base_url, user_id, i
             await sessions.new(user_id, "192.0.2.45", idempotency_key="sign-in-1")
         assert await sessions.count_user(user_id) == await sessions.count("user", user_id) == 6
         assert await sessions.delete_user(user_id, keep=rotated.token) == 5
+        assert await sessions.count("ip", ip) == 1
         assert [s.token for s in await sessions.by_user(user_id)] == [rotated.token]
         assert await sessions.delete_ip(ip) == 1
 

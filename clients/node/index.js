@@ -51,6 +51,7 @@ export const RETRY_SAFE = Object.freeze({
   '/ip/del': false,
   '/rotate': false,
   '/user/count': true,
+  '/ip/count': true,
 });
 // end generated
 

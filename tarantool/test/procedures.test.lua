@@ -35,8 +35,8 @@ local function new(user_id, ip, extra)
     return sessions.batch('new', {{token = token(), user_id = user_id, ip = ip, patch = extra}}, context())[1]
 end
 
-local function count(user_id)
-    return sessions.call('count', {user_id = user_id}, context()).count
+local function count(kind, key)
+    return sessions.call('count', {kind = kind, key = key}, context()).count
 end
 
 local text
@@ -97,13 +97,20 @@ suite.case('the cap ends the least recently active sessions with the new one', f
     test:is(box.space.sessions.index.user:count({2}), 3, 'a cap of 3 leaves 3')
 end)
 
-suite.case('count: the live sessions of one user, exactly at the idle TTL boundary', function(test)
-    test:is(count(2), 3, 'the live sessions of the user')
+suite.case('count: the live sessions of one user or address, exactly at the idle TTL boundary', function(test)
+    new(7, '192.0.2.7')
+    test:is(count('user', 2), 3, 'the live sessions of the user')
+    test:is(count('ip', '192.0.2.9'), 3, 'the live sessions of the address')
     clock.freeze(NOW + 100)
-    test:is(count(2), 3, 'idle ttl is live')
+    test:is(count('user', 2), 3, 'idle ttl is live')
+    test:is(count('ip', '192.0.2.9'), 3, 'idle ttl is live at the address')
     clock.freeze(NOW + 101)
-    test:is(count(2), 0, 'idle ttl + 1 is not')
+    test:is(count('user', 2), 0, 'idle ttl + 1 is not')
+    test:is(count('ip', '192.0.2.9'), 0, 'idle ttl + 1 is not at the address')
     clock.freeze(NOW)
+    local ok, err = pcall(sessions.call, 'count', {kind = 'ip', key = 7}, context())
+    test:ok(not ok and tostring(err):find('ip must be a string'), 'an address is a string')
+    sessions.call('delete_all', {kind = 'ip', key = '192.0.2.7'}, context())
 end)
 
 suite.case('bulk deletes count live sessions only', function(test)

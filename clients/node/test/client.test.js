@@ -99,6 +99,7 @@ test('paging walks every session of a user with more than a page', async () => {
   const seen = [];
   for await (const session of sessions.byIp(ip, { pageSize: 1 })) seen.push(session.token);
   assert.deepEqual(seen, [kept]);
+  assert.equal(await sessions.count('ip', ip), 1);
   assert.equal(await sessions.deleteIp(ip), 1);
 });
 

@@ -92,6 +92,7 @@ final class Client
         '/ip/del' => false,
         '/rotate' => false,
         '/user/count' => true,
+        '/ip/count' => true,
     ];
     // end generated
 

@@ -242,6 +242,7 @@ final class ClientTest extends TestCase
             $seen[] = $session->token;
         }
         self::assertSame([$opened[0]], $seen);
+        self::assertSame(1, $this->sessions->count('ip', $ip));
         self::assertSame(1, $this->sessions->deleteIp($ip));
     }
 

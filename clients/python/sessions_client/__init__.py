@@ -56,6 +56,7 @@ RETRY_SAFE: dict[str, bool] = {
     "/ip/del": False,
     "/rotate": False,
     "/user/count": True,
+    "/ip/count": True,
 }
 # end generated
 RETRY_SAFE_WITH: dict[str, str] = {"/new": "Idempotency-Key"}

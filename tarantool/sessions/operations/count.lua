@@ -1,14 +1,14 @@
--- count: how many live sessions a user has.
+-- count: how many live sessions there are under one key of a kind (kinds.lua): a user's, or
+-- an address's.
 local bulk = require('sessions.bulk')
-local errors = require('sessions.errors')
+local kinds = require('sessions.kinds')
 local liveness = require('sessions.liveness')
 
 -- The walk keeps bulk work's pace. Replies {count}.
 local function count(args, ctx)
-    local user_id = args.user_id
-    errors.check(errors.is_integer(user_id), 'user_id must be an integer')
+    local spec = kinds.of(args.kind, args.key)
     local live, seen = 0, 0
-    for _, tuple in box.space.sessions.index.user_seq:pairs({user_id}, {iterator = 'EQ'}) do
+    for _, tuple in box.space.sessions.index[spec.index]:pairs({args.key}, {iterator = 'EQ'}) do
         seen = seen + 1
         bulk.pace(seen, ctx.deadline)
         if liveness.is_live(tuple, ctx.rules) then
@@ -21,6 +21,6 @@ end
 return {
     fn = count,
     bulk = true,
-    args = {'user_id'},
+    args = {'kind', 'key'},
     reply = {'count'},
 }

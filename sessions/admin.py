@@ -25,6 +25,7 @@ from typing import Any
 
 from .config import Settings
 from .console import Console, ConsoleError
+from .contract import INFO, Info
 from .storage import Storage
 
 __all__ = ["AdminError", "backup", "promote", "restore", "stats"]
@@ -195,7 +196,7 @@ def rejoin(settings: Settings, primary: str) -> None:
     _role_change(settings, f"rejoin({json.dumps(primary)})")
 
 
-def stats(settings: Settings) -> dict[str, Any]:
+def stats(settings: Settings) -> Info:
     """The instance's figures, from the local console if there is one, else as the service user."""
     if not settings.embedded:
         return asyncio.run(_remote_info(settings))
@@ -203,13 +204,12 @@ def stats(settings: Settings) -> dict[str, Any]:
         raise AdminError(f"no running Tarantool found in {settings.data_dir.resolve()}")
     try:
         with Console(_console_path(settings)) as console:
-            result: dict[str, Any] = console.eval("return sessions.info()")
-            return result
-    except ConsoleError as error:
+            return Info.of(console.eval(f"return {INFO}()"))
+    except (ConsoleError, ValueError) as error:
         raise AdminError(str(error)) from None
 
 
-async def _remote_info(settings: Settings) -> dict[str, Any]:
+async def _remote_info(settings: Settings) -> Info:
     storage = Storage(settings.tarantool_addresses, settings, password=settings.service_password())
     try:
         await asyncio.wait_for(storage.connect(), settings.startup_timeout)

@@ -1,7 +1,8 @@
 """aiohttp's private parts, kept to this one module: the low-level server's request handler
 and request factory, the writer a `100 Continue` goes out on, the transport a client leaves
-by, and the protocol errors its parser raises. The rest of the service uses aiohttp's
-public `web` API only, so an aiohttp upgrade is checked here.
+by, the protocol errors its parser raises, and a runner's hooks that make and clean up its
+server. The rest of the service uses aiohttp's public `web` API only (test_layers.py scans
+for private names), so an aiohttp upgrade is checked here.
 
 aiohttp answers requests it cannot parse (a request line over 8 KiB, broken headers, TLS on
 the plain port) with a plain-text page before any handler runs; EnvelopeServer answers them
@@ -32,6 +33,7 @@ __all__ = [
     "PROTOCOL_ERRORS",
     "SEND_PIECE",
     "EnvelopeServer",
+    "HookedRunner",
     "abandon_body",
     "client_left",
     "from_protocol",
@@ -213,3 +215,26 @@ class EnvelopeServer(web.Server):
         return web.BaseRequest(
             message, payload, protocol, writer, task, self._loop, client_max_size=self._client_max_size
         )
+
+
+class HookedRunner(web.BaseRunner):
+    """A runner whose server a subclass makes in `make_server(**kwargs)` (with the keyword
+    arguments the runner was given for it, such as the access log) and cleans up after in
+    `cleanup_server()`: aiohttp asks for both through private hooks of BaseRunner's."""
+
+    __slots__ = ()
+
+    async def shutdown(self) -> None:
+        pass
+
+    async def make_server(self, **kwargs: Any) -> web.Server:
+        raise NotImplementedError
+
+    async def cleanup_server(self) -> None:
+        pass
+
+    async def _make_server(self) -> web.Server:
+        return await self.make_server(**self._kwargs)
+
+    async def _cleanup_server(self) -> None:
+        await self.cleanup_server()

@@ -13,7 +13,7 @@ from urllib.parse import urlencode
 from aiohttp import web
 from pydantic import BaseModel, ConfigDict, Field
 
-from .contract import Operation
+from .contract import COUNT, KIND_IP, KIND_USER
 from .envelope import answer, success, success_within
 from .errors import BadRequest, IdempotencyConflict, StorageFull, TokenNotFound
 from .models import Cursor, Deleted, make_cursor
@@ -62,11 +62,11 @@ async def rotate(service: Service, token: str) -> web.Response:
 
 
 async def delete_by_user(service: Service, user_id: int, keep: str | None) -> web.Response:
-    return success({"deleted": await service.storage.delete_all("user", user_id, except_token=keep)})
+    return success({"deleted": await service.storage.delete_all(KIND_USER, user_id, except_token=keep)})
 
 
 async def delete_by_ip(service: Service, ip: str) -> web.Response:
-    return success({"deleted": await service.storage.delete_all("ip", ip)})
+    return success({"deleted": await service.storage.delete_all(KIND_IP, ip)})
 
 
 async def _listing(
@@ -89,11 +89,11 @@ async def _listing(
 
 
 async def by_user(service: Service, user_id: int, limit: int | None, after: Cursor | None) -> web.Response:
-    return await _listing(service, "user", ID, user_id, limit, after)
+    return await _listing(service, KIND_USER, ID, user_id, limit, after)
 
 
 async def by_ip(service: Service, ip: str, limit: int | None, after: Cursor | None) -> web.Response:
-    return await _listing(service, "ip", IP, ip, limit, after)
+    return await _listing(service, KIND_IP, IP, ip, limit, after)
 
 
 METHODS: tuple[Route, ...] = (
@@ -170,10 +170,22 @@ METHODS: tuple[Route, ...] = (
     ),
     Route.forward(
         "/user/count",
-        Operation("count", args=("user_id",), reply=("count",), bulk=True),
+        COUNT,
         "user_count",
         (ID,),
+        fixed={"kind": KIND_USER},
         summary="How many live sessions a user has",
+        result=Count,
+        work=BULK,
+        retry_safe=True,
+    ),
+    Route.forward(
+        "/ip/count",
+        COUNT,
+        "ip_count",
+        (IP,),
+        fixed={"kind": KIND_IP},
+        summary="How many live sessions an address has (for abuse checks)",
         result=Count,
         work=BULK,
         retry_safe=True,

@@ -19,6 +19,7 @@ from pydantic import ValidationError
 
 from . import admin, server
 from .config import Settings, describe_error, unknown_variables
+from .contract import Info
 from .embedded import EmbeddedError
 from .logs import setup_logging
 from .openapi import build_spec
@@ -130,23 +131,23 @@ def _when(timestamp: float | None) -> str:
     return datetime.datetime.fromtimestamp(timestamp, datetime.UTC).isoformat(timespec="seconds")
 
 
-def _print_stats(info: dict[str, Any]) -> None:
-    print(f"sessions stored:    {info['sessions']}")
-    print(f"memory used:        {info['memory_used']} bytes")
-    print(f"next expiry:        {_when(info['next_expiry'])}")
-    print(f"last checkpoint:    {_when(info['last_checkpoint'])}")
-    print(f"purged since start: {info['purged']}")
-    print(f"read-only:          {info['ro']}")
-    raft = info.get("election")
-    if isinstance(raft, dict):
+def _print_stats(info: Info) -> None:
+    print(f"sessions stored:    {info.sessions}")
+    print(f"memory used:        {info.memory_used} bytes")
+    print(f"next expiry:        {_when(info.next_expiry)}")
+    print(f"last checkpoint:    {_when(info.last_checkpoint)}")
+    print(f"purged since start: {info.purged}")
+    print(f"read-only:          {info.ro}")
+    raft = info.election
+    if raft is not None:
         # Elections decide (SESSIONS_FAILOVER=election): no role of its own.
         print(f"election:           {raft['state']}, term {raft['term']}, leader id {raft['leader']}")
     else:
-        print(f"role:               {info.get('role')} (promotion generation {info.get('term', 0)})")
-    print(f"replication stopped: {info.get('replication_stopped', 0)} upstream(s) (see its log if not 0)")
-    print(f"storage full:       {info.get('storage_full', False)}")
-    print(f"served untouched:   {info.get('touch_skipped', 0)} (gets while memory was full)")
-    print(f"schema version:     {info['schema_version']} (Tarantool {info['tarantool_version']})")
+        print(f"role:               {info.role} (promotion generation {info.term})")
+    print(f"replication stopped: {info.replication_stopped} upstream(s) (see its log if not 0)")
+    print(f"storage full:       {info.storage_full}")
+    print(f"served untouched:   {info.touch_skipped} (gets while memory was full)")
+    print(f"schema version:     {info.schema_version} (Tarantool {info.tarantool_version})")
 
 
 # Where the commands that work on an instance's files look, said in each one's --help.

@@ -1,21 +1,23 @@
 """The wire contract between the service and its Lua procedures, as this side declares it.
 
-The Lua side declares the same in tarantool/sessions/procedures.lua (OPERATIONS, CONTEXT,
-ERRORS) and says it through the `describe` procedure. Storage compares the two when it
-connects to an instance and refuses an instance that differs, naming each difference, so a
-service and a Tarantool of different releases never talk past each other.
+The Lua side declares the same in tarantool/sessions/ (each operation in operations/, the
+call context in dispatch.lua, the error types and the error item in errors.lua, the kinds of
+key in kinds.lua, info's fields in monitor.lua) and says it through the `describe`
+procedure. Storage compares the two when it connects to an instance and refuses an instance
+that differs, naming each difference, so a service and a Tarantool of different releases
+never talk past each other. Everything this service sends or reads by name is named here.
 
-Every operation takes named arguments (a map) and a context map (CONTEXT), and replies with
+Every operation takes named arguments (a map) and a context map (Context), and replies with
 a map of named fields. Batchable operations are coalesced into one `batch` call (one
-transaction, one WAL write), whose items each reply alone, an error item as
-{error = {type, code, message}}; the others go through `call`, bulk ones over a connection
-of their own.
+transaction, one WAL write), whose items each reply alone, a failed one as
+{error = {type, code, message}} (ERROR_ITEM); the others go through `call`, bulk ones over a
+connection of their own.
 """
 
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 from typing import Any
 
 from .errors import (
@@ -28,20 +30,38 @@ from .errors import (
 )
 
 __all__ = [
+    "BATCH",
+    "CALL",
     "CONTEXT",
+    "COUNT",
     "DELETE",
     "DELETE_ALL",
+    "DESCRIBE",
     "ERRORS",
+    "ERROR_ITEM",
     "FIELDS",
     "GET",
+    "IDEM",
+    "INFO",
+    "INFO_FIELDS",
+    "KINDS",
+    "KIND_IP",
+    "KIND_USER",
     "LIST",
     "NEW",
     "OPERATIONS",
+    "PEER",
     "PROCEDURES",
     "ROTATE",
     "RULES",
+    "Context",
+    "Info",
     "Operation",
+    "Rules",
     "differences",
+    "error_item",
+    "failure_of",
+    "idem",
 ]
 
 
@@ -66,18 +86,76 @@ LIST = Operation(
 DELETE_ALL = Operation(
     "delete_all", ("kind", "key", "except_token", "checked"), ("deleted", "more"), bulk=True
 )
-# The operations the storage calls itself; a route may declare more (routing.Route.operation).
-OPERATIONS = (NEW, GET, DELETE, ROTATE, LIST, DELETE_ALL)
+COUNT = Operation("count", ("kind", "key"), ("count",), bulk=True)
+# Every operation this service calls, through the storage or a route (routing.Route.forward).
+OPERATIONS = (NEW, GET, DELETE, ROTATE, LIST, DELETE_ALL, COUNT)
 
-# The procedures the service's Tarantool user may execute (access.lua grants exactly these).
-PROCEDURES = ("batch", "call", "describe", "info", "peer")
-# What every call carries beside its own arguments.
-CONTEXT = ("rules", "deadline", "extra_max", "untouched")
-# The liveness rules (tarantool/sessions/liveness.lua): idle TTL, lifetime, cap per user.
-RULES = ("ttl", "lifetime", "cap")
+# The procedures the service's Tarantool user may execute (access.lua grants exactly these),
+# by the names it calls them; describe() lists them without the namespace.
+_NAMESPACE = "sessions."
+BATCH = _NAMESPACE + "batch"
+CALL = _NAMESPACE + "call"
+DESCRIBE = _NAMESPACE + "describe"
+INFO = _NAMESPACE + "info"
+PEER = _NAMESPACE + "peer"
+PROCEDURES = (BATCH, CALL, DESCRIBE, INFO, PEER)
+
+# The kinds of key sessions are listed, counted and ended by (`kind` of list, delete_all).
+KIND_USER = "user"
+KIND_IP = "ip"
+KINDS = (KIND_USER, KIND_IP)
+
+
+@dataclass(frozen=True, slots=True)
+class Rules:
+    """The liveness rules (tarantool/sessions/liveness.lua), sent with every call: the idle
+    TTL in seconds, the most seconds a session lives (0: no limit), the most live sessions
+    of one user (0: no limit)."""
+
+    ttl: int
+    lifetime: int
+    cap: int
+
+    def wire(self) -> dict[str, int]:
+        """As the Lua reads them."""
+        return {name: getattr(self, name) for name in RULES}
+
+
+RULES = tuple(field.name for field in fields(Rules))
+
+
+@dataclass(frozen=True, slots=True)
+class Context:
+    """What every call carries beside its own arguments: the rules, the moment after which
+    its work is not started (on the instance's clock), the extra data limit, and whether the
+    call may write nothing (`get`s served as stored)."""
+
+    rules: Mapping[str, int]  # Rules.wire()
+    deadline: float
+    extra_max: int
+    untouched: bool | None = None
+
+    def wire(self) -> dict[str, Any]:
+        """As the Lua reads it, a None left out."""
+        return {name: value for name in CONTEXT if (value := getattr(self, name)) is not None}
+
+
+CONTEXT = tuple(field.name for field in fields(Context))
+
 # A session row's first fields, in order: what the procedures answer for a session (the
 # six of SessionObject, then the stored deadline, own TTL and place in listings).
 FIELDS = ("token", "user_id", "ip", "create", "activity", "extra", "expires", "ttl", "seq")
+
+# The fields of `new`'s `idem` argument.
+IDEM = ("key", "fingerprint", "window")
+
+
+def idem(key: str, fingerprint: str, window: int) -> dict[str, Any]:
+    """`new`'s `idem` argument: an idempotency key, the digest of the parameters it came
+    with, and how many seconds it is remembered."""
+    return dict(zip(IDEM, (key, fingerprint, window), strict=True))
+
+
 # The error types the procedures raise on purpose, and what each is to a caller; None: the
 # service sent something it should not have (a bug, answered as internal_error).
 ERRORS: Mapping[str, type[SessionsError] | None] = {
@@ -89,6 +167,60 @@ ERRORS: Mapping[str, type[SessionsError] | None] = {
     # Synchronous replication with too few replicas following: refused before any write.
     "ReplicasUnavailable": StorageWriteFailed,
 }
+# A failed item of a batch's reply is {error = {...}} with these fields, in this order: the
+# error's type (a custom one's name), its code and its message.
+ERROR_ITEM = ("type", "code", "message")
+
+
+def error_item(kind: str | None, code: int, message: str) -> dict[str, Any]:
+    """A failed item, as the Lua answers one."""
+    return {"error": dict(zip(ERROR_ITEM, (kind, code, message), strict=True))}
+
+
+def failure_of(reply: Mapping[str, Any]) -> tuple[str | None, int, str] | None:
+    """The type, code and message of a failed item; None for an item that did not fail."""
+    failed = reply.get("error")
+    if not isinstance(failed, Mapping):
+        return None
+    kind, code, message = (failed.get(name) for name in ERROR_ITEM)
+    return (None if kind is None else str(kind)), int(code or 0), str(message or "")
+
+
+@dataclass(frozen=True, slots=True)
+class Info:
+    """What `sessions.info` answers: an instance's figures, read without a full scan."""
+
+    now: float  # its real clock, against which deadlines are set
+    bulk_active: int  # bulk calls in one of its slots
+    bulk_waiting: int  # and waiting for one
+    ro: bool
+    role: str | None  # primary, replica or fenced; None under elections
+    vclock: Mapping[Any, int]  # instance id -> lsn
+    schema_version: int
+    schema_latest: int
+    sessions: int  # stored, lapsed ones not purged yet included
+    next_expiry: int | None  # the earliest stored expiry
+    purged: int  # since start
+    memory_used: int  # bytes
+    tarantool_version: str
+    last_checkpoint: float | None
+    storage_full: bool  # memory ran out at the last write
+    touch_skipped: int  # gets served without recording their activity, since start
+    replication_stopped: int  # upstreams stopped on an error
+    writes_confirmable: bool  # false: synchronous replication with too few replicas following
+    election: Mapping[str, Any] | None  # with elections: its state, the term, the leader's id
+    term: int  # the promotion its writes belong to
+
+    @classmethod
+    def of(cls, answer: Mapping[str, Any]) -> Info:
+        """The figures an answer of `sessions.info` holds (ValueError when it lacks any)."""
+        missing = [name for name in INFO_FIELDS if name not in answer]
+        if missing:
+            raise ValueError(f"sessions.info answered without {missing}: a Lua of another release")
+        return cls(**{name: answer[name] for name in INFO_FIELDS})
+
+
+INFO_FIELDS = tuple(field.name for field in fields(Info))
 
 
 def _differ(what: str, ours: Iterable[str], theirs: Any, *, ordered: bool = False) -> list[str]:
@@ -101,15 +233,20 @@ def _differ(what: str, ours: Iterable[str], theirs: Any, *, ordered: bool = Fals
     return []
 
 
-def differences(described: Mapping[str, Any], operations: Iterable[Operation]) -> list[str]:
+def differences(described: Mapping[str, Any], operations: Iterable[Operation] = OPERATIONS) -> list[str]:
     """How the Lua's contract (what `describe` answered) differs from this side's, with
     `operations` the ones this service calls; empty when they agree."""
-    found = _differ("procedures", PROCEDURES, described.get("procedures"))
+    procedures = [name.removeprefix(_NAMESPACE) for name in PROCEDURES]
+    found = _differ("procedures", procedures, described.get("procedures"))
     found += _differ("call context", CONTEXT, described.get("context"))
     found += _differ("liveness rules", RULES, described.get("rules"))
     found += _differ("error types", ERRORS, described.get("errors"))
-    fields = list(described.get("fields") or ())
-    found += _differ("session fields", FIELDS, fields[: len(FIELDS)], ordered=True)
+    found += _differ("error item", ERROR_ITEM, described.get("error_item"), ordered=True)
+    found += _differ("kinds of key", KINDS, described.get("kinds"))
+    found += _differ("info fields", INFO_FIELDS, described.get("info"))
+    found += _differ("idem fields", IDEM, described.get("idem"))
+    fields_ = list(described.get("fields") or ())
+    found += _differ("session fields", FIELDS, fields_[: len(FIELDS)], ordered=True)
     theirs = described.get("operations")
     if not isinstance(theirs, Mapping):
         theirs = {}

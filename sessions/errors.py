@@ -6,6 +6,8 @@ from __future__ import annotations
 
 from typing import ClassVar, Literal
 
+from .limits import LIST_MAX, MAX_USER_ID
+
 __all__ = [
     "BY_CODE",
     "BadRequest",
@@ -94,12 +96,12 @@ class RequestTimeout(SessionsError):
 
 
 class InvalidUserId(SessionsError):
-    """`user_id`/`id` missing, repeated, or not a plain decimal integer from 1 to 2^63-1."""
+    """`user_id`/`id` missing, repeated, or not a plain decimal integer from 1 to {MAX_USER_ID}."""
 
     status = 400
     code = "invalid_user_id"
     family = "invalid_input"
-    default_message = "User id must be a positive integer up to 9223372036854775807."
+    default_message = f"User id must be a positive integer up to {MAX_USER_ID}."
 
 
 class InvalidIp(SessionsError):
@@ -132,12 +134,12 @@ class InvalidTtl(SessionsError):
 
 
 class InvalidLimit(SessionsError):
-    """`limit` is not a plain decimal integer from 1 to the most a page holds."""
+    """`limit` is not a plain decimal integer from 1 to {LIST_MAX}, the most a page holds."""
 
     status = 400
     code = "invalid_limit"
     family = "invalid_input"
-    default_message = "Limit must be an integer from 1 to 1000."
+    default_message = f"Limit must be an integer from 1 to {LIST_MAX}."
 
 
 class InvalidCursor(SessionsError):

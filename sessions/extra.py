@@ -9,11 +9,9 @@ from typing import Any
 from urllib.parse import parse_qsl
 
 from .errors import InvalidExtra
+from .limits import MAX_DEPTH, MAX_KEYS
 
-__all__ = ["MAX_DEPTH", "MAX_KEYS", "decode_extra"]
-
-MAX_DEPTH = 32  # nesting of objects and arrays in a JSON body
-MAX_KEYS = 1024  # top-level keys in one body
+__all__ = ["decode_extra"]
 
 FORM = "application/x-www-form-urlencoded"
 JSON = "application/json"

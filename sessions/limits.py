@@ -1,5 +1,7 @@
-"""The API's limits and defaults, declared once: the settings, the parameter checks, the API
-document and the Lua (told through the wire contract, contract.py) all read them from here."""
+"""The API's limits and defaults, declared once: the settings, the parameter checks, the error
+messages, the API document, the docs (`make docs` writes their values where the docs name
+them: reference.py) and the Lua (told through the wire contract, contract.py) all read them
+from here."""
 
 from __future__ import annotations
 
@@ -11,8 +13,11 @@ __all__ = [
     "FD_RESERVE",
     "LIST_MAX",
     "MAX_CONNECTIONS",
+    "MAX_DEPTH",
+    "MAX_KEYS",
     "MAX_TTL",
     "MAX_USER_ID",
+    "shown",
 ]
 
 DAY = 24 * 60 * 60
@@ -25,6 +30,10 @@ MAX_TTL = 100 * 365 * DAY
 MAX_USER_ID = 2**63 - 1
 # The most sessions one page of /user or /ip holds.
 LIST_MAX = 1000
+# Extra data: the deepest nesting of objects and arrays in a JSON body, and the most
+# top-level keys in one body (JSON or form).
+MAX_DEPTH = 32
+MAX_KEYS = 1024
 
 # The memory budgets of a process unless set (config.py): answers of listings in flight, in
 # pages of the page budget, and request bodies, in the largest body.
@@ -36,3 +45,10 @@ BODY_COUNT = 64
 # idle connection takes keeps them to a few tens of MB.
 FD_RESERVE = 64
 MAX_CONNECTIONS = 10_000
+
+
+def shown(value: int) -> str:
+    """A limit as the docs and messages write it: 2^63-1 rather than its 19 digits."""
+    if value > 2**32 and (value + 1).bit_count() == 1:
+        return f"2^{(value + 1).bit_length() - 1}-1"
+    return str(value)

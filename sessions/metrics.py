@@ -20,6 +20,7 @@ import orjson
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily
 from prometheus_client.metrics_core import Metric
 
+from .contract import Info
 from .overload import Budget, Gate
 
 __all__ = ["BUCKETS", "ELECTION_FAMILIES", "FAMILIES", "METRICS", "Family", "Metrics"]
@@ -188,7 +189,7 @@ class Metrics:
 
     def __init__(self) -> None:
         self._methods: dict[str, _MethodStats] = {}
-        self.storage: dict[str, Any] | None = None
+        self.storage: Info | None = None
         # The admission gates of this process (overload.py), once it serves.
         self.gates: tuple[Gate, ...] = ()
         # Its memory budgets (overload.py), once it serves.
@@ -307,20 +308,18 @@ class Metrics:
         yield from (requests, latency, shed, waiting, active, exhausted)
         yield from (capacity, held, connections, connections_max, closed)
         yield _one("sessions_tarantool_up", 0 if self.storage is None else 1)
-        if self.storage is not None:
-            yield _one("sessions_stored", self.storage["sessions"])
-            yield _one("sessions_purged", self.storage["purged"])
-            yield _one("sessions_tarantool_memory_used_bytes", self.storage["memory_used"])
-            yield _one("sessions_tarantool_read_only", int(self.storage["ro"]))
-            yield _one("sessions_storage_full", int(bool(self.storage.get("storage_full", False))))
-            yield _one("sessions_touch_skipped", self.storage.get("touch_skipped", 0))
-            yield _one("sessions_tarantool_replication_stopped", self.storage.get("replication_stopped", 0))
-            yield _one(
-                "sessions_tarantool_writes_confirmable",
-                int(bool(self.storage.get("writes_confirmable", True))),
-            )
-            election = self.storage.get("election")
-            if isinstance(election, dict):
+        info = self.storage
+        if info is not None:
+            yield _one("sessions_stored", info.sessions)
+            yield _one("sessions_purged", info.purged)
+            yield _one("sessions_tarantool_memory_used_bytes", info.memory_used)
+            yield _one("sessions_tarantool_read_only", int(info.ro))
+            yield _one("sessions_storage_full", int(info.storage_full))
+            yield _one("sessions_touch_skipped", info.touch_skipped)
+            yield _one("sessions_tarantool_replication_stopped", info.replication_stopped)
+            yield _one("sessions_tarantool_writes_confirmable", int(info.writes_confirmable))
+            election = info.election
+            if election is not None:
                 yield _one("sessions_tarantool_election_term", election.get("term", 0))
                 yield _one("sessions_tarantool_election_leader", election.get("leader", 0))
 

@@ -22,7 +22,7 @@ from .errors import (
     StorageWriteFailed,
     Unauthorized,
 )
-from .extra import MAX_DEPTH, MAX_KEYS
+from .limits import MAX_DEPTH, MAX_KEYS
 from .models import SessionObject
 from .params import IDEMPOTENCY_KEY, USER_ID_FORMAT_DOC
 from .routing import SESSION, SESSIONS, Result, Route
@@ -93,10 +93,9 @@ def _example(result: Result) -> Any:
 
 _REF = "#/components/schemas/{model}"
 
-# Errors any method may answer.
+# Errors any method may answer (and, with API keys, Unauthorized).
 _COMMON_ERRORS: list[type[SessionsError]] = [
     BadRequest,
-    Unauthorized,
     RequestTimeout,
     StorageUnavailable,
     StorageWriteFailed,
@@ -124,7 +123,7 @@ def _error_response(errors: list[type[SessionsError]]) -> dict[str, dict[str, An
     return responses
 
 
-def _operation(route: Route, method: str) -> dict[str, Any]:
+def _operation(route: Route, method: str, *, keys: bool) -> dict[str, Any]:
     example = _example(route.result)
     success: dict[str, Any] = {"description": "Success"}
     if route.result == SESSIONS:
@@ -155,7 +154,7 @@ def _operation(route: Route, method: str) -> dict[str, Any]:
                     }
                 },
             },
-            **_error_response([*route.all_errors(), *_COMMON_ERRORS]),
+            **_error_response([*route.all_errors(), *_COMMON_ERRORS, *([Unauthorized] if keys else [])]),
         },
     }
     if route.extra and method == "get":
@@ -182,25 +181,29 @@ def _operation(route: Route, method: str) -> dict[str, Any]:
     return operation
 
 
-# With API keys configured (SESSIONS_API_KEYS), every operation needs the bearer scheme;
-# without, it is optional, and the description still tells clients the scheme exists.
+# With API keys configured (SESSIONS_API_KEYS), every operation needs the bearer scheme (and
+# Swagger UI shows its padlock and an Authorize button); without, the document has no scheme,
+# so that the page shows neither on a service that takes no key.
 _BEARER = {
     "bearerAuth": {
         "type": "http",
         "scheme": "bearer",
-        "description": "One of SESSIONS_API_KEYS, as `Authorization: Bearer KEY`, when the service has any.",
+        "description": "One of SESSIONS_API_KEYS, as `Authorization: Bearer KEY`.",
     }
 }
 
 
 def build_spec(*, keys: bool = False) -> dict[str, Any]:
-    """The API's OpenAPI document; `keys`: whether the service requires API keys."""
+    """The API's OpenAPI document; `keys`: whether the service requires API keys (the
+    document in the repository, openapi.json, is a service's without)."""
     models: list[type[BaseModel]] = [*dict.fromkeys(_answer(m.result) for m in METHODS), Error]
     _, generated = models_json_schema([(model, "serialization") for model in models], ref_template=_REF)
     schemas: dict[str, Any] = generated["$defs"]
     schemas["SessionObject"]["example"] = _EXAMPLE_SESSION
-    paths = {m.path: {"get": _operation(m, "get"), "post": _operation(m, "post")} for m in METHODS}
-    return {
+    paths = {
+        m.path: {method: _operation(m, method, keys=keys) for method in ("get", "post")} for m in METHODS
+    }
+    spec: dict[str, Any] = {
         "openapi": "3.1.0",
         "info": {
             "title": "sessions",
@@ -209,9 +212,7 @@ def build_spec(*, keys: bool = False) -> dict[str, Any]:
             "alike; parameters come from the query string, a body on `new` and `get` is extra data.",
         },
         "paths": paths,
-        "security": [{"bearerAuth": []}] if keys else [{}, {"bearerAuth": []}],
         "components": {
-            "securitySchemes": _BEARER,
             "schemas": {
                 **schemas,
                 "ExtraPatch": {
@@ -237,3 +238,7 @@ def build_spec(*, keys: bool = False) -> dict[str, Any]:
             },
         },
     }
+    if keys:
+        spec["security"] = [{"bearerAuth": []}]
+        spec["components"]["securitySchemes"] = _BEARER
+    return spec

@@ -100,9 +100,9 @@ def ops_routes(settings: Settings) -> tuple[Route, ...]:
 
     async def ready(service: Service) -> web.Response:
         info = await service.storage.info()
-        if info["ro"]:
+        if info.ro:
             raise StorageUnavailable("Tarantool is read-only: new sessions cannot be written.")
-        if not info.get("writes_confirmable", True):
+        if not info.writes_confirmable:
             raise StorageUnavailable(
                 "Too few replicas answer to confirm a write (synchronous replication): new sessions "
                 "cannot be written; gets serve sessions as stored."
@@ -112,9 +112,9 @@ def ops_routes(settings: Settings) -> tuple[Route, ...]:
         return success(
             {
                 "ready": True,
-                "sessions": info["sessions"],
-                "schema_version": info["schema_version"],
-                "storage_full": bool(info.get("storage_full", False)),
+                "sessions": info.sessions,
+                "schema_version": info.schema_version,
+                "storage_full": info.storage_full,
             }
         )
 

@@ -25,7 +25,7 @@ from .errors import (
     SessionsError,
     TokenNotFound,
 )
-from .limits import DEFAULT_TTL, LIST_MAX, MAX_USER_ID
+from .limits import DEFAULT_TTL, LIST_MAX, MAX_USER_ID, shown
 from .models import (
     canonical_ip,
     parse_cursor,
@@ -183,14 +183,15 @@ class _TtlParam(Param):
 
 
 _USER_ID_SCHEMA = {"type": "integer", "format": "int64", "minimum": 1, "maximum": MAX_USER_ID}
-_USER_ID_TEXT = "User id: a positive integer up to 2^63-1 in plain decimal digits."
+_USER_ID_TEXT = f"User id: a positive integer up to {shown(MAX_USER_ID)} in plain decimal digits."
 _IP_SCHEMA = {"anyOf": [{"type": "string", "format": "ipv4"}, {"type": "string", "format": "ipv6"}]}
 _IP_TEXT = "An IPv4 or IPv6 address; compared in canonical form."
 _TOKEN_SCHEMA = {"type": "string", "format": "uuid"}
 
 USER_ID = Param("user_id", parse_user_id, InvalidUserId, _USER_ID_TEXT, _USER_ID_SCHEMA, example=1)
 # Swagger UI pre-fills examples into "Try it out": none where it would end sessions (`/user/del`,
-# `/ip/del`) or change one (`get`'s ip, `new`'s own TTL).
+# `/ip/del`) or change one (`get`'s ip, `new`'s own TTL), nor in a token's query field, which
+# would then differ from a token given in X-Session-Token (its example is in its description).
 ID = Param("id", parse_user_id, InvalidUserId, _USER_ID_TEXT, _USER_ID_SCHEMA)
 IP = Param("ip", canonical_ip, InvalidIp, _IP_TEXT, _IP_SCHEMA)
 OPTIONAL_IP = Param(
@@ -205,9 +206,9 @@ TOKEN = _TokenParam(
     "token",
     parse_token,
     TokenNotFound,
-    f"The session token (or send it in the {TOKEN_HEADER} header instead).",
+    f"The session token, such as `{EXAMPLE_TOKEN}` (or send it in the {TOKEN_HEADER} header "
+    "instead, leaving this empty).",
     _TOKEN_SCHEMA,
-    example=EXAMPLE_TOKEN,
     extra_docs=(
         {
             "name": TOKEN_HEADER,

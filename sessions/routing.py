@@ -17,7 +17,7 @@ import logging
 import os
 import re
 import time
-from collections.abc import Awaitable, Callable, Iterable
+from collections.abc import Awaitable, Callable, Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -88,25 +88,36 @@ class Route:
     # Whether a client may repeat a call whose answer it did not get without doing its work
     # twice (the API description's `x-retry-safe`); `new` is, with an Idempotency-Key.
     retry_safe: bool = False
-    # The Lua operation the handler calls when it only forwards its parameters (forward()):
-    # the service checks at connect time that the Lua it talks to has it.
+    # The Lua operation the handler calls when it only forwards its parameters (forward()),
+    # one of contract.OPERATIONS, which the service checks the Lua it talks to has.
     operation: Operation | None = None
 
     @classmethod
     def forward(
-        cls, path: str, operation: Operation, name: str, params: tuple[Param, ...], **kwargs: Any
+        cls,
+        path: str,
+        operation: Operation,
+        name: str,
+        params: tuple[Param, ...],
+        *,
+        fixed: Mapping[str, Any] | None = None,
+        **kwargs: Any,
     ) -> Route:
-        """A route whose handler passes its parameters' values, in order, as the operation's
-        arguments of the same order (a None one left out) and answers its reply as `data`."""
-        if len(params) != len(operation.args):
-            raise ValueError(
-                f"{path}: {len(params)} parameters for {operation.name}'s {len(operation.args)} arguments"
-            )
+        """A route whose handler calls the operation and answers its reply as `data`: `fixed`
+        gives some of its arguments the same value on every call (the kind of a kind-keyed
+        operation, say), and the parameters' values, in order, are the others, in the order of
+        the operation's arguments (a None one left out)."""
+        fixed = dict(fixed or {})
+        unknown = sorted(set(fixed) - set(operation.args))
+        if unknown:
+            raise ValueError(f"{path}: {operation.name} takes no argument {unknown}")
+        given = tuple(arg for arg in operation.args if arg not in fixed)
+        if len(params) != len(given):
+            raise ValueError(f"{path}: {len(params)} parameters for {operation.name}'s {list(given)}")
 
         async def handler(service: Service, *values: Any) -> web.Response:
-            args = {
-                arg: value for arg, value in zip(operation.args, values, strict=True) if value is not None
-            }
+            args = dict(fixed)
+            args.update((arg, value) for arg, value in zip(given, values, strict=True) if value is not None)
             return success(await service.storage.call(operation, args))
 
         return cls(path, handler, name, params, operation=operation, **kwargs)

@@ -21,7 +21,7 @@ import uvloop
 from aiohttp import web
 from aiohttp.abc import AbstractAccessLogger
 
-from .aiohttp_internals import EnvelopeServer
+from .aiohttp_internals import EnvelopeServer, HookedRunner
 from .api import METHODS
 from .auth import ApiKeys
 from .config import Settings
@@ -58,7 +58,7 @@ class AccessLogger(AbstractAccessLogger):
         )
 
 
-class ServiceRunner(web.BaseRunner):
+class ServiceRunner(HookedRunner):
     """The service on aiohttp's low-level server. Setting up starts the storage (and the
     embedded Tarantool); cleaning up stops listening, lets requests in flight finish within
     the grace period, then closes them. With SESSIONS_OPS_PORT set, the operational
@@ -73,10 +73,7 @@ class ServiceRunner(web.BaseRunner):
         self.shutdown_request = shutdown or Shutdown()
         self.service: Service | None = None
 
-    async def shutdown(self) -> None:
-        pass
-
-    async def _make_server(self) -> web.Server:
+    async def make_server(self, **kwargs: Any) -> web.Server:
         settings = self._settings
         # Built before Tarantool starts: nothing is left running if they cannot be.
         routes = list(METHODS)
@@ -84,10 +81,7 @@ class ServiceRunner(web.BaseRunner):
             routes += ops_routes(settings)
         auth = ApiKeys.configured(_keys(settings))
         try:
-            operations = [route.operation for route in routes if route.operation is not None]
-            service = await self._stack.enter_async_context(
-                running(settings, self.shutdown_request, operations)
-            )
+            service = await self._stack.enter_async_context(running(settings, self.shutdown_request))
             router = Router(routes, service, auth)
         except BaseException:
             await self._stack.aclose()
@@ -97,10 +91,10 @@ class ServiceRunner(web.BaseRunner):
             router,
             client_max_size=settings.extra_max_bytes,
             max_connections=connection_cap(settings),
-            **self._kwargs,
+            **kwargs,
         )
 
-    async def _cleanup_server(self) -> None:
+    async def cleanup_server(self) -> None:
         self.service = None
         await self._stack.aclose()
 

@@ -6,11 +6,10 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import AsyncIterator, Iterable
+from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 
 from .config import Settings
-from .contract import Operation
 from .embedded import embedded_tarantool
 from .metrics import METRICS
 from .overload import BULK, CHECK, Budget, Gate
@@ -59,12 +58,9 @@ class Service:
 
 
 @contextlib.asynccontextmanager
-async def running(
-    settings: Settings, shutdown: Shutdown | None = None, operations: Iterable[Operation] = ()
-) -> AsyncIterator[Service]:
+async def running(settings: Settings, shutdown: Shutdown | None = None) -> AsyncIterator[Service]:
     """The storage connected (to an embedded Tarantool started here, if so configured) until
-    the block ends; then the storage closes first and the embedded Tarantool stops after it.
-    `operations`: those the routes call beside the storage's own (checked at connect)."""
+    the block ends; then the storage closes first and the embedded Tarantool stops after it."""
     shutdown = shutdown or Shutdown()
     password = settings.service_password()
     async with contextlib.AsyncExitStack() as stack:
@@ -75,7 +71,7 @@ async def running(
             addresses = [embedded.address]
         else:
             addresses = settings.tarantool_addresses
-        storage = Storage(addresses, settings, password=password, operations=operations)
+        storage = Storage(addresses, settings, password=password)
         # Closed before the embedded Tarantool stops (exit stacks unwind in reverse).
         stack.push_async_callback(storage.close)
         try:

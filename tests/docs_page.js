@@ -15,6 +15,11 @@ window.docsTest = (() => {
     return {
         // How many operations the page shows, once it shows them.
         operations: async () => (await until(() => blocks().length, 'operations')),
+        // The id of operation `i` (operations-default-<operationId>).
+        id: (i) => blocks()[i].id,
+        // How many operations show a padlock, and whether the page has an Authorize button.
+        padlocks: () => document.querySelectorAll('.opblock .authorization__btn').length,
+        authorizeButton: () => document.querySelector('.btn.authorize') !== null,
         // Opens the Authorize dialog and focuses its key field.
         openAuthorize: async () => {
             document.querySelector('.btn.authorize').click();

@@ -1,6 +1,6 @@
-"""The wire contract between the service and its Lua (sessions/contract.py and the OPERATIONS
-of tarantool/sessions/procedures.lua): the two sides agree, and a service refuses a Lua that
-speaks another one, naming each difference."""
+"""The wire contract between the service and its Lua (sessions/contract.py, and the
+declarations of tarantool/sessions/ that `sessions.describe()` reports): the two sides agree,
+and a service refuses a Lua that speaks another one, naming each difference."""
 
 from __future__ import annotations
 
@@ -13,29 +13,44 @@ from pathlib import Path
 
 import pytest
 
-from sessions.api import METHODS
 from sessions.console import Console
-from sessions.contract import CONTEXT, ERRORS, FIELDS, NEW, OPERATIONS, PROCEDURES, RULES, differences
+from sessions.contract import (
+    CONTEXT,
+    ERROR_ITEM,
+    ERRORS,
+    FIELDS,
+    IDEM,
+    INFO_FIELDS,
+    KINDS,
+    NEW,
+    OPERATIONS,
+    PROCEDURES,
+    RULES,
+    differences,
+)
 from sessions.models import SessionObject
 
 from .service import free_port
 
 ROOT = Path(__file__).resolve().parent.parent
-ROUTED = [route.operation for route in METHODS if route.operation is not None]
 
 
 def _described() -> dict[str, object]:
     """A `describe()` answer as the Lua of this release gives it (checked against the real one
     by test_the_lua_and_the_service_agree)."""
     return {
-        "procedures": list(PROCEDURES),
+        "procedures": [name.removeprefix("sessions.") for name in PROCEDURES],
         "context": list(CONTEXT),
         "rules": list(RULES),
         "errors": list(ERRORS),
+        "error_item": list(ERROR_ITEM),
+        "kinds": list(KINDS),
+        "info": list(INFO_FIELDS),
+        "idem": list(IDEM),
         "fields": [*FIELDS, "expires", "ttl", "seq"],
         "operations": {
             op.name: {"args": list(op.args), "reply": list(op.reply), "batch": op.batch, "bulk": op.bulk}
-            for op in [*OPERATIONS, *ROUTED]
+            for op in OPERATIONS
         },
     }
 
@@ -44,8 +59,8 @@ def _described() -> dict[str, object]:
 def test_the_lua_and_the_service_agree(tarantool):
     with Console(tarantool.console_path) as console:
         described = console.eval("return sessions.describe()")
-    assert differences(described, [*OPERATIONS, *ROUTED]) == []
-    assert described["procedures"] == sorted(PROCEDURES)
+    assert differences(described) == []
+    assert [f"sessions.{name}" for name in described["procedures"]] == sorted(PROCEDURES)
 
 
 def test_the_session_fields_begin_with_the_session_objects():
@@ -65,13 +80,17 @@ def test_the_session_fields_begin_with_the_session_objects():
         (lambda d: d["rules"].remove("cap"), "liveness rules"),
         (lambda d: d["errors"].remove("Overloaded"), "error types"),
         (lambda d: d["fields"].reverse(), "session fields"),
+        (lambda d: d["kinds"].append("device"), "kinds of key"),
+        (lambda d: d["info"].remove("term"), "info fields"),
+        (lambda d: d["error_item"].reverse(), "error item"),
+        (lambda d: d["idem"].remove("window"), "idem fields"),
     ],
 )
 def test_every_difference_is_named(change, named):
     described = _described()
-    assert differences(described, [*OPERATIONS, *ROUTED]) == []
+    assert differences(described) == []
     change(described)
-    found = differences(described, [*OPERATIONS, *ROUTED])
+    found = differences(described)
     assert len(found) == 1 and found[0].startswith(named), found
 
 
@@ -84,28 +103,34 @@ def test_an_operation_this_side_calls_differently_is_named():
 
 
 @pytest.mark.parametrize(
-    ("declared", "changed", "named"),
+    ("module", "declared", "changed", "named"),
     [
         (
+            "operations/new.lua",
             "args = {'token', 'user_id', 'ip', 'patch', 'ttl', 'idem'}",
             "args = {'token', 'user_id', 'ip', 'patch', 'own_ttl', 'idem'}",
             "runs procedures of another release: operation new arguments",
         ),
         # A release from before the contract had no `describe` at all.
-        ("function procedures.describe()", "function procedures.portray()", "has no sessions.describe"),
+        (
+            "procedures.lua",
+            "function procedures.describe()",
+            "function procedures.portray()",
+            "has no sessions.describe",
+        ),
     ],
     ids=["an argument renamed", "no describe"],
 )
 @pytest.mark.each_release
-def test_a_service_refuses_to_start_on_lua_of_another_contract(tmp_path, declared, changed, named):
+def test_a_service_refuses_to_start_on_lua_of_another_contract(tmp_path, module, declared, changed, named):
     """The Lua of another release: `serve` exits 1 with one line naming the difference, before
     it serves anything."""
     scripts = tmp_path / "tarantool"
     shutil.copytree(ROOT / "tarantool", scripts)
-    procedures = scripts / "sessions" / "procedures.lua"
-    text = procedures.read_text()
+    changing = scripts / "sessions" / module
+    text = changing.read_text()
     assert declared in text
-    procedures.write_text(text.replace(declared, changed))
+    changing.write_text(text.replace(declared, changed))
     port = str(free_port())
     result = subprocess.run(
         [sys.executable, "-m", "sessions", "serve"],

@@ -116,6 +116,8 @@ async def test_the_exact_ttl_boundary_for_every_method_and_the_purge(serve, tmp_
             assert len(listed) == (3 if live else 0), path
         counted = (await call(client, "/user/count", params={"id": "5"}))[1]["data"]
         assert counted == {"count": 3 if live else 0}
+        counted = (await call(client, "/ip/count", params={"ip": ip}))[1]["data"]
+        assert counted == {"count": 3 if live else 0}
         status, body = await call(client, "/get", params={"token": made["get"]["token"]})
         assert status == (200 if live else 404)
         if live:

@@ -9,6 +9,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import aiohttp
 import pytest
 import schemathesis
 from hypothesis import HealthCheck, given, settings
@@ -20,7 +21,7 @@ from sessions.errors import BY_CODE
 from sessions.openapi import build_spec
 
 from .browser import browser_page
-from .conftest import FUZZ_EXAMPLES, call, new_session
+from .conftest import FUZZ_EXAMPLES, call, new_session, settings_for
 from .service import Service
 
 SPEC = build_spec()
@@ -66,7 +67,7 @@ def test_each_error_code_says_its_family_and_when_a_client_may_retry():
     assert "internal_error" in rules["never"] and set(rules) == {"always", "if_safe", "never"}
     for path, item in SPEC["paths"].items():
         safe = {operation["x-retry-safe"] for operation in item.values()}
-        assert safe == {path in ("/get", "/user", "/ip", "/user/count")}, path
+        assert safe == {path in ("/get", "/user", "/ip", "/user/count", "/ip/count")}, path
         with_key = {operation.get("x-retry-safe-with") for operation in item.values()}
         assert with_key == {"Idempotency-Key" if path == "/new" else None}, path
 
@@ -122,8 +123,16 @@ def service(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Service]:
 
 
 DOCS_KEY = "docs-test-key-8d1f"
-# What a person types into the fields "Try it out" leaves empty (the rest are examples).
+# What a person types into the fields "Try it out" leaves empty (the rest are examples); the
+# token of a session of its own goes in X-Session-Token on /get, /del and /rotate (another
+# user's and address's, which /user/del and /ip/del leave alone).
 TYPED = {"user_id": "1", "id": "1", "ip": "192.0.2.1"}
+TOKEN_BASED = ("get", "del", "rotate")
+
+
+def _operation_id(block: str) -> str:
+    """The operationId of an operation's block on the page (its id, with `/` escaped)."""
+    return block.removeprefix("operations-default-").replace("\\", "")
 
 
 @pytest.fixture
@@ -137,32 +146,85 @@ def keyed_service(tmp_path: Path) -> Iterator[Service]:
 @pytest.mark.timeout(300)
 async def test_try_it_out_works_on_every_operation_in_a_real_browser(keyed_service, tmp_path):
     """/docs in Debian's Chromium as a person uses it, with API keys on: the page loads without
-    a key, Authorize takes one, and "Try it out" then "Execute" answers every operation
-    (GET and POST) with its envelope: no body refused on a GET, no 401, no fetch error."""
+    a key, shows the padlock on every operation, Authorize takes one, and "Try it out" then
+    "Execute" answers every operation (GET and POST) with its envelope: no body refused on a
+    GET, no 401, no fetch error. No token is filled in for a person: on /get, /del and /rotate
+    the token typed into the X-Session-Token header alone is the one used."""
+    headers = {"Authorization": f"Bearer {DOCS_KEY}"}
+    base = f"http://127.0.0.1:{keyed_service.port}"
+    async with aiohttp.ClientSession(headers=headers) as http:
+        tokens = []
+        for _ in range(2 * len(TOKEN_BASED)):
+            async with http.post(f"{base}/new", params={"user_id": "2", "ip": "192.0.2.2"}) as made:
+                tokens.append((await made.json())["data"]["token"])
     script = (Path(__file__).parent / "docs_page.js").read_text()
-    url = f"http://127.0.0.1:{keyed_service.port}/docs"
-    async with browser_page(url, tmp_path / "profile") as page:
+    async with browser_page(f"{base}/docs", tmp_path / "profile") as page:
         await page.evaluate(script)
         count = await page.evaluate("docsTest.operations()")
+        assert await page.evaluate("docsTest.padlocks()") == count
         await page.evaluate("docsTest.openAuthorize()")
         await page.send("Input.insertText", text=DOCS_KEY)
         assert "locked" in await page.evaluate("docsTest.closeAuthorize()")
-        answers = {}
+        answers, sent = {}, {}
         for i in range(count):
-            for name in await page.evaluate(f"docsTest.tryOut({i})"):
-                if name in TYPED:
+            operation = _operation_id(await page.evaluate(f"docsTest.id({i})"))
+            empty = await page.evaluate(f"docsTest.tryOut({i})")
+            typed = dict(TYPED)
+            if operation.split("_")[0] in TOKEN_BASED:
+                assert "token" in empty, operation  # the query's field is not pre-filled
+                typed["X-Session-Token"] = sent[operation] = tokens.pop()
+            for name in empty:
+                if name in typed:
                     await page.evaluate(f"docsTest.focus({i}, {json.dumps(name)})")
-                    await page.send("Input.insertText", text=TYPED[name])
+                    await page.send("Input.insertText", text=typed[name])
         await page.evaluate("docsTest.settle()")
         for i in range(count):
             operation, status, body = await page.evaluate(f"docsTest.execute({i})")
-            answers[operation] = (status, json.loads(body))
+            answers[_operation_id(operation)] = (status, json.loads(body))
     documented = {f"{path.strip('/')}_{method}" for path, item in SPEC["paths"].items() for method in item}
-    assert {name.removeprefix("operations-default-").replace("\\", "") for name in answers} == documented
+    assert set(answers) == documented
     for operation, (status, body) in answers.items():
-        token_based = any(f"-{name}_" in operation for name in ("get", "del", "rotate"))
-        expected = ("404", "error", "token_not_found") if token_based else ("200", "success", None)
-        assert (status, body["status"], body.get("code")) == expected, operation
+        assert (status, body["status"]) == ("200", "success"), (operation, body)
+        if operation in sent and not operation.startswith("rotate"):
+            assert body["data"]["token"] == sent[operation], operation
+
+
+@pytest.mark.skipif(shutil.which("chromium") is None, reason="Debian's chromium is not installed")
+@pytest.mark.timeout(120)
+async def test_without_api_keys_the_docs_page_shows_no_padlock(service, tmp_path):
+    """A service that takes no key documents no security: Swagger UI shows no padlock on any
+    operation and no Authorize button."""
+    script = (Path(__file__).parent / "docs_page.js").read_text()
+    async with browser_page(f"http://127.0.0.1:{service.port}/docs", tmp_path / "profile") as page:
+        await page.evaluate(script)
+        assert await page.evaluate("docsTest.operations()") == 2 * len(SPEC["paths"])
+        assert await page.evaluate("docsTest.padlocks()") == 0
+        assert await page.evaluate("docsTest.authorizeButton()") is False
+
+
+def test_the_document_says_api_keys_only_where_the_service_takes_them():
+    """Security, its scheme and the 401 answer are in the document of a service with API keys
+    only; and no token parameter carries an example Swagger UI would pre-fill."""
+    keyed = build_spec(keys=True)
+    assert "security" not in SPEC and "securitySchemes" not in SPEC["components"]
+    assert (
+        keyed["security"] == [{"bearerAuth": []}] and "bearerAuth" in keyed["components"]["securitySchemes"]
+    )
+    validate(keyed)
+    for spec, answered in ((SPEC, False), (keyed, True)):
+        for item in spec["paths"].values():
+            for operation in item.values():
+                assert ("401" in operation["responses"]) is answered
+                for param in operation["parameters"]:
+                    if param["name"] in ("token", "except", "X-Session-Token"):
+                        assert "example" not in param and "examples" not in param, param
+                        assert "example" not in param["schema"] and "default" not in param["schema"]
+
+
+async def test_the_served_document_is_the_configurations(serve, tarantool):
+    keyed = await serve(settings_for(tarantool, api_keys="docs-test-key-8d1f0c2e9a"))
+    served = await (await keyed.get("/openapi.json")).json()
+    assert served == build_spec(keys=True)
 
 
 fuzz = schemathesis.openapi.from_dict(SPEC)

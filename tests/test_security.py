@@ -160,7 +160,7 @@ def test_the_service_user_may_execute_exactly_the_contracts_procedures(console):
         "if p[1]:find('execute') and p[2] == 'function' then names[#names + 1] = p[3] end end "
         "table.sort(names) return names"
     )
-    assert granted == sorted(f"sessions.{name}" for name in PROCEDURES)
+    assert granted == sorted(PROCEDURES)
 
 
 def test_tokens_are_random_version_4_uuids():

@@ -3,14 +3,17 @@ directly (no service, no Tarantool). Each pins the exact boundary it guards."""
 
 from __future__ import annotations
 
+from types import SimpleNamespace
+
 import pytest
 from multidict import MultiDict
 from pydantic import ValidationError
 
 from sessions.config import Settings
+from sessions.contract import CONTEXT, KIND_USER, RULES, Context, Operation, Rules
 from sessions.errors import InvalidExtra, InvalidUserId
-from sessions.extra import MAX_DEPTH, MAX_KEYS, decode_extra
-from sessions.limits import DEFAULT_TTL, LIST_MAX, MAX_USER_ID
+from sessions.extra import decode_extra
+from sessions.limits import DEFAULT_TTL, LIST_MAX, MAX_DEPTH, MAX_KEYS, MAX_USER_ID
 from sessions.models import (
     canonical_ip,
     make_cursor,
@@ -21,6 +24,7 @@ from sessions.models import (
     parse_user_id,
 )
 from sessions.params import LIMIT, USER_ID, parse_idempotency_key
+from sessions.routing import Route
 
 FORM = "application/x-www-form-urlencoded"
 JSON = "application/json"
@@ -153,3 +157,37 @@ def test_settings_refuse_what_they_cannot_mean():
     for bad in ({"port": 0}, {"list_max": LIST_MAX + 1}, {"api_keys": ","}, {"ops_port": 8080}):
         with pytest.raises(ValidationError):
             Settings(**bad)
+
+
+class _Calls:
+    """A storage that records what a forwarding route calls."""
+
+    def __init__(self) -> None:
+        self.made: list[tuple[str, dict[str, object]]] = []
+
+    async def call(self, operation: Operation, args: dict[str, object]) -> dict[str, object]:
+        self.made.append((operation.name, args))
+        return {"count": 0}
+
+
+async def test_a_forwarding_route_fixes_some_arguments_and_takes_the_others_from_its_parameters():
+    """Route.forward: `fixed` arguments the same on every call (a kind), the parameters' values
+    the others in the operation's order, a None one left out."""
+    listing = Operation("list", ("kind", "key", "limit", "page_bytes", "after"), ("sessions",), bulk=True)
+    route = Route.forward("/x", listing, "x", (USER_ID, LIMIT, LIMIT, LIMIT), fixed={"kind": KIND_USER})
+    calls = _Calls()
+    service = SimpleNamespace(storage=calls)
+    await route.handler(service, 5, 10, None, 3)
+    assert calls.made == [("list", {"kind": KIND_USER, "key": 5, "limit": 10, "after": 3})]
+    with pytest.raises(ValueError, match="takes no argument"):
+        Route.forward("/x", listing, "x", (USER_ID,), fixed={"device": 1})
+    with pytest.raises(ValueError, match="1 parameters"):
+        Route.forward("/x", listing, "x", (USER_ID,), fixed={"kind": KIND_USER})
+
+
+def test_the_context_and_the_rules_are_sent_by_the_contracts_names():
+    rules = Rules(ttl=100, lifetime=0, cap=3).wire()
+    assert list(rules) == list(RULES) and rules["cap"] == 3
+    context = Context(rules, 1.5, 1024).wire()
+    assert list(context) == [name for name in CONTEXT if name != "untouched"]
+    assert Context(rules, 1.5, 1024, untouched=True).wire()["untouched"] is True

@@ -60,6 +60,10 @@ export const RETRY: Readonly<Record<string, Retry>>;
 export const RETRY_SAFE: Readonly<Record<string, boolean>>;
 /** The header that makes a method safe to repeat: `x-retry-safe-with`. */
 export const RETRY_SAFE_WITH: Readonly<Record<string, string>>;
+/** The kinds of key sessions are listed, counted and ended by: a user (by id) or an address. */
+export type Kind = 'user' | 'ip';
+/** Each kind's query parameter. */
+export const KINDS: Readonly<Record<Kind, string>>;
 
 export class SessionsClient {
   constructor(baseUrl: string, options?: ClientOptions);
@@ -69,6 +73,8 @@ export class SessionsClient {
   rotate(token: string): Promise<Session>;
   deleteUser(userId: UserId, options?: { keep?: string }): Promise<number>;
   deleteIp(ip: string): Promise<number>;
+  count(kind: 'user', key: UserId): Promise<number>;
+  count(kind: 'ip', key: string): Promise<number>;
   countUser(userId: UserId): Promise<number>;
   byUser(userId: UserId, options?: { pageSize?: number }): AsyncIterable<Session>;
   byIp(ip: string, options?: { pageSize?: number }): AsyncIterable<Session>;

@@ -4,6 +4,7 @@
 import {
   ERROR_CODES,
   InvalidInputError,
+  KINDS,
   NotFoundError,
   RETRY,
   RETRY_SAFE,
@@ -13,7 +14,7 @@ import {
   UnavailableError,
   errorClass,
 } from './index.js';
-import type { ClientOptions, Extra, RetryEvent, Session, UserId } from './index.js';
+import type { ClientOptions, Extra, Kind, RetryEvent, Session, UserId } from './index.js';
 
 const options: ClientOptions = {
   apiKey: null,
@@ -36,10 +37,12 @@ export async function uses(userId: UserId, extra: Extra): Promise<void> {
   const rotated: Session = await sessions.rotate(got.token);
   const ended: number = await sessions.deleteUser(id, { keep: rotated.token });
   const counted: number = (await sessions.countUser(1n)) + (await sessions.deleteIp('192.0.2.1')) + ended + since;
+  const kind: Kind = 'ip';
+  const byKind: number = (await sessions.count('user', userId)) + (await sessions.count(kind, '192.0.2.1'));
   for await (const session of sessions.byUser('9223372036854775807', { pageSize: 10 })) void session.extra?.device;
   for await (const session of sessions.byIp('192.0.2.1')) void session.ip;
   const deleted: Session = await sessions.delete(rotated.token);
-  void [counted, deleted];
+  void [counted, byKind, deleted, KINDS.user];
 }
 
 export function errors(error: unknown): string {
@@ -63,6 +66,8 @@ export const tables: [readonly string[], string, boolean, string | undefined] = 
 export async function refused(): Promise<void> {
   // @ts-expect-error: a token is a string
   await sessions.get(1);
+  // @ts-expect-error: sessions are counted by user or by address
+  await sessions.count('device', 'x');
   // @ts-expect-error: keep is a token, in the options
   await sessions.deleteUser(1n, 'token');
   // @ts-expect-error: milliseconds are a number

@@ -12,7 +12,6 @@ import hashlib
 import logging
 import os
 import time
-from collections.abc import Iterable
 from typing import Any
 
 import asynctnt
@@ -20,7 +19,28 @@ import orjson
 from asynctnt.exceptions import ErrorCode, TarantoolDatabaseError, TarantoolError
 
 from ..config import Settings, TarantoolAddress
-from ..contract import DELETE, DELETE_ALL, FIELDS, GET, LIST, NEW, OPERATIONS, ROTATE, Operation, differences
+from ..contract import (
+    BATCH,
+    CALL,
+    DELETE,
+    DELETE_ALL,
+    DESCRIBE,
+    FIELDS,
+    GET,
+    INFO,
+    LIST,
+    NEW,
+    OPERATIONS,
+    ROTATE,
+    Context,
+    Info,
+    Operation,
+    Rules,
+    differences,
+    error_item,
+    failure_of,
+    idem,
+)
 from ..errors import StorageUnavailable
 from ..logs import RateLimitedLog
 from ..models import Cursor, Session
@@ -137,21 +157,15 @@ class Storage:
         settings: Settings,
         *,
         password: str,
-        operations: Iterable[Operation] = (),
     ) -> None:
-        # What every call carries (contract.CONTEXT); the rules as liveness.lua reads them,
-        # 0 being "no limit".
-        self._rules = {
-            "ttl": settings.idle_ttl,
-            "lifetime": settings.max_lifetime or 0,
-            "cap": settings.max_per_user or 0,
-        }
+        # What every call carries (contract.Context); 0 is "no limit".
+        self._rules = Rules(
+            ttl=settings.idle_ttl, lifetime=settings.max_lifetime or 0, cap=settings.max_per_user or 0
+        ).wire()
         self._extra_max = settings.extra_max_bytes
         self._timeout = timeout = settings.tarantool_timeout
         self._page_bytes = settings.page_max_bytes
         self._window = settings.idempotency_window
-        # Every operation this service calls: checked against each instance's Lua before use.
-        self._operations = {op.name: op for op in (*OPERATIONS, *operations)}
         self._agreed: set[int] = set()
         # Tarantool's clock minus this process' (time.time()), measured on every look at an
         # instance, so that deadlines mean the same moment on both sides.
@@ -189,9 +203,7 @@ class Storage:
         self._looked = asyncio.Event()
         self._watcher: asyncio.Task[None] | None = None
         self._connecting: list[asyncio.Future[Any]] = []
-        self._coalescers = {
-            op.name: Coalescer(op.name, self._batch) for op in self._operations.values() if op.batch
-        }
+        self._coalescers = {op.name: Coalescer(op.name, self._batch) for op in OPERATIONS if op.batch}
 
     async def connect(self) -> None:
         """Connect to every instance; with several, wait until one of them is writable."""
@@ -223,14 +235,14 @@ class Storage:
         if id(conn) in self._agreed:
             return
         try:
-            described = (await conn.call("sessions.describe", [], timeout=self._timeout))[0]
+            described = (await conn.call(DESCRIBE, [], timeout=self._timeout))[0]
         except TarantoolDatabaseError as error:
             # Not defined, or not granted: the Lua predates the contract (or is not ours).
             raise ContractMismatch(
-                f"the Tarantool at {conn.fingerprint} has no sessions.describe ({error.message}): it runs "
+                f"the Tarantool at {conn.fingerprint} has no {DESCRIBE} ({error.message}): it runs "
                 "procedures of an older release; upgrade its Lua (tarantool/) to this release's"
             ) from None
-        found = differences(described if isinstance(described, dict) else {}, self._operations.values())
+        found = differences(described if isinstance(described, dict) else {})
         if found:
             raise ContractMismatch(
                 f"the Tarantool at {conn.fingerprint} runs procedures of another release: " + "; ".join(found)
@@ -261,15 +273,15 @@ class Storage:
                 continue
             except (TarantoolError, TimeoutError, OSError):
                 continue
-            vclock = {int(id_): int(lsn) for id_, lsn in (info.get("vclock") or {}).items()}
-            term = int(info.get("term") or 0)
+            vclock = {int(id_): int(lsn) for id_, lsn in info.vclock.items()}
+            term = info.term
             if conn is self._conn:
                 _note(self._seen, vclock)
-                if not info["ro"]:
+                if not info.ro:
                     # The promotion it writes under; once read-only (a leader that stepped
                     # down, a primary fenced) its later terms are others' promotions.
                     current_term = max(current_term, term)
-            if not info["ro"]:
+            if not info.ro:
                 writable.append((conn, vclock, term, offset))
         # The latest promotion first; the one in use first among equals (a stable sort).
         writable.sort(key=lambda found: -found[2])
@@ -338,13 +350,12 @@ class Storage:
     def _since_lost(self) -> float:
         return time.monotonic() - (self._lost_since or time.monotonic())
 
-    async def _measure(self, conn: asynctnt.Connection) -> tuple[dict[str, Any], float]:
+    async def _measure(self, conn: asynctnt.Connection) -> tuple[Info, float]:
         """An instance's `info`, and its clock's offset from this process' clock."""
         sent = time.time()
-        info: dict[str, Any] = (await conn.call("sessions.info", [], timeout=self._timeout))[0]
+        info = Info.of((await conn.call(INFO, [], timeout=self._timeout))[0])
         received = time.time()
-        # An instance on older Lua does not say its time: the clocks are taken as one.
-        return info, info.get("now", received) - (sent + received) / 2
+        return info, info.now - (sent + received) / 2
 
     def _deadline(self) -> float:
         """When a call made now stops being waited for, on the instance's clock."""
@@ -357,8 +368,8 @@ class Storage:
             self._recheck.clear()
             await self._elect()
 
-    def _context(self) -> dict[str, Any]:
-        return {"rules": self._rules, "deadline": self._deadline(), "extra_max": self._extra_max}
+    def _context(self, *, untouched: bool | None = None) -> dict[str, Any]:
+        return Context(self._rules, self._deadline(), self._extra_max, untouched).wire()
 
     async def call(self, operation: Operation, args: dict[str, Any]) -> Reply:
         """One call of an operation, by its declaration: coalesced with the calls of the same
@@ -366,9 +377,7 @@ class Storage:
         bulk work. Its reply, or its error raised as the service's."""
         if operation.batch:
             return await self._coalescers[operation.name].call(args)
-        reply: Reply = await self._call(
-            "sessions.call", [operation.name, args, self._context()], bulk=operation.bulk
-        )
+        reply: Reply = await self._call(CALL, [operation.name, args, self._context()], bulk=operation.bulk)
         return reply
 
     async def new(
@@ -389,11 +398,7 @@ class Storage:
         if ttl is not None:
             args["ttl"] = ttl
         if idempotency_key is not None:
-            args["idem"] = {
-                "key": idempotency_key,
-                "fingerprint": _fingerprint(user_id, ip, ttl, patch),
-                "window": self._window,
-            }
+            args["idem"] = idem(idempotency_key, _fingerprint(user_id, ip, ttl, patch), self._window)
         while True:
             try:
                 reply = await self.call(NEW, {**args, "token": new_token()})
@@ -462,13 +467,12 @@ class Storage:
             # sessions were already ended); the later ones only leave it alone.
             args["checked"] = True
 
-    async def info(self) -> dict[str, Any]:
-        result: dict[str, Any] = await self._call("sessions.info", [])
-        return result
+    async def info(self) -> Info:
+        return Info.of(await self._call(INFO, []))
 
     async def _batch(self, operation: str, items: list[Reply]) -> list[Reply]:
         try:
-            replies: list[Reply] = await self._call("sessions.batch", [operation, items, self._context()])
+            replies: list[Reply] = await self._call(BATCH, [operation, items, self._context()])
         except StorageUnavailable:
             if operation != GET.name:
                 raise
@@ -496,13 +500,9 @@ class Storage:
         reads = [item for item in items if "patch" not in item]
         replies: list[Reply] = []
         if reads:
-            replies = await self._call(
-                "sessions.batch", [GET.name, reads, {**self._context(), "untouched": True}], conn=conn
-            )
+            replies = await self._call(BATCH, [GET.name, reads, self._context(untouched=True)], conn=conn)
         answers = iter(replies)
-        refused = {
-            "error": {"type": None, "code": ErrorCode.ER_READONLY, "message": "no instance is writable"}
-        }
+        refused = error_item(None, ErrorCode.ER_READONLY, "no instance is writable")
         return [refused if "patch" in item else next(answers) for item in items]
 
     async def _call(
@@ -552,8 +552,8 @@ class Storage:
 
 
 def _refused_as_read_only(reply: Reply) -> bool:
-    failed = reply.get("error")
-    return isinstance(failed, dict) and failed.get("code") == ErrorCode.ER_READONLY
+    failed = failure_of(reply)
+    return failed is not None and failed[1] == ErrorCode.ER_READONLY
 
 
 class _NotDone(Exception):

@@ -8,6 +8,7 @@ import asyncio
 from collections.abc import Awaitable, Callable
 from typing import Any
 
+from ..contract import failure_of
 from ..errors import StorageUnavailable
 from .faults import fresh, mapped
 
@@ -64,10 +65,8 @@ class Coalescer:
         for (_, future), reply in zip(pending, replies, strict=True):
             if future.done():
                 continue
-            failed = reply.get("error")
+            failed = failure_of(reply)
             if failed is not None:
-                future.set_exception(
-                    mapped(failed.get("type"), failed.get("code", 0), failed.get("message", ""))
-                )
+                future.set_exception(mapped(*failed))
             else:
                 future.set_result(reply)

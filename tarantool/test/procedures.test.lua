@@ -1,11 +1,11 @@
--- Unit tests of the operations in sessions/procedures.lua and the purge in sessions/expiry.lua,
--- on an in-memory instance of their own (a temporary directory, no WAL, nothing listening),
--- called as the service calls them: named arguments and a context map.
+-- Unit tests of the operations (sessions/operations/) through the procedures the service
+-- calls (sessions/procedures.lua), and of the purge in sessions/expiry.lua, on an in-memory
+-- instance of their own (a temporary directory, no WAL, nothing listening), called as the
+-- service calls them: named arguments and a context map.
 local fio = require('fio')
 local here = fio.dirname(fio.abspath(debug.getinfo(1, 'S').source:sub(2)))
 package.path = fio.dirname(here) .. '/?.lua;' .. package.path
 local fiber = require('fiber')
-local tap = require('tap')
 local uuid = require('uuid')
 
 local work_dir = fio.tempdir()
@@ -15,6 +15,7 @@ local F = require('sessions.fields')
 local clock = require('sessions.clock')
 local expiry = require('sessions.expiry')
 local sessions = require('sessions.procedures')
+local suite = require('test.cases').suite('procedures')
 
 local NOW = 1700000000
 clock.freeze(NOW)
@@ -34,112 +35,162 @@ local function new(user_id, ip, extra)
     return sessions.batch('new', {{token = token(), user_id = user_id, ip = ip, patch = extra}}, context())[1]
 end
 
-local test = tap.test('procedures')
-test:plan(28)
-
--- new and get, as the service calls them.
-local opened = new(1, '192.0.2.1', {device = 'Nexus 5'})
-local text = opened.session[F.TOKEN]
-test:is(opened.session[F.USER_ID], 1, 'new opens a session')
-test:is(opened.session[F.EXTRA].device, 'Nexus 5', 'with its extra data')
-local got = sessions.batch('get', {{token = text, ip = '192.0.2.2'}}, context())[1]
-test:is(got.session[F.IP], '192.0.2.2', 'get moves it to a new address')
-test:is(got.untouched, nil, 'and records its activity')
-
--- Every item answers alone: nothing, a session, or an error that undoes only itself.
-local replies = sessions.batch('get', {
-    {token = '00000000-0000-4000-8000-000000000000'},
-    {token = text},
-    {token = text, patch = 'not a map'},
-}, context())
-test:is(next(replies[1]), nil, 'an unknown token is an empty reply')
-test:is(replies[2].session[F.TOKEN], text, 'a known one its session')
-test:is(replies[3].error.type, 'InvalidArgument', 'a bad argument an error of its own')
-
--- Idle exactly ttl seconds is live for get; ttl + 1 is gone, and deleted on the spot.
-clock.freeze(NOW + 100)
-test:ok(sessions.batch('get', {{token = text}}, context())[1].session ~= nil, 'idle ttl: live')
-clock.freeze(NOW + 201)
-test:is(next(sessions.batch('get', {{token = text}}, context())[1]), nil, 'idle ttl + 1: gone')
-test:is(box.space.sessions:len(), 0, 'and deleted')
-clock.freeze(NOW)
-
--- Listings page newest opened first, and a page ends at `limit`.
-for _ = 1, 5 do
-    new(2, '192.0.2.9')
+local function count(kind, key)
+    return sessions.call('count', {kind = kind, key = key}, context()).count
 end
-local args = {kind = 'user', key = 2, limit = 2, page_bytes = 1048576}
-local page = sessions.call('list', args, context())
-test:is(#page.sessions, 2, 'a page holds `limit` sessions')
-test:ok(page.more, 'and says more follow')
-test:ok(page.sessions[1][F.SEQ] > page.sessions[2][F.SEQ], 'newest opened first')
-args.after, args.limit = page.last, 10
-local rest = sessions.call('list', args, context())
-test:is(#rest.sessions, 3, 'the next page starts after the last one')
-test:ok(not rest.more, 'and is the last')
 
--- The cap ends the least recently active sessions in the same transaction as the new one.
-sessions.batch('new', {{token = token(), user_id = 2, ip = '192.0.2.9'}}, context(100, 3))
-test:is(box.space.sessions.index.user:count({2}), 3, 'a cap of 3 leaves 3')
+local text
 
--- count: the live sessions of one user, exactly at the idle TTL boundary.
-test:is(sessions.call('count', {user_id = 2}, context()).count, 3, 'count: the live sessions of the user')
-clock.freeze(NOW + 100)
-test:is(sessions.call('count', {user_id = 2}, context()).count, 3, 'count: idle ttl is live')
-clock.freeze(NOW + 101)
-test:is(sessions.call('count', {user_id = 2}, context()).count, 0, 'count: idle ttl + 1 is not')
-clock.freeze(NOW)
+suite.case('new and get, as the service calls them', function(test)
+    local opened = new(1, '192.0.2.1', {device = 'Nexus 5'})
+    text = opened.session[F.TOKEN]
+    test:is(opened.session[F.USER_ID], 1, 'new opens a session')
+    test:is(opened.session[F.EXTRA].device, 'Nexus 5', 'with its extra data')
+    local got = sessions.batch('get', {{token = text, ip = '192.0.2.2'}}, context())[1]
+    test:is(got.session[F.IP], '192.0.2.2', 'get moves it to a new address')
+    test:is(got.untouched, nil, 'and records its activity')
+end)
 
--- Bulk deletes count live sessions only.
-local ended = sessions.call('delete_all', {kind = 'user', key = 2}, context())
-test:is_deeply({ended.deleted, ended.more}, {3, false}, 'delete_all ends them all')
+suite.case('every item of a batch answers alone', function(test)
+    local replies = sessions.batch('get', {
+        {token = '00000000-0000-4000-8000-000000000000'},
+        {token = text},
+        {token = text, patch = 'not a map'},
+    }, context())
+    test:is(next(replies[1]), nil, 'an unknown token is an empty reply')
+    test:is(replies[2].session[F.TOKEN], text, 'a known one its session')
+    test:is(replies[3].error.type, 'InvalidArgument', 'a bad argument an error of its own')
+    local described = {}
+    for name in pairs(replies[3].error) do
+        described[#described + 1] = name
+    end
+    table.sort(described)
+    test:is_deeply(described, {'code', 'message', 'type'}, 'of the shape describe() gives')
+end)
 
--- Unknown arguments and operations are refused, never ignored.
-local unknown = {kind = 'user', key = 2, limit = 1, page_bytes = 1, pages = 3}
-local ok, err = pcall(sessions.call, 'list', unknown, context())
-test:ok(not ok and tostring(err):find('no argument pages'), 'an unknown argument')
-ok, err = pcall(sessions.call, 'get', {token = text}, context())
-test:ok(not ok and tostring(err):find('unknown operation'), 'a batch operation outside a batch')
+suite.case('idle exactly ttl is live for get; ttl + 1 is gone, and deleted', function(test)
+    clock.freeze(NOW + 100)
+    test:ok(sessions.batch('get', {{token = text}}, context())[1].session ~= nil, 'idle ttl: live')
+    clock.freeze(NOW + 201)
+    test:is(next(sessions.batch('get', {{token = text}}, context())[1]), nil, 'idle ttl + 1: gone')
+    test:is(box.space.sessions:len(), 0, 'and deleted')
+    clock.freeze(NOW)
+end)
 
--- The purge deletes what lapsed, exactly: expires NOW is due only after NOW.
-new(3, '192.0.2.3')
-clock.freeze(NOW + 100)
-test:is(select(1, expiry.purge_batch(box.space.sessions, context().rules)), 0, 'the purge keeps idle ttl')
-clock.freeze(NOW + 101)
-test:is(select(1, expiry.purge_batch(box.space.sessions, context().rules)), 1, 'and ends idle ttl + 1')
+suite.case('listings page newest opened first, and a page ends at limit', function(test)
+    for _ = 1, 5 do
+        new(2, '192.0.2.9')
+    end
+    local args = {kind = 'user', key = 2, limit = 2, page_bytes = 1048576}
+    local page = sessions.call('list', args, context())
+    test:is(#page.sessions, 2, 'a page holds `limit` sessions')
+    test:ok(page.more, 'and says more follow')
+    test:ok(page.sessions[1][F.SEQ] > page.sessions[2][F.SEQ], 'newest opened first')
+    args.after, args.limit = page.last, 10
+    local rest = sessions.call('list', args, context())
+    test:is(#rest.sessions, 3, 'the next page starts after the last one')
+    test:ok(not rest.more, 'and is the last')
+end)
 
--- A seq carries the instance that numbered it: another instance's seqs from the same
--- counter values (a promoted replica that lagged) end in its own id, so they never meet.
-local schema = require('sessions.schema')
-local first, second = schema.next_seq(), schema.next_seq()
-test:is(first % 32, box.info.id, 'a seq ends in this instance\'s id')
-test:is(second - first, 32, 'and counts in steps of 32')
+suite.case('the cap ends the least recently active sessions with the new one', function(test)
+    sessions.batch('new', {{token = token(), user_id = 2, ip = '192.0.2.9'}}, context(100, 3))
+    test:is(box.space.sessions.index.user:count({2}), 3, 'a cap of 3 leaves 3')
+end)
 
--- Lapsed stays lapsed across a restart: TTL 60, a session; TTL 5 (its stored deadline
--- swept to T + 5); a restart (the module's memory gone) past that deadline with TTL 60
--- again: the change across the restart counts, and the session stays lapsed.
-clock.freeze(NOW + 1000)
-local function rules(ttl)
-    local made = {ttl = ttl, lifetime = 0, cap = 0}
-    expiry.set_rules(made)
-    return made
-end
-rules(60)
-local lapsing = new(6, '192.0.2.6').session
-clock.freeze(NOW + 1001)
-local short = rules(5)
-expiry.sweep_batch(box.space.sessions, short)
-local swept = box.space.sessions:get(uuid.fromstr(lapsing[F.TOKEN]))
-test:is(swept[F.EXPIRES], NOW + 1005, 'swept to the TTL of 5')
-package.loaded['sessions.expiry'] = nil
-local restarted = require('sessions.expiry')
-clock.freeze(NOW + 1010)
-local long = {ttl = 60, lifetime = 0, cap = 0}
-restarted.set_rules(long)
-local stored = box.space.sessions:get(uuid.fromstr(lapsing[F.TOKEN]))
-test:ok(not require('sessions.liveness').is_live(stored, long),
-    'lapsed while stopped: not live after the restart')
+suite.case('count: the live sessions of one user or address, exactly at the idle TTL boundary', function(test)
+    new(7, '192.0.2.7')
+    test:is(count('user', 2), 3, 'the live sessions of the user')
+    test:is(count('ip', '192.0.2.9'), 3, 'the live sessions of the address')
+    clock.freeze(NOW + 100)
+    test:is(count('user', 2), 3, 'idle ttl is live')
+    test:is(count('ip', '192.0.2.9'), 3, 'idle ttl is live at the address')
+    clock.freeze(NOW + 101)
+    test:is(count('user', 2), 0, 'idle ttl + 1 is not')
+    test:is(count('ip', '192.0.2.9'), 0, 'idle ttl + 1 is not at the address')
+    clock.freeze(NOW)
+    local ok, err = pcall(sessions.call, 'count', {kind = 'ip', key = 7}, context())
+    test:ok(not ok and tostring(err):find('ip must be a string'), 'an address is a string')
+    sessions.call('delete_all', {kind = 'ip', key = '192.0.2.7'}, context())
+end)
 
+suite.case('bulk deletes count live sessions only', function(test)
+    local ended = sessions.call('delete_all', {kind = 'user', key = 2}, context())
+    test:is_deeply({ended.deleted, ended.more}, {3, false}, 'delete_all ends them all')
+end)
+
+suite.case('unknown arguments, kinds and operations are refused, never ignored', function(test)
+    local unknown = {kind = 'user', key = 2, limit = 1, page_bytes = 1, pages = 3}
+    local ok, err = pcall(sessions.call, 'list', unknown, context())
+    test:ok(not ok and tostring(err):find('no argument pages'), 'an unknown argument')
+    ok, err = pcall(sessions.call, 'list', {kind = 'device', key = 2, limit = 1, page_bytes = 1}, context())
+    test:ok(not ok and tostring(err):find('unknown kind'), 'an unknown kind')
+    ok, err = pcall(sessions.call, 'get', {token = text}, context())
+    test:ok(not ok and tostring(err):find('unknown operation'), 'a batch operation outside a batch')
+end)
+
+suite.case('describe() reports what the declarations say', function(test)
+    local described = sessions.describe()
+    local operations = require('sessions.operations')
+    for name, spec in pairs(operations) do
+        test:is_deeply(described.operations[name].args, spec.args, name .. ': its arguments')
+    end
+    test:is_deeply(described.kinds, {'ip', 'user'}, 'the kinds of key')
+    test:is_deeply(described.idem, {'key', 'fingerprint', 'window'}, 'the idem shape')
+    -- A null field is there too, as box.NULL (which equals nil).
+    local answered, declared = {}, table.copy(described.info)
+    for name in pairs(sessions.info()) do
+        answered[#answered + 1] = name
+    end
+    table.sort(answered)
+    table.sort(declared)
+    test:is_deeply(answered, declared, 'info answers the fields it declares')
+end)
+
+suite.case('the purge deletes what lapsed, exactly: expires NOW is due only after NOW', function(test)
+    new(3, '192.0.2.3')
+    clock.freeze(NOW + 100)
+    test:is(select(1, expiry.purge_batch(box.space.sessions, context().rules)), 0, 'the purge keeps idle ttl')
+    clock.freeze(NOW + 101)
+    test:is(select(1, expiry.purge_batch(box.space.sessions, context().rules)), 1, 'and ends idle ttl + 1')
+end)
+
+-- Another instance's seqs from the same counter values (a promoted replica that lagged) end
+-- in its own id, so they never meet.
+suite.case('a seq carries the instance that numbered it', function(test)
+    local schema = require('sessions.schema')
+    local first, second = schema.next_seq(), schema.next_seq()
+    test:is(first % 32, box.info.id, 'a seq ends in this instance\'s id')
+    test:is(second - first, 32, 'and counts in steps of 32')
+end)
+
+-- TTL 60, a session; TTL 5 (its stored deadline swept to T + 5); a restart (the module's
+-- memory gone) past that deadline with TTL 60 again: the change across the restart counts,
+-- and the session stays lapsed.
+suite.case('lapsed stays lapsed across a restart', function(test)
+    clock.freeze(NOW + 1000)
+    local function rules(ttl)
+        local made = {ttl = ttl, lifetime = 0, cap = 0}
+        expiry.set_rules(made)
+        return made
+    end
+    rules(60)
+    local lapsing = new(6, '192.0.2.6').session
+    clock.freeze(NOW + 1001)
+    local short = rules(5)
+    expiry.sweep_batch(box.space.sessions, short)
+    local swept = box.space.sessions:get(uuid.fromstr(lapsing[F.TOKEN]))
+    test:is(swept[F.EXPIRES], NOW + 1005, 'swept to the TTL of 5')
+    package.loaded['sessions.expiry'] = nil
+    local restarted = require('sessions.expiry')
+    clock.freeze(NOW + 1010)
+    local long = {ttl = 60, lifetime = 0, cap = 0}
+    restarted.set_rules(long)
+    local stored = box.space.sessions:get(uuid.fromstr(lapsing[F.TOKEN]))
+    test:ok(not require('sessions.liveness').is_live(stored, long),
+        'lapsed while stopped: not live after the restart')
+end)
+
+local code = suite.run()
 box.cfg{read_only = true}
 fio.rmtree(work_dir)
-os.exit(test:check() and 0 or 1)
+os.exit(code)

@@ -91,6 +91,7 @@ test('paging walks every session of a user with more than a page', async () => {
   for await (const session of sessions.byUser(user, { pageSize: 3 })) walked.push(session.token);
   assert.deepEqual(walked, opened.reverse()); // newest opened first, each once
   assert.equal(await sessions.countUser(user), 7);
+  assert.equal(await sessions.count('user', user), 7);
   const kept = opened[0];
   assert.equal(await sessions.deleteUser(user, { keep: kept }), 6);
   const ip = `2001:db8::${(user % 65535n).toString(16)}`;
@@ -98,6 +99,7 @@ test('paging walks every session of a user with more than a page', async () => {
   const seen = [];
   for await (const session of sessions.byIp(ip, { pageSize: 1 })) seen.push(session.token);
   assert.deepEqual(seen, [kept]);
+  assert.equal(await sessions.count('ip', ip), 1);
   assert.equal(await sessions.deleteIp(ip), 1);
 });
 
@@ -150,6 +152,7 @@ test('a header value a header cannot hold is invalid input, and nothing is sent'
     await assert.rejects(behind.rotate(bad), refused);
     await assert.rejects(behind.deleteUser(aUser(), { keep: bad }), refused);
     await assert.rejects(behind.new(aUser(), '192.0.2.1', { idempotencyKey: bad }), refused);
+    await assert.rejects(behind.count(bad, aUser()), refused); // not a kind
     assert.throws(() => new SessionsClient(GATEWAY, { apiKey: bad }), refused);
   }
   assert.equal((await seen()).length, before);

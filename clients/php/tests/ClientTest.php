@@ -91,6 +91,7 @@ final class ClientTest extends TestCase
                 static fn () => $behind->rotate($bad),
                 static fn () => $behind->deleteUser(self::aUser(), keep: $bad),
                 static fn () => $behind->new(self::aUser(), '192.0.2.1', idempotencyKey: $bad),
+                static fn () => $behind->count($bad, self::aUser()), // not a kind
                 static fn () => new Client($url, apiKey: $bad),
             ];
             foreach ($calls as $number => $call) {
@@ -232,6 +233,7 @@ final class ClientTest extends TestCase
         }
         self::assertSame(array_reverse($opened), $walked); // newest opened first, each once
         self::assertSame(7, $this->sessions->countUser($user));
+        self::assertSame(7, $this->sessions->count('user', $user));
         self::assertSame(6, $this->sessions->deleteUser($user, keep: $opened[0]));
         $ip = sprintf('2001:db8::%x', $user % 65535);
         $this->sessions->get($opened[0], ip: $ip);
@@ -240,6 +242,7 @@ final class ClientTest extends TestCase
             $seen[] = $session->token;
         }
         self::assertSame([$opened[0]], $seen);
+        self::assertSame(1, $this->sessions->count('ip', $ip));
         self::assertSame(1, $this->sessions->deleteIp($ip));
     }
 

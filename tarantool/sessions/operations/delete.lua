@@ -1,0 +1,25 @@
+-- delete: end the session; the session as it was.
+local uuid = require('uuid')
+
+local errors = require('sessions.errors')
+local liveness = require('sessions.liveness')
+local rows = require('sessions.rows')
+
+-- One delete either way: a lapsed session found goes too (lapsed is final), but answers as
+-- none.
+local function delete(args, ctx)
+    errors.check(type(args.token) == 'string', 'token must be a string')
+    local key = uuid.fromstr(args.token)
+    local tuple = key and box.space.sessions:delete(key)
+    if tuple == nil or not liveness.is_live(tuple, ctx.rules) then
+        return rows.NONE
+    end
+    return {session = rows.answer(tuple)}
+end
+
+return {
+    fn = delete,
+    batch = true,
+    args = {'token'},
+    reply = {'session'},
+}

@@ -136,3 +136,24 @@ def _content_length(head: bytes) -> int | None:
         if name.strip().lower() == b"content-length":
             return int(value)
     return None
+
+
+def requests_by_method(exposition: str) -> dict[str, float]:
+    """How many requests each API method label has answered, from a /metrics exposition
+    (read with prometheus_client's own parser), whatever their codes."""
+    from prometheus_client.parser import text_string_to_metric_families
+
+    counts: dict[str, float] = {}
+    for family in text_string_to_metric_families(exposition):
+        for sample in family.samples:
+            if sample.name == "sessions_requests_total":
+                method = sample.labels["method"]
+                counts[method] = counts.get(method, 0.0) + sample.value
+    return counts
+
+
+def api_methods_not_called(before: dict[str, float], after: dict[str, float]) -> list[str]:
+    """The API's method labels (a route each) that no request reached between two scrapes."""
+    from sessions.api import METHODS
+
+    return [route.name for route in METHODS if after.get(route.name, 0.0) <= before.get(route.name, 0.0)]

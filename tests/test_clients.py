@@ -16,7 +16,7 @@ import pytest
 import sessions
 
 from .gateway import Gateway
-from .service import Service
+from .service import Service, api_methods_not_called, requests_by_method
 
 ROOT = Path(__file__).resolve().parent.parent
 KEY = "client-test-key-0123456789"
@@ -66,8 +66,38 @@ def _suite(tool: str, command: list[str], directory: str, services: dict[str, st
     return done.stdout
 
 
+def _requests(services: dict[str, str]) -> dict[str, float]:
+    """Requests by API method the two services have answered, from their /metrics."""
+    import urllib.request
+
+    counts: dict[str, float] = {}
+    for url, key in (
+        (services["SESSIONS_URL"], None),
+        (services["SESSIONS_KEYED_URL"], services["SESSIONS_KEY"]),
+    ):
+        request = urllib.request.Request(
+            f"{url}/metrics", headers={"Authorization": f"Bearer {key}"} if key else {}
+        )
+        with urllib.request.urlopen(request, timeout=5) as answer:
+            for method, count in requests_by_method(answer.read().decode()).items():
+                counts[method] = counts.get(method, 0.0) + count
+    return counts
+
+
+def _suite_calls_every_method(tool: str, command: list[str], directory: str, services: dict[str, str]) -> str:
+    """A client's suite, and that it called each of the API's methods of the services: their
+    own request counts say so, so a method missing from the client or sent to a wrong path
+    fails here whatever the client's source says."""
+    before = _requests(services)
+    report = _suite(tool, command, directory, services)
+    assert api_methods_not_called(before, _requests(services)) == [], report
+    return report
+
+
 def test_the_node_client_passes_its_suite(services):
-    report = _suite("node", ["node", "--test", "--test-reporter=tap", "test/"], "node", services)
+    report = _suite_calls_every_method(
+        "node", ["node", "--test", "--test-reporter=tap", "test/"], "node", services
+    )
     assert "\n# fail 0" in report and "\n# skipped 0" in report, report
 
 
@@ -85,7 +115,7 @@ def test_the_node_clients_type_declarations_pass_tsc():
 
 
 def test_the_php_client_passes_its_suite(services):
-    report = _suite(
+    report = _suite_calls_every_method(
         "phpunit", ["phpunit", "--colors=never", "--configuration", "phpunit.xml"], "php", services
     )
     assert "OK (" in report and "Skipped" not in report, report

@@ -38,6 +38,8 @@ FILES = (
     "docs/operations.md",
     "docs/reliability.md",
     "clients/python/sessions_client/__init__.py",
+    "clients/node/README.md",
+    "clients/php/README.md",
     "clients/node/index.js",
     "clients/php/src/Client.php",
 )

@@ -213,6 +213,18 @@ async def test_the_failover_runbook_loses_no_acknowledged_session(serve, tmp_pat
             lambda: asyncio.to_thread(lambda: state(paths["replica"])["n"] >= len(acknowledged)),
             "the swapped replica does not follow",
         )
+
+        # 5. The replica learns the generation of the primary it follows (one above its own
+        #    promotion's), so that promoting it while that primary is out of reach makes a
+        #    later generation, which the service and the old primary then follow.
+        def generation(path: Path) -> int:
+            with Console(path / "tarantool.control") as console:
+                return int(console.eval("return require('sessions.role').get().generation"))
+
+        await _until(
+            lambda: asyncio.to_thread(lambda: generation(paths["replica"]) == generation(paths["primary"])),
+            "the replica does not learn its primary's generation",
+        )
     finally:
         await replica.stop()
         await primary.stop()
@@ -352,6 +364,38 @@ async def test_a_replica_promoted_across_a_split_leaves_one_writer(serve, tmp_pa
             assert set(before + after) <= tokens("replica")
             for token in before + after:
                 assert await _served(client, token), token
+        finally:
+            await replica.stop()
+            await primary.stop()
+
+
+async def test_the_service_reconnects_to_an_instance_that_left_the_network_without_a_word(
+    serve, tmp_path, user_id, caplog
+):
+    """The service reaches the replica over a link that goes silent (its connection stays
+    open and carries nothing ever again: a container disconnected from its network and
+    reconnected at another address); the primary is lost and the replica promoted once the
+    link is back. The service drops the silent connection after three looks without an
+    answer, connects again, and writes to the promoted replica."""
+    link = Link((tmp_path / "to-replica.sock").resolve(), (tmp_path / "replica" / "tarantool.sock").resolve())
+    primary, replica, paths, socket = make_pair(tmp_path)
+    with link:
+        await primary.start()
+        await replica.start()
+        try:
+            client = await serve(settings_for(primary, tarantool=f"{socket['primary']},{link.address}"))
+            await new_session(client, user_id)
+            link.cut(silent=True)
+            await primary.stop()
+            link.heal()
+            await asyncio.to_thread(promote, Settings(data_dir=paths["replica"]))
+
+            async def writes() -> bool:
+                status, _ = await call(client, "/new", params={"user_id": str(user_id), "ip": "192.0.2.1"})
+                return status == 200
+
+            await _until(writes, "the service never reconnects to the promoted replica", within=20)
+            assert await _logged(caplog, "answered nothing for 3 looks over an open connection: reconnecting")
         finally:
             await replica.stop()
             await primary.stop()

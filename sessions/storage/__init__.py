@@ -62,6 +62,9 @@ _touch_log = RateLimitedLog(log, interval=10.0)
 _behind_log = RateLimitedLog(log, interval=10.0)
 # Without a writable instance: the first look says so at once, later ones every ten seconds.
 _LOST_INTERVAL = 10.0
+# Looks (each waits the storage timeout) an open connection may answer nothing before it is
+# made again: three seconds at the default timeout, short of a failover's few seconds.
+_SILENT_LOOKS = 3
 
 
 class _ReconnectLog(logging.Filter):
@@ -203,6 +206,8 @@ class Storage:
         self._looked = asyncio.Event()
         self._watcher: asyncio.Task[None] | None = None
         self._connecting: list[asyncio.Future[Any]] = []
+        # Looks in a row at which an instance's open connection answered nothing, by index.
+        self._silent: dict[int, int] = {}
         self._coalescers = {op.name: Coalescer(op.name, self._batch) for op in OPERATIONS if op.batch}
 
     async def connect(self) -> None:
@@ -271,8 +276,12 @@ class Storage:
                     raise
                 _behind_log.error(str(conn.fingerprint), "%s", error)
                 continue
-            except (TarantoolError, TimeoutError, OSError):
+            except TimeoutError:
+                await self._silence(conn)
                 continue
+            except (TarantoolError, OSError):
+                continue
+            self._silent.pop(self._conns.index(conn), None)
             vclock = {int(id_): int(lsn) for id_, lsn in info.vclock.items()}
             term = info.term
             if conn is self._conn:
@@ -346,6 +355,29 @@ class Storage:
         self._looked.set()
         self._looked = asyncio.Event()
         return False
+
+    async def _silence(self, conn: asynctnt.Connection) -> None:
+        """An instance that answered no look over its open connection. A connection whose
+        peer left the network without a word (a container disconnected, a cable pulled)
+        stays open for asynctnt, its pings failing in silence, and would never reconnect
+        to the peer once it is back (at a new address, in Docker): after _SILENT_LOOKS
+        such looks in a row, both of the instance's connections are dropped and made again."""
+        index = self._conns.index(conn)
+        self._silent[index] = self._silent.get(index, 0) + 1
+        if self._silent[index] < _SILENT_LOOKS:
+            return
+        del self._silent[index]
+        log.warning(
+            "the Tarantool at %s answered nothing for %d looks over an open connection: reconnecting",
+            conn.fingerprint,
+            _SILENT_LOOKS,
+        )
+        self._connecting = [task for task in self._connecting if not task.done()]
+        for dropped in (conn, self._bulk_conns[index]):
+            # Closing waits for what is buffered to leave, which it may never do.
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(dropped.disconnect(), self._timeout)
+            self._connecting.append(asyncio.ensure_future(dropped.connect()))
 
     def _since_lost(self) -> float:
         return time.monotonic() - (self._lost_since or time.monotonic())

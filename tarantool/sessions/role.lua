@@ -328,6 +328,16 @@ local WATCH_INTERVAL = 1
 
 local function look()
     if state.role == 'replica' then
+        -- A replica learns the generation its peers write under, so that a promote made
+        -- while they are out of reach (the primary lost, or cut off) is later than theirs
+        -- even when they were promoted since this instance last was.
+        local known = state.generation
+        for _, peer in ipairs(answering_peers()) do
+            known = math.max(known, generation_of(peer))
+        end
+        if known > state.generation then
+            write('replica', state.primary_at, known)
+        end
         return
     end
     for _, peer in ipairs(answering_peers()) do
@@ -356,7 +366,7 @@ local function watch()
         fiber.name('sessions.role.watch')
         while true do
             fiber.sleep(WATCH_INTERVAL)
-            if state.role ~= 'replica' and #state.peers > 0 then
+            if #state.peers > 0 then
                 local ok, err = pcall(look)
                 if not ok then
                     log.warn('sessions: looking at the peers failed: %s', tostring(err))

@@ -155,7 +155,11 @@ async def test_killing_the_leader_five_times_loses_no_acknowledged_session(serve
     async def poller() -> None:
         while not stop.is_set():
             states = await asyncio.to_thread(cluster.states)
-            writable_counts.append(sum(1 for state in states.values() if state and not state["ro"]))
+            # Raft's promise: one leader per term. A poll asks the three one after another, so on
+            # a loaded machine it may see a deposed leader of an older term not yet read-only
+            # beside the new one (whose writes it could not confirm anyway: no majority).
+            terms = [state["term"] for state in states.values() if state and not state["ro"]]
+            writable_counts.append(max((terms.count(term) for term in terms), default=0))
             await asyncio.sleep(0.1)
 
     tasks = [asyncio.ensure_future(job) for job in (*(writer(n) for n in range(4)), reader(), poller())]
@@ -203,7 +207,7 @@ async def test_killing_the_leader_five_times_loses_no_acknowledged_session(serve
         f"{len(acknowledged)} acknowledged; gets {gets}"
     )
     assert len(set(killed)) >= 2, "the same instance was leader every time"
-    assert max(writable_counts) == 1, "two instances were writable at once"
+    assert max(writable_counts) == 1, "two instances were writable in one term"
     # `get` answered throughout: served untouched while no leader was there.
     assert set(gets) == {200}, gets
     tokens = set(acknowledged)
@@ -224,18 +228,25 @@ async def test_killing_the_leader_five_times_loses_no_acknowledged_session(serve
 
 async def test_a_leader_cut_off_from_the_majority_stops_taking_writes(serve, cluster, user_id):
     client = await serve(settings_for(cluster.instances["a"], tarantool=cluster.addresses))
-    leader = await _until(cluster.leader, "no single leader")
-    followers = [name for name in NAMES if name != leader]
     assert (await call(client, "/new", params={"user_id": str(user_id), "ip": "192.0.2.1"}))[0] == 200
-    stats = await asyncio.to_thread(
-        subprocess.run,
-        [sys.executable, "-m", "sessions", "stats"],
-        env={**os.environ, "SESSIONS_DATA_DIR": str(cluster.root / leader)},
-        capture_output=True,
-        text=True,
-        timeout=30,
-    )
-    assert re.search(r"^election: +leader, term \d+, leader id \d+$", stats.stdout, re.M), stats.stdout
+
+    def stats_of_the_leader() -> tuple[str, str] | None:
+        # A loaded machine may hold another election between finding the leader and asking it.
+        leader = cluster.leader()
+        if not leader:
+            return None
+        stats = subprocess.run(
+            [sys.executable, "-m", "sessions", "stats"],
+            env={**os.environ, "SESSIONS_DATA_DIR": str(cluster.root / leader)},
+            capture_output=True,
+            text=True,
+            timeout=30,
+        )
+        found = re.search(r"^election: +leader, term \d+, leader id \d+$", stats.stdout, re.M)
+        return (leader, stats.stdout) if found else None
+
+    leader, _ = await _until(stats_of_the_leader, "sessions stats of the leader does not say leader")
+    followers = [name for name in NAMES if name != leader]
     metrics = await (await client.get("/metrics")).text()
     term = _metric(metrics, "sessions_tarantool_election_term")
     assert term >= 1 and _metric(metrics, "sessions_tarantool_election_leader") >= 1

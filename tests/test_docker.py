@@ -264,6 +264,16 @@ def _until(check: Any, what: str, within: float = 60) -> Any:
     return result
 
 
+TOOLS = ("--profile", "tools", "run", "--rm", "tools")
+REPLICA_TOOLS = ("--profile", "replica", "run", "--rm", "replica-tools")
+
+
+def _stored(stack: Stack, tools: tuple[str, ...]) -> int:
+    """How many sessions the instance `tools` (TOOLS or REPLICA_TOOLS) reaches stores."""
+    line = next(line for line in stack.compose(*tools, "stats").splitlines() if "sessions stored:" in line)
+    return int(line.split(":")[1])
+
+
 @pytest.mark.timeout(600)
 def test_the_failover_runbook_step_by_step(stack: Stack) -> None:
     """docs/operations.md's "Replica and failover", as an operator runs it: the primary lost, the replica
@@ -287,14 +297,10 @@ def test_the_failover_runbook_step_by_step(stack: Stack) -> None:
             acknowledged.append(body["data"]["token"])
         return True
 
-    tools = ("--profile", "tools", "run", "--rm", "tools")
-    replica_tools = ("--profile", "replica", "run", "--rm", "replica-tools")
+    tools, replica_tools = TOOLS, REPLICA_TOOLS
 
     def stored(which: tuple[str, ...]) -> int:
-        line = next(
-            line for line in stack.compose(*which, "stats").splitlines() if "sessions stored:" in line
-        )
-        return int(line.split(":")[1])
+        return _stored(stack, which)
 
     assert write(5)
     total = stored(tools)
@@ -364,14 +370,10 @@ def test_the_runbook_with_a_replica_cut_off_before_the_primary_is_lost(stack: St
     stack.wait_healthy("tarantool-replica")
     stack.wait_healthy("tarantool")
     stack.wait_healthy("sessions")
-    tools = ("--profile", "tools", "run", "--rm", "tools")
-    replica_tools = ("--profile", "replica", "run", "--rm", "replica-tools")
+    tools, replica_tools = TOOLS, REPLICA_TOOLS
 
     def stored(which: tuple[str, ...]) -> int:
-        line = next(
-            line for line in stack.compose(*which, "stats").splitlines() if "sessions stored:" in line
-        )
-        return int(line.split(":")[1])
+        return _stored(stack, which)
 
     def write(count: int, into: list[str]) -> bool:
         for i in range(count):

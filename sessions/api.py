@@ -114,7 +114,12 @@ async def _listing(
     gateway's prefix (`/sessions/user?..`), where an absolute path would leave the prefix."""
     settings = service.settings
     sessions, cursors, more = await service.storage.page(kind, key, limit or settings.list_max, after)
-    body, count = success_within(sessions, settings.page_max_bytes)
+    ids = settings.listings == "ids"
+    if ids:
+        # Listings without tokens: each session by its id, its token never leaves the store.
+        for session in sessions:
+            del session["token"]
+    body, count = success_within(sessions, settings.page_max_bytes, ids=ids)
     if count == 0 or (count == len(sessions) and not more):
         return answer(body)
     query: dict[str, str | int] = {param.name: key}

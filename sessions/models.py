@@ -75,19 +75,23 @@ class SessionObject(BaseModel):
     user_id: Annotated[int, Field(json_schema_extra=_user_id_schema)]
     create: int
     activity: int
-    # Absent where the answer is by id (`/session`, `/session/del`): an id never leads to a token.
+    # Absent where the answer is by id (`/session`, `/session/del`), and from listings without
+    # tokens (SESSIONS_LISTINGS=ids): an id never leads to a token.
     token: Annotated[
         str | None,
         _absent_or_uuid(
             "The session's token, its secret; absent from the answers of `/session` and `/session/del`, "
-            "which are by id."
+            "which are by id, and from `/user` and `/ip` with SESSIONS_LISTINGS=ids."
         ),
     ] = None
     # With `with=id`, and always where the answer is by id: the session's id (a UUIDv7), not
     # secret, kept for its whole life.
     id: Annotated[
         str | None,
-        _absent_or_uuid("The session's id: with `with=id`, and always from `/session` and `/session/del`."),
+        _absent_or_uuid(
+            "The session's id: with `with=id`, and always from `/session` and `/session/del`, and from "
+            "`/user` and `/ip` with SESSIONS_LISTINGS=ids."
+        ),
     ] = None
 
 

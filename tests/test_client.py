@@ -132,6 +132,16 @@ async def test_session_ids_read_end_and_keep_by_id(base_url, user_id, ip):
         assert [s.id for s in await sessions.by_user(user_id)] == [kept.id]
 
 
+async def test_listings_without_tokens_are_sessions_by_id(serve, settings, user_id):
+    server = (await serve(settings.model_copy(update={"listings": "ids"}))).server
+    async with SessionsClient(str(server.make_url("")).rstrip("/"), with_ids=True) as sessions:
+        opened = await sessions.new(user_id, "192.0.2.1")
+        listed = await sessions.by_user(user_id)
+        assert listed == [
+            SessionById(**{k: v for k, v in dataclasses.asdict(opened).items() if k != "token"})
+        ]
+
+
 @pytest.fixture
 def gateway(base_url):
     """The service under `/sessions` behind a gateway that records what it gets."""

@@ -159,3 +159,28 @@ async def test_bad_ids_and_with_values_are_bad_requests_that_change_nothing(clie
 async def test_an_unknown_id_is_not_found(client):
     status, body = await call(client, "/session", params={"id": "019ae3b2-5c1e-7b4a-9d2f-3a6c8e1f0b24"})
     assert (status, body["code"]) == (404, "token_not_found")
+
+
+async def test_listings_without_tokens_answer_ids_and_never_a_token(serve, settings, user_id, ip):
+    client = await serve(settings.model_copy(update={"listings": "ids"}))
+    opened = [await _opened(client, user_id, ip) for _ in range(3)]
+    for path, params in (("/user", {"id": str(user_id)}), ("/ip", {"ip": ip})):
+        walked, query = [], {**params, "limit": "2"}
+        while True:
+            response = await client.get(path, params=query)
+            text = await response.text()
+            assert response.status == 200
+            assert not [s for s in opened if s["token"] in text], text  # not a token, not in a Link
+            walked += (await response.json())["data"]
+            if "Link" not in response.headers:
+                break
+            query = dict(response.links["next"]["url"].query)
+        assert walked == [{k: v for k, v in s.items() if k != "token"} for s in reversed(opened)], path
+    # The other methods are not listings: the caller's own token, as before.
+    body = (await call(client, "/get", params={"token": opened[0]["token"]}))[1]
+    assert body["data"]["token"] == opened[0]["token"]
+
+
+async def test_listings_keep_their_tokens_by_default(client, user_id):
+    opened = await new_session(client, user_id)
+    assert (await call(client, "/user", params={"id": str(user_id)}))[1]["data"] == [opened]

@@ -88,6 +88,7 @@ export class SessionsClient {
   count(kind: 'user', key: UserId): Promise<number>;
   count(kind: 'ip', key: string): Promise<number>;
   countUser(userId: UserId): Promise<number>;
-  byUser(userId: UserId, options?: { pageSize?: number }): AsyncIterable<Session>;
-  byIp(ip: string, options?: { pageSize?: number }): AsyncIterable<Session>;
+  /** Sessions, or SessionByIds from a service that lists without tokens (SESSIONS_LISTINGS=ids). */
+  byUser(userId: UserId, options?: { pageSize?: number }): AsyncIterable<Session | SessionById>;
+  byIp(ip: string, options?: { pageSize?: number }): AsyncIterable<Session | SessionById>;
 }

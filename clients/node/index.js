@@ -241,6 +241,7 @@ export class SessionsClient {
     let url = this.#url(path, query);
     while (url !== null) {
       const { data, next } = await this.#send(url, { safe: RETRY_SAFE[path] });
+      // Without tokens (SESSIONS_LISTINGS=ids), each is a SessionById.
       for (const item of data) yield toSession(item);
       // The next page's URL carries its whole query, relative to this page's URL (so that
       // it keeps a gateway's path prefix).

@@ -229,9 +229,10 @@ final class Client
     }
 
     /**
-     * The user's live sessions, newest opened first, fetched a page at a time as you iterate.
+     * The user's live sessions, newest opened first, fetched a page at a time as you iterate
+     * (SessionByIds from a service that lists without tokens, SESSIONS_LISTINGS=ids).
      *
-     * @return \Generator<int, Session>
+     * @return \Generator<int, Session|SessionById>
      */
     public function byUser(int $userId, ?int $pageSize = null): \Generator
     {
@@ -241,7 +242,7 @@ final class Client
     /**
      * The live sessions last seen from the address, a page at a time as you iterate.
      *
-     * @return \Generator<int, Session>
+     * @return \Generator<int, Session|SessionById>
      */
     public function byIp(string $ip, ?int $pageSize = null): \Generator
     {
@@ -250,7 +251,7 @@ final class Client
 
     /**
      * @param array<string, int|string> $query
-     * @return \Generator<int, Session>
+     * @return \Generator<int, Session|SessionById>
      */
     private function pages(string $path, array $query, ?int $pageSize): \Generator
     {
@@ -261,7 +262,8 @@ final class Client
         while ($url !== null) {
             [$data, $next] = $this->send($url, null, null, [], self::RETRY_SAFE[$path]);
             foreach ($data as $item) {
-                yield Session::fromArray($item);
+                // Without tokens (SESSIONS_LISTINGS=ids), each is a SessionById.
+                yield isset($item['token']) ? Session::fromArray($item) : SessionById::fromArray($item);
             }
             // The next page's URL carries its whole query, relative to this page's URL.
             $url = $next === null ? null : self::resolve($url, $next);

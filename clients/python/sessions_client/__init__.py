@@ -232,25 +232,29 @@ class SessionsClient:
         """How many live sessions the user has: count("user", user_id)."""
         return await self.count("user", user_id)
 
-    async def by_user(self, user_id: int) -> list[SessionObject]:
+    async def by_user(self, user_id: int) -> list[SessionObject | SessionById]:
         """Every live session of the user, newest opened first (all pages)."""
         return [session async for session in self.iter_user(user_id)]
 
-    async def by_ip(self, ip: str) -> list[SessionObject]:
+    async def by_ip(self, ip: str) -> list[SessionObject | SessionById]:
         """Every live session last seen from the address, newest opened first (all pages)."""
         return [session async for session in self.iter_ip(ip)]
 
-    def iter_user(self, user_id: int, *, page_size: int | None = None) -> AsyncIterator[SessionObject]:
+    def iter_user(
+        self, user_id: int, *, page_size: int | None = None
+    ) -> AsyncIterator[SessionObject | SessionById]:
         """The user's live sessions one at a time, a page fetched when the last one is used up."""
         return self._pages("/user", {"id": str(user_id)}, page_size)
 
-    def iter_ip(self, ip: str, *, page_size: int | None = None) -> AsyncIterator[SessionObject]:
+    def iter_ip(self, ip: str, *, page_size: int | None = None) -> AsyncIterator[SessionObject | SessionById]:
         """The live sessions last seen from the address, a page at a time."""
         return self._pages("/ip", {"ip": ip}, page_size)
 
     async def _pages(
         self, path: str, params: dict[str, str], page_size: int | None
-    ) -> AsyncIterator[SessionObject]:
+    ) -> AsyncIterator[SessionObject | SessionById]:
+        """Each session of every page: a SessionById where the service lists without tokens
+        (SESSIONS_LISTINGS=ids)."""
         if page_size is not None:
             params["limit"] = str(page_size)
         params.update(self._with)
@@ -259,7 +263,7 @@ class SessionsClient:
         while True:
             data, next_url = await self._send(url, query, safe=RETRY_SAFE[path])
             for item in data:
-                yield _session(item)
+                yield _session(item) if "token" in item else SessionById(**item)
             if next_url is None:
                 return
             url, query = next_url, None  # the next page's URL carries its whole query

@@ -56,6 +56,7 @@ __all__ = [
     "PROCEDURES",
     "ROTATE",
     "RULES",
+    "TOKEN_STORAGE",
     "Context",
     "Info",
     "Operation",
@@ -92,8 +93,11 @@ COUNT = Operation("count", ("kind", "key"), ("count",), bulk=True)
 # A session by its id, as stored (its activity not recorded); and ended by its id.
 PEEK = Operation("peek", ("id",), ("session",), batch=True)
 DELETE_ID = Operation("delete_id", ("id",), ("session",), batch=True)
+# What kind of key the store keeps (`hash`, `plain`, `empty`, `converting`), an empty one
+# marked as hashed first when `mode` is `hash` (tarantool/sessions/hashing.lua).
+TOKEN_STORAGE = Operation("token_storage", ("mode",), ("stored",))
 # Every operation this service calls, through the storage or a route (routing.Route.forward).
-OPERATIONS = (NEW, GET, DELETE, ROTATE, LIST, DELETE_ALL, COUNT, PEEK, DELETE_ID)
+OPERATIONS = (NEW, GET, DELETE, ROTATE, LIST, DELETE_ALL, COUNT, PEEK, DELETE_ID, TOKEN_STORAGE)
 
 # The procedures the service's Tarantool user may execute (access.lua grants exactly these),
 # by the names it calls them; describe() lists them without the namespace.

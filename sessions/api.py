@@ -16,8 +16,22 @@ from pydantic import BaseModel, ConfigDict, Field
 from .contract import COUNT, KIND_IP, KIND_USER
 from .envelope import answer, success, success_within
 from .errors import BadRequest, IdempotencyConflict, StorageFull, TokenNotFound
-from .models import Cursor, Deleted, make_cursor
-from .params import AFTER, EXCEPT, ID, IDEMPOTENCY_KEY, IP, LIMIT, OPTIONAL_IP, TOKEN, TTL, USER_ID, Param
+from .models import Cursor, Deleted, Session, make_cursor
+from .params import (
+    AFTER,
+    EXCEPT,
+    EXCEPT_ID,
+    ID,
+    IDEMPOTENCY_KEY,
+    IP,
+    LIMIT,
+    OPTIONAL_IP,
+    SESSION_ID,
+    TOKEN,
+    TTL,
+    USER_ID,
+    Param,
+)
 from .routing import BULK, CHECK, SESSIONS, Route
 from .service import Service
 
@@ -61,8 +75,30 @@ async def rotate(service: Service, token: str) -> web.Response:
     return success(session)
 
 
-async def delete_by_user(service: Service, user_id: int, keep: str | None) -> web.Response:
-    return success({"deleted": await service.storage.delete_all(KIND_USER, user_id, except_token=keep)})
+def _by_id(session: Session | None) -> web.Response:
+    """A session found by its id, answered with its id and without its token: whoever holds
+    an id (a devices page, a listing without tokens) never gets a token from it."""
+    if session is None:
+        raise TokenNotFound()
+    del session["token"]
+    return success(session, ids=True)
+
+
+async def peek(service: Service, session_id: str) -> web.Response:
+    return _by_id(await service.storage.peek(session_id))
+
+
+async def delete_by_id(service: Service, session_id: str) -> web.Response:
+    return _by_id(await service.storage.delete_id(session_id))
+
+
+async def delete_by_user(
+    service: Service, user_id: int, keep: str | None, keep_id: str | None
+) -> web.Response:
+    if keep is not None and keep_id is not None:
+        raise BadRequest(f"Keep one session: {EXCEPT.name} (or its header) or {EXCEPT_ID.name}, not both.")
+    deleted = await service.storage.delete_all(KIND_USER, user_id, except_token=keep, except_id=keep_id)
+    return success({"deleted": deleted})
 
 
 async def delete_by_ip(service: Service, ip: str) -> web.Response:
@@ -78,7 +114,12 @@ async def _listing(
     gateway's prefix (`/sessions/user?..`), where an absolute path would leave the prefix."""
     settings = service.settings
     sessions, cursors, more = await service.storage.page(kind, key, limit or settings.list_max, after)
-    body, count = success_within(sessions, settings.page_max_bytes)
+    ids = settings.listings_without_tokens
+    if ids:
+        # Listings without tokens: each session by its id, its token never leaves the store.
+        for session in sessions:
+            del session["token"]
+    body, count = success_within(sessions, settings.page_max_bytes, ids=ids)
     if count == 0 or (count == len(sessions) and not more):
         return answer(body)
     query: dict[str, str | int] = {param.name: key}
@@ -143,9 +184,9 @@ METHODS: tuple[Route, ...] = (
         "/user/del",
         delete_by_user,
         "user_del",
-        (ID, EXCEPT),
-        summary="End every live session of a user, but the one `except` or X-Session-Token names "
-        "(sign out everywhere else)",
+        (ID, EXCEPT, EXCEPT_ID),
+        summary="End every live session of a user, but the one `except`, X-Session-Token or `except_id` "
+        "names (sign out everywhere else)",
         result=Deleted,
         errors=(BadRequest,),
         work=BULK,
@@ -189,5 +230,24 @@ METHODS: tuple[Route, ...] = (
         result=Count,
         work=BULK,
         retry_safe=True,
+    ),
+    Route(
+        "/session",
+        peek,
+        "session",
+        (SESSION_ID,),
+        summary="A live session by its id, as stored: its activity is not recorded",
+        errors=(TokenNotFound,),
+        work=CHECK,
+        retry_safe=True,
+    ),
+    Route(
+        "/session/del",
+        delete_by_id,
+        "session_del",
+        (SESSION_ID,),
+        summary="End a session by its id",
+        errors=(TokenNotFound,),
+        work=CHECK,
     ),
 )

@@ -36,6 +36,7 @@ __all__ = [
     "COUNT",
     "DELETE",
     "DELETE_ALL",
+    "DELETE_ID",
     "DESCRIBE",
     "ERRORS",
     "ERROR_ITEM",
@@ -50,10 +51,12 @@ __all__ = [
     "LIST",
     "NEW",
     "OPERATIONS",
+    "PEEK",
     "PEER",
     "PROCEDURES",
     "ROTATE",
     "RULES",
+    "TOKEN_STORAGE",
     "Context",
     "Info",
     "Operation",
@@ -84,11 +87,17 @@ LIST = Operation(
     "list", ("kind", "key", "limit", "page_bytes", "after"), ("sessions", "more", "last"), bulk=True
 )
 DELETE_ALL = Operation(
-    "delete_all", ("kind", "key", "except_token", "checked"), ("deleted", "more"), bulk=True
+    "delete_all", ("kind", "key", "except_token", "except_id", "checked"), ("deleted", "more"), bulk=True
 )
 COUNT = Operation("count", ("kind", "key"), ("count",), bulk=True)
+# A session by its id, as stored (its activity not recorded); and ended by its id.
+PEEK = Operation("peek", ("id",), ("session",), batch=True)
+DELETE_ID = Operation("delete_id", ("id",), ("session",), batch=True)
+# What kind of key the store keeps (`hash`, `plain`, `empty`, `converting`), an empty one
+# marked as hashed first when `mode` is `hash` (tarantool/sessions/hashing.lua).
+TOKEN_STORAGE = Operation("token_storage", ("mode",), ("stored",))
 # Every operation this service calls, through the storage or a route (routing.Route.forward).
-OPERATIONS = (NEW, GET, DELETE, ROTATE, LIST, DELETE_ALL, COUNT)
+OPERATIONS = (NEW, GET, DELETE, ROTATE, LIST, DELETE_ALL, COUNT, PEEK, DELETE_ID, TOKEN_STORAGE)
 
 # The procedures the service's Tarantool user may execute (access.lua grants exactly these),
 # by the names it calls them; describe() lists them without the namespace.
@@ -143,8 +152,8 @@ class Context:
 CONTEXT = tuple(field.name for field in fields(Context))
 
 # A session row's first fields, in order: what the procedures answer for a session (the
-# six of SessionObject, then the stored deadline, own TTL and place in listings).
-FIELDS = ("token", "user_id", "ip", "create", "activity", "extra", "expires", "ttl", "seq")
+# six of SessionObject, then the stored deadline, own TTL, place in listings and id).
+FIELDS = ("token", "user_id", "ip", "create", "activity", "extra", "expires", "ttl", "seq", "id")
 
 # The fields of `new`'s `idem` argument.
 IDEM = ("key", "fingerprint", "window")

@@ -275,9 +275,14 @@ async def test_every_method_of_the_api_is_called_by_the_client_against_the_servi
     served = await serve(settings)
     base = str(served.server.make_url("")).rstrip("/")
     before = requests_by_method(await (await served.get("/metrics")).text())
-    async with SessionsClient(base) as sessions:
+    async with SessionsClient(base, with_ids=True) as sessions:
         made = await sessions.new(user_id, "192.0.2.31")
         other = await sessions.new(user_id, "192.0.2.31")
+        assert made.id is not None
+        assert (await sessions.by_id(made.id)).id == made.id
+        third = await sessions.new(user_id, "192.0.2.31")
+        assert third.id is not None
+        assert (await sessions.delete_by_id(third.id)).id == third.id
         await sessions.get(made.token)
         made = await sessions.rotate(made.token)
         assert {s.token for s in await sessions.by_user(user_id)} == {made.token, other.token}

@@ -67,7 +67,7 @@ def test_each_error_code_says_its_family_and_when_a_client_may_retry():
     assert "internal_error" in rules["never"] and set(rules) == {"always", "if_safe", "never"}
     for path, item in SPEC["paths"].items():
         safe = {operation["x-retry-safe"] for operation in item.values()}
-        assert safe == {path in ("/get", "/user", "/ip", "/user/count", "/ip/count")}, path
+        assert safe == {path in ("/get", "/user", "/ip", "/user/count", "/ip/count", "/events")}, path
         with_key = {operation.get("x-retry-safe-with") for operation in item.values()}
         assert with_key == {"Idempotency-Key" if path == "/new" else None}, path
 
@@ -137,7 +137,7 @@ def _operation_id(block: str) -> str:
 
 @pytest.fixture
 def keyed_service(tmp_path: Path) -> Iterator[Service]:
-    running = Service(tmp_path / "keyed", SESSIONS_API_KEYS=DOCS_KEY)
+    running = Service(tmp_path / "keyed", SESSIONS_API_KEYS=DOCS_KEY, SESSIONS_EVENTS="on")
     yield running
     running.stop(signal.SIGTERM)
 

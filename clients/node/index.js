@@ -22,6 +22,7 @@ const CODES = {
   invalid_ttl: ['invalid_input', 'never'],
   invalid_limit: ['invalid_input', 'never'],
   invalid_cursor: ['invalid_input', 'never'],
+  invalid_wait: ['invalid_input', 'never'],
   unauthorized: ['invalid_input', 'never'],
   method_not_allowed: ['invalid_input', 'never'],
   expectation_failed: ['invalid_input', 'never'],
@@ -52,6 +53,7 @@ export const RETRY_SAFE = Object.freeze({
   '/rotate': false,
   '/user/count': true,
   '/ip/count': true,
+  '/events': true,
 });
 // end generated
 

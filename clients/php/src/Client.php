@@ -38,6 +38,7 @@ final class Client
         'invalid_ttl' => InvalidInputException::class,
         'invalid_limit' => InvalidInputException::class,
         'invalid_cursor' => InvalidInputException::class,
+        'invalid_wait' => InvalidInputException::class,
         'unauthorized' => InvalidInputException::class,
         'method_not_allowed' => InvalidInputException::class,
         'expectation_failed' => InvalidInputException::class,
@@ -71,6 +72,7 @@ final class Client
         'invalid_ttl' => 'never',
         'invalid_limit' => 'never',
         'invalid_cursor' => 'never',
+        'invalid_wait' => 'never',
         'unauthorized' => 'never',
         'method_not_allowed' => 'never',
         'expectation_failed' => 'never',
@@ -93,6 +95,7 @@ final class Client
         '/rotate' => false,
         '/user/count' => true,
         '/ip/count' => true,
+        '/events' => true,
     ];
     // end generated
 

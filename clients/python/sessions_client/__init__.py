@@ -57,6 +57,7 @@ RETRY_SAFE: dict[str, bool] = {
     "/rotate": False,
     "/user/count": True,
     "/ip/count": True,
+    "/events": True,
 }
 # end generated
 RETRY_SAFE_WITH: dict[str, str] = {"/new": "Idempotency-Key"}

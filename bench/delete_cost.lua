@@ -25,7 +25,7 @@ local function fill()
             local activity = 100 + math.random(0, 1000)
             space:insert(space:frommap({token = uuid.new(), user_id = math.random(1, 5000000), ip = ip,
                 create = 100, activity = activity, expires = activity + 1,
-                seq = require('sessions.schema').next_seq()}))
+                seq = require('sessions.schema').next_seq(), id = require('sessions.ids').make()}))
         end
         box.commit()
     end

@@ -53,7 +53,7 @@ for i = 1, {n}, 1000 do
             ip = ('%d.%d.%d.%d'):format(math.random(1, 223), math.random(0, 255),
                 math.random(0, 255), math.random(1, 254)),
             create = ts, activity = ts, extra = extra, expires = {expires},
-            seq = require('sessions.schema').next_seq()}}))
+            seq = require('sessions.schema').next_seq(), id = require('sessions.ids').make()}}))
     end
     box.commit()
 end
@@ -69,7 +69,8 @@ for u = 0, {users} - 1 do
     for k = 1, {per_user} do
         local token = uuid.new()
         s:insert(s:frommap({{token = token, user_id = {first} + u, ip = '192.0.2.33', create = ts,
-            activity = ts, expires = ts + 86400, seq = require('sessions.schema').next_seq()}}))
+            activity = ts, expires = ts + 86400, seq = require('sessions.schema').next_seq(),
+            id = require('sessions.ids').make()}}))
         if k == 1 then out[#out + 1] = token:str() end
     end
     box.commit()

@@ -17,17 +17,19 @@ from .contract import COUNT, EVENT_FIELDS, EVENTS, KIND_IP, KIND_USER
 from .envelope import answer, success, success_within
 from .errors import BadRequest, IdempotencyConflict, NotFound, Overloaded, StorageFull, TokenNotFound
 from .limits import EVENTS_PAGE
-from .models import Cursor, Deleted, make_cursor
+from .models import Cursor, Deleted, Session, make_cursor
 from .params import (
     AFTER,
     EVENTS_AFTER,
     EVENTS_LIMIT,
     EXCEPT,
+    EXCEPT_ID,
     ID,
     IDEMPOTENCY_KEY,
     IP,
     LIMIT,
     OPTIONAL_IP,
+    SESSION_ID,
     TOKEN,
     TTL,
     USER_ID,
@@ -52,7 +54,8 @@ class Count(BaseModel):
 
 class Event(BaseModel):
     """A change to a session: `kind` `opened`, `rotated`, `moved` (to another ip) or `ended`,
-    with `reason` for an end: `del`, `user/del`, `ip/del`, `cap`, `lifetime` or `idle`."""
+    with `reason` for an end: `del`, `session/del`, `user/del`, `ip/del`, `cap`, `lifetime` or
+    `idle`; `session` is the session's id."""
 
     model_config = ConfigDict(frozen=True, extra="forbid")
 
@@ -60,7 +63,7 @@ class Event(BaseModel):
     time: int
     kind: str
     reason: str | None
-    session: str | None
+    session: str
     user_id: int
     ip: str
 
@@ -83,7 +86,7 @@ class EventsPage(BaseModel):
                 "time": 1764112345,
                 "kind": "ended",
                 "reason": "del",
-                "session": None,
+                "session": "019ac0d5-7c1e-7b4a-9d2f-3a6c8e1f0b24",
                 "user_id": 1,
                 "ip": "192.0.2.10",
             }
@@ -120,8 +123,30 @@ async def rotate(service: Service, token: str) -> web.Response:
     return success(session)
 
 
-async def delete_by_user(service: Service, user_id: int, keep: str | None) -> web.Response:
-    return success({"deleted": await service.storage.delete_all(KIND_USER, user_id, except_token=keep)})
+def _by_id(session: Session | None) -> web.Response:
+    """A session found by its id, answered with its id and without its token: whoever holds
+    an id (a devices page, a listing without tokens) never gets a token from it."""
+    if session is None:
+        raise TokenNotFound()
+    del session["token"]
+    return success(session, ids=True)
+
+
+async def peek(service: Service, session_id: str) -> web.Response:
+    return _by_id(await service.storage.peek(session_id))
+
+
+async def delete_by_id(service: Service, session_id: str) -> web.Response:
+    return _by_id(await service.storage.delete_id(session_id))
+
+
+async def delete_by_user(
+    service: Service, user_id: int, keep: str | None, keep_id: str | None
+) -> web.Response:
+    if keep is not None and keep_id is not None:
+        raise BadRequest(f"Keep one session: {EXCEPT.name} (or its header) or {EXCEPT_ID.name}, not both.")
+    deleted = await service.storage.delete_all(KIND_USER, user_id, except_token=keep, except_id=keep_id)
+    return success({"deleted": deleted})
 
 
 async def delete_by_ip(service: Service, ip: str) -> web.Response:
@@ -137,7 +162,12 @@ async def _listing(
     gateway's prefix (`/sessions/user?..`), where an absolute path would leave the prefix."""
     settings = service.settings
     sessions, cursors, more = await service.storage.page(kind, key, limit or settings.list_max, after)
-    body, count = success_within(sessions, settings.page_max_bytes)
+    ids = settings.listings == "ids"
+    if ids:
+        # Listings without tokens: each session by its id, its token never leaves the store.
+        for session in sessions:
+            del session["token"]
+    body, count = success_within(sessions, settings.page_max_bytes, ids=ids)
     if count == 0 or (count == len(sessions) and not more):
         return answer(body)
     query: dict[str, str | int] = {param.name: key}
@@ -227,9 +257,9 @@ METHODS: tuple[Route, ...] = (
         "/user/del",
         delete_by_user,
         "user_del",
-        (ID, EXCEPT),
-        summary="End every live session of a user, but the one `except` or X-Session-Token names "
-        "(sign out everywhere else)",
+        (ID, EXCEPT, EXCEPT_ID),
+        summary="End every live session of a user, but the one `except`, X-Session-Token or `except_id` "
+        "names (sign out everywhere else)",
         result=Deleted,
         errors=(BadRequest,),
         work=BULK,
@@ -285,5 +315,24 @@ METHODS: tuple[Route, ...] = (
         result=EventsPage,
         errors=(NotFound, Overloaded),
         retry_safe=True,
+    ),
+    Route(
+        "/session",
+        peek,
+        "session",
+        (SESSION_ID,),
+        summary="A live session by its id, as stored: its activity is not recorded",
+        errors=(TokenNotFound,),
+        work=CHECK,
+        retry_safe=True,
+    ),
+    Route(
+        "/session/del",
+        delete_by_id,
+        "session_del",
+        (SESSION_ID,),
+        summary="End a session by its id",
+        errors=(TokenNotFound,),
+        work=CHECK,
     ),
 )

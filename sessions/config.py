@@ -108,6 +108,10 @@ class Settings(BaseSettings):
     list_max: Annotated[int, Field(ge=1, le=LIST_MAX)] = LIST_MAX
     """Most sessions in one `/user` or `/ip` page without `limit`; the rest come page by page
     through the `Link` header."""
+    listings: Literal["tokens", "ids"] = "tokens"
+    """What `/user` and `/ip` answer for each session: `tokens`, the original design's
+    SessionObject with its token (whoever reads a listing can then act as each of those
+    sessions), or `ids`, its id and no `token` field (recommended for new deployments)."""
 
     # Bulk work (listings and bulk deletes) is admitted apart from the check path (get, new,
     # del, rotate), so that it can never starve it. The listings in flight take about

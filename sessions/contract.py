@@ -36,6 +36,7 @@ __all__ = [
     "COUNT",
     "DELETE",
     "DELETE_ALL",
+    "DELETE_ID",
     "DESCRIBE",
     "ERRORS",
     "ERROR_ITEM",
@@ -53,6 +54,7 @@ __all__ = [
     "LIST",
     "NEW",
     "OPERATIONS",
+    "PEEK",
     "PEER",
     "PROCEDURES",
     "ROTATE",
@@ -88,7 +90,7 @@ LIST = Operation(
     "list", ("kind", "key", "limit", "page_bytes", "after"), ("sessions", "more", "last"), bulk=True
 )
 DELETE_ALL = Operation(
-    "delete_all", ("kind", "key", "except_token", "checked"), ("deleted", "more"), bulk=True
+    "delete_all", ("kind", "key", "except_token", "except_id", "checked"), ("deleted", "more"), bulk=True
 )
 COUNT = Operation("count", ("kind", "key"), ("count",), bulk=True)
 # The event feed: a page, and a wait for the next event (one per process: feed.py).
@@ -96,8 +98,24 @@ EVENTS = Operation("events", ("after", "limit"), ("events", "missed", "head"), b
 EVENTS_WAIT = Operation("events_wait", ("after",), ("head",))
 # The webhook delivery worker's lease and progress (webhooks.py).
 WEBHOOK_LEASE = Operation("webhook_lease", ("holder", "ttl", "delivered"), ("held", "delivered"))
+# A session by its id, as stored (its activity not recorded); and ended by its id.
+PEEK = Operation("peek", ("id",), ("session",), batch=True)
+DELETE_ID = Operation("delete_id", ("id",), ("session",), batch=True)
 # Every operation this service calls, through the storage or a route (routing.Route.forward).
-OPERATIONS = (NEW, GET, DELETE, ROTATE, LIST, DELETE_ALL, COUNT, EVENTS, EVENTS_WAIT, WEBHOOK_LEASE)
+OPERATIONS = (
+    NEW,
+    GET,
+    DELETE,
+    ROTATE,
+    LIST,
+    DELETE_ALL,
+    COUNT,
+    PEEK,
+    DELETE_ID,
+    EVENTS,
+    EVENTS_WAIT,
+    WEBHOOK_LEASE,
+)
 
 # The procedures the service's Tarantool user may execute (access.lua grants exactly these),
 # by the names it calls them; describe() lists them without the namespace.
@@ -154,8 +172,8 @@ class Context:
 CONTEXT = tuple(field.name for field in fields(Context))
 
 # A session row's first fields, in order: what the procedures answer for a session (the
-# six of SessionObject, then the stored deadline, own TTL and place in listings).
-FIELDS = ("token", "user_id", "ip", "create", "activity", "extra", "expires", "ttl", "seq")
+# six of SessionObject, then the stored deadline, own TTL, place in listings and id).
+FIELDS = ("token", "user_id", "ip", "create", "activity", "extra", "expires", "ttl", "seq", "id")
 
 # An event's fields, in order (events.lua, fields.lua's EVENTS_FORMAT): what `events` answers.
 EVENT_FIELDS = ("seq", "time", "kind", "reason", "session", "user_id", "ip")

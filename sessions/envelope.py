@@ -10,7 +10,7 @@ from aiohttp import web
 
 from .errors import SessionsError
 
-__all__ = ["HEADERS", "USER_ID_AS_TEXT", "answer", "failure", "success", "success_within"]
+__all__ = ["HEADERS", "USER_ID_AS_TEXT", "WITH_ID", "answer", "failure", "success", "success_within"]
 
 _JSON = "application/json"
 
@@ -28,6 +28,22 @@ _SUCCESS_HEADERS = {**HEADERS, "Content-Type": _JSON}
 USER_ID_AS_TEXT: ContextVar[bool] = ContextVar("user_id_as_text", default=False)
 
 
+# Whether the request being answered asked for session ids (`with=id`); set by the router.
+# Sessions come from storage with their `id`, which an answer leaves out unless asked: the
+# seed's six-field SessionObject stays the default.
+WITH_ID: ContextVar[bool] = ContextVar("with_id", default=False)
+
+
+def _without_ids(data: Any) -> None:
+    """Session ids taken out of the sessions `data` holds (fresh dicts, changed in place)."""
+    if isinstance(data, dict):
+        data.pop("id", None)
+    elif isinstance(data, list):
+        for item in data:
+            if isinstance(item, dict):
+                item.pop("id", None)
+
+
 def _ids_as_text(data: Any) -> Any:
     if isinstance(data, list):
         return [_ids_as_text(item) for item in data]
@@ -39,7 +55,11 @@ def _ids_as_text(data: Any) -> Any:
     return data
 
 
-def success(data: Any, headers: dict[str, str] | None = None) -> web.Response:
+def success(data: Any, headers: dict[str, str] | None = None, *, ids: bool = False) -> web.Response:
+    """The success envelope of `data`; sessions in it keep their ids when the request asked
+    for them (`with=id`) or `ids` says so."""
+    if not ids and not WITH_ID.get():
+        _without_ids(data)
     if USER_ID_AS_TEXT.get():
         data = _ids_as_text(data)
     return answer(orjson.dumps({"status": "success", "data": data}), headers)
@@ -53,10 +73,13 @@ def answer(body: bytes, headers: dict[str, str] | None = None) -> web.Response:
 _LIST_HEAD, _LIST_TAIL = b'{"status":"success","data":[', b"]}"
 
 
-def success_within(items: list[Any], budget: int) -> tuple[bytes, int]:
+def success_within(items: list[Any], budget: int, *, ids: bool = False) -> tuple[bytes, int]:
     """The success envelope of the longest leading part of `items` whose JSON takes at most
     `budget` bytes, but at least one item; and how many items it holds. What is sent is
-    counted, not what is stored: text with control characters grows sixfold in JSON."""
+    counted, not what is stored: text with control characters grows sixfold in JSON. With
+    `ids`, the sessions keep their ids whether the request asked for them or not."""
+    if not ids and not WITH_ID.get():
+        _without_ids(items)
     if USER_ID_AS_TEXT.get():
         items = _ids_as_text(items)
     body = orjson.dumps({"status": "success", "data": items})

@@ -68,7 +68,8 @@ class SessionsError(Exception):
 class BadRequest(SessionsError):
     """The request is not valid HTTP (a request line or header over 8190 bytes, a broken chunked body, a
     `Content-Encoding` that does not decode, a malformed `Idempotency-Key`), or it gives two different
-    tokens (query and `X-Session-Token`).
+    tokens (query and `X-Session-Token`), a session id (`/session`'s `id`, `except_id`) that is not a UUID in
+    the 8-4-4-4-12 form, a `with` other than `id`, or both `except_id` and a token to keep.
     """
 
     status = 400

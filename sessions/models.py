@@ -26,6 +26,7 @@ __all__ = [
     "parse_cursor",
     "parse_limit",
     "parse_seq",
+    "parse_session_id",
     "parse_token",
     "parse_ttl",
     "parse_user_id",
@@ -48,6 +49,17 @@ def _user_id_schema(schema: dict[str, Any]) -> None:
     )
 
 
+def _absent_or_uuid(description: str) -> Any:
+    """A field an answer may leave out, a UUID when there: no `null` in its schema."""
+
+    def schema(entry: dict[str, Any]) -> None:
+        for key in ("anyOf", "default", "type"):
+            entry.pop(key, None)
+        entry.update(type="string", format="uuid", description=description)
+
+    return Field(json_schema_extra=schema)
+
+
 # A session as the service builds it on the hot path: the fields of SessionObject in a
 # plain dict, since building a model per answer measured as a cost (bench/README.md).
 Session = dict[str, Any]
@@ -65,7 +77,24 @@ class SessionObject(BaseModel):
     user_id: Annotated[int, Field(json_schema_extra=_user_id_schema)]
     create: int
     activity: int
-    token: str
+    # Absent where the answer is by id (`/session`, `/session/del`), and from listings without
+    # tokens (SESSIONS_LISTINGS=ids): an id never leads to a token.
+    token: Annotated[
+        str | None,
+        _absent_or_uuid(
+            "The session's token, its secret; absent from the answers of `/session` and `/session/del`, "
+            "which are by id, and from `/user` and `/ip` with SESSIONS_LISTINGS=ids."
+        ),
+    ] = None
+    # With `with=id`, and always where the answer is by id: the session's id (a UUIDv7), not
+    # secret, kept for its whole life.
+    id: Annotated[
+        str | None,
+        _absent_or_uuid(
+            "The session's id: with `with=id`, and always from `/session` and `/session/del`, and from "
+            "`/user` and `/ip` with SESSIONS_LISTINGS=ids."
+        ),
+    ] = None
 
 
 def parse_user_id(value: str) -> int | None:
@@ -107,6 +136,13 @@ def parse_token(value: str) -> str | None:
     """A token in the 8-4-4-4-12 hex form (any case), or None."""
     if len(value) == 36 and _TOKEN.fullmatch(value):
         return value
+    return None
+
+
+def parse_session_id(value: str) -> str | None:
+    """A session id in the 8-4-4-4-12 hex form (any case), in lower case, or None."""
+    if len(value) == 36 and _TOKEN.fullmatch(value):
+        return value.lower()
     return None
 
 

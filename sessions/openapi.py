@@ -24,7 +24,7 @@ from .errors import (
 )
 from .limits import MAX_DEPTH, MAX_KEYS
 from .models import SessionObject
-from .params import IDEMPOTENCY_KEY, USER_ID_FORMAT_DOC
+from .params import IDEMPOTENCY_KEY, USER_ID_FORMAT_DOC, WITH_DOC
 from .routing import SESSION, SESSIONS, Result, Route
 
 __all__ = ["build_spec"]
@@ -145,7 +145,7 @@ def _operation(route: Route, method: str, *, keys: bool) -> dict[str, Any]:
         **({"x-retry-safe-with": IDEMPOTENCY_KEY.name} if IDEMPOTENCY_KEY in route.params else {}),
         "parameters": [
             *(entry for param in route.params for entry in param.documented()),
-            *([dict(USER_ID_FORMAT_DOC)] if route.result in (SESSION, SESSIONS) else []),
+            *([dict(USER_ID_FORMAT_DOC), dict(WITH_DOC)] if route.result in (SESSION, SESSIONS) else []),
         ],
         "responses": {
             "200": {

@@ -32,6 +32,7 @@ from .models import (
     parse_cursor,
     parse_limit,
     parse_seq,
+    parse_session_id,
     parse_token,
     parse_ttl,
     parse_user_id,
@@ -43,11 +44,13 @@ __all__ = [
     "EVENTS_AFTER",
     "EVENTS_LIMIT",
     "EXCEPT",
+    "EXCEPT_ID",
     "ID",
     "IDEMPOTENCY_KEY",
     "IP",
     "LIMIT",
     "OPTIONAL_IP",
+    "SESSION_ID",
     "TOKEN",
     "TOKEN_HEADER",
     "TTL",
@@ -55,6 +58,8 @@ __all__ = [
     "USER_ID_FORMAT",
     "USER_ID_FORMAT_DOC",
     "WAIT",
+    "WITH",
+    "WITH_DOC",
     "Param",
 ]
 
@@ -74,6 +79,18 @@ USER_ID_FORMAT_DOC: Mapping[str, Any] = {
     "schema": {"type": "string", "enum": ["number", "string"]},
 }
 EXAMPLE_TOKEN = "61494096-9af7-49ba-9fb4-e89c0811e6d3"
+EXAMPLE_ID = "019ae3b2-5c1e-7b4a-9d2f-3a6c8e1f0b24"
+# What an answer adds to each SessionObject on request: `with=id`, the session's id. Taken
+# by every method that answers sessions (the router reads it; routing.py).
+WITH = "with"
+WITH_DOC: Mapping[str, Any] = {
+    "name": WITH,
+    "in": "query",
+    "required": False,
+    "description": "`id` adds each session's id (`id`, a UUIDv7: not secret, unique, kept for the session's "
+    "life) to the SessionObjects of the answer; without it they have the six fields of the original design.",
+    "schema": {"type": "string", "enum": ["id"]},
+}
 
 
 @dataclass(frozen=True, slots=True)
@@ -146,6 +163,21 @@ class _TokenParam(Param):
         entries = Param.documented(self)
         entries[0]["required"] = False
         return entries
+
+
+@dataclass(frozen=True, slots=True)
+class _IdParam(Param):
+    """A session id: unlike a token it is no secret, so a malformed one is told apart from
+    an unknown one (bad_request, with what is wrong)."""
+
+    def read(self, request: web.BaseRequest, settings: Settings) -> Any:
+        values = request.query.getall(self.name, ())
+        if not values and not self.required:
+            return None
+        value = self.parse(values[0]) if len(values) == 1 else None
+        if value is None:
+            raise self.error(f"{self.name} must be one session id: a UUID in the 8-4-4-4-12 form.")
+        return value
 
 
 @dataclass(frozen=True, slots=True)
@@ -300,6 +332,26 @@ EXCEPT = _TokenParam(
             "schema": _TOKEN_SCHEMA,
         },
     ),
+)
+_ID_SCHEMA = {"type": "string", "format": "uuid"}
+# A session by its id (`/session`, `/session/del`).
+SESSION_ID = _IdParam(
+    "id",
+    parse_session_id,
+    BadRequest,
+    f"The session's id, such as `{EXAMPLE_ID}` (from an answer given `with=id`).",
+    _ID_SCHEMA,
+)
+# The one session `/user/del` leaves, by its id ("sign out everywhere but this device" from a
+# devices page that holds ids, not tokens); it must be live. Not with a token to keep too.
+EXCEPT_ID = _IdParam(
+    "except_id",
+    parse_session_id,
+    BadRequest,
+    "The id of a session of this user's to keep; it must be live. Not together with `except` or "
+    f"{TOKEN_HEADER}.",
+    _ID_SCHEMA,
+    required=False,
 )
 # Makes a retried `new` safe: the same key with the same parameters answers the same session.
 IDEMPOTENCY_KEY = _HeaderParam(

@@ -11,6 +11,7 @@ route's name. What each of these costs per request is in bench/README.md.
 from __future__ import annotations
 
 import asyncio
+import contextvars
 import functools
 import itertools
 import logging
@@ -35,7 +36,7 @@ from .aiohttp_internals import (
 )
 from .auth import ApiKeys
 from .contract import Operation
-from .envelope import USER_ID_AS_TEXT, failure, success
+from .envelope import USER_ID_AS_TEXT, WITH_ID, failure, success
 from .errors import (
     BadRequest,
     ExpectationFailed,
@@ -52,7 +53,7 @@ from .extra import decode_extra
 from .logs import REQUEST_ID
 from .metrics import METRICS
 from .overload import BULK, CHECK, Gate
-from .params import USER_ID_FORMAT, Param
+from .params import USER_ID_FORMAT, WITH, Param
 from .service import Service
 
 __all__ = ["BULK", "CHECK", "SESSION", "SESSIONS", "Result", "Route", "Router", "Service"]
@@ -209,6 +210,7 @@ class _Prepared:
         "params",
         "refusal",
         "route",
+        "sessions",
         "stats",
     )
 
@@ -220,6 +222,8 @@ class _Prepared:
         self.extra = route.extra
         # A page of sessions: its answer holds a share of the answers budget until written.
         self.page = route.result == SESSIONS
+        # It answers sessions: it takes `with=id`.
+        self.sessions = route.result in (SESSION, SESSIONS)
         self.methods = frozenset(route.methods)
         self.stats = METRICS.method(route.name)
         self.open = route.public or (route.probe and open_probes)
@@ -261,6 +265,7 @@ class Router:
         service = self._service
         settings = service.settings
         body_share = answer_share = 0
+        with_id: contextvars.Token[bool] | None = None
         try:
             if self._auth is not None and not route.open:
                 self._auth.check(request)
@@ -270,6 +275,12 @@ class Router:
                 raise ExpectationFailed()
             if id_format is not None and id_format not in ("string", "number"):
                 raise BadRequest(f"{USER_ID_FORMAT} must be string or number.")
+            if route.sessions and WITH in request.query:
+                if request.query.getall(WITH) != ["id"]:
+                    raise BadRequest(
+                        f"{WITH} must be id, given once (the session's id added to each session)."
+                    )
+                with_id = WITH_ID.set(True)
             values = [param.read(request, settings) for param in route.params]
             if route.extra:
                 extra, body_share = await _read_extra(request, service, expect)
@@ -329,6 +340,8 @@ class Router:
             REQUEST_ID.reset(context)
             if as_text is not None:
                 USER_ID_AS_TEXT.reset(as_text)
+            if with_id is not None:
+                WITH_ID.reset(with_id)
             if body_share:
                 service.bodies.give(body_share)
             if answer_share:

@@ -311,7 +311,7 @@ def lua_session(
     return (
         f"box.space.sessions:frommap({{token = {uuid}, user_id = {user_id}, ip = {ip}, "
         f"create = {activity}, activity = {activity}, extra = {extra}, expires = {activity}, "
-        "seq = require('sessions.schema').next_seq()})"
+        "seq = require('sessions.schema').next_seq(), id = require('sessions.ids').make()})"
     )
 
 

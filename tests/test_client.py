@@ -25,6 +25,7 @@ from sessions_client import (
     RETRY_SAFE,
     RETRY_SAFE_WITH,
     ServiceUnavailable,
+    SessionById,
     SessionObject,
     SessionsClient,
     errors,
@@ -108,6 +109,37 @@ async def test_paging_rotation_idempotency_and_bulk_deletes(base_url, user_id, i
         assert await sessions.count("ip", ip) == 1
         assert [s.token for s in await sessions.by_user(user_id)] == [rotated.token]
         assert await sessions.delete_ip(ip) == 1
+
+
+async def test_session_ids_read_end_and_keep_by_id(base_url, user_id, ip):
+    async with SessionsClient(base_url, with_ids=True) as sessions, SessionsClient(base_url) as plain:
+        kept = await sessions.new(user_id, ip)
+        assert kept.id is not None and (await plain.get(kept.token)).id is None
+        ended, other = await sessions.new(user_id, ip), await sessions.new(user_id, ip)
+        assert (await sessions.rotate(kept.token)).id == kept.id
+        assert [s.id for s in await sessions.by_user(user_id)] == [other.id, ended.id, kept.id]
+        found = await sessions.by_id(ended.id)
+        assert isinstance(found, SessionById) and (found.id, found.activity) == (ended.id, ended.activity)
+        assert not hasattr(found, "token")
+        assert (await sessions.delete_by_id(ended.id)).id == ended.id
+        with pytest.raises(TokenNotFound):
+            await sessions.by_id(ended.id)
+        with pytest.raises(BadRequest):
+            await sessions.by_id("not-an-id")
+        with pytest.raises(BadRequest):
+            await sessions.delete_user(user_id, keep="x", keep_id=kept.id)
+        assert await sessions.delete_user(user_id, keep_id=kept.id) == 1
+        assert [s.id for s in await sessions.by_user(user_id)] == [kept.id]
+
+
+async def test_listings_without_tokens_are_sessions_by_id(serve, settings, user_id):
+    server = (await serve(settings.model_copy(update={"listings": "ids"}))).server
+    async with SessionsClient(str(server.make_url("")).rstrip("/"), with_ids=True) as sessions:
+        opened = await sessions.new(user_id, "192.0.2.1")
+        listed = await sessions.by_user(user_id)
+        assert listed == [
+            SessionById(**{k: v for k, v in dataclasses.asdict(opened).items() if k != "token"})
+        ]
 
 
 @pytest.fixture

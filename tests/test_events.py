@@ -42,7 +42,8 @@ def _changes(page: dict[str, Any], user_id: int) -> list[str]:
 async def test_every_change_is_an_event_in_order_never_a_token(serve, fresh_tarantool, user_id):
     client = await serve(settings_for(fresh_tarantool, events=True))
     start = (await _events(client))["next"]
-    made = await new_session(client, user_id, "192.0.2.1")
+    _, opened = await call(client, "/new", params={"user_id": str(user_id), "ip": "192.0.2.1", "with": "id"})
+    made = opened["data"]
     await call(client, "/get", params={"token": made["token"], "ip": "192.0.2.2"})
     await call(client, "/get", params={"token": made["token"], "ip": "192.0.2.2"})  # no move
     _, rotated = await call(client, "/rotate", params={"token": made["token"]})
@@ -51,6 +52,8 @@ async def test_every_change_is_an_event_in_order_never_a_token(serve, fresh_tara
     await call(client, "/user/del", params={"id": str(user_id)})
     await new_session(client, user_id, "192.0.2.4")
     await call(client, "/ip/del", params={"ip": "192.0.2.4"})
+    _, by_id = await call(client, "/new", params={"user_id": str(user_id), "ip": "192.0.2.5", "with": "id"})
+    await call(client, "/session/del", params={"id": by_id["data"]["id"]})
 
     _, body = await call(client, "/events", params={"after": str(start)})
     page = body["data"]
@@ -63,12 +66,18 @@ async def test_every_change_is_an_event_in_order_never_a_token(serve, fresh_tara
         "ended/user/del",
         "opened",
         "ended/ip/del",
+        "opened",
+        "ended/session/del",
     ]
     seqs = [event["seq"] for event in page["events"]]
     assert seqs == list(range(start + 1, start + 1 + len(seqs)))
     assert page["next"] == seqs[-1] and page["missed"] is False
     assert [event["ip"] for event in page["events"]][:2] == ["192.0.2.1", "192.0.2.2"]
     assert set(page["events"][0]) == {"seq", "time", "kind", "reason", "session", "user_id", "ip"}
+    # The session's id, the same across its rotation; another session, another id.
+    assert [event["session"] for event in page["events"][:4]] == [made["id"]] * 4
+    assert len({event["session"] for event in page["events"]}) == 4
+    assert page["events"][-1]["session"] == by_id["data"]["id"]
     for token in (made["token"], rotated["data"]["token"]):
         assert token not in str(body)
     # Paged one at a time from the same start: the same events.

@@ -107,17 +107,25 @@ async def test_the_exact_ttl_boundary_for_every_method_and_the_purge(serve, tmp_
     async with frozen_tarantool(tmp_path / "tarantool", idle_ttl=TTL, at=T0) as (instance, admin):
         client = await serve(settings_for(instance, idle_ttl=TTL))
         ip = "192.0.2.77"
-        made = {name: await new_session(client, 5, ip) for name in ("get", "del", "purged")}
+        names = ("get", "del", "purged", "session", "session/del")
+        made = {}
+        for name in names:
+            made[name] = (await call(client, "/new", params={"user_id": "5", "ip": ip, "with": "id"}))[1][
+                "data"
+            ]
         assert all(s["activity"] == T0 for s in made.values())
         admin.eval(f"require('sessions.clock').freeze({T0 + idle})")
 
         for path, params in (("/user", {"id": "5"}), ("/ip", {"ip": ip})):
             listed = (await call(client, path, params=params))[1]["data"]
-            assert len(listed) == (3 if live else 0), path
+            assert len(listed) == (5 if live else 0), path
         counted = (await call(client, "/user/count", params={"id": "5"}))[1]["data"]
-        assert counted == {"count": 3 if live else 0}
+        assert counted == {"count": 5 if live else 0}
         counted = (await call(client, "/ip/count", params={"ip": ip}))[1]["data"]
-        assert counted == {"count": 3 if live else 0}
+        assert counted == {"count": 5 if live else 0}
+        for path in ("/session", "/session/del"):
+            status, _ = await call(client, path, params={"id": made[path.strip("/")]["id"]})
+            assert status == (200 if live else 404), path
         status, body = await call(client, "/get", params={"token": made["get"]["token"]})
         assert status == (200 if live else 404)
         if live:

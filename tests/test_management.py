@@ -8,6 +8,7 @@ import shutil
 import socket
 import subprocess
 import time
+import uuid
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
@@ -439,8 +440,13 @@ async def test_a_snapshot_of_the_previous_schema_starts_and_keeps_its_sessions(
             expires = admin.eval(f"return box.space.sessions:get(require('uuid').fromstr('{TOKEN}')).expires")
             assert expires == now - 10 + 1000  # its activity plus the idle TTL it was started with
         client = await serve(settings_for(new, idle_ttl=1000))
-        status, body = await call(client, "/get", params={"token": TOKEN})
+        status, body = await call(client, "/get", params={"token": TOKEN, "with": "id"})
         assert status == 200 and body["data"]["extra"] == {"a": 1} and body["data"]["create"] == now - 50
+        # Its id (schema v7) is a UUIDv7 made from its create time, and finds it.
+        made = uuid.UUID(body["data"]["id"])
+        assert made.version == 7 and int.from_bytes(made.bytes[:6], "big") == (now - 50) * 1000
+        status, peeked = await call(client, "/session", params={"id": str(made), "with": "id"})
+        assert status == 200 and peeked["data"] == {k: v for k, v in body["data"].items() if k != "token"}
         # The lapsed one is gone for reads at once and for the purge soon.
         assert await _tokens(client, "/user", {"id": "42"}) == [TOKEN]
         deadline = time.monotonic() + 10

@@ -67,7 +67,8 @@ def test_each_error_code_says_its_family_and_when_a_client_may_retry():
     assert "internal_error" in rules["never"] and set(rules) == {"always", "if_safe", "never"}
     for path, item in SPEC["paths"].items():
         safe = {operation["x-retry-safe"] for operation in item.values()}
-        assert safe == {path in ("/get", "/user", "/ip", "/user/count", "/ip/count", "/events")}, path
+        safe_paths = ("/get", "/user", "/ip", "/user/count", "/ip/count", "/session", "/events")
+        assert safe == {path in safe_paths}, path
         with_key = {operation.get("x-retry-safe-with") for operation in item.values()}
         assert with_key == {"Idempotency-Key" if path == "/new" else None}, path
 
@@ -95,6 +96,9 @@ async def test_documented_operations_answer_and_match_their_schemas(client, user
     params.update({p["name"]: good[p["name"]] for p in documented if p["name"] == "except"})
     if path in ("/get", "/del", "/rotate"):
         params["token"] = session["token"]  # required one way or another: here in the query
+    if path in ("/session", "/session/del"):
+        opened = await call(client, "/new", params={"user_id": str(user_id), "ip": "192.0.2.1", "with": "id"})
+        params["id"] = opened[1]["data"]["id"]
     responses = SPEC["paths"][path][method]["responses"]
     for query in (params, {"token": "x", "user_id": "0", "id": "-1", "ip": "no"}):
         status, body = await call(client, path, method.upper(), params=query)
@@ -128,6 +132,7 @@ DOCS_KEY = "docs-test-key-8d1f"
 # user's and address's, which /user/del and /ip/del leave alone).
 TYPED = {"user_id": "1", "id": "1", "ip": "192.0.2.1"}
 TOKEN_BASED = ("get", "del", "rotate")
+ID_BASED = ("session", "session/del")
 
 
 def _operation_id(block: str) -> str:
@@ -153,10 +158,15 @@ async def test_try_it_out_works_on_every_operation_in_a_real_browser(keyed_servi
     headers = {"Authorization": f"Bearer {DOCS_KEY}"}
     base = f"http://127.0.0.1:{keyed_service.port}"
     async with aiohttp.ClientSession(headers=headers) as http:
-        tokens = []
+        tokens, ids = [], []
         for _ in range(2 * len(TOKEN_BASED)):
             async with http.post(f"{base}/new", params={"user_id": "2", "ip": "192.0.2.2"}) as made:
                 tokens.append((await made.json())["data"]["token"])
+        for _ in range(2 * len(ID_BASED)):
+            async with http.post(
+                f"{base}/new", params={"user_id": "2", "ip": "192.0.2.2", "with": "id"}
+            ) as made:
+                ids.append((await made.json())["data"]["id"])
     script = (Path(__file__).parent / "docs_page.js").read_text()
     async with browser_page(f"{base}/docs", tmp_path / "profile") as page:
         await page.evaluate(script)
@@ -173,6 +183,8 @@ async def test_try_it_out_works_on_every_operation_in_a_real_browser(keyed_servi
             if operation.split("_")[0] in TOKEN_BASED:
                 assert "token" in empty, operation  # the query's field is not pre-filled
                 typed["X-Session-Token"] = sent[operation] = tokens.pop()
+            if operation.split("_")[0] in ID_BASED:
+                typed["id"] = ids.pop()  # a session's own id: a user id is not one
             for name in empty:
                 if name in typed:
                     await page.evaluate(f"docsTest.focus({i}, {json.dumps(name)})")
@@ -240,12 +252,14 @@ def test_schemathesis(path, method, service):
     @given(case=fuzz[path][method].as_strategy())
     @settings(max_examples=FUZZ_EXAMPLES // 16, deadline=None, suppress_health_check=list(HealthCheck))
     def check(case: schemathesis.Case) -> None:
-        # Two things no schema can say make a schema-valid request rightly refused: a cursor is
-        # opaque (only those the service hands out are valid), and a token sent both in the
-        # query and in X-Session-Token must be the same one.
+        # Three things no schema can say make a schema-valid request rightly refused: a cursor
+        # is opaque (only those the service hands out are valid), a token sent both in the
+        # query and in X-Session-Token must be the same one, and /user/del keeps one session,
+        # named by a token or by an id.
         query, headers = case.query or {}, case.headers or {}
         both_ways = ("token" in query or "except" in query) and "X-Session-Token" in headers
-        ambiguous = "after" in query or both_ways
+        two_kept = "except_id" in query and ("except" in query or "X-Session-Token" in headers)
+        ambiguous = "after" in query or both_ways or two_kept
         excluded = [positive_data_acceptance] if ambiguous else []
         case.call_and_validate(base_url=base_url, excluded_checks=excluded)
 

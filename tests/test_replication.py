@@ -19,7 +19,8 @@ HEALTH = Path(__file__).resolve().parent.parent / "tarantool" / "health.lua"
 ROW = (
     "box.space.sessions:insert(box.space.sessions:frommap({"
     "token = require('uuid').fromstr('%s'), user_id = 5, ip = '192.0.2.5', create = 1, activity = 1, "
-    "expires = 4000000000, seq = require('sessions.schema').next_seq()}))"
+    "expires = 4000000000, seq = require('sessions.schema').next_seq(), "
+    "id = require('sessions.ids').make()}))"
 )
 
 

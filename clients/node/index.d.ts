@@ -8,6 +8,13 @@ export interface Session {
   /** Unix seconds of the last use. */
   readonly activity: number;
   readonly token: string;
+  /** The session's id (not secret, kept for its life): with the client's `withIds`. */
+  readonly id?: string;
+}
+
+/** A session found by its id (`byId`, `deleteById`): its id, never its token. */
+export interface SessionById extends Omit<Session, 'token' | 'id'> {
+  readonly id: string;
 }
 
 /** A user id: a bigint, a safe integer number, or a string of decimal digits. */
@@ -35,6 +42,8 @@ export interface ClientOptions {
   retries?: number;
   /** Called before each retry, after the wait is chosen. */
   onRetry?: ((event: RetryEvent) => void | Promise<void>) | null;
+  /** Ask for each session's `id` (`with=id`) on every call that answers sessions; default false. */
+  withIds?: boolean;
   fetch?: typeof globalThis.fetch;
 }
 
@@ -71,11 +80,15 @@ export class SessionsClient {
   get(token: string, options?: { ip?: string; extra?: Extra }): Promise<Session>;
   delete(token: string): Promise<Session>;
   rotate(token: string): Promise<Session>;
-  deleteUser(userId: UserId, options?: { keep?: string }): Promise<number>;
+  byId(id: string): Promise<SessionById>;
+  deleteById(id: string): Promise<SessionById>;
+  /** Keep one session: `keep` (a token) or `keepId` (an id), not both. */
+  deleteUser(userId: UserId, options?: { keep?: string; keepId?: string }): Promise<number>;
   deleteIp(ip: string): Promise<number>;
   count(kind: 'user', key: UserId): Promise<number>;
   count(kind: 'ip', key: string): Promise<number>;
   countUser(userId: UserId): Promise<number>;
-  byUser(userId: UserId, options?: { pageSize?: number }): AsyncIterable<Session>;
-  byIp(ip: string, options?: { pageSize?: number }): AsyncIterable<Session>;
+  /** Sessions, or SessionByIds from a service that lists without tokens (SESSIONS_LISTINGS=ids). */
+  byUser(userId: UserId, options?: { pageSize?: number }): AsyncIterable<Session | SessionById>;
+  byIp(ip: string, options?: { pageSize?: number }): AsyncIterable<Session | SessionById>;
 }

@@ -54,6 +54,8 @@ export const RETRY_SAFE = Object.freeze({
   '/user/count': true,
   '/ip/count': true,
   '/events': true,
+  '/session': true,
+  '/session/del': false,
 });
 // end generated
 
@@ -124,14 +126,18 @@ function headerValue(name, value) {
 }
 
 function toSession(data) {
-  return Object.freeze({
+  const session = {
     ip: data.ip,
     extra: data.extra,
     userId: BigInt(data.user_id),
     create: data.create,
     activity: data.activity,
     token: data.token,
-  });
+  };
+  // The session's id: with `withIds`, and always (without the token) from byId and deleteById.
+  if (data.id !== undefined) session.id = data.id;
+  if (data.token === undefined) delete session.token;
+  return Object.freeze(session);
 }
 
 function nextLink(header) {
@@ -150,8 +156,10 @@ export class SessionsClient {
    * @param {string} baseUrl where the service answers, e.g. http://127.0.0.1:8080
    * @param {object} [options]
    */
-  constructor(baseUrl, { apiKey = null, timeoutMs = 2000, deadlineMs = null, retries = 2, onRetry = null, fetch: fetchImpl = globalThis.fetch } = {}) {
+  constructor(baseUrl, { apiKey = null, timeoutMs = 2000, deadlineMs = null, retries = 2, onRetry = null, withIds = false, fetch: fetchImpl = globalThis.fetch } = {}) {
     this.baseUrl = baseUrl.replace(/\/+$/, '');
+    // `with=id` on every call that answers sessions: each one has its `id`.
+    this.with = withIds ? { with: 'id' } : {};
     this.apiKey = apiKey ? headerValue('the API key', apiKey) : apiKey;
     this.timeoutMs = timeoutMs;
     this.deadlineMs = deadlineMs;
@@ -162,7 +170,7 @@ export class SessionsClient {
 
   /** Open a session. With `idempotencyKey`, a retry after an unavailable answer is safe. */
   async new(userId, ip, { extra, ttl, idempotencyKey } = {}) {
-    const query = { user_id: userIdParam(userId), ip };
+    const query = { user_id: userIdParam(userId), ip, ...this.with };
     if (ttl !== undefined) query.ttl = String(ttl);
     const headers = idempotencyKey === undefined ? {} : { 'Idempotency-Key': headerValue('the key', idempotencyKey) };
     const { data } = await this.#call('/new', query, { extra, headers });
@@ -171,24 +179,36 @@ export class SessionsClient {
 
   /** The live session of the token, marked active now; with `ip`, moved to that address. */
   async get(token, { ip, extra } = {}) {
-    const query = ip === undefined ? {} : { ip };
+    const query = ip === undefined ? { ...this.with } : { ip, ...this.with };
     const { data } = await this.#call('/get', query, { token, extra });
     return toSession(data);
   }
 
   /** End the session; the session as it was. */
   async delete(token) {
-    return toSession((await this.#call('/del', {}, { token })).data);
+    return toSession((await this.#call('/del', { ...this.with }, { token })).data);
   }
 
   /** The same session under a new token; the old one stops working at once. */
   async rotate(token) {
-    return toSession((await this.#call('/rotate', {}, { token })).data);
+    return toSession((await this.#call('/rotate', { ...this.with }, { token })).data);
   }
 
-  /** End every live session of the user but `keep` (a token of theirs); how many ended. */
-  async deleteUser(userId, { keep } = {}) {
-    return (await this.#call('/user/del', { id: userIdParam(userId) }, { token: keep })).data.deleted;
+  /** The live session with this id, as stored (its activity not recorded); its id, never its token. */
+  async byId(id) {
+    return toSession((await this.#call('/session', { id })).data);
+  }
+
+  /** End the session with this id; the session as it was, without its token. */
+  async deleteById(id) {
+    return toSession((await this.#call('/session/del', { id })).data);
+  }
+
+  /** End every live session of the user but one, `keep` (a token of theirs) or `keepId` (its id); how many ended. */
+  async deleteUser(userId, { keep, keepId } = {}) {
+    if (keep !== undefined && keepId !== undefined) throw new InvalidInputError('bad_request', 'keep one session: keep or keepId, not both; nothing was sent');
+    const query = keepId === undefined ? { id: userIdParam(userId) } : { id: userIdParam(userId), except_id: keepId };
+    return (await this.#call('/user/del', query, { token: keep })).data.deleted;
   }
 
   /** End every live session seen from the address; how many ended. */
@@ -219,9 +239,11 @@ export class SessionsClient {
 
   async *#pages(path, query, pageSize) {
     if (pageSize !== undefined) query.limit = String(pageSize);
+    Object.assign(query, this.with);
     let url = this.#url(path, query);
     while (url !== null) {
       const { data, next } = await this.#send(url, { safe: RETRY_SAFE[path] });
+      // Without tokens (SESSIONS_LISTINGS=ids), each is a SessionById.
       for (const item of data) yield toSession(item);
       // The next page's URL carries its whole query, relative to this page's URL (so that
       // it keeps a gateway's path prefix).

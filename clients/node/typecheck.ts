@@ -14,7 +14,7 @@ import {
   UnavailableError,
   errorClass,
 } from './index.js';
-import type { ClientOptions, Extra, Kind, RetryEvent, Session, UserId } from './index.js';
+import type { ClientOptions, Extra, Kind, RetryEvent, Session, SessionById, UserId } from './index.js';
 
 const options: ClientOptions = {
   apiKey: null,
@@ -45,6 +45,16 @@ export async function uses(userId: UserId, extra: Extra): Promise<void> {
   void [counted, byKind, deleted, KINDS.user];
 }
 
+export async function byIds(userId: UserId): Promise<string> {
+  const withIds = new SessionsClient('http://127.0.0.1:8080', { withIds: true });
+  const opened: Session = await withIds.new(userId, '192.0.2.1');
+  const sessionId: string | undefined = opened.id;
+  const found: SessionById = await withIds.byId(sessionId ?? '');
+  const ended: SessionById = await withIds.deleteById(found.id);
+  const kept: number = await withIds.deleteUser(userId, { keepId: ended.id });
+  return `${found.activity} ${kept}`;
+}
+
 export function errors(error: unknown): string {
   const families: (typeof SessionsError)[] = [errorClass('overloaded'), errorClass('a_later_code', 418)];
   if (error instanceof NotFoundError) return 'sign in';
@@ -70,6 +80,8 @@ export async function refused(): Promise<void> {
   await sessions.count('device', 'x');
   // @ts-expect-error: keep is a token, in the options
   await sessions.deleteUser(1n, 'token');
+  // @ts-expect-error: a session found by its id has no token
+  void (await sessions.byId('i')).token;
   // @ts-expect-error: milliseconds are a number
   void new SessionsClient('http://127.0.0.1:8080', { deadlineMs: '3000' });
   // @ts-expect-error: ids are bigints: a number is not one

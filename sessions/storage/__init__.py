@@ -24,6 +24,7 @@ from ..contract import (
     CALL,
     DELETE,
     DELETE_ALL,
+    DELETE_ID,
     DESCRIBE,
     FIELDS,
     GET,
@@ -31,6 +32,7 @@ from ..contract import (
     LIST,
     NEW,
     OPERATIONS,
+    PEEK,
     ROTATE,
     Context,
     Info,
@@ -52,8 +54,8 @@ __all__ = ["ContractMismatch", "Storage", "StorageError", "new_token"]
 log = logging.getLogger(__name__)
 
 # Where each field of a session is in the rows the procedures answer (contract.FIELDS).
-_TOKEN, _USER_ID, _IP, _CREATE, _ACTIVITY, _EXTRA, _SEQ = (
-    FIELDS.index(name) for name in ("token", "user_id", "ip", "create", "activity", "extra", "seq")
+_TOKEN, _USER_ID, _IP, _CREATE, _ACTIVITY, _EXTRA, _SEQ, _ID = (
+    FIELDS.index(name) for name in ("token", "user_id", "ip", "create", "activity", "extra", "seq", "id")
 )
 
 # A full store touches every `get`: one line every ten seconds is enough to say so.
@@ -102,7 +104,8 @@ class ContractMismatch(RuntimeError):
 
 
 def _session(row: list[Any]) -> Session:
-    # The procedures answer the token already as text; the keys in SessionObject's order.
+    # The procedures answer the token and the id already as text; the keys in
+    # SessionObject's order, the id last (an answer shows it only when asked: envelope.py).
     return {
         "ip": row[_IP],
         "extra": row[_EXTRA],
@@ -110,6 +113,7 @@ def _session(row: list[Any]) -> Session:
         "create": row[_CREATE],
         "activity": row[_ACTIVITY],
         "token": row[_TOKEN],
+        "id": row[_ID],
     }
 
 
@@ -441,6 +445,16 @@ class Storage:
                 continue
             return _session(reply["session"]) if "session" in reply else None
 
+    async def peek(self, session_id: str) -> Session | None:
+        """The live session `session_id` names, as stored (its activity not recorded)."""
+        reply = await self.call(PEEK, {"id": session_id})
+        return _session(reply["session"]) if "session" in reply else None
+
+    async def delete_id(self, session_id: str) -> Session | None:
+        """End the session `session_id` names; the session as it was, or None."""
+        reply = await self.call(DELETE_ID, {"id": session_id})
+        return _session(reply["session"]) if "session" in reply else None
+
     async def page(
         self, kind: str, key: int | str, limit: int, after: Cursor | None
     ) -> tuple[list[Session], list[Cursor], bool]:
@@ -454,13 +468,17 @@ class Storage:
         rows = reply["sessions"]
         return [_session(row) for row in rows], [int(row[_SEQ]) for row in rows], bool(reply["more"])
 
-    async def delete_all(self, kind: str, key: int | str, *, except_token: str | None = None) -> int:
-        """End every live session of a user (`kind` "user") or an address ("ip"), but
-        `except_token`; how many. Each call to Tarantool ends a bounded number, in short
-        transactions, so other requests go on meanwhile."""
+    async def delete_all(
+        self, kind: str, key: int | str, *, except_token: str | None = None, except_id: str | None = None
+    ) -> int:
+        """End every live session of a user (`kind` "user") or an address ("ip"), but the one
+        `except_token` or `except_id` names; how many. Each call to Tarantool ends a bounded
+        number, in short transactions, so other requests go on meanwhile."""
         args: dict[str, Any] = {"kind": kind, "key": key}
         if except_token is not None:
             args["except_token"] = except_token
+        if except_id is not None:
+            args["except_id"] = except_id
         ended = 0
         while True:
             reply = await self.call(DELETE_ALL, args)

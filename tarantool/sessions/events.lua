@@ -164,7 +164,7 @@ local function emit(kind, reason, tuple)
     end
     local seq = next_seq()
     box.space[SPACE]:insert({
-        seq, clock.now(), kind, reason or box.NULL, box.NULL, tuple[F.USER_ID], tuple[F.IP],
+        seq, clock.now(), kind, reason or box.NULL, tuple[F.ID], tuple[F.USER_ID], tuple[F.IP],
     })
     track(seq)
 end

@@ -16,6 +16,10 @@ local FORMAT = {
     {name = 'seq', type = 'unsigned'},                     -- when it was opened, as a number
                                                            -- that never changes and is never
                                                            -- reused: listings page by it
+    -- Since schema v7:
+    {name = 'id', type = 'uuid'},                          -- the session's id (UUIDv7, ids.lua):
+                                                           -- not secret, unique, kept for
+                                                           -- the session's life
 }
 
 -- The `idempotency` space (schema v4): `new`'s Idempotency-Keys.

@@ -3,6 +3,7 @@
 local uuid = require('uuid')
 
 local F = require('sessions.fields')
+local ids = require('sessions.ids')
 local errors = require('sessions.errors')
 local events = require('sessions.events')
 local liveness = require('sessions.liveness')
@@ -11,10 +12,10 @@ local merge = require('sessions.merge')
 -- The reply of an operation that found nothing (an unknown or lapsed token): an empty map.
 local NONE = setmetatable({}, {__serialize = 'map'})
 
--- Results carry the token as text: Tarantool formats it in C for free, where the
--- service would pay for decoding and formatting a UUID object per session.
+-- Results carry the token and the id as text: Tarantool formats them in C for free, where
+-- the service would pay for decoding and formatting a UUID object per session.
 local function answer(tuple)
-    return tuple:transform(F.TOKEN, 1, tuple[F.TOKEN]:str())
+    return tuple:transform(F.ID, 1, tuple[F.ID]:str()):transform(F.TOKEN, 1, tuple[F.TOKEN]:str())
 end
 
 -- The live session a token names, as its key and tuple, or nil. A lapsed one found is
@@ -41,6 +42,17 @@ local function find_live(token, rules, untouched)
     return key, tuple
 end
 
+-- The live session an id names (text the service has checked for the 8-4-4-4-12 form), as
+-- its tuple, or nil. Nothing is written: a lapsed one found is left to the purge.
+local function find_live_by_id(text, rules)
+    local id = ids.parse(text)
+    local tuple = id and box.space.sessions.index.id:get(id)
+    if tuple == nil or not liveness.is_live(tuple, rules) then
+        return nil
+    end
+    return tuple
+end
+
 -- Extra data `current` with `patch` merged in, or the merge's error raised.
 local function merged_extra(current, patch, extra_max)
     local merged, error_type, reason = merge.merge(current, patch, extra_max)
@@ -54,5 +66,6 @@ return {
     NONE = NONE,
     answer = answer,
     find_live = find_live,
+    find_live_by_id = find_live_by_id,
     merged_extra = merged_extra,
 }

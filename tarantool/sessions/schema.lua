@@ -3,6 +3,7 @@
 local log = require('log')
 
 local F = require('sessions.fields')
+local ids = require('sessions.ids')
 
 local SPACE = 'sessions'
 local IDEMPOTENCY = 'idempotency'
@@ -24,6 +25,8 @@ local INDEXES = {
     -- moves, so a walk sees every session that stays live exactly once.
     {name = 'user_seq', type = 'tree', unique = true, parts = {F.USER_ID, F.SEQ}, since = 5},
     {name = 'ip_seq', type = 'tree', unique = true, parts = {F.IP, F.SEQ}, since = 5},
+    -- A session by its id (a tree: ids sort by when their sessions were opened).
+    {name = 'id', type = 'tree', unique = true, parts = {F.ID}, since = 7},
 }
 
 -- Numbers the sessions in the order they are opened (`seq`).
@@ -169,9 +172,37 @@ local migrations = {
         }})
         space:create_index('name', {type = 'tree', parts = {{field = 1}}, if_not_exists = true})
     end},
+    -- Session ids: each existing session gets one made from its `create` time (so ids sort
+    -- by when their sessions were opened, old and new alike), then the unique index.
+    {'sessions_v7', function()
+        local space = box.space[SPACE]
+        space:format(format_of(F.ID, F.ID))
+        local batch = {}
+        local function flush()
+            box.begin()
+            for _, item in ipairs(batch) do
+                space:update(item[1], {{'=', F.ID, ids.make(item[2] * 1000)}})
+            end
+            box.commit()
+            batch = {}
+        end
+        -- Every field before `id` is there since v5 (seq is not nullable), so an update
+        -- may set it. The tree index keeps its place while tuples change under it.
+        for _, tuple in space.index.expires:pairs() do
+            if tuple[F.ID] == nil then
+                batch[#batch + 1] = {tuple[F.TOKEN], tuple[F.CREATE]}
+            end
+            if #batch >= 1000 then
+                flush()
+            end
+        end
+        flush()
+        space:format(format_of(F.ID))
+        create_indexes(space, 7)
+    end},
     -- The event feed: every change to a session, in the transaction of the change, numbered
     -- by `seq` (events.lua); the retention fiber trims it from the oldest.
-    {'sessions_v7', function()
+    {'sessions_v8', function()
         local space = box.schema.space.create(EVENTS, {if_not_exists = true, format = F.EVENTS_FORMAT})
         space:create_index('seq', {type = 'tree', parts = {{field = F.EVENTS.SEQ}}, if_not_exists = true})
     end},

@@ -190,6 +190,51 @@ suite.case('lapsed stays lapsed across a restart', function(test)
         'lapsed while stopped: not live after the restart')
 end)
 
+suite.case('an id is kept by rotate; peek reads by it without touching; delete_id ends by it', function(test)
+    clock.freeze(NOW + 2000)
+    local opened = new(7, '192.0.2.7').session
+    local id = opened[F.ID]
+    test:is(require('sessions.ids').ms_of(require('uuid').fromstr(id)), (NOW + 2000) * 1000,
+        'new makes the id at its create time')
+    local rotated = sessions.batch('rotate', {{token = opened[F.TOKEN], new_token = token()}}, context())[1]
+    test:is(rotated.session[F.ID], id, 'rotate keeps the id')
+    clock.freeze(NOW + 2050)
+    local peeked = sessions.batch('peek', {{id = id}}, context())[1]
+    test:is(peeked.session[F.ACTIVITY], NOW + 2000, 'peek answers it as stored: activity not recorded')
+    test:is(peeked.session[F.TOKEN], rotated.session[F.TOKEN], 'under its current token')
+    test:is(next(sessions.batch('peek', {{id = 'nope'}}, context())[1]), nil, 'a malformed id: none')
+    clock.freeze(NOW + 2101)
+    test:is(next(sessions.batch('peek', {{id = id}}, context())[1]), nil, 'idle ttl + 1: none')
+    test:ok(box.space.sessions.index.id:get(require('uuid').fromstr(id)) ~= nil, 'and still not written')
+    clock.freeze(NOW + 2100)
+    local ended = sessions.batch('delete_id', {{id = id}}, context())[1]
+    test:is(ended.session[F.ID], id, 'idle exactly ttl: delete_id ends it and answers it')
+    test:is(next(sessions.batch('delete_id', {{id = id}}, context())[1]), nil, 'a second time: none')
+    clock.freeze(NOW)
+end)
+
+suite.case('delete_all keeps the session except_id names, and only a live one of that user', function(test)
+    clock.freeze(NOW + 3000)
+    local kept = new(8, '192.0.2.8').session
+    new(8, '192.0.2.8')
+    new(8, '192.0.2.8')
+    local other = new(9, '192.0.2.9').session
+    local function delete_all(args)
+        local ok, reply = pcall(sessions.call, 'delete_all', args, context())
+        return ok and reply.deleted or reply.type
+    end
+    test:is(delete_all({kind = 'user', key = 8, except_id = other[F.ID]}), 'TokenNotFound',
+        'another user\'s id: refused, nothing ended')
+    test:is(delete_all({kind = 'user', key = 8, except_id = 'junk'}), 'TokenNotFound', 'a malformed one too')
+    test:is(delete_all({kind = 'user', key = 8, except_id = kept[F.ID], except_token = kept[F.TOKEN]}),
+        'InvalidArgument', 'a token and an id: refused')
+    test:is(count('user', 8), 3, 'all three still there')
+    test:is(delete_all({kind = 'user', key = 8, except_id = kept[F.ID]}), 2, 'the other two ended')
+    test:is(sessions.batch('peek', {{id = kept[F.ID]}}, context())[1].session[F.TOKEN], kept[F.TOKEN],
+        'the kept one lives')
+    clock.freeze(NOW)
+end)
+
 -- The feed: every change with its kind and reason, in the transaction of the change,
 -- numbered one after the other; a page stops where the WAL does; the retention trims the
 -- oldest, never the newest.
@@ -244,6 +289,8 @@ suite.case('every change writes its event, numbered without gaps', function(test
         'opened:75', 'ended/idle:75',
     }, 'each change once, in order, with its reason')
     test:is(missed, false, 'nothing missed')
+    test:is(tostring(page[1][F.EVENTS.SESSION]), a[F.ID], 'an event carries its session\'s id')
+    test:is(tostring(page[3][F.EVENTS.SESSION]), a[F.ID], 'kept by rotate')
     test:is(head, start + #page, 'the head is the last one')
     local off = context()
     open(76, '192.0.2.77', off)

@@ -71,6 +71,28 @@ test('a session round trip: new, get, rotate, delete', async () => {
   await assert.rejects(sessions.delete(rotated.token), (error) => error instanceof NotFoundError && error.code === 'token_not_found' && error.status === 404);
 });
 
+test('session ids: read, end and keep by id; asked for with withIds', async () => {
+  const user = aUser();
+  const withIds = new SessionsClient(URL_, { timeoutMs: 5000, withIds: true });
+  const kept = await withIds.new(user, '192.0.2.1');
+  assert.match(kept.id, /^[0-9a-f]{8}-[0-9a-f]{4}-7[0-9a-f]{3}-[89ab][0-9a-f]{3}-[0-9a-f]{12}$/);
+  assert.equal((await sessions.get(kept.token)).id, undefined); // not asked: the six fields
+  const ended = await withIds.new(user, '192.0.2.1');
+  assert.equal((await withIds.rotate(kept.token)).id, kept.id);
+  const found = await withIds.byId(ended.id);
+  assert.equal(found.id, ended.id);
+  assert.equal(found.token, undefined);
+  assert.equal((await withIds.deleteById(ended.id)).id, ended.id);
+  await assert.rejects(withIds.byId(ended.id), NotFoundError);
+  await assert.rejects(withIds.byId('not-an-id'), (error) => error instanceof InvalidInputError && error.code === 'bad_request');
+  await assert.rejects(withIds.deleteUser(user, { keep: 'x', keepId: kept.id }), InvalidInputError);
+  await withIds.new(user, '192.0.2.1');
+  assert.equal(await withIds.deleteUser(user, { keepId: kept.id }), 1);
+  const listed = [];
+  for await (const session of withIds.byUser(user)) listed.push(session.id);
+  assert.deepEqual(listed, [kept.id]);
+});
+
 test('a user id of 2^63-1 is read back exactly', async () => {
   const largest = 2n ** 63n - 1n;
   await sessions.deleteUser(largest);

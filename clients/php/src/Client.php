@@ -96,6 +96,8 @@ final class Client
         '/user/count' => true,
         '/ip/count' => true,
         '/events' => true,
+        '/session' => true,
+        '/session/del' => false,
     ];
     // end generated
 
@@ -118,6 +120,8 @@ final class Client
      *        each retry with its number, the error and the seconds the client will wait
      * @param float|null $deadline seconds a call may take as a whole, retries and their waits
      *        included (none by default)
+     * @param bool $withIds ask for each session's id (`with=id`) on every call that answers
+     *        sessions: each Session then has its `id`
      */
     public function __construct(
         string $baseUrl,
@@ -126,6 +130,7 @@ final class Client
         private readonly int $retries = 2,
         ?callable $onRetry = null,
         private readonly ?float $deadline = null,
+        private readonly bool $withIds = false,
     ) {
         $this->baseUrl = rtrim($baseUrl, '/');
         $parts = parse_url($this->baseUrl);
@@ -146,7 +151,7 @@ final class Client
      */
     public function new(int $userId, string $ip, ?array $extra = null, ?int $ttl = null, ?string $idempotencyKey = null): Session
     {
-        $query = ['user_id' => $userId, 'ip' => $ip];
+        $query = ['user_id' => $userId, 'ip' => $ip] + $this->with();
         if ($ttl !== null) {
             $query['ttl'] = $ttl;
         }
@@ -163,26 +168,46 @@ final class Client
      */
     public function get(string $token, ?string $ip = null, ?array $extra = null): Session
     {
-        [$data] = $this->call('/get', $ip === null ? [] : ['ip' => $ip], token: $token, extra: $extra);
+        [$data] = $this->call('/get', ($ip === null ? [] : ['ip' => $ip]) + $this->with(), token: $token, extra: $extra);
         return Session::fromArray($data);
     }
 
     /** End the session; the session as it was. */
     public function delete(string $token): Session
     {
-        return Session::fromArray($this->call('/del', [], token: $token)[0]);
+        return Session::fromArray($this->call('/del', $this->with(), token: $token)[0]);
     }
 
     /** The same session under a new token; the old one stops working at once. */
     public function rotate(string $token): Session
     {
-        return Session::fromArray($this->call('/rotate', [], token: $token)[0]);
+        return Session::fromArray($this->call('/rotate', $this->with(), token: $token)[0]);
     }
 
-    /** End every live session of the user but $keep (a token of theirs); how many ended. */
-    public function deleteUser(int $userId, ?string $keep = null): int
+    /**
+     * The live session with this id, as stored (its activity not recorded): its id, never its token.
+     *
+     * @throws NotFoundException when there is no such live session
+     */
+    public function byId(string $id): SessionById
     {
-        return (int) $this->call('/user/del', ['id' => $userId], token: $keep)[0]['deleted'];
+        return SessionById::fromArray($this->call('/session', ['id' => $id])[0]);
+    }
+
+    /** End the session with this id; the session as it was, without its token. */
+    public function deleteById(string $id): SessionById
+    {
+        return SessionById::fromArray($this->call('/session/del', ['id' => $id])[0]);
+    }
+
+    /** End every live session of the user but one, $keep (a token of theirs) or $keepId (its id); how many ended. */
+    public function deleteUser(int $userId, ?string $keep = null, ?string $keepId = null): int
+    {
+        if ($keep !== null && $keepId !== null) {
+            throw new InvalidInputException('bad_request', 'keep one session: $keep or $keepId, not both; nothing was sent');
+        }
+        $query = $keepId === null ? ['id' => $userId] : ['id' => $userId, 'except_id' => $keepId];
+        return (int) $this->call('/user/del', $query, token: $keep)[0]['deleted'];
     }
 
     /** End every live session seen from the address; how many ended. */
@@ -207,9 +232,10 @@ final class Client
     }
 
     /**
-     * The user's live sessions, newest opened first, fetched a page at a time as you iterate.
+     * The user's live sessions, newest opened first, fetched a page at a time as you iterate
+     * (SessionByIds from a service that lists without tokens, SESSIONS_LISTINGS=ids).
      *
-     * @return \Generator<int, Session>
+     * @return \Generator<int, Session|SessionById>
      */
     public function byUser(int $userId, ?int $pageSize = null): \Generator
     {
@@ -219,7 +245,7 @@ final class Client
     /**
      * The live sessions last seen from the address, a page at a time as you iterate.
      *
-     * @return \Generator<int, Session>
+     * @return \Generator<int, Session|SessionById>
      */
     public function byIp(string $ip, ?int $pageSize = null): \Generator
     {
@@ -228,22 +254,29 @@ final class Client
 
     /**
      * @param array<string, int|string> $query
-     * @return \Generator<int, Session>
+     * @return \Generator<int, Session|SessionById>
      */
     private function pages(string $path, array $query, ?int $pageSize): \Generator
     {
         if ($pageSize !== null) {
             $query['limit'] = $pageSize;
         }
-        $url = $this->url($path, $query);
+        $url = $this->url($path, $query + $this->with());
         while ($url !== null) {
             [$data, $next] = $this->send($url, null, null, [], self::RETRY_SAFE[$path]);
             foreach ($data as $item) {
-                yield Session::fromArray($item);
+                // Without tokens (SESSIONS_LISTINGS=ids), each is a SessionById.
+                yield isset($item['token']) ? Session::fromArray($item) : SessionById::fromArray($item);
             }
             // The next page's URL carries its whole query, relative to this page's URL.
             $url = $next === null ? null : self::resolve($url, $next);
         }
+    }
+
+    /** @return array<string, string> `with=id` when the client asks for session ids */
+    private function with(): array
+    {
+        return $this->withIds ? ['with' => 'id'] : [];
     }
 
     /** @param array<string, int|string> $query */

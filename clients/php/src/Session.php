@@ -4,7 +4,11 @@ declare(strict_types=1);
 
 namespace Sessions\Client;
 
-/** A session as the service keeps it. `create` and `activity` are Unix seconds. */
+/**
+ * A session as the service keeps it. `create` and `activity` are Unix seconds; `id`, the
+ * session's id (not secret, kept for its life), is there when the client was made with
+ * `withIds: true`.
+ */
 final class Session
 {
     /** @param array<string, mixed>|null $extra */
@@ -15,6 +19,7 @@ final class Session
         public readonly int $create,
         public readonly int $activity,
         public readonly string $token,
+        public readonly ?string $id = null,
     ) {
     }
 
@@ -28,6 +33,7 @@ final class Session
             (int) $data['create'],
             (int) $data['activity'],
             (string) $data['token'],
+            isset($data['id']) ? (string) $data['id'] : null,
         );
     }
 }

@@ -209,6 +209,35 @@ final class ClientTest extends TestCase
         }
     }
 
+    public function testSessionIdsReadEndAndKeepById(): void
+    {
+        $withIds = new Client((string) getenv('SESSIONS_URL'), timeout: 5.0, withIds: true);
+        $user = self::aUser();
+        $kept = $withIds->new($user, '192.0.2.1');
+        self::assertMatchesRegularExpression('/^[0-9a-f]{8}-[0-9a-f]{4}-7[0-9a-f]{3}-[89ab][0-9a-f]{3}-[0-9a-f]{12}$/', (string) $kept->id);
+        self::assertNull($this->sessions->get($kept->token)->id);
+        $ended = $withIds->new($user, '192.0.2.1');
+        self::assertSame($kept->id, $withIds->rotate($kept->token)->id);
+        $found = $withIds->byId((string) $ended->id);
+        self::assertSame([$ended->id, $ended->activity], [$found->id, $found->activity]);
+        self::assertSame($ended->id, $withIds->deleteById((string) $ended->id)->id);
+        try {
+            $withIds->byId((string) $ended->id);
+            self::fail('an ended session is not found');
+        } catch (NotFoundException $error) {
+            self::assertSame('token_not_found', $error->getErrorCode());
+        }
+        try {
+            $withIds->byId('not-an-id');
+            self::fail('a malformed id is bad input');
+        } catch (InvalidInputException $error) {
+            self::assertSame('bad_request', $error->getErrorCode());
+        }
+        $withIds->new($user, '192.0.2.1');
+        self::assertSame(1, $withIds->deleteUser($user, keepId: $kept->id));
+        self::assertSame([$kept->id], array_map(static fn ($s) => $s->id, iterator_to_array($withIds->byUser($user), false)));
+    }
+
     public function testAUserIdOf2To63Minus1IsReadBackExactly(): void
     {
         $this->sessions->deleteUser(PHP_INT_MAX);

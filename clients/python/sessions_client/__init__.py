@@ -37,6 +37,7 @@ __all__ = [
     "RETRY_SAFE",
     "RETRY_SAFE_WITH",
     "Kind",
+    "SessionById",
     "SessionObject",
     "SessionsClient",
     "errors",
@@ -58,6 +59,8 @@ RETRY_SAFE: dict[str, bool] = {
     "/user/count": True,
     "/ip/count": True,
     "/events": True,
+    "/session": True,
+    "/session/del": False,
 }
 # end generated
 RETRY_SAFE_WITH: dict[str, str] = {"/new": "Idempotency-Key"}
@@ -83,7 +86,9 @@ def _header(name: str, value: str) -> str:
 
 @dataclass(frozen=True, slots=True)
 class SessionObject:
-    """A session as the service answers it; `create` and `activity` are Unix seconds."""
+    """A session as the service answers it; `create` and `activity` are Unix seconds. `id`,
+    the session's id (not secret, kept for its life), is there when the client was made
+    `with_ids=True`."""
 
     ip: str
     extra: dict[str, Any] | None
@@ -91,6 +96,19 @@ class SessionObject:
     create: int
     activity: int
     token: str
+    id: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class SessionById:
+    """A session found by its id (`by_id`, `delete_by_id`): its id, and never its token."""
+
+    ip: str
+    extra: dict[str, Any] | None
+    user_id: int
+    create: int
+    activity: int
+    id: str
 
 
 class SessionsClient:
@@ -121,7 +139,10 @@ class SessionsClient:
         max_connections: int = 100,
         retries: int = 2,
         on_retry: Callable[[int, Unavailable, float], Awaitable[None] | None] | None = None,
+        with_ids: bool = False,
     ) -> None:
+        # `with=id` on every call that answers sessions: each SessionObject has its `id`.
+        self._with: dict[str, str] = {"with": "id"} if with_ids else {}
         self._retries = retries
         self._on_retry = on_retry
         self._base_url = base_url.rstrip("/")
@@ -160,7 +181,7 @@ class SessionsClient:
         """Open a session; `ttl` gives it an idle TTL of its own, shorter than the service's.
         With `idempotency_key`, a repeat of the same call answers the session the first opened
         (send one per sign-in attempt, and retry with it after an `Unavailable`)."""
-        params = {"user_id": str(user_id), "ip": ip}
+        params = {"user_id": str(user_id), "ip": ip, **self._with}
         if ttl is not None:
             params["ttl"] = str(ttl)
         headers = {} if idempotency_key is None else {"Idempotency-Key": _header("The key", idempotency_key)}
@@ -170,20 +191,32 @@ class SessionsClient:
         self, token: str, *, ip: str | None = None, extra: dict[str, Any] | None = None
     ) -> SessionObject:
         """The live session of the token, its activity now; with `ip`, moved to that address."""
-        params = {} if ip is None else {"ip": ip}
+        params = {**self._with} if ip is None else {"ip": ip, **self._with}
         return _session(await self._call("/get", params, extra, token=token))
 
     async def delete(self, token: str) -> SessionObject:
         """End the session; the session as it was."""
-        return _session(await self._call("/del", {}, token=token))
+        return _session(await self._call("/del", {**self._with}, token=token))
 
     async def rotate(self, token: str) -> SessionObject:
         """The same session under a new token; `token` stops working at once."""
-        return _session(await self._call("/rotate", {}, token=token))
+        return _session(await self._call("/rotate", {**self._with}, token=token))
 
-    async def delete_user(self, user_id: int, *, keep: str | None = None) -> int:
-        """End every live session of the user but `keep` (a token of theirs); how many."""
-        return int((await self._call("/user/del", {"id": str(user_id)}, token=keep))["deleted"])
+    async def by_id(self, session_id: str) -> SessionById:
+        """The live session with this id, as stored: its activity is not recorded."""
+        return SessionById(**await self._call("/session", {"id": session_id}))
+
+    async def delete_by_id(self, session_id: str) -> SessionById:
+        """End the session with this id; the session as it was."""
+        return SessionById(**await self._call("/session/del", {"id": session_id}))
+
+    async def delete_user(self, user_id: int, *, keep: str | None = None, keep_id: str | None = None) -> int:
+        """End every live session of the user but one, named by `keep` (a token of theirs) or
+        `keep_id` (its id); how many."""
+        if keep is not None and keep_id is not None:
+            raise BadRequest("Keep one session: keep or keep_id, not both; nothing was sent.")
+        params = {"id": str(user_id)} if keep_id is None else {"id": str(user_id), "except_id": keep_id}
+        return int((await self._call("/user/del", params, token=keep))["deleted"])
 
     async def delete_ip(self, ip: str) -> int:
         """End every live session seen from the address; how many."""
@@ -200,33 +233,38 @@ class SessionsClient:
         """How many live sessions the user has: count("user", user_id)."""
         return await self.count("user", user_id)
 
-    async def by_user(self, user_id: int) -> list[SessionObject]:
+    async def by_user(self, user_id: int) -> list[SessionObject | SessionById]:
         """Every live session of the user, newest opened first (all pages)."""
         return [session async for session in self.iter_user(user_id)]
 
-    async def by_ip(self, ip: str) -> list[SessionObject]:
+    async def by_ip(self, ip: str) -> list[SessionObject | SessionById]:
         """Every live session last seen from the address, newest opened first (all pages)."""
         return [session async for session in self.iter_ip(ip)]
 
-    def iter_user(self, user_id: int, *, page_size: int | None = None) -> AsyncIterator[SessionObject]:
+    def iter_user(
+        self, user_id: int, *, page_size: int | None = None
+    ) -> AsyncIterator[SessionObject | SessionById]:
         """The user's live sessions one at a time, a page fetched when the last one is used up."""
         return self._pages("/user", {"id": str(user_id)}, page_size)
 
-    def iter_ip(self, ip: str, *, page_size: int | None = None) -> AsyncIterator[SessionObject]:
+    def iter_ip(self, ip: str, *, page_size: int | None = None) -> AsyncIterator[SessionObject | SessionById]:
         """The live sessions last seen from the address, a page at a time."""
         return self._pages("/ip", {"ip": ip}, page_size)
 
     async def _pages(
         self, path: str, params: dict[str, str], page_size: int | None
-    ) -> AsyncIterator[SessionObject]:
+    ) -> AsyncIterator[SessionObject | SessionById]:
+        """Each session of every page: a SessionById where the service lists without tokens
+        (SESSIONS_LISTINGS=ids)."""
         if page_size is not None:
             params["limit"] = str(page_size)
+        params.update(self._with)
         url: str | yarl.URL = self._base_url + path
         query: dict[str, str] | None = params
         while True:
             data, next_url = await self._send(url, query, safe=RETRY_SAFE[path])
             for item in data:
-                yield _session(item)
+                yield _session(item) if "token" in item else SessionById(**item)
             if next_url is None:
                 return
             url, query = next_url, None  # the next page's URL carries its whole query

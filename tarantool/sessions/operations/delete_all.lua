@@ -6,6 +6,7 @@ local uuid = require('uuid')
 local F = require('sessions.fields')
 local errors = require('sessions.errors')
 local events = require('sessions.events')
+local ids = require('sessions.ids')
 local kinds = require('sessions.kinds')
 local liveness = require('sessions.liveness')
 
@@ -17,23 +18,31 @@ local is_live = liveness.is_live
 local TRANSACTION = 500
 local CALL_MOST = 5000
 
--- All but the session `except_token` (which must then be a live session under that key, or
--- nothing is ended; `checked` says an earlier call of the same request checked it already),
--- in transactions of TRANSACTION that yield between them, at most CALL_MOST per call and
--- none begun after the deadline. Lapsed sessions met on the way go too, uncounted. Replies
--- {deleted, more}.
+-- All but the session `except_token` or `except_id` names (which must then be a live session
+-- under that key, or nothing is ended; `checked` says an earlier call of the same request
+-- checked it already), in transactions of TRANSACTION that yield between them, at most
+-- CALL_MOST per call and none begun after the deadline. Lapsed sessions met on the way go
+-- too, uncounted. Replies {deleted, more}.
 local function delete_all(args, ctx)
     local spec = kinds.of(args.kind, args.key)
-    local key, except_token, rules = args.key, args.except_token, ctx.rules
+    local key, except_token, except_id, rules = args.key, args.except_token, args.except_id, ctx.rules
     local space = box.space.sessions
-    local except = nil
+    local except, kept = nil, nil
+    errors.check(except_token == nil or except_id == nil, 'except a token or an id, not both')
     if except_token ~= nil then
         errors.check(type(except_token) == 'string', 'except must be a string')
         except = uuid.fromstr(except_token)
-        local kept = except and space:get(except)
-        if not args.checked and (not kept or kept[spec.field] ~= key or not is_live(kept, rules)) then
-            errors.raise('TokenNotFound', 'except is not a live session of this user')
-        end
+        kept = except and space:get(except)
+    elseif except_id ~= nil then
+        errors.check(type(except_id) == 'string', 'except_id must be a string')
+        local id = ids.parse(except_id)
+        kept = id and space.index.id:get(id)
+        -- Nothing to keep is kept by nothing: a key no session has.
+        except = kept and kept[F.TOKEN] or uuid.new()
+    end
+    if except ~= nil and not args.checked
+        and (not kept or kept[spec.field] ~= key or not is_live(kept, rules)) then
+        errors.raise('TokenNotFound', 'except is not a live session of this user')
     end
     local index = space.index[spec.index]
     local ended, removed = 0, 0
@@ -80,6 +89,6 @@ return {
     bulk = true,
     -- It ends sessions: refused at once when the write cannot be confirmed (sync.lua).
     writes = true,
-    args = {'kind', 'key', 'except_token', 'checked'},
+    args = {'kind', 'key', 'except_token', 'except_id', 'checked'},
     reply = {'deleted', 'more'},
 }

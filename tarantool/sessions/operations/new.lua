@@ -5,6 +5,7 @@ local F = require('sessions.fields')
 local clock = require('sessions.clock')
 local errors = require('sessions.errors')
 local events = require('sessions.events')
+local ids = require('sessions.ids')
 local liveness = require('sessions.liveness')
 local memory = require('sessions.memory')
 local rows = require('sessions.rows')
@@ -95,7 +96,7 @@ local function new(args, ctx)
     local key = uuid.frombin(token, 'b')
     local tuple = box.space.sessions:insert{
         key, user_id, ip, ts, ts, extra, liveness.deadline_of(ts, ts, own_ttl, rules), own_ttl,
-        schema.next_seq(),
+        schema.next_seq(), ids.make(math.floor(clock.time() * 1000)),
     }
     events.emit('opened', nil, tuple)
     if idem ~= nil then

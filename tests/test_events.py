@@ -16,8 +16,9 @@ from aiohttp.test_utils import TestClient
 from sessions.console import Console
 from sessions.limits import EVENTS_WAIT_MAX, LIST_MAX
 
-from .conftest import call, frozen_tarantool, new_session, settings_for, wait_for_purge_passes
+from .conftest import call, frozen_tarantool, make_instance, new_session, settings_for, wait_for_purge_passes
 from .service import Service
+from .test_edges import _fill_memory
 
 # What these tests check is done by Tarantool: they run on each release (tests/conftest.py).
 pytestmark = pytest.mark.each_release
@@ -186,6 +187,52 @@ async def test_the_purge_the_cap_and_the_lifetime_each_write_their_event(serve, 
         assert _changes(page, 9) == expected
         ended = [event for event in page["events"] if event["kind"] == "ended"]
         assert ended[0]["ip"] == first["ip"] and ended[0]["time"] == (T0 if rule == "cap" else last + 1)
+
+
+async def _head(client: TestClient) -> int:
+    after = 0
+    while (page := await _events(client, after, limit="1000"))["events"]:
+        after = page["next"]
+    return after
+
+
+async def test_with_memory_full_sessions_still_end_and_consumers_are_told(serve, tmp_path, user_id):
+    """Ending sessions is how memory comes back: with it full, `del` and the purge end them
+    without their events rather than not at all, and a consumer behind is told `missed`."""
+    instance = make_instance(tmp_path / "tarantool", memory=64 * 2**20, idle_ttl=60)
+    await instance.start()
+    admin = Console(instance.console_path)
+    try:
+        client = await serve(settings_for(instance, idle_ttl=60, events=True))
+        admin.eval("require('sessions.clock').freeze(1700000000)")
+        doomed = await new_session(client, user_id)
+        start = await _head(client)
+        filled = _fill_memory(admin, 1700000000)
+        assert filled > 100
+        status, body = await call(client, "/del", params={"token": doomed["token"]})
+        assert status == 200, body
+        # All lapse: the purge ends them, and memory comes back.
+        admin.eval("require('sessions.clock').freeze(1700000061)")
+        deadline = time.monotonic() + 30
+        while admin.eval("return box.space.sessions:len()") > 0:
+            assert time.monotonic() < deadline, "the purge did not finish"
+            await asyncio.sleep(0.1)
+        lost = admin.eval("return require('sessions.events').stats().lost")
+        first = await _events(client, start)
+        walked, after = [], start
+        while (page := await _events(client, after, limit="1000"))["events"]:
+            walked += page["events"]
+            after = page["next"]
+        ends = [event for event in walked if event["kind"] == "ended"]
+        # Every end is in the feed or counted as lost, and a consumer is told when one is.
+        assert len(ends) + lost == filled + 1
+        assert first["missed"] is (lost > 0)
+        await new_session(client, user_id + 1)
+        page = await _events(client, after)
+        assert _changes(page, user_id + 1) == ["opened"]
+    finally:
+        admin.close()
+        await instance.stop()
 
 
 @pytest.mark.timeout(180)

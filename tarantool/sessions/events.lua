@@ -9,6 +9,7 @@ local log = require('log')
 
 local F = require('sessions.fields')
 local clock = require('sessions.clock')
+local memory = require('sessions.memory')
 local role = require('sessions.role')
 
 local E = F.EVENTS
@@ -46,6 +47,12 @@ local state = {
     worker = nil,
     trimmed = 0,            -- events the retention removed since start
     waiting = 0,            -- calls in wait() now (one per service process)
+    -- Changes made without their event, memory being full (emit): how many since start, and
+    -- the feed's last seq when the latest was, for `missed` (kept in memory only: a restart
+    -- forgets it).
+    lost = 0,
+    lost_after = nil,
+    losing = false,
     passes = 0,
 }
 
@@ -157,16 +164,37 @@ end
 -- Write the event of a change to the session `tuple` (as it is after the change; as it was
 -- for an end): `kind` opened, rotated, moved or ended, `reason` why it ended. Inside the
 -- transaction of the change, which it shares; nothing when the feed is off.
+--
+-- With memory full, an end or a move is made without its event rather than refused: ending
+-- sessions is how memory comes back (the purge, `del`), and a signed-in user's `get` keeps
+-- working (get.lua). Pages then say `missed` to consumers behind the loss. An opening or a
+-- rotation fails with its own write, as it would without the feed.
 local function emit(kind, reason, tuple)
     local config = state.config
     if config == nil or not config.on then
         return
     end
     local seq = next_seq()
-    box.space[SPACE]:insert({
+    local space = box.space[SPACE]
+    local ok, err = pcall(space.insert, space, {
         seq, clock.now(), kind, reason or box.NULL, tuple[F.ID], tuple[F.USER_ID], tuple[F.IP],
     })
-    track(seq)
+    if ok then
+        state.losing = false
+        track(seq)
+        return
+    end
+    if (kind ~= 'ended' and kind ~= 'moved') or not memory.is_out_of_memory(err) then
+        error(err)
+    end
+    memory.note(err)
+    state.lost = state.lost + 1
+    state.lost_after = math.max(state.lost_after or 0, seq - 1)
+    if not state.losing then
+        state.losing = true
+        log.error('sessions: memory is full: sessions end without their events; consumers behind '
+            .. 'seq %s are told `missed`', tostring(seq - 1))
+    end
 end
 
 -- The highest seq a page may show: what the WAL holds. A write waiting for its WAL write is
@@ -199,7 +227,8 @@ local function page(after, limit)
         end
         result[#result + 1] = event
     end
-    return result, after < trimmed_seq(), top
+    local lost = state.lost_after ~= nil and after <= state.lost_after
+    return result, lost or after < trimmed_seq(), top
 end
 
 -- Until head() passes `after`, at most `timeout` seconds; head().
@@ -300,6 +329,7 @@ end
 local function stats()
     return {
         on = is_on(), trimmed = state.trimmed, passes = state.passes, head = head(), waiting = state.waiting,
+        lost = state.lost,
     }
 end
 

@@ -23,7 +23,7 @@ from aiohttp import web
 from sessions.metrics import METRICS
 
 from .conftest import call, new_session, settings_for
-from .service import Service, free_port
+from .service import Service, free_port, wait_gone
 
 KEY = os.urandom(32)
 SECRET = "whsec_" + base64.b64encode(KEY).decode()
@@ -214,9 +214,13 @@ def test_one_worker_among_processes_and_a_repeat_only_across_a_kill_9(tmp_path):
             for user in range(40):
                 service.request(f"/new?user_id={user + 1}&ip=192.0.2.1")
             await _until(lambda: len(receiver.acknowledged) >= 10, what="deliveries before the kill")
+            tarantool = service.tarantool_pid
             service.process.send_signal(signal.SIGKILL)
             service.process.wait()
-            service = Service(tmp_path / "data", port=service.port, **env)
+            # Its workers and Tarantool die with it (PR_SET_PDEATHSIG), not at once: the next
+            # start waits for the data dir's Tarantool, and takes a port of its own.
+            wait_gone(tarantool)
+            service = Service(tmp_path / "data", **env)
             try:
                 # More after the restart: delivered once the dead holder's lease runs out.
                 for user in range(40, 50):

@@ -1,4 +1,5 @@
-"""Operator commands on a Tarantool data dir: `sessions backup`, `restore`, `stats` and `promote`.
+"""Operator commands on a Tarantool data dir: `sessions backup`, `restore`, `stats`, `promote`,
+`rejoin` and `convert-tokens`.
 
 Backup and restore work on the Tarantool data dir (SESSIONS_DATA_DIR): the embedded
 instance's, or in compose the volume the Tarantool container writes, mounted into a
@@ -26,9 +27,10 @@ from typing import Any
 from .config import Settings
 from .console import Console, ConsoleError
 from .contract import INFO, Info
+from .embedded import EmbeddedError, EmbeddedTarantool
 from .storage import Storage
 
-__all__ = ["AdminError", "backup", "promote", "restore", "stats"]
+__all__ = ["AdminError", "backup", "convert_tokens", "promote", "restore", "stats"]
 
 MANIFEST = "manifest.json"
 FORMAT = 1
@@ -218,3 +220,72 @@ async def _remote_info(settings: Settings) -> Info:
         raise AdminError(f"Tarantool at {settings.tarantool} did not answer") from None
     finally:
         await storage.close()
+
+
+# Lua converting the store to hashed tokens (tarantool/sessions/hashing.lua), then a
+# checkpoint after which Tarantool's garbage collector may remove every older snapshot and
+# WAL file, the ones that hold the plain tokens: it is asked to keep one checkpoint until
+# they are gone (or `within` seconds pass: a replica or a backup in progress may hold them).
+_CONVERT = """
+local converted = require('sessions.hashing').convert()
+local fio, fiber = require('fio'), require('fiber')
+local kept = box.cfg.checkpoint_count
+box.cfg{checkpoint_count = 1}
+box.snapshot()
+local deadline = fiber.clock() + %d
+local function older()
+    local snaps = fio.glob(fio.pathjoin(box.cfg.memtx_dir, '*.snap'))
+    table.sort(snaps)
+    local newest = fio.basename(snaps[#snaps], '.snap')
+    local found = {}
+    for _, path in ipairs(snaps) do
+        if fio.basename(path, '.snap') < newest then found[#found + 1] = fio.basename(path) end
+    end
+    for _, path in ipairs(fio.glob(fio.pathjoin(box.cfg.wal_dir, '*.xlog'))) do
+        if fio.basename(path, '.xlog') < newest then found[#found + 1] = fio.basename(path) end
+    end
+    return found
+end
+while #older() > 0 and fiber.clock() < deadline do fiber.sleep(0.05) end
+box.cfg{checkpoint_count = kept}
+return {converted = converted, left = older()}
+"""
+
+
+def _convert(console_path: Path, within: int) -> dict[str, Any]:
+    with Console(console_path, timeout=3600) as console:
+        try:
+            result: dict[str, Any] = console.eval(_CONVERT % within)
+        except ConsoleError as error:
+            raise AdminError(str(error)) from None
+    return result
+
+
+async def _convert_embedded(settings: Settings, within: int) -> dict[str, Any]:
+    instance = EmbeddedTarantool.from_settings(settings, password=settings.service_password())
+    try:
+        await instance.start()
+    except EmbeddedError as error:
+        raise AdminError(str(error)) from None
+    try:
+        return await asyncio.to_thread(_convert, instance.console_path, within)
+    finally:
+        await instance.stop()
+
+
+def convert_tokens(settings: Settings, *, within: int = 30) -> dict[str, Any]:
+    """Convert the store in SESSIONS_DATA_DIR from plain tokens to their hashes, one way (for
+    SESSIONS_TOKEN_STORAGE=hash): its running Tarantool through the console (the service
+    stopped), or the embedded one started on it for the purpose. Then a checkpoint, and the
+    older data files, which hold the plain tokens, removed. Returns {converted: sessions,
+    left: older files Tarantool still keeps (a replica or a backup holds them)}."""
+    data_dir = settings.data_dir.resolve()
+    if _in_use(data_dir):
+        return _convert(_console_path(settings), within)
+    if not settings.embedded:
+        raise AdminError(
+            f"no running Tarantool found in {data_dir}: start the Tarantool (not the service) first"
+        )
+    if not any(data_dir.glob("*.snap")):
+        raise AdminError(f"no store in {data_dir}")
+    return asyncio.run(_convert_embedded(settings, within))

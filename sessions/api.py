@@ -162,7 +162,7 @@ async def _listing(
     gateway's prefix (`/sessions/user?..`), where an absolute path would leave the prefix."""
     settings = service.settings
     sessions, cursors, more = await service.storage.page(kind, key, limit or settings.list_max, after)
-    ids = settings.listings == "ids"
+    ids = settings.listings_without_tokens
     if ids:
         # Listings without tokens: each session by its id, its token never leaves the store.
         for session in sessions:

@@ -222,6 +222,14 @@ def main(argv: list[str] | None = None) -> int:
     ).add_argument("primary", help="the primary to follow, host:port")
     _command(
         commands,
+        "convert-tokens",
+        "convert the store's tokens to their SHA-256 hashes, one way, for SESSIONS_TOKEN_STORAGE=hash",
+        "Stop the service first. Tokens keep working; the older data files, which hold them in plain, "
+        "are removed after a checkpoint. Backups taken before still hold them.",
+        data_dir=True,
+    )
+    _command(
+        commands,
         "health",
         "exit 0 if the service on this machine is ready",
         "Probes /ready where the settings serve it (the ops port, with a key when probes are "
@@ -268,6 +276,13 @@ def main(argv: list[str] | None = None) -> int:
         elif args.command == "promote":
             admin.promote(settings)
             print(f"the Tarantool in {settings.data_dir} is the writable primary now")
+        elif args.command == "convert-tokens":
+            done = admin.convert_tokens(settings)
+            print(f"{done['converted']} sessions in {settings.data_dir} now kept under their tokens' hashes")
+            if done["left"]:
+                print(
+                    f"older files with plain tokens are still kept (by a replica or a backup): {done['left']}"
+                )
         elif args.command == "rejoin":
             admin.rejoin(settings, args.primary)
             print(f"the Tarantool in {settings.data_dir} is a replica of {args.primary} now")

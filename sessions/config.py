@@ -111,7 +111,12 @@ class Settings(BaseSettings):
     listings: Literal["tokens", "ids"] = "tokens"
     """What `/user` and `/ip` answer for each session: `tokens`, the original design's
     SessionObject with its token (whoever reads a listing can then act as each of those
-    sessions), or `ids`, its id and no `token` field (recommended for new deployments)."""
+    sessions), or `ids`, its id and no `token` field (recommended for new deployments; always
+    so with `SESSIONS_TOKEN_STORAGE=hash`)."""
+    token_storage: Literal["plain", "hash"] = "plain"
+    """How the store keeps tokens: `plain`, or `hash`, only a SHA-256 of each, so that its
+    data files and backups hold no token (for new stores; a store of plain tokens is refused
+    in this mode until `sessions convert-tokens` converts it, one way)."""
 
     # Bulk work (listings and bulk deletes) is admitted apart from the check path (get, new,
     # del, rotate), so that it can never starve it. The listings in flight take about
@@ -261,6 +266,11 @@ class Settings(BaseSettings):
         if self.body_memory is not None and self.body_memory < self.extra_max_bytes:
             raise ValueError("SESSIONS_BODY_MEMORY must be at least SESSIONS_EXTRA_MAX_BYTES")
         return self
+
+    @property
+    def listings_without_tokens(self) -> bool:
+        """Whether `/user` and `/ip` answer ids instead of tokens (a hashed store has none)."""
+        return self.listings == "ids" or self.token_storage == "hash"
 
     @property
     def answer_budget(self) -> int:

@@ -59,6 +59,7 @@ __all__ = [
     "PROCEDURES",
     "ROTATE",
     "RULES",
+    "TOKEN_STORAGE",
     "WEBHOOK_LEASE",
     "Context",
     "Info",
@@ -101,6 +102,9 @@ WEBHOOK_LEASE = Operation("webhook_lease", ("holder", "ttl", "delivered"), ("hel
 # A session by its id, as stored (its activity not recorded); and ended by its id.
 PEEK = Operation("peek", ("id",), ("session",), batch=True)
 DELETE_ID = Operation("delete_id", ("id",), ("session",), batch=True)
+# What kind of key the store keeps (`hash`, `plain`, `empty`, `converting`), an empty one
+# marked as hashed first when `mode` is `hash` (tarantool/sessions/hashing.lua).
+TOKEN_STORAGE = Operation("token_storage", ("mode",), ("stored",))
 # Every operation this service calls, through the storage or a route (routing.Route.forward).
 OPERATIONS = (
     NEW,
@@ -115,6 +119,7 @@ OPERATIONS = (
     EVENTS,
     EVENTS_WAIT,
     WEBHOOK_LEASE,
+    TOKEN_STORAGE,
 )
 
 # The procedures the service's Tarantool user may execute (access.lua grants exactly these),

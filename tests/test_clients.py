@@ -1,5 +1,6 @@
 """The PHP and Node clients (clients/php, clients/node), each through its own test suite
-(PHPUnit; node --test) against real services started here: one open, one with API keys."""
+(PHPUnit; node --test) against real services started here: one open, one with API keys, one
+that keeps tokens only as hashes (and so lists sessions without them)."""
 
 from __future__ import annotations
 
@@ -32,19 +33,21 @@ def services(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, str
     # A short storage timeout: the paused Tarantool's 503 comes after half a second.
     open_service = Service(root / "open", SESSIONS_TARANTOOL_TIMEOUT="0.5", SESSIONS_EVENTS="on")
     keyed = Service(root / "keyed", SESSIONS_API_KEYS=KEY)
+    hashed = Service(root / "hashed", SESSIONS_TOKEN_STORAGE="hash")
     gateway = Gateway(f"http://127.0.0.1:{open_service.port}")
     try:
         yield {
             "SESSIONS_URL": f"http://127.0.0.1:{open_service.port}",
             "SESSIONS_KEYED_URL": f"http://127.0.0.1:{keyed.port}",
             "SESSIONS_KEY": KEY,
+            "SESSIONS_HASHED_URL": f"http://127.0.0.1:{hashed.port}",
             "SESSIONS_TARANTOOL_PID": str(open_service.tarantool_pid),
             "SESSIONS_GATEWAY_URL": gateway.url,
             "SESSIONS_GATEWAY_ROOT": gateway.root,
         }
     finally:
         gateway.close()
-        for service in (open_service, keyed):
+        for service in (open_service, keyed, hashed):
             service.stop(signal.SIGTERM)
 
 

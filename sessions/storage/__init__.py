@@ -34,6 +34,7 @@ from ..contract import (
     OPERATIONS,
     PEEK,
     ROTATE,
+    TOKEN_STORAGE,
     Context,
     Info,
     Operation,
@@ -43,13 +44,13 @@ from ..contract import (
     failure_of,
     idem,
 )
-from ..errors import StorageUnavailable
+from ..errors import IdempotencyConflict, StorageUnavailable
 from ..logs import RateLimitedLog
 from ..models import Cursor, Session
 from .coalesce import Coalescer, Reply
 from .faults import DuplicateToken, StorageError, error_type, mapped
 
-__all__ = ["ContractMismatch", "Storage", "StorageError", "new_token"]
+__all__ = ["ContractMismatch", "Storage", "StorageError", "StoreMismatch", "new_token", "token_key"]
 
 log = logging.getLogger(__name__)
 
@@ -101,6 +102,33 @@ logging.getLogger("asynctnt").addFilter(_ReconnectLog())
 
 class ContractMismatch(RuntimeError):
     """The Lua of an instance speaks another contract than this service (another release)."""
+
+
+class StoreMismatch(ContractMismatch):
+    """The store keeps tokens another way than SESSIONS_TOKEN_STORAGE says (plain or hashed)."""
+
+
+# The command that converts a store of plain tokens to hashed ones (cli.py, admin.py).
+CONVERT_COMMAND = "sessions convert-tokens"
+
+
+def _text(raw: bytes) -> str:
+    """16 bytes in the 8-4-4-4-12 form."""
+    hexed = raw.hex()
+    return f"{hexed[:8]}-{hexed[8:12]}-{hexed[12:16]}-{hexed[16:20]}-{hexed[20:]}"
+
+
+def _hashed(raw: bytes) -> bytes:
+    # The first 16 bytes of SHA-256, with the RFC variant bits set so that Tarantool takes them
+    # as a uuid, the key field's type: as tarantool/sessions/hashing.lua's key_of.
+    hashed = bytearray(hashlib.sha256(raw).digest()[:16])
+    hashed[8] = (hashed[8] & 0x3F) | 0x80
+    return bytes(hashed)
+
+
+def token_key(token: str) -> str:
+    """The key a hashed store keeps the session of `token` (checked 8-4-4-4-12 text) under."""
+    return _text(_hashed(bytes.fromhex(token.replace("-", ""))))
 
 
 def _session(row: list[Any]) -> Session:
@@ -175,6 +203,10 @@ class Storage:
             {"keep": settings.events_retention, "most": settings.events_max} if settings.events else None
         )
         self._agreed: set[int] = set()
+        # SESSIONS_TOKEN_STORAGE=hash: Tarantool gets each token's key (token_key), never the
+        # token, and answers carry the token the caller sent or this service made.
+        self._mode = settings.token_storage
+        self._hashed = settings.token_storage == "hash"
         # Tarantool's clock minus this process' (time.time()), measured on every look at an
         # instance, so that deadlines mean the same moment on both sides.
         self._offset = 0.0
@@ -255,6 +287,14 @@ class Storage:
             raise ContractMismatch(
                 f"the Tarantool at {conn.fingerprint} runs procedures of another release: " + "; ".join(found)
             )
+        offset = (await self._measure(conn))[1]
+        context = Context(self._rules, time.time() + offset + self._timeout, self._extra_max).wire()
+        answer = await conn.call(
+            CALL, [TOKEN_STORAGE.name, {"mode": self._mode}, context], timeout=self._timeout
+        )
+        refusal = _store_refusal(self._mode, str(answer[0]["stored"]), conn.fingerprint)
+        if refusal is not None:
+            raise StoreMismatch(refusal)
         self._agreed.add(id(conn))
 
     async def _elect(self, *, strict: bool = False) -> bool:
@@ -408,15 +448,38 @@ class Storage:
         if idempotency_key is not None:
             args["idem"] = idem(idempotency_key, _fingerprint(user_id, ip, ttl, patch), self._window)
         while True:
+            token = new_token()
+            key = _hashed(token) if self._hashed else token
             try:
-                reply = await self.call(NEW, {**args, "token": new_token()})
+                reply = await self.call(NEW, {**args, "token": key})
             except DuplicateToken:
                 # 122 random bits make a clash next to impossible; draw again if it happens.
                 continue
-            return _session(reply["session"])
+            session = _session(reply["session"])
+            if self._hashed:
+                if session["token"] != _text(key):
+                    # The session an earlier call with this key opened: its token is nowhere.
+                    raise IdempotencyConflict(
+                        "This Idempotency-Key opened a session already, and this store keeps only hashes "
+                        "of tokens (SESSIONS_TOKEN_STORAGE=hash), so its token cannot be answered again; "
+                        "use a new key."
+                    )
+                session["token"] = _text(token)
+            return session
+
+    def _key(self, token: str) -> str:
+        """What Tarantool knows a session by: its token, or in a hashed store its key."""
+        return token_key(token) if self._hashed else token
+
+    def _told(self, session: Session, token: str) -> Session:
+        """A session answered to the caller that sent `token`: its own token (a hashed store
+        answers the key)."""
+        if self._hashed:
+            session["token"] = token.lower()
+        return session
 
     async def get(self, token: str, ip: str | None, patch: dict[str, Any] | None) -> Session | None:
-        args: dict[str, Any] = {"token": token}
+        args: dict[str, Any] = {"token": self._key(token)}
         if ip is not None:
             args["ip"] = ip
         if patch is not None:
@@ -430,20 +493,24 @@ class Storage:
                 "sessions are served without recording their activity: Tarantool's memory is full, "
                 "or the replicas synchronous replication waits for do not confirm writes",
             )
-        return _session(reply["session"])
+        return self._told(_session(reply["session"]), token)
 
     async def delete(self, token: str) -> Session | None:
-        reply = await self.call(DELETE, {"token": token})
-        return _session(reply["session"]) if "session" in reply else None
+        reply = await self.call(DELETE, {"token": self._key(token)})
+        return self._told(_session(reply["session"]), token) if "session" in reply else None
 
     async def rotate(self, token: str) -> Session | None:
         """The session under a new token, the old one ended; None if there is no such session."""
         while True:
+            fresh = new_token()
+            args = {"token": self._key(token), "new_token": _hashed(fresh) if self._hashed else fresh}
             try:
-                reply = await self.call(ROTATE, {"token": token, "new_token": new_token()})
+                reply = await self.call(ROTATE, args)
             except DuplicateToken:
                 continue
-            return _session(reply["session"]) if "session" in reply else None
+            if "session" not in reply:
+                return None
+            return self._told(_session(reply["session"]), _text(fresh))
 
     async def peek(self, session_id: str) -> Session | None:
         """The live session `session_id` names, as stored (its activity not recorded)."""
@@ -476,7 +543,7 @@ class Storage:
         number, in short transactions, so other requests go on meanwhile."""
         args: dict[str, Any] = {"kind": kind, "key": key}
         if except_token is not None:
-            args["except_token"] = except_token
+            args["except_token"] = self._key(except_token)
         if except_id is not None:
             args["except_id"] = except_id
         ended = 0
@@ -571,6 +638,28 @@ class Storage:
             self._recheck.set()
             raise StorageUnavailable() from None
         return response[0] if response else None
+
+
+def _store_refusal(mode: str, stored: str, where: str) -> str | None:
+    """Why a service keeping tokens `mode` (plain, hash) cannot use a store that keeps them
+    `stored` (hashing.lua's answer); None when it can."""
+    if stored == "converting":
+        return (
+            f"a conversion of the tokens of the store at {where} to hashes was cut short: run "
+            f"`{CONVERT_COMMAND}` again to finish it, then start with SESSIONS_TOKEN_STORAGE=hash"
+        )
+    if mode == "hash" and stored == "plain":
+        return (
+            f"the store at {where} keeps tokens in plain and SESSIONS_TOKEN_STORAGE=hash keeps only their "
+            f"hashes: stop the service and run `{CONVERT_COMMAND}` to convert it (one way), or start with "
+            "SESSIONS_TOKEN_STORAGE=plain"
+        )
+    if mode == "plain" and stored == "hash":
+        return (
+            f"the store at {where} keeps only hashes of tokens, which cannot be turned back into tokens: "
+            "start with SESSIONS_TOKEN_STORAGE=hash"
+        )
+    return None
 
 
 def _refused_as_read_only(reply: Reply) -> bool:

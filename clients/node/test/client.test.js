@@ -150,6 +150,20 @@ test('session ids: read, end and keep by id; asked for with withIds', async () =
   assert.deepEqual(listed, [kept.id]);
 });
 
+test('a service that keeps only hashes of tokens: the same calls, listings of SessionByIds', async () => {
+  const hashed = new SessionsClient(process.env.SESSIONS_HASHED_URL, { timeoutMs: 5000, withIds: true });
+  const user = aUser();
+  const opened = await hashed.new(user, '192.0.2.1');
+  assert.equal((await hashed.get(opened.token)).token, opened.token);
+  const rotated = await hashed.rotate(opened.token);
+  assert.equal(rotated.id, opened.id);
+  const listed = [];
+  for await (const session of hashed.byUser(user)) listed.push(session);
+  assert.deepEqual(listed.map((session) => [session.id, 'token' in session]), [[opened.id, false]]);
+  assert.equal((await hashed.byId(opened.id)).activity, rotated.activity);
+  assert.equal((await hashed.delete(rotated.token)).token, rotated.token);
+});
+
 test('a user id of 2^63-1 is read back exactly', async () => {
   const largest = 2n ** 63n - 1n;
   await sessions.deleteUser(largest);

@@ -304,6 +304,21 @@ final class ClientTest extends TestCase
         self::assertSame([$kept->id], array_map(static fn ($s) => $s->id, iterator_to_array($withIds->byUser($user), false)));
     }
 
+    public function testAServiceThatKeepsOnlyHashesOfTokensListsSessionsById(): void
+    {
+        $hashed = new Client((string) getenv('SESSIONS_HASHED_URL'), timeout: 5.0, withIds: true);
+        $user = self::aUser();
+        $opened = $hashed->new($user, '192.0.2.1');
+        self::assertSame($opened->token, $hashed->get($opened->token)->token);
+        $rotated = $hashed->rotate($opened->token);
+        self::assertSame($opened->id, $rotated->id);
+        $listed = iterator_to_array($hashed->byUser($user), false);
+        self::assertCount(1, $listed);
+        self::assertInstanceOf(\Sessions\Client\SessionById::class, $listed[0]);
+        self::assertSame($opened->id, $listed[0]->id);
+        self::assertSame($rotated->token, $hashed->delete($rotated->token)->token);
+    }
+
     public function testAUserIdOf2To63Minus1IsReadBackExactly(): void
     {
         $this->sessions->deleteUser(PHP_INT_MAX);

@@ -7,18 +7,21 @@ method takes it; it calls storage and shapes the answer.
 
 from __future__ import annotations
 
-from typing import Annotated, Any
+from typing import Annotated, Any, ClassVar
 from urllib.parse import urlencode
 
 from aiohttp import web
 from pydantic import BaseModel, ConfigDict, Field
 
-from .contract import COUNT, KIND_IP, KIND_USER
+from .contract import COUNT, EVENT_FIELDS, EVENTS, KIND_IP, KIND_USER
 from .envelope import answer, success, success_within
-from .errors import BadRequest, IdempotencyConflict, StorageFull, TokenNotFound
+from .errors import BadRequest, IdempotencyConflict, NotFound, Overloaded, StorageFull, TokenNotFound
+from .limits import EVENTS_PAGE
 from .models import Cursor, Deleted, Session, make_cursor
 from .params import (
     AFTER,
+    EVENTS_AFTER,
+    EVENTS_LIMIT,
     EXCEPT,
     EXCEPT_ID,
     ID,
@@ -30,6 +33,7 @@ from .params import (
     TOKEN,
     TTL,
     USER_ID,
+    WAIT,
     Param,
 )
 from .routing import BULK, CHECK, SESSIONS, Route
@@ -46,6 +50,50 @@ class Count(BaseModel):
     model_config = ConfigDict(frozen=True, extra="forbid")
 
     count: Annotated[int, Field(ge=0)]
+
+
+class Event(BaseModel):
+    """A change to a session: `kind` `opened`, `rotated`, `moved` (to another ip) or `ended`,
+    with `reason` for an end: `del`, `session/del`, `user/del`, `ip/del`, `cap`, `lifetime` or
+    `idle`; `session` is the session's id."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    seq: Annotated[int, Field(ge=1)]
+    time: int
+    kind: str
+    reason: str | None
+    session: str
+    user_id: int
+    ip: str
+
+
+class EventsPage(BaseModel):
+    """A page of the event feed, oldest first: `next` is the `after` of the next call (the
+    last event's seq, or this call's `after` when it has none); `missed` says that events
+    after `after` were removed by the retention before this call read them."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    events: list[Event]
+    next: Annotated[int, Field(ge=0)]
+    missed: bool
+
+    EXAMPLE: ClassVar[dict[str, Any]] = {
+        "events": [
+            {
+                "seq": 8,
+                "time": 1764112345,
+                "kind": "ended",
+                "reason": "del",
+                "session": "019ac0d5-7c1e-7b4a-9d2f-3a6c8e1f0b24",
+                "user_id": 1,
+                "ip": "192.0.2.10",
+            }
+        ],
+        "next": 8,
+        "missed": False,
+    }
 
 
 async def new(
@@ -135,6 +183,31 @@ async def by_user(service: Service, user_id: int, limit: int | None, after: Curs
 
 async def by_ip(service: Service, ip: str, limit: int | None, after: Cursor | None) -> web.Response:
     return await _listing(service, KIND_IP, IP, ip, limit, after)
+
+
+async def _events_page(service: Service, after: int, limit: int) -> Any:
+    # A page is admitted through the feed's gate; the wait between two through none.
+    gate = service.pages
+    await gate.enter(service.settings.queue_timeout)
+    try:
+        return await service.storage.call(EVENTS, {"after": after, "limit": limit})
+    finally:
+        gate.leave()
+
+
+async def events(service: Service, after: int | None, limit: int | None, wait: int | None) -> web.Response:
+    if not service.settings.events:
+        raise NotFound("The event feed is off: SESSIONS_EVENTS=on turns it on.")
+    after = after or 0
+    limit = limit or EVENTS_PAGE
+    reply = await _events_page(service, after, limit)
+    if not reply["events"] and wait:
+        # Woken by the process' one wait on Tarantool (feed.py), holding no turn meanwhile.
+        await service.feed.wait(after, wait)
+        reply = await _events_page(service, after, limit)
+    page = [dict(zip(EVENT_FIELDS, row, strict=False)) for row in reply["events"]]
+    following = page[-1]["seq"] if page else after
+    return success({"events": page, "next": following, "missed": bool(reply["missed"])})
 
 
 METHODS: tuple[Route, ...] = (
@@ -229,6 +302,18 @@ METHODS: tuple[Route, ...] = (
         summary="How many live sessions an address has (for abuse checks)",
         result=Count,
         work=BULK,
+        retry_safe=True,
+    ),
+    # Not gated as a whole: its pages go through the bulk gate, its long poll through none.
+    Route(
+        "/events",
+        events,
+        "events",
+        (EVENTS_AFTER, EVENTS_LIMIT, WAIT),
+        summary="The changes to sessions after a seq, oldest first (with SESSIONS_EVENTS=on); wait "
+        "long-polls",
+        result=EventsPage,
+        errors=(NotFound, Overloaded),
         retry_safe=True,
     ),
     Route(

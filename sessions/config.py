@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import base64
+import binascii
 import difflib
 import ipaddress
 import secrets
@@ -13,13 +15,23 @@ from pydantic import Field, SecretStr, ValidationError, field_validator, model_v
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 from . import weak_secrets
-from .limits import ANSWER_PAGES, BODY_COUNT, DAY, DEFAULT_TTL, LIST_MAX, MAX_TTL
+from .limits import (
+    ANSWER_PAGES,
+    BODY_COUNT,
+    DAY,
+    DEFAULT_TTL,
+    EVENTS_MAX,
+    EVENTS_RETENTION,
+    LIST_MAX,
+    MAX_TTL,
+)
 
 __all__ = [
     "Settings",
     "TarantoolAddress",
     "describe_error",
     "unknown_variables",
+    "webhook_key",
 ]
 
 _PROJECT_DIR = Path(__file__).resolve().parent.parent
@@ -145,6 +157,26 @@ class Settings(BaseSettings):
     idempotency_window: Annotated[int, Field(ge=600, le=7 * DAY)] = 3600
     """Seconds a `new`'s `Idempotency-Key` is remembered."""
 
+    events: bool = False
+    """The event feed (`/events`): every change to a session written with it, for consumers and
+    webhooks; off, nothing is written and `/events` answers `not_found`."""
+    events_retention: Annotated[int, Field(ge=60, le=MAX_TTL)] = EVENTS_RETENTION
+    """Seconds an event is kept (1 day); older ones are removed, but never the newest."""
+    events_max: Annotated[int, Field(ge=1, le=100_000_000)] = EVENTS_MAX
+    """Events kept at most (1,000,000, about 100 MB of Tarantool's memory); the oldest go first."""
+    webhook_url: SecretStr | None = None
+    """`http(s)://` URL events are POSTed to, one per request, in feed order (needs
+    `SESSIONS_EVENTS=on` and `SESSIONS_WEBHOOK_SECRET`); unset: no webhooks. Never logged."""
+    webhook_secret: SecretStr | None = None
+    """The signing secret, `whsec_` and the base64 of 24 to 64 random bytes (Standard Webhooks);
+    generate one: `echo whsec_$(openssl rand -base64 32)`. Never logged."""
+    webhook_timeout: Annotated[float, Field(gt=0, le=60)] = 5.0
+    """Seconds a delivery may take before it counts as failed and is retried."""
+    webhook_backoff: Annotated[float, Field(gt=0, le=60)] = 1.0
+    """Seconds before the first retry of a failed delivery, doubling with each retry of it."""
+    webhook_backoff_max: Annotated[float, Field(gt=0, le=3600)] = 60.0
+    """The longest wait between retries of one delivery."""
+
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
     """`DEBUG`, `INFO`, `WARNING` or `ERROR`."""
     log_format: Literal["text", "json"] = "text"
@@ -250,6 +282,35 @@ class Settings(BaseSettings):
         """Bytes of request bodies one process reads at once."""
         return self.body_memory or BODY_COUNT * self.extra_max_bytes
 
+    @field_validator("webhook_url")
+    @classmethod
+    def _webhook_url(cls, value: SecretStr | None) -> SecretStr | None:
+        if value is not None:
+            url = value.get_secret_value()
+            scheme, sep, rest = url.partition("://")
+            # The message never repeats the URL: it may hold credentials.
+            spaced = any(char.isspace() for char in url)
+            if scheme.lower() not in ("http", "https") or not sep or not rest or spaced:
+                raise ValueError("must be an http:// or https:// URL")
+        return value
+
+    @field_validator("webhook_secret")
+    @classmethod
+    def _webhook_secret(cls, value: SecretStr | None) -> SecretStr | None:
+        if value is not None and webhook_key(value) is None:
+            raise ValueError(
+                "must be whsec_ and the base64 of 24 to 64 bytes (echo whsec_$(openssl rand -base64 32))"
+            )
+        return value
+
+    @model_validator(mode="after")
+    def _webhooks_need_the_feed(self) -> Settings:
+        if self.webhook_url is not None and (self.webhook_secret is None or not self.events):
+            raise ValueError("SESSIONS_WEBHOOK_URL needs SESSIONS_EVENTS=on and SESSIONS_WEBHOOK_SECRET")
+        if self.webhook_backoff_max < self.webhook_backoff:
+            raise ValueError("SESSIONS_WEBHOOK_BACKOFF_MAX must be at least SESSIONS_WEBHOOK_BACKOFF")
+        return self
+
     @model_validator(mode="after")
     def _remote_needs_password(self) -> Settings:
         if self.tarantool is not None and self.tarantool_password is None:
@@ -298,6 +359,18 @@ class Settings(BaseSettings):
         if self.tarantool is None:
             raise ValueError("no remote Tarantool address is configured")
         return parse_addresses(self.tarantool)
+
+
+def webhook_key(secret: SecretStr) -> bytes | None:
+    """The HMAC key a `whsec_` secret holds (the base64 after the prefix), or None."""
+    text = secret.get_secret_value()
+    if not text.startswith("whsec_"):
+        return None
+    try:
+        key = base64.b64decode(text.removeprefix("whsec_"), validate=True)
+    except (ValueError, binascii.Error):
+        return None
+    return key if 24 <= len(key) <= 64 else None
 
 
 def parse_addresses(value: str) -> list[TarantoolAddress]:

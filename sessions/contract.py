@@ -40,6 +40,9 @@ __all__ = [
     "DESCRIBE",
     "ERRORS",
     "ERROR_ITEM",
+    "EVENTS",
+    "EVENTS_WAIT",
+    "EVENT_FIELDS",
     "FIELDS",
     "GET",
     "IDEM",
@@ -57,6 +60,7 @@ __all__ = [
     "ROTATE",
     "RULES",
     "TOKEN_STORAGE",
+    "WEBHOOK_LEASE",
     "Context",
     "Info",
     "Operation",
@@ -90,6 +94,11 @@ DELETE_ALL = Operation(
     "delete_all", ("kind", "key", "except_token", "except_id", "checked"), ("deleted", "more"), bulk=True
 )
 COUNT = Operation("count", ("kind", "key"), ("count",), bulk=True)
+# The event feed: a page, and a wait for the next event (one per process: feed.py).
+EVENTS = Operation("events", ("after", "limit"), ("events", "missed", "head"), bulk=True)
+EVENTS_WAIT = Operation("events_wait", ("after",), ("head",))
+# The webhook delivery worker's lease and progress (webhooks.py).
+WEBHOOK_LEASE = Operation("webhook_lease", ("holder", "ttl", "delivered"), ("held", "delivered"))
 # A session by its id, as stored (its activity not recorded); and ended by its id.
 PEEK = Operation("peek", ("id",), ("session",), batch=True)
 DELETE_ID = Operation("delete_id", ("id",), ("session",), batch=True)
@@ -97,7 +106,21 @@ DELETE_ID = Operation("delete_id", ("id",), ("session",), batch=True)
 # marked as hashed first when `mode` is `hash` (tarantool/sessions/hashing.lua).
 TOKEN_STORAGE = Operation("token_storage", ("mode",), ("stored",))
 # Every operation this service calls, through the storage or a route (routing.Route.forward).
-OPERATIONS = (NEW, GET, DELETE, ROTATE, LIST, DELETE_ALL, COUNT, PEEK, DELETE_ID, TOKEN_STORAGE)
+OPERATIONS = (
+    NEW,
+    GET,
+    DELETE,
+    ROTATE,
+    LIST,
+    DELETE_ALL,
+    COUNT,
+    PEEK,
+    DELETE_ID,
+    EVENTS,
+    EVENTS_WAIT,
+    WEBHOOK_LEASE,
+    TOKEN_STORAGE,
+)
 
 # The procedures the service's Tarantool user may execute (access.lua grants exactly these),
 # by the names it calls them; describe() lists them without the namespace.
@@ -137,12 +160,14 @@ RULES = tuple(field.name for field in fields(Rules))
 class Context:
     """What every call carries beside its own arguments: the rules, the moment after which
     its work is not started (on the instance's clock), the extra data limit, and whether the
-    call may write nothing (`get`s served as stored)."""
+    call may write nothing (`get`s served as stored), and the event feed's retention when it
+    is on (None: off)."""
 
     rules: Mapping[str, int]  # Rules.wire()
     deadline: float
     extra_max: int
     untouched: bool | None = None
+    events: Mapping[str, int] | None = None  # {"keep": seconds, "most": events}
 
     def wire(self) -> dict[str, Any]:
         """As the Lua reads it, a None left out."""
@@ -154,6 +179,9 @@ CONTEXT = tuple(field.name for field in fields(Context))
 # A session row's first fields, in order: what the procedures answer for a session (the
 # six of SessionObject, then the stored deadline, own TTL, place in listings and id).
 FIELDS = ("token", "user_id", "ip", "create", "activity", "extra", "expires", "ttl", "seq", "id")
+
+# An event's fields, in order (events.lua, fields.lua's EVENTS_FORMAT): what `events` answers.
+EVENT_FIELDS = ("seq", "time", "kind", "reason", "session", "user_id", "ip")
 
 # The fields of `new`'s `idem` argument.
 IDEM = ("key", "fingerprint", "window")
@@ -254,6 +282,7 @@ def differences(described: Mapping[str, Any], operations: Iterable[Operation] = 
     found += _differ("kinds of key", KINDS, described.get("kinds"))
     found += _differ("info fields", INFO_FIELDS, described.get("info"))
     found += _differ("idem fields", IDEM, described.get("idem"))
+    found += _differ("event fields", EVENT_FIELDS, described.get("events"), ordered=True)
     fields_ = list(described.get("fields") or ())
     found += _differ("session fields", FIELDS, fields_[: len(FIELDS)], ordered=True)
     theirs = described.get("operations")

@@ -47,8 +47,11 @@ def _without_ids(data: Any) -> None:
 def _ids_as_text(data: Any) -> Any:
     if isinstance(data, list):
         return [_ids_as_text(item) for item in data]
-    if isinstance(data, dict) and "user_id" in data:
-        return {**data, "user_id": str(data["user_id"])}
+    if isinstance(data, dict):
+        if "user_id" in data:
+            return {**data, "user_id": str(data["user_id"])}
+        # A page of events: {"events": [...], ...}.
+        return {key: _ids_as_text(value) if isinstance(value, list) else value for key, value in data.items()}
     return data
 
 

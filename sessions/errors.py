@@ -6,7 +6,7 @@ from __future__ import annotations
 
 from typing import ClassVar, Literal
 
-from .limits import LIST_MAX, MAX_USER_ID
+from .limits import EVENTS_WAIT_MAX, LIST_MAX, MAX_USER_ID
 
 __all__ = [
     "BY_CODE",
@@ -21,6 +21,7 @@ __all__ = [
     "InvalidLimit",
     "InvalidTtl",
     "InvalidUserId",
+    "InvalidWait",
     "MethodNotAllowed",
     "NotFound",
     "Overloaded",
@@ -144,12 +145,22 @@ class InvalidLimit(SessionsError):
 
 
 class InvalidCursor(SessionsError):
-    """`after` is not a cursor this service handed out."""
+    """`after` is not a cursor this service handed out (on `/events`: not a whole number from 0 to
+    {MAX_USER_ID})."""
 
     status = 400
     code = "invalid_cursor"
     family = "invalid_input"
     default_message = "The cursor is not one this service gave: follow the Link header's next URL."
+
+
+class InvalidWait(SessionsError):
+    """`wait` is not a plain decimal integer from 0 to {EVENTS_WAIT_MAX} (seconds), or repeated."""
+
+    status = 400
+    code = "invalid_wait"
+    family = "invalid_input"
+    default_message = f"wait must be a whole number of seconds from 0 to {EVENTS_WAIT_MAX}."
 
 
 class TokenNotFound(SessionsError):
@@ -162,7 +173,7 @@ class TokenNotFound(SessionsError):
 
 
 class NotFound(SessionsError):
-    """No such path."""
+    """No such path, or `/events` with the event feed off (`SESSIONS_EVENTS`)."""
 
     status = 404
     code = "not_found"
@@ -280,6 +291,7 @@ BY_CODE: dict[str, type[SessionsError]] = {
         Unauthorized,
         RequestTimeout,
         InvalidUserId,
+        InvalidWait,
         InvalidIp,
         InvalidExtra,
         InvalidLimit,

@@ -10,6 +10,10 @@ __all__ = [
     "BODY_COUNT",
     "DAY",
     "DEFAULT_TTL",
+    "EVENTS_MAX",
+    "EVENTS_PAGE",
+    "EVENTS_RETENTION",
+    "EVENTS_WAIT_MAX",
     "FD_RESERVE",
     "LIST_MAX",
     "MAX_CONNECTIONS",
@@ -17,6 +21,7 @@ __all__ = [
     "MAX_KEYS",
     "MAX_TTL",
     "MAX_USER_ID",
+    "WEBHOOK_LEASE",
     "shown",
 ]
 
@@ -34,6 +39,17 @@ LIST_MAX = 1000
 # top-level keys in one body (JSON or form).
 MAX_DEPTH = 32
 MAX_KEYS = 1024
+
+# The event feed: how long and how many events are kept unless set, and the longest `wait` of
+# one `/events` call (a long poll shorter than the usual proxies' idle timeouts).
+EVENTS_RETENTION = DAY
+EVENTS_MAX = 1_000_000
+EVENTS_WAIT_MAX = 30
+# Events in one page of `/events` without `limit` (at most LIST_MAX with it).
+EVENTS_PAGE = 100
+# Seconds a webhook delivery worker holds its lease without renewing it: another process
+# takes over delivery this long after the holder died.
+WEBHOOK_LEASE = 10
 
 # The memory budgets of a process unless set (config.py): answers of listings in flight, in
 # pages of the page budget, and request bodies, in the largest body.

@@ -23,7 +23,16 @@ from prometheus_client.metrics_core import Metric
 from .contract import Info
 from .overload import Budget, Gate
 
-__all__ = ["BUCKETS", "ELECTION_FAMILIES", "FAMILIES", "METRICS", "Family", "Metrics"]
+__all__ = [
+    "BUCKETS",
+    "ELECTION_FAMILIES",
+    "FAMILIES",
+    "METRICS",
+    "WEBHOOK_FAMILIES",
+    "Family",
+    "Metrics",
+    "WebhookStats",
+]
 
 BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5)
 
@@ -144,6 +153,23 @@ FAMILIES: dict[str, Family] = {
             "Sessions served by get without recording their activity, memory being full",
         ),
         Family(
+            "sessions_webhook_worker",
+            "gauge",
+            "1 in the process that holds the webhook delivery lease (one in the whole service)",
+        ),
+        Family("sessions_webhook_deliveries", "counter", "Events a webhook receiver acknowledged (2xx)"),
+        Family(
+            "sessions_webhook_failures",
+            "counter",
+            "Webhook attempts that failed: no answer within SESSIONS_WEBHOOK_TIMEOUT, or not 2xx",
+        ),
+        Family("sessions_webhook_retries", "counter", "Webhook attempts that repeated a failed one"),
+        Family(
+            "sessions_webhook_lag_seconds",
+            "gauge",
+            "Age of the event being delivered, 0 when every event is delivered",
+        ),
+        Family(
             "sessions_build_info",
             "gauge",
             "The running release: 1, labelled with its version and revision",
@@ -155,6 +181,34 @@ FAMILIES: dict[str, Family] = {
 
 # Exported only when the Tarantool in use takes part in elections (SESSIONS_FAILOVER=election).
 ELECTION_FAMILIES = frozenset({"sessions_tarantool_election_term", "sessions_tarantool_election_leader"})
+
+
+# Exported by processes that run a webhook worker (SESSIONS_WEBHOOK_URL).
+WEBHOOK_FAMILIES = frozenset(
+    {
+        "sessions_webhook_worker",
+        "sessions_webhook_deliveries",
+        "sessions_webhook_failures",
+        "sessions_webhook_retries",
+        "sessions_webhook_lag_seconds",
+    }
+)
+
+
+class WebhookStats:
+    """What a process' webhook worker counts (webhooks.py)."""
+
+    __slots__ = ("deliveries", "failures", "lag_seconds", "retries", "worker")
+
+    def __init__(self) -> None:
+        self.worker = 0
+        self.deliveries = 0
+        self.failures = 0
+        self.retries = 0
+        self.lag_seconds = 0.0
+
+    def snapshot(self) -> dict[str, float]:
+        return {name: getattr(self, name) for name in self.__slots__}
 
 
 class _MethodStats:
@@ -204,6 +258,8 @@ class Metrics:
         # The workers' shared directory, and this worker's name in it; None: one process.
         self.shared: Path | None = None
         self.worker = str(os.getpid())
+        # Its webhook worker's counts, when it runs one.
+        self.webhooks: WebhookStats | None = None
 
     def method(self, name: str) -> _MethodStats:
         """The stats a route records into; looked up once, when the route is set up."""
@@ -232,6 +288,7 @@ class Metrics:
             "connections": self.connections(),
             "connections_max": self.connections_max,
             "connections_closed": dict(self.connections_closed),
+            **({"webhooks": self.webhooks.snapshot()} if self.webhooks is not None else {}),
         }
 
     def closed(self, reason: str) -> None:
@@ -307,6 +364,13 @@ class Metrics:
                 closed.add_metric([*labels, reason], view.get("connections_closed", {}).get(reason, 0))
         yield from (requests, latency, shed, waiting, active, exhausted)
         yield from (capacity, held, connections, connections_max, closed)
+        hooked = [(labels, view["webhooks"]) for labels, view in views if "webhooks" in view]
+        if hooked:
+            for name in sorted(WEBHOOK_FAMILIES):
+                family = FAMILIES[name].make(worker)
+                for labels, stats in hooked:
+                    family.add_metric(labels, stats[name.removeprefix("sessions_webhook_")])
+                yield family
         yield _one("sessions_tarantool_up", 0 if self.storage is None else 1)
         info = self.storage
         if info is not None:

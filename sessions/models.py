@@ -14,7 +14,7 @@ from typing import Annotated, Any
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from .limits import LIST_MAX, MAX_USER_ID
+from .limits import EVENTS_WAIT_MAX, LIST_MAX, MAX_USER_ID
 
 __all__ = [
     "Cursor",
@@ -25,10 +25,12 @@ __all__ = [
     "make_cursor",
     "parse_cursor",
     "parse_limit",
+    "parse_seq",
     "parse_session_id",
     "parse_token",
     "parse_ttl",
     "parse_user_id",
+    "parse_wait",
 ]
 
 _TOKEN = re.compile(r"[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}")
@@ -163,6 +165,20 @@ def parse_ttl(value: str, longest: int) -> int | None:
 def parse_limit(value: str) -> int | None:
     """A page size from 1 to LIST_MAX in plain decimal digits, or None."""
     if value.isascii() and value.isdigit() and len(value) <= 4 and 1 <= int(value) <= LIST_MAX:
+        return int(value)
+    return None
+
+
+def parse_seq(value: str) -> int | None:
+    """An event's seq (`/events`' `after`), 0 to 2^63-1 in plain decimal digits, or None."""
+    if value.isascii() and value.isdigit() and len(value) <= 19 and int(value) <= MAX_USER_ID:
+        return int(value)
+    return None
+
+
+def parse_wait(value: str) -> int | None:
+    """Seconds a long poll may wait, 0 to EVENTS_WAIT_MAX in plain decimal digits, or None."""
+    if value.isascii() and value.isdigit() and len(value) <= 3 and int(value) <= EVENTS_WAIT_MAX:
         return int(value)
     return None
 

@@ -88,6 +88,9 @@ def _answer(result: Result) -> type[BaseModel]:
 def _example(result: Result) -> Any:
     if isinstance(result, str):
         return [_EXAMPLE_SESSION] if result == SESSIONS else _EXAMPLE_SESSION
+    example = getattr(result, "EXAMPLE", None)
+    if example is not None:
+        return example
     return {name: 3 for name in result.model_fields}
 
 

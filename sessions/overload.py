@@ -12,12 +12,15 @@ import asyncio
 
 from .errors import Overloaded
 
-__all__ = ["BULK", "CHECK", "Budget", "Gate"]
+__all__ = ["BULK", "CHECK", "FEED", "Budget", "Gate"]
 
 # Classes of work, each admitted through a gate of its own: the check path that every
 # backend calls on each of its own requests (get, new, del, rotate), and bulk work
 # (listings and bulk deletes).
 CHECK, BULK = "check", "bulk"
+# Pages of the event feed: bulk work with a gate of its own, whose queue holds every long
+# poll woken at once by an event (each a short read), rather than shedding them.
+FEED = "feed"
 
 
 class Gate:

@@ -22,22 +22,27 @@ from .errors import (
     InvalidLimit,
     InvalidTtl,
     InvalidUserId,
+    InvalidWait,
     SessionsError,
     TokenNotFound,
 )
-from .limits import DEFAULT_TTL, LIST_MAX, MAX_USER_ID, shown
+from .limits import DEFAULT_TTL, EVENTS_PAGE, EVENTS_WAIT_MAX, LIST_MAX, MAX_USER_ID, shown
 from .models import (
     canonical_ip,
     parse_cursor,
     parse_limit,
+    parse_seq,
     parse_session_id,
     parse_token,
     parse_ttl,
     parse_user_id,
+    parse_wait,
 )
 
 __all__ = [
     "AFTER",
+    "EVENTS_AFTER",
+    "EVENTS_LIMIT",
     "EXCEPT",
     "EXCEPT_ID",
     "ID",
@@ -52,6 +57,7 @@ __all__ = [
     "USER_ID",
     "USER_ID_FORMAT",
     "USER_ID_FORMAT_DOC",
+    "WAIT",
     "WITH",
     "WITH_DOC",
     "Param",
@@ -99,6 +105,7 @@ class Param:
     required: bool = True
     example: Any = None
     extra_docs: tuple[Mapping[str, Any], ...] = field(default=())  # more entries in the document
+    message: str | None = None  # a bad value's message, when not the error's own
 
     def read(self, request: web.BaseRequest, settings: Settings) -> Any:
         return self.read_query(request.query)
@@ -116,7 +123,7 @@ class Param:
             if self.error is not TokenNotFound:
                 raise self.error(f"Parameter {self.name} is required.")
         # A repeated parameter is ambiguous, so it is refused like a bad one.
-        raise self.error()
+        raise self.error(self.message)
 
     def documented(self) -> list[dict[str, Any]]:
         """Its entries in an OpenAPI operation's `parameters`."""
@@ -276,6 +283,33 @@ AFTER = Param(
     'Where the page starts: the cursor in the previous page\'s `Link: <...>; rel="next"` URL. Opaque; '
     "follow that URL rather than building one.",
     {"type": "string", "minLength": 11, "maxLength": 11, "pattern": "^[A-Za-z0-9_-]{11}$"},
+    required=False,
+)
+EVENTS_AFTER = Param(
+    "after",
+    parse_seq,
+    InvalidCursor,
+    "Events after this seq: the previous page's `next` (0, the default: from the oldest kept).",
+    {"type": "integer", "format": "int64", "minimum": 0, "maximum": MAX_USER_ID},
+    required=False,
+    message=f"after must be an event's seq, a whole number from 0 to {shown(MAX_USER_ID)}: the previous "
+    "page's next.",
+)
+EVENTS_LIMIT = Param(
+    "limit",
+    parse_limit,
+    InvalidLimit,
+    f"The most events in this page, 1 to {LIST_MAX} ({EVENTS_PAGE} without it).",
+    {"type": "integer", "minimum": 1, "maximum": LIST_MAX},
+    required=False,
+)
+WAIT = Param(
+    "wait",
+    parse_wait,
+    InvalidWait,
+    f"With no event after `after` yet, wait up to this many seconds (0 to {EVENTS_WAIT_MAX}) for one "
+    "before answering (a long poll); 0, the default, answers at once.",
+    {"type": "integer", "minimum": 0, "maximum": EVENTS_WAIT_MAX},
     required=False,
 )
 # The one session `/user/del` leaves: a bad one ends nothing, like a wrong one.

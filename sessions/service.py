@@ -11,9 +11,11 @@ from dataclasses import dataclass, field
 
 from .config import Settings
 from .embedded import embedded_tarantool
+from .feed import Feed
 from .metrics import METRICS
-from .overload import BULK, CHECK, Budget, Gate
+from .overload import BULK, CHECK, FEED, Budget, Gate
 from .storage import Storage
+from .webhooks import Webhooks
 
 __all__ = ["Service", "Shutdown", "running"]
 
@@ -40,20 +42,32 @@ class Service:
     # Admission by class of work (overload.py): the check path, and listings and bulk deletes.
     critical: Gate = field(init=False)
     bulk: Gate = field(init=False)
+    pages: Gate = field(init=False)  # of the event feed
     # Memory a client can make the process hold (overload.py): listing answers until written,
     # request bodies until their request is done.
     answers: Budget = field(init=False)
     bodies: Budget = field(init=False)
+    # The process' one wait on the event feed, which long polls share (feed.py).
+    feed: Feed = field(init=False)
 
     def __post_init__(self) -> None:
         settings = self.settings
         critical = Gate(CHECK, concurrency=settings.max_in_flight, queue=0)
         bulk = Gate(BULK, concurrency=settings.bulk_concurrency, queue=settings.bulk_queue)
+        pages = Gate(FEED, concurrency=settings.bulk_concurrency, queue=settings.max_in_flight)
         answers = Budget("answers", what="answers of listings", work=BULK, capacity=settings.answer_budget)
         bodies = Budget("bodies", what="request bodies", work=CHECK, capacity=settings.body_budget)
-        for name, value in (("critical", critical), ("bulk", bulk), ("answers", answers), ("bodies", bodies)):
+        feed = Feed(self.storage, self.shutdown.requested)
+        for name, value in (
+            ("critical", critical),
+            ("bulk", bulk),
+            ("pages", pages),
+            ("answers", answers),
+            ("bodies", bodies),
+            ("feed", feed),
+        ):
             object.__setattr__(self, name, value)
-        METRICS.gates = (critical, bulk)
+        METRICS.gates = (critical, bulk, pages)
         METRICS.budgets = (answers, bodies)
 
 
@@ -80,4 +94,11 @@ async def running(settings: Settings, shutdown: Shutdown | None = None) -> Async
             raise RuntimeError(
                 f"Tarantool at {settings.tarantool} did not answer in {settings.startup_timeout:.0f}s"
             ) from None
-        yield Service(settings, storage, shutdown)
+        service = Service(settings, storage, shutdown)
+        # Long polls answer at once when the process stops, before the storage closes.
+        stack.push_async_callback(service.feed.close)
+        if settings.webhook_url is not None:
+            webhooks = Webhooks(settings, storage, service.feed)
+            webhooks.start()
+            stack.push_async_callback(webhooks.stop)
+        yield service

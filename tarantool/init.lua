@@ -33,6 +33,7 @@ local script_dir = fio.dirname(fio.abspath(debug.getinfo(1, 'S').source:sub(2)))
 package.path = script_dir .. '/?.lua;' .. script_dir .. '/?/init.lua;' .. package.path
 
 local access = require('sessions.access')
+local events = require('sessions.events')
 local expiry = require('sessions.expiry')
 local election = require('sessions.election')
 local procedures = require('sessions.procedures')
@@ -231,6 +232,7 @@ if ttl ~= nil then
     expiry.set_rules({ttl = ttl, lifetime = env_number('SESSIONS_MAX_LIFETIME', 0), cap = 0})
 end
 expiry.start()
+events.start()
 if failover ~= 'election' then
     role.watch()
 end

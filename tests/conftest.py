@@ -10,6 +10,7 @@ import os
 import re
 import shutil
 import subprocess
+import sys
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from pathlib import Path
@@ -26,6 +27,8 @@ from sessions.server import ServiceRunner
 
 PASSWORD = "test-password-8d1f0c2e"
 ROOT = Path(__file__).resolve().parent.parent
+# The suite tests this checkout's Python client, whichever one the virtualenv has installed.
+sys.path.insert(0, str(ROOT / "clients" / "python"))
 
 # The Tarantool releases the suite runs on: production's (the official image's 2.11) first,
 # then Debian's 2.6, which `make run` installs. Their binaries are SESSIONS_TEST_TARANTOOL_BINS

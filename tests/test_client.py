@@ -2,7 +2,11 @@
 
 from __future__ import annotations
 
+import asyncio
+import base64
 import dataclasses
+import hashlib
+import hmac
 import os
 import re
 import shutil
@@ -28,7 +32,9 @@ from sessions_client import (
     SessionById,
     SessionObject,
     SessionsClient,
+    WebhookVerificationError,
     errors,
+    verify_webhook,
 )
 from sessions_client.errors import (
     BY_CODE,
@@ -240,6 +246,76 @@ async def test_a_deadline_bounds_a_whole_call_against_a_service_that_never_answe
             # 0.4 s, a wait of 0.1 s, the 0.2 s left; without the deadline: 3 attempts of
             # 0.4 s and 0.1 + 0.2 s of waits, 1.5 s.
             assert 0.6 < time.monotonic() - started < 1.1
+
+
+async def test_the_event_pager_follows_the_feed(serve, fresh_tarantool, user_id):
+    server = (await serve(settings_for(fresh_tarantool, events=True))).server
+    url = str(server.make_url("")).rstrip("/")
+    async with SessionsClient(url, timeout=1) as sessions:
+        start = (await sessions.events()).next
+        made = await sessions.new(user_id, "192.0.2.1")
+        await sessions.get(made.token, ip="192.0.2.2")
+        await sessions.delete(made.token)
+        seen = [event async for event in sessions.iter_events(start, limit=1, wait=None)]
+        assert [(e.kind, e.reason, e.user_id, e.ip) for e in seen] == [
+            ("opened", None, user_id, "192.0.2.1"),
+            ("moved", None, user_id, "192.0.2.2"),
+            ("ended", "del", user_id, "192.0.2.2"),
+        ]
+        assert [e.seq for e in seen] == [start + 1, start + 2, start + 3]
+        # A long poll outlasts the client's timeout of 1 s and answers with the next event.
+        poll = asyncio.create_task(sessions.events(seen[-1].seq, wait=3))
+        await asyncio.sleep(1.5)
+        await sessions.new(user_id, "192.0.2.3")
+        page = await poll
+        assert [e.kind for e in page.events] == ["opened"] and page.next == seen[-1].seq + 1
+        assert not page.missed
+        following = sessions.iter_events(seen[-1].seq, wait=1)
+        assert (await anext(following)).seq == page.next
+        await following.aclose()
+        with pytest.raises(InvalidInput) as refused:
+            await sessions.events(wait=31)
+        assert refused.value.code == "invalid_wait"
+
+
+def test_the_webhook_verifier_checks_signature_and_time_in_constant_time():
+    key = os.urandom(32)
+    secret = "whsec_" + base64.b64encode(key).decode()
+    body = orjson.dumps({"type": "session.opened", "timestamp": "2025-01-01T00:00:00Z", "data": {"seq": 1}})
+    now = 1_764_112_345
+    signed = hmac.new(key, f"msg_1.{now}.".encode() + body, hashlib.sha256).digest()
+    good = {
+        "webhook-id": "msg_1",
+        "webhook-timestamp": str(now),
+        "webhook-signature": "v1," + base64.b64encode(signed).decode(),
+    }
+    assert verify_webhook(secret, good, body, now=now)["data"] == {"seq": 1}
+    # Header names in any case; several signatures, one matching (a rotated secret).
+    several = {k.title(): v for k, v in good.items()} | {
+        "Webhook-Signature": "v1,AAAA " + good["webhook-signature"]
+    }
+    assert verify_webhook(secret, several, body.decode(), now=now)["type"] == "session.opened"
+    # The exact tolerance: 300 s either way passes, 301 does not.
+    assert verify_webhook(secret, good, body, now=now + 300)
+    assert verify_webhook(secret, good, body, now=now - 300)
+    bad = [
+        (good, body + b" ", now),  # another body
+        (good | {"webhook-id": "msg_2"}, body, now),
+        (good | {"webhook-timestamp": str(now + 1)}, body, now),
+        (good | {"webhook-signature": "v2," + good["webhook-signature"][3:]}, body, now),
+        (good, body, now + 301),
+        (good, body, now - 301),
+        ({k: v for k, v in good.items() if k != "webhook-id"}, body, now),
+        (good | {"webhook-timestamp": "12.5"}, body, now),
+    ]
+    for headers, sent, at in bad:
+        with pytest.raises(WebhookVerificationError):
+            verify_webhook(secret, headers, sent, now=at)
+    for wrong in ("whsec_" + base64.b64encode(os.urandom(32)).decode(), "not-a-secret", "whsec_%%%"):
+        with pytest.raises(WebhookVerificationError):
+            verify_webhook(wrong, good, body, now=now)
+    source = (ROOT / "clients/python/sessions_client/webhooks.py").read_text()
+    assert "hmac.compare_digest(value.encode(), expected)" in source and "== expected" not in source
 
 
 def test_the_errors_are_importable_from_the_package():

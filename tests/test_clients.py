@@ -31,7 +31,7 @@ def services(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, str
     it gets (`SESSIONS_GATEWAY_ROOT/seen`) and answers canned errors (`.../canned/`)."""
     root = tmp_path_factory.mktemp("clients")
     # A short storage timeout: the paused Tarantool's 503 comes after half a second.
-    open_service = Service(root / "open", SESSIONS_TARANTOOL_TIMEOUT="0.5")
+    open_service = Service(root / "open", SESSIONS_TARANTOOL_TIMEOUT="0.5", SESSIONS_EVENTS="on")
     keyed = Service(root / "keyed", SESSIONS_API_KEYS=KEY)
     hashed = Service(root / "hashed", SESSIONS_TOKEN_STORAGE="hash")
     gateway = Gateway(f"http://127.0.0.1:{open_service.port}")

@@ -18,6 +18,7 @@ from sessions.contract import (
     CONTEXT,
     ERROR_ITEM,
     ERRORS,
+    EVENT_FIELDS,
     FIELDS,
     IDEM,
     INFO_FIELDS,
@@ -47,6 +48,7 @@ def _described() -> dict[str, object]:
         "kinds": list(KINDS),
         "info": list(INFO_FIELDS),
         "idem": list(IDEM),
+        "events": list(EVENT_FIELDS),
         "fields": [*FIELDS, "expires", "ttl", "seq"],
         "operations": {
             op.name: {"args": list(op.args), "reply": list(op.reply), "batch": op.batch, "bulk": op.bulk}

@@ -67,7 +67,8 @@ def test_each_error_code_says_its_family_and_when_a_client_may_retry():
     assert "internal_error" in rules["never"] and set(rules) == {"always", "if_safe", "never"}
     for path, item in SPEC["paths"].items():
         safe = {operation["x-retry-safe"] for operation in item.values()}
-        assert safe == {path in ("/get", "/user", "/ip", "/user/count", "/ip/count", "/session")}, path
+        safe_paths = ("/get", "/user", "/ip", "/user/count", "/ip/count", "/session", "/events")
+        assert safe == {path in safe_paths}, path
         with_key = {operation.get("x-retry-safe-with") for operation in item.values()}
         assert with_key == {"Idempotency-Key" if path == "/new" else None}, path
 
@@ -141,7 +142,7 @@ def _operation_id(block: str) -> str:
 
 @pytest.fixture
 def keyed_service(tmp_path: Path) -> Iterator[Service]:
-    running = Service(tmp_path / "keyed", SESSIONS_API_KEYS=DOCS_KEY)
+    running = Service(tmp_path / "keyed", SESSIONS_API_KEYS=DOCS_KEY, SESSIONS_EVENTS="on")
     yield running
     running.stop(signal.SIGTERM)
 

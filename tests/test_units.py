@@ -189,5 +189,7 @@ def test_the_context_and_the_rules_are_sent_by_the_contracts_names():
     rules = Rules(ttl=100, lifetime=0, cap=3).wire()
     assert list(rules) == list(RULES) and rules["cap"] == 3
     context = Context(rules, 1.5, 1024).wire()
-    assert list(context) == [name for name in CONTEXT if name != "untouched"]
+    assert list(context) == [name for name in CONTEXT if name not in ("untouched", "events")]
     assert Context(rules, 1.5, 1024, untouched=True).wire()["untouched"] is True
+    feed = {"keep": 60, "most": 10}
+    assert Context(rules, 1.5, 1024, events=feed).wire()["events"] == feed

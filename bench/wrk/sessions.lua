@@ -1,5 +1,6 @@
 -- wrk script for the sessions benchmark. BENCH_MODE picks the load:
---   get, get_ip, new, user, ip, mixed (90% get, 5% new, 5% del),
+--   get, get_ip, new, del (each token of BENCH_DEL_TOKENS once), user, ip, mixed (90% get,
+--   5% new, 5% del),
 --   rotate (each token of BENCH_ROTATE_TOKENS once), user_del (users BENCH_DEL_USER on, one
 --   each request, with 10 sessions each)
 -- BENCH_TOKENS is a file of live tokens for get; BENCH_DEL_TOKENS one of tokens to delete,
@@ -53,6 +54,7 @@ end
 local loads = {
     get = get,
     new = new,
+    del = del,
     get_ip = function()
         local ip = ('10.%d.%d.%d'):format(math.random(0, 255), math.random(0, 255), math.random(1, 254))
         return wrk.format('GET', '/get?token=' .. tokens[math.random(#tokens)] .. '&ip=' .. ip)

@@ -74,6 +74,46 @@ export type Kind = 'user' | 'ip';
 /** Each kind's query parameter. */
 export const KINDS: Readonly<Record<Kind, string>>;
 
+/** A change to a session (the event feed): never a token. */
+export interface SessionEvent {
+  /** Its place in the feed: only ever grows; exact as a number up to 2^53. */
+  readonly seq: number;
+  /** Unix seconds of the change. */
+  readonly time: number;
+  readonly kind: 'opened' | 'rotated' | 'moved' | 'ended';
+  /** Why it ended (kind 'ended'): del, session/del, user/del, ip/del, cap, lifetime, idle. */
+  readonly reason: string | null;
+  /** The session's id. */
+  readonly session: string;
+  readonly userId: bigint;
+  /** The session's address after the change. */
+  readonly ip: string;
+}
+
+/** A page of the feed: `next` is the `after` of the next call; `missed`: the retention removed events after the `after` asked. */
+export interface EventsPage {
+  readonly events: readonly SessionEvent[];
+  readonly next: number;
+  readonly missed: boolean;
+}
+
+/** A Standard Webhooks message the service sent: `data` is the event, with `user_id` as sent. */
+export interface WebhookMessage {
+  type: string;
+  timestamp: string;
+  data: { seq: number; time: number; kind: string; reason: string | null; session: string; user_id: number | string; ip: string };
+}
+
+export class WebhookVerificationError extends Error {}
+export const WEBHOOK_TOLERANCE: number;
+/** Check a webhook's signature (in constant time) and timestamp; its message, or WebhookVerificationError. */
+export function verifyWebhook(
+  secret: string,
+  headers: Headers | Record<string, string | string[] | undefined>,
+  body: string | Uint8Array,
+  options?: { toleranceSeconds?: number; now?: number },
+): WebhookMessage;
+
 export class SessionsClient {
   constructor(baseUrl: string, options?: ClientOptions);
   new(userId: UserId, ip: string, options?: { extra?: Extra; ttl?: number; idempotencyKey?: string }): Promise<Session>;
@@ -91,4 +131,8 @@ export class SessionsClient {
   /** Sessions, or SessionByIds from a service that lists without tokens (SESSIONS_LISTINGS=ids). */
   byUser(userId: UserId, options?: { pageSize?: number }): AsyncIterable<Session | SessionById>;
   byIp(ip: string, options?: { pageSize?: number }): AsyncIterable<Session | SessionById>;
+  /** One page of the event feed (SESSIONS_EVENTS=on); `wait` long-polls, in seconds (up to 30). */
+  events(after?: number, options?: { limit?: number; wait?: number }): Promise<EventsPage>;
+  /** Every event after `after`, following the feed (`wait`, 30 s by default), or up to the newest with `wait: null`. */
+  followEvents(after?: number, options?: { limit?: number; wait?: number | null }): AsyncIterable<SessionEvent>;
 }

@@ -5,6 +5,8 @@
 // for ids as strings (X-User-Id-Format: string) and turns them into BigInts. Methods take
 // an id as a bigint, a safe integer number, or a string of decimal digits.
 
+import { createHmac, timingSafeEqual } from 'node:crypto';
+
 const ID_FORMAT = { 'X-User-Id-Format': 'string' };
 const MAX_USER_ID = 2n ** 63n - 1n;
 
@@ -22,6 +24,7 @@ const CODES = {
   invalid_ttl: ['invalid_input', 'never'],
   invalid_limit: ['invalid_input', 'never'],
   invalid_cursor: ['invalid_input', 'never'],
+  invalid_wait: ['invalid_input', 'never'],
   unauthorized: ['invalid_input', 'never'],
   method_not_allowed: ['invalid_input', 'never'],
   expectation_failed: ['invalid_input', 'never'],
@@ -52,6 +55,7 @@ export const RETRY_SAFE = Object.freeze({
   '/rotate': false,
   '/user/count': true,
   '/ip/count': true,
+  '/events': true,
   '/session': true,
   '/session/del': false,
 });
@@ -136,6 +140,67 @@ function toSession(data) {
   if (data.id !== undefined) session.id = data.id;
   if (data.token === undefined) delete session.token;
   return Object.freeze(session);
+}
+
+// An event of the feed: `userId` a BigInt, like a session's.
+function toEvent(data) {
+  return Object.freeze({
+    seq: data.seq,
+    time: data.time,
+    kind: data.kind,
+    reason: data.reason,
+    session: data.session,
+    userId: BigInt(data.user_id),
+    ip: data.ip,
+  });
+}
+
+/** A webhook that is not the service's (or too old): verifyWebhook's error. */
+export class WebhookVerificationError extends Error {
+  constructor(message) {
+    super(message);
+    this.name = 'WebhookVerificationError';
+  }
+}
+
+/** Seconds a webhook's timestamp may be from this clock, either way (older may be replays). */
+export const WEBHOOK_TOLERANCE = 300;
+
+/**
+ * Check a webhook the service sent (Standard Webhooks): `secret` its `whsec_` secret, `headers`
+ * as received (a fetch Headers, or an object with names in any case), `body` the raw body (a
+ * string or bytes, before any JSON parsing). The message (`type`, `timestamp`, `data`: the
+ * event) when the `v1,` HMAC-SHA256 signature matches (compared in constant time) and the
+ * timestamp is within `toleranceSeconds`; WebhookVerificationError otherwise.
+ */
+export function verifyWebhook(secret, headers, body, { toleranceSeconds = WEBHOOK_TOLERANCE, now = Date.now() / 1000 } = {}) {
+  const header = (name) => {
+    if (typeof headers?.get === 'function') return headers.get(name) ?? undefined;
+    const found = Object.keys(headers ?? {}).find((key) => key.toLowerCase() === name);
+    return found === undefined ? undefined : String(headers[found]);
+  };
+  const id = header('webhook-id');
+  const stamp = header('webhook-timestamp');
+  const signatures = header('webhook-signature');
+  if (id === undefined || stamp === undefined || signatures === undefined) {
+    throw new WebhookVerificationError('a webhook-id, webhook-timestamp or webhook-signature header is missing');
+  }
+  if (!/^[0-9]+$/.test(stamp)) throw new WebhookVerificationError('webhook-timestamp is not Unix seconds');
+  if (Math.abs(now - Number(stamp)) > toleranceSeconds) throw new WebhookVerificationError('webhook-timestamp is too far from now');
+  if (typeof secret !== 'string' || !secret.startsWith('whsec_') || !/^[A-Za-z0-9+/]*={0,2}$/.test(secret.slice(6))) {
+    throw new WebhookVerificationError('the secret must be whsec_ and base64');
+  }
+  const raw = typeof body === 'string' ? Buffer.from(body) : Buffer.from(body);
+  const expected = Buffer.from(
+    createHmac('sha256', Buffer.from(secret.slice(6), 'base64')).update(`${id}.${stamp}.`).update(raw).digest('base64'),
+  );
+  for (const given of signatures.split(' ')) {
+    const comma = given.indexOf(',');
+    if (comma < 0 || given.slice(0, comma) !== 'v1') continue;
+    const value = Buffer.from(given.slice(comma + 1));
+    if (value.length === expected.length && timingSafeEqual(value, expected)) return JSON.parse(raw.toString());
+  }
+  throw new WebhookVerificationError('no signature matches');
 }
 
 function nextLink(header) {
@@ -225,6 +290,33 @@ export class SessionsClient {
     return this.count('user', userId);
   }
 
+  /**
+   * One page of the event feed: the events after `after` (the last page's `next`; 0: from the
+   * oldest kept), oldest first, as {events, next, missed}. With `wait` (seconds, up to 30) and
+   * none there yet, the call waits that long for one; each attempt's timeout grows by it.
+   */
+  async events(after = 0, { limit, wait } = {}) {
+    const query = { after: String(after) };
+    if (limit !== undefined) query.limit = String(limit);
+    if (wait !== undefined) query.wait = String(wait);
+    const { data } = await this.#call('/events', query, { longerMs: 1000 * (wait ?? 0) });
+    return Object.freeze({ events: data.events.map(toEvent), next: data.next, missed: data.missed });
+  }
+
+  /**
+   * Every event after `after`, page by page, for as long as you iterate: with `wait` (30 by
+   * default) it follows the feed, long-polling; with `wait: null` it ends at the newest. Keep
+   * the last event's `seq` to go on after it later.
+   */
+  async *followEvents(after = 0, { limit, wait = 30 } = {}) {
+    for (;;) {
+      const page = await this.events(after, wait === null ? { limit } : { limit, wait });
+      yield* page.events;
+      after = page.next;
+      if (page.events.length === 0 && wait === null) return;
+    }
+  }
+
   /** The user's live sessions, newest opened first, fetched a page at a time as you iterate. */
   byUser(userId, { pageSize } = {}) {
     return this.#pages('/user', { id: userIdParam(userId) }, pageSize);
@@ -263,7 +355,7 @@ export class SessionsClient {
 
   // One call, repeated after an unavailable answer as its code's rule says (RETRY), `safe`:
   // whether this call may be; within `deadlineMs`, when there is one, waits included.
-  async #send(url, { token, extra, headers = {}, safe = false }) {
+  async #send(url, { token, extra, headers = {}, safe = false, longerMs = 0 }) {
     const sent = { ...ID_FORMAT, ...headers };
     if (this.apiKey) sent.Authorization = `Bearer ${this.apiKey}`;
     if (token !== undefined) sent['X-Session-Token'] = headerValue('the token', token);
@@ -279,7 +371,8 @@ export class SessionsClient {
     const ends = this.deadlineMs === null ? null : performance.now() + this.deadlineMs;
     for (let attempt = 0; ; attempt += 1) {
       try {
-        const timeoutMs = ends === null ? this.timeoutMs : Math.min(this.timeoutMs, ends - performance.now());
+        // `longerMs`: what the service may hold this call on purpose (a long poll).
+        const timeoutMs = ends === null ? this.timeoutMs + longerMs : Math.min(this.timeoutMs + longerMs, ends - performance.now());
         if (timeoutMs <= 0) throw new UnavailableError('service_unavailable', `no answer within the call's deadline of ${this.deadlineMs} ms`);
         return await this.#once(url, sent, body, timeoutMs);
       } catch (error) {

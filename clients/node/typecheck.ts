@@ -12,9 +12,22 @@ import {
   SessionsClient,
   SessionsError,
   UnavailableError,
+  WEBHOOK_TOLERANCE,
+  WebhookVerificationError,
   errorClass,
+  verifyWebhook,
 } from './index.js';
-import type { ClientOptions, Extra, Kind, RetryEvent, Session, SessionById, UserId } from './index.js';
+import type {
+  ClientOptions,
+  EventsPage,
+  Extra,
+  Kind,
+  RetryEvent,
+  Session,
+  SessionById,
+  UserId,
+  WebhookMessage,
+} from './index.js';
 
 const options: ClientOptions = {
   apiKey: null,
@@ -73,7 +86,30 @@ export const tables: [readonly string[], string, boolean, string | undefined] = 
   RETRY_SAFE_WITH['/new'],
 ];
 
+export async function feed(): Promise<string> {
+  const page: EventsPage = await sessions.events(0, { limit: 10, wait: 5 });
+  let last: number = page.next;
+  const missed: boolean = page.missed;
+  for await (const event of sessions.followEvents(last, { wait: null })) {
+    const who: bigint = event.userId;
+    const why: string | null = event.reason;
+    const session: string = event.session;
+    last = event.seq;
+    void [who, why, session, missed];
+  }
+  try {
+    const message: WebhookMessage = verifyWebhook('whsec_AAAA', new Headers(), '{}', { toleranceSeconds: 60 });
+    return message.data.kind + String(WEBHOOK_TOLERANCE) + String(last);
+  } catch (error) {
+    if (error instanceof WebhookVerificationError) return error.message;
+    throw error;
+  }
+}
+
 export async function refused(): Promise<void> {
+  // @ts-expect-error: an event's user id is a bigint
+  const user: number = (await sessions.events()).events[0].userId;
+  void user;
   // @ts-expect-error: a token is a string
   await sessions.get(1);
   // @ts-expect-error: sessions are counted by user or by address

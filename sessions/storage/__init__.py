@@ -201,6 +201,10 @@ class Storage:
         self._timeout = timeout = settings.tarantool_timeout
         self._page_bytes = settings.page_max_bytes
         self._window = settings.idempotency_window
+        # The event feed's retention, sent with every call while the feed is on.
+        self._events = (
+            {"keep": settings.events_retention, "most": settings.events_max} if settings.events else None
+        )
         self._agreed: set[int] = set()
         # SESSIONS_TOKEN_STORAGE=hash: Tarantool gets each token's key (token_key), never the
         # token, and answers carry the token the caller sent or this service made.
@@ -445,7 +449,7 @@ class Storage:
             await self._elect()
 
     def _context(self, *, untouched: bool | None = None) -> dict[str, Any]:
-        return Context(self._rules, self._deadline(), self._extra_max, untouched).wire()
+        return Context(self._rules, self._deadline(), self._extra_max, untouched, self._events).wire()
 
     async def call(self, operation: Operation, args: dict[str, Any]) -> Reply:
         """One call of an operation, by its declaration: coalesced with the calls of the same

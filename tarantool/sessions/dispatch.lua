@@ -3,6 +3,7 @@
 -- `call`, one call of any other. Both check the call's context and each call's arguments.
 local errors = require('sessions.errors')
 local bulk = require('sessions.bulk')
+local events = require('sessions.events')
 local expiry = require('sessions.expiry')
 local liveness = require('sessions.liveness')
 local memory = require('sessions.memory')
@@ -12,7 +13,8 @@ local sync = require('sessions.sync')
 local check = errors.check
 
 -- What every call carries beside its own arguments (part of the wire contract).
-local CONTEXT = {'rules', 'deadline', 'extra_max', 'untouched'}
+-- `events`: the feed's retention {keep = seconds, most = events} when it is on (events.lua).
+local CONTEXT = {'rules', 'deadline', 'extra_max', 'untouched', 'events'}
 
 local function check_args(operation, spec, args)
     check(type(args) == 'table', 'arguments must be a map')
@@ -35,6 +37,9 @@ local function check_context(ctx)
     check(type(ctx.deadline) == 'number', 'deadline must be a number')
     check(ctx.extra_max == nil or type(ctx.extra_max) == 'number', 'extra_max must be a number')
     check(ctx.untouched == nil or type(ctx.untouched) == 'boolean', 'untouched must be a boolean')
+    local feed = ctx.events
+    check(feed == nil or (type(feed) == 'table' and type(feed.keep) == 'number' and feed.keep >= 1
+        and type(feed.most) == 'number' and feed.most >= 1), 'events must be {keep >= 1, most >= 1}')
     bulk.check_deadline(ctx.deadline)
 end
 
@@ -53,8 +58,9 @@ local function batch(operation, items, ctx)
     check(spec ~= nil and spec.batch, 'unknown batch operation')
     check(type(items) == 'table', 'items must be an array')
     check_context(ctx)
-    -- The purge learns the service's rules from its calls (expiry.lua).
+    -- The purge learns the service's rules from its calls (expiry.lua), the feed its setting.
     expiry.set_rules(ctx.rules)
+    events.configure(ctx.events)
     if not ctx.untouched and not sync.confirmable() then
         -- Known at once, rather than after SESSIONS_SYNC_TIMEOUT: `get`s serve their sessions
         -- as stored, the writes are refused and change nothing.
@@ -71,11 +77,13 @@ local function batch(operation, items, ctx)
         -- An item that fails after some of its writes (a `new` that made room, then found
         -- memory full) undoes all of them, and only them.
         local savepoint = box.savepoint()
+        local marked = events.mark()
         local ok, reply = pcall(run_item, operation, spec, args, ctx)
         if ok then
             replies[i] = reply
         else
             box.rollback_to_savepoint(savepoint)
+            events.undo(marked)
             replies[i] = error_item(reply)
         end
     end
@@ -98,8 +106,9 @@ local function call(operation, args, ctx)
     local spec = operations[operation]
     check(spec ~= nil and not spec.batch, 'unknown operation')
     check_context(ctx)
-    -- The purge learns the service's rules from its calls (expiry.lua).
+    -- The purge learns the service's rules from its calls (expiry.lua), the feed its setting.
     expiry.set_rules(ctx.rules)
+    events.configure(ctx.events)
     check_args(operation, spec, args)
     if spec.writes then
         sync.check_confirmable()

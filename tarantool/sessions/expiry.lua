@@ -5,6 +5,7 @@ local log = require('log')
 
 local F = require('sessions.fields')
 local clock = require('sessions.clock')
+local events = require('sessions.events')
 local liveness = require('sessions.liveness')
 
 local BATCH = 100       -- tuples handled in one transaction (one WAL write); see bench/README.md
@@ -44,15 +45,16 @@ local function purge_batch(space, rules, limit)
         if tuple[F.ACTIVITY] + idle >= now and liveness.is_live(tuple, rules) then
             renewed[#renewed + 1] = {tuple[F.TOKEN], liveness.deadline(tuple, rules)}
         else
-            doomed[#doomed + 1] = tuple[F.TOKEN]
+            doomed[#doomed + 1] = tuple
         end
     end
     if #doomed + #renewed == 0 then
         return 0, 0
     end
     box.begin()
-    for _, token in ipairs(doomed) do
-        space:delete(token)
+    for _, tuple in ipairs(doomed) do
+        space:delete(tuple[F.TOKEN])
+        events.emit('ended', liveness.lapse_reason(tuple, rules), tuple)
     end
     for _, item in ipairs(renewed) do
         space:update(item[1], {{'=', F.EXPIRES, item[2]}})

@@ -30,9 +30,25 @@ local KEYS_FORMAT = {
     {name = 'expires', type = 'unsigned'},    -- last second the key is remembered
 }
 
-local fields = {FORMAT = FORMAT, KEYS_FORMAT = KEYS_FORMAT, KEYS = {}}
+-- The `events` space (schema v7): the feed of changes to sessions (events.lua). Never a token.
+local EVENTS_FORMAT = {
+    {name = 'seq', type = 'unsigned'},                      -- its place in the feed (events.lua)
+    {name = 'time', type = 'unsigned'},                     -- Unix seconds of the change
+    {name = 'kind', type = 'string'},                       -- opened, rotated, moved, ended
+    {name = 'reason', type = 'string', is_nullable = true}, -- why it ended (ended only)
+    {name = 'session', type = 'any', is_nullable = true},   -- the session's id, when it has one
+    {name = 'user_id', type = 'unsigned'},                  -- its user
+    {name = 'ip', type = 'string'},                         -- its address after the change
+}
+
+local fields = {
+    FORMAT = FORMAT, KEYS_FORMAT = KEYS_FORMAT, KEYS = {}, EVENTS_FORMAT = EVENTS_FORMAT, EVENTS = {},
+}
 for number, field in ipairs(KEYS_FORMAT) do
     fields.KEYS[field.name:upper()] = number
+end
+for number, field in ipairs(EVENTS_FORMAT) do
+    fields.EVENTS[field.name:upper()] = number
 end
 for number, field in ipairs(FORMAT) do
     fields[field.name:upper()] = number

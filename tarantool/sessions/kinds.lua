@@ -9,9 +9,10 @@ local function is_string(value)
 end
 
 local KINDS = {
+    -- `reason`: why delete_all's sessions ended, in the event feed (its route's path).
     user = {index = 'user_seq', field = F.USER_ID, check = errors.is_integer,
-            what = 'user_id must be an integer'},
-    ip = {index = 'ip_seq', field = F.IP, check = is_string, what = 'ip must be a string'},
+            what = 'user_id must be an integer', reason = 'user/del'},
+    ip = {index = 'ip_seq', field = F.IP, check = is_string, what = 'ip must be a string', reason = 'ip/del'},
 }
 local NAMES = {}
 for name in pairs(KINDS) do

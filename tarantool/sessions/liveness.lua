@@ -40,6 +40,21 @@ local function is_live(tuple, rules)
     return clock.now() <= deadline(tuple, rules) and tuple[F.EXPIRES] >= (rules[SINCE] or 0)
 end
 
+-- Why a session that is not live ended, for the event feed: `lifetime` when its lifetime is
+-- the deadline that passed (it came before the idle one), else `idle` (an idle TTL, its own
+-- or the service's, or rules under which it had lapsed before they changed).
+local function lapse_reason(tuple, rules)
+    local lifetime = rules[LIFETIME]
+    if lifetime > 0 then
+        local last = tuple[F.CREATE] + lifetime
+        if last < clock.now() and last <= deadline_of(tuple[F.CREATE], tuple[F.ACTIVITY], tuple[F.TTL], {
+                [TTL] = rules[TTL], [LIFETIME] = 0}) then
+            return 'lifetime'
+        end
+    end
+    return 'idle'
+end
+
 -- Whether `rules` has the shape above (the procedures check their arguments).
 local function valid(rules)
     return type(rules) == 'table'
@@ -57,5 +72,6 @@ return {
     deadline_of = deadline_of,
     deadline = deadline,
     is_live = is_live,
+    lapse_reason = lapse_reason,
     valid = valid,
 }

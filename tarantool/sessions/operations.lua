@@ -5,8 +5,8 @@
 -- many sessions: one of bulk.lua's slots, the service's bulk connection), and `writes` (a
 -- bulk one that ends sessions). dispatch.lua calls them by these declarations and
 -- describe() reports them, so adding an operation is its file and its name below.
-local NAMES = {'new', 'get', 'delete', 'rotate', 'list', 'delete_all', 'count', 'peek', 'delete_id',
-               'token_storage'}
+local NAMES = {'new', 'get', 'delete', 'rotate', 'list', 'delete_all', 'count', 'peek', 'delete_id', 'events',
+               'events_wait', 'webhook_lease', 'token_storage'}
 
 local function is_names(value)
     if type(value) ~= 'table' then

@@ -36,6 +36,10 @@ function procedures.describe()
     for _, field in ipairs(F.FORMAT) do
         fields[#fields + 1] = field.name
     end
+    local event_fields = {}
+    for _, field in ipairs(F.EVENTS_FORMAT) do
+        event_fields[#event_fields + 1] = field.name
+    end
     return {
         procedures = names,
         operations = described,
@@ -47,6 +51,7 @@ function procedures.describe()
         kinds = kinds.NAMES,
         info = monitor.FIELDS,
         idem = operations.new.IDEM,
+        events = event_fields,
     }
 end
 

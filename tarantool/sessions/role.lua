@@ -203,6 +203,11 @@ local function get()
     return {role = state.role, primary_at = state.primary_at, generation = state.generation}
 end
 
+-- The generation alone, without a table: read for every event (events.lua).
+local function current_generation()
+    return state.generation
+end
+
 -- Tarantool 2.10 and later give the queue of synchronous writes an owner, which
 -- box.ctl.promote() claims: only the owner may write to a synchronous space, an instance whose
 -- queue another one owns is read-only, and an owner that restarts finds its queue frozen
@@ -381,6 +386,7 @@ return {
     fence_if_behind = fence_if_behind,
     watch = watch,
     get = get,
+    generation = current_generation,
     vclock = vclock,
     promote = promote,
     rejoin = rejoin,

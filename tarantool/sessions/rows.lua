@@ -5,6 +5,7 @@ local uuid = require('uuid')
 local F = require('sessions.fields')
 local ids = require('sessions.ids')
 local errors = require('sessions.errors')
+local events = require('sessions.events')
 local liveness = require('sessions.liveness')
 local merge = require('sessions.merge')
 
@@ -34,6 +35,7 @@ local function find_live(token, rules, untouched)
     if not liveness.is_live(tuple, rules) then
         if not untouched then
             space:delete(key)
+            events.emit('ended', liveness.lapse_reason(tuple, rules), tuple)
         end
         return nil
     end

@@ -9,6 +9,8 @@ local SPACE = 'sessions'
 local IDEMPOTENCY = 'idempotency'
 -- What the instance must remember across restarts beside the sessions: {name, value}.
 local STATE = 'sessions_state'
+-- The event feed (events.lua).
+local EVENTS = 'events'
 
 -- The indexes the procedures rely on, by field number, each with the migration that
 -- creates it: checked on every start.
@@ -198,6 +200,12 @@ local migrations = {
         space:format(format_of(F.ID))
         create_indexes(space, 7)
     end},
+    -- The event feed: every change to a session, in the transaction of the change, numbered
+    -- by `seq` (events.lua); the retention fiber trims it from the oldest.
+    {'sessions_v8', function()
+        local space = box.schema.space.create(EVENTS, {if_not_exists = true, format = F.EVENTS_FORMAT})
+        space:create_index('seq', {type = 'tree', parts = {{field = F.EVENTS.SEQ}}, if_not_exists = true})
+    end},
 }
 
 local VERSION = #migrations
@@ -223,6 +231,10 @@ local function validate()
     if box.space[STATE] == nil then
         error(('space %q is missing after migrations'):format(STATE))
     end
+    local events = box.space[EVENTS]
+    if events == nil or events.index.seq == nil or events.index.seq.parts[1].fieldno ~= F.EVENTS.SEQ then
+        error(('space %q or its index is missing after migrations'):format(EVENTS))
+    end
     local keys = box.space[IDEMPOTENCY]
     if keys == nil or keys.index.key == nil or keys.index.expires == nil then
         error(('space %q or its indexes are missing after migrations'):format(IDEMPOTENCY))
@@ -245,7 +257,7 @@ end
 -- Synchronous replication on or off for the data spaces: with it on, a transaction is
 -- acknowledged only once replication_synchro_quorum instances have it.
 local function set_sync(on)
-    for _, name in ipairs({SPACE, IDEMPOTENCY}) do
+    for _, name in ipairs({SPACE, IDEMPOTENCY, EVENTS}) do
         local space = box.space[name]
         if (space.is_sync or false) ~= on then
             -- space:alter() came after 2.6; the system space takes the flag on both.
@@ -282,6 +294,7 @@ return {
     SPACE = SPACE,
     SEQUENCE = SEQUENCE,
     IDEMPOTENCY = IDEMPOTENCY,
+    EVENTS = EVENTS,
     STATE = STATE,
     VERSION = VERSION,
     migrate = migrate,

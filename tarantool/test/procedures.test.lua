@@ -235,6 +235,96 @@ suite.case('delete_all keeps the session except_id names, and only a live one of
     clock.freeze(NOW)
 end)
 
+-- The feed: every change with its kind and reason, in the transaction of the change,
+-- numbered one after the other; a page stops where the WAL does; the retention trims the
+-- oldest, never the newest.
+suite.case('every change writes its event, numbered without gaps', function(test)
+    local events = require('sessions.events')
+    clock.freeze(NOW + 2000)
+    local function on(ttl, cap, lifetime)
+        local ctx = context(ttl, cap)
+        ctx.rules.lifetime = lifetime or 0
+        ctx.events = {keep = 3600, most = 1000}
+        return ctx
+    end
+    local start = events.head()
+    local function open(user_id, ip, ctx)
+        return sessions.batch('new', {{token = token(), user_id = user_id, ip = ip}}, ctx or on())[1].session
+    end
+    local a = open(70, '192.0.2.70')
+    sessions.batch('get', {{token = a[F.TOKEN], ip = '192.0.2.71'}}, on())
+    local rotated = sessions.batch('rotate', {{token = a[F.TOKEN], new_token = token()}}, on())[1].session
+    sessions.batch('delete', {{token = rotated[F.TOKEN]}}, on())
+    open(71, '192.0.2.72')
+    open(71, '192.0.2.72', on(100, 1))            -- the cap of 1 ends the first
+    sessions.call('delete_all', {kind = 'user', key = 71}, on())
+    open(72, '192.0.2.73')
+    sessions.call('delete_all', {kind = 'ip', key = '192.0.2.73'}, on())
+    local lapsing = open(73, '192.0.2.74')
+    clock.freeze(NOW + 2101)
+    sessions.batch('get', {{token = lapsing[F.TOKEN]}}, on())   -- idle 101 s of 100: ends it
+    open(74, '192.0.2.75', on(1000, 0, 50))
+    clock.freeze(NOW + 2160)
+    expiry.purge_batch(box.space.sessions, on(1000, 0, 50).rules)  -- lifetime 50 s
+    open(75, '192.0.2.76')
+    clock.freeze(NOW + 2261)
+    expiry.purge_batch(box.space.sessions, on().rules)              -- idle
+    local page, missed, head = events.page(start, 100)
+    local seen = {}
+    for i, event in ipairs(page) do
+        local E = F.EVENTS
+        test:is(event[E.SEQ], start + i, ('event %d follows the one before'):format(i))
+        local reason = event[E.REASON] ~= nil and ('/' .. event[E.REASON]) or ''
+        -- (The purge also ends what earlier cases left.)
+        if event[E.USER_ID] >= 70 then
+            seen[#seen + 1] = event[E.KIND] .. reason .. ':' .. event[E.USER_ID]
+        end
+    end
+    test:is_deeply(seen, {
+        'opened:70', 'moved:70', 'rotated:70', 'ended/del:70',
+        'opened:71', 'ended/cap:71', 'opened:71', 'ended/user/del:71',
+        'opened:72', 'ended/ip/del:72',
+        'opened:73', 'ended/idle:73',
+        'opened:74', 'ended/lifetime:74',
+        'opened:75', 'ended/idle:75',
+    }, 'each change once, in order, with its reason')
+    test:is(missed, false, 'nothing missed')
+    test:is(tostring(page[1][F.EVENTS.SESSION]), a[F.ID], 'an event carries its session\'s id')
+    test:is(tostring(page[3][F.EVENTS.SESSION]), a[F.ID], 'kept by rotate')
+    test:is(head, start + #page, 'the head is the last one')
+    local off = context()
+    open(76, '192.0.2.77', off)
+    test:is(events.head(), head, 'off: nothing is written')
+    events.configure({keep = 3600, most = 3})
+    test:is(events.trim_batch({keep = 3600, most = 3}), #page - 3, 'the retention keeps the newest `most`')
+    local _, gone = events.page(start, 100)
+    test:is(gone, true, 'a consumer behind what it removed is told')
+    local oldest = box.space.events.index.seq:min()[F.EVENTS.TIME]
+    clock.freeze(oldest + 1)
+    test:is(events.trim_batch({keep = 1, most = 1000}), 0, 'an event exactly `keep` old stays')
+    clock.freeze(oldest + 2)
+    test:ok(events.trim_batch({keep = 1, most = 1000}) >= 1, 'one older goes')
+    clock.freeze(NOW + 9000)
+    events.trim_batch({keep = 1, most = 1000})
+    test:is(box.space.events:len(), 1, 'and all older ones, but never the newest')
+    test:is(box.space.events.index.seq:max()[F.EVENTS.SEQ], head, 'so numbering goes on from it')
+end)
+
+suite.case('one webhook lease holder at a time, and what it delivered', function(test)
+    local lease = function(holder, delivered)
+        return sessions.call('webhook_lease', {holder = holder, ttl = 60, delivered = delivered}, context())
+    end
+    local first = lease('a')
+    test:is(first.held, true, 'the first holder takes it')
+    test:is(lease('b').held, false, 'another does not while it holds it')
+    test:is(lease('a', first.delivered + 5).delivered, first.delivered + 5, 'the holder records its progress')
+    test:is(lease('a', first.delivered).delivered, first.delivered + 5, 'which never goes back')
+    box.space.sessions_state:update('webhook', {{'=', '[2].expires', 0}})
+    local taken = lease('b')
+    test:ok(taken.held and taken.delivered == first.delivered + 5,
+        'an expired lease is taken, with the progress')
+end)
+
 local code = suite.run()
 box.cfg{read_only = true}
 fio.rmtree(work_dir)

@@ -14,8 +14,11 @@ import {
   RETRY_SAFE_WITH,
   SessionsClient,
   UnavailableError,
+  WebhookVerificationError,
   errorClass,
+  verifyWebhook,
 } from '../index.js';
+import { createHmac, randomBytes } from 'node:crypto';
 
 const URL_ = process.env.SESSIONS_URL;
 const GATEWAY = process.env.SESSIONS_GATEWAY_URL;
@@ -54,6 +57,60 @@ test('the families, retry rules and safe operations are the API document\'s', ()
     assert.equal(RETRY_SAFE[path], item.post['x-retry-safe'], path);
     assert.equal(RETRY_SAFE_WITH[path], item.post['x-retry-safe-with'], path);
   }
+});
+
+test('the event pager follows the feed, and a long poll outlasts the timeout', async () => {
+  const client = new SessionsClient(URL_, { timeoutMs: 1000 });
+  let start = 0;
+  for (;;) {
+    const page = await client.events(start, { limit: 1000 });
+    if (page.events.length === 0) break;
+    start = page.next;
+  }
+  const user = aUser();
+  const made = await client.new(user, '192.0.2.31');
+  await client.delete(made.token);
+  const seen = [];
+  for await (const event of client.followEvents(start, { wait: null, limit: 1 })) seen.push(event);
+  const mine = seen.filter((event) => event.userId === user);
+  assert.deepEqual(mine.map((event) => [event.kind, event.reason, event.ip]), [['opened', null, '192.0.2.31'], ['ended', 'del', '192.0.2.31']]);
+  assert.equal(mine[0].session, mine[1].session);
+  const last = seen.at(-1).seq;
+  const poll = client.events(last, { wait: 3 });
+  await new Promise((resolve) => setTimeout(resolve, 1500));
+  await client.new(user, '192.0.2.32');
+  const page = await poll;
+  assert.deepEqual(page.events.map((event) => [event.kind, event.userId]), [['opened', user]]);
+  assert.equal(page.next, page.events[0].seq);
+  await assert.rejects(client.events(0, { wait: 31 }), (error) => error instanceof InvalidInputError && error.code === 'invalid_wait');
+});
+
+test('verifyWebhook checks the signature in constant time and the timestamp within its tolerance', () => {
+  const key = randomBytes(32);
+  const secret = `whsec_${key.toString('base64')}`;
+  const body = JSON.stringify({ type: 'session.opened', timestamp: '2025-01-01T00:00:00Z', data: { seq: 1 } });
+  const now = 1764112345;
+  const sign = (id, stamp, text) => `v1,${createHmac('sha256', key).update(`${id}.${stamp}.${text}`).digest('base64')}`;
+  const good = { 'webhook-id': 'msg_1', 'webhook-timestamp': String(now), 'webhook-signature': sign('msg_1', now, body) };
+  assert.deepEqual(verifyWebhook(secret, good, body, { now }).data, { seq: 1 });
+  const headers = new Headers({ ...good, 'webhook-signature': `v1,AAAA ${good['webhook-signature']}` });
+  assert.equal(verifyWebhook(secret, headers, Buffer.from(body), { now }).type, 'session.opened');
+  assert.ok(verifyWebhook(secret, good, body, { now: now + 300 }));
+  assert.ok(verifyWebhook(secret, good, body, { now: now - 300 }));
+  const refused = (error) => error instanceof WebhookVerificationError;
+  const bad = [
+    [good, `${body} `, now],
+    [{ ...good, 'webhook-id': 'msg_2' }, body, now],
+    [{ ...good, 'webhook-timestamp': String(now + 1) }, body, now],
+    [{ ...good, 'webhook-signature': `v2,${good['webhook-signature'].slice(3)}` }, body, now],
+    [good, body, now + 301],
+    [good, body, now - 301],
+    [{ 'webhook-timestamp': String(now), 'webhook-signature': good['webhook-signature'] }, body, now],
+  ];
+  for (const [sent, text, at] of bad) assert.throws(() => verifyWebhook(secret, sent, text, { now: at }), refused);
+  assert.throws(() => verifyWebhook(`whsec_${randomBytes(32).toString('base64')}`, good, body, { now }), refused);
+  assert.throws(() => verifyWebhook('not-a-secret', good, body, { now }), refused);
+  assert.ok(source.includes('timingSafeEqual(value, expected)'));
 });
 
 test('a session round trip: new, get, rotate, delete', async () => {

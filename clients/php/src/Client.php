@@ -38,6 +38,7 @@ final class Client
         'invalid_ttl' => InvalidInputException::class,
         'invalid_limit' => InvalidInputException::class,
         'invalid_cursor' => InvalidInputException::class,
+        'invalid_wait' => InvalidInputException::class,
         'unauthorized' => InvalidInputException::class,
         'method_not_allowed' => InvalidInputException::class,
         'expectation_failed' => InvalidInputException::class,
@@ -71,6 +72,7 @@ final class Client
         'invalid_ttl' => 'never',
         'invalid_limit' => 'never',
         'invalid_cursor' => 'never',
+        'invalid_wait' => 'never',
         'unauthorized' => 'never',
         'method_not_allowed' => 'never',
         'expectation_failed' => 'never',
@@ -93,6 +95,7 @@ final class Client
         '/rotate' => false,
         '/user/count' => true,
         '/ip/count' => true,
+        '/events' => true,
         '/session' => true,
         '/session/del' => false,
     ];
@@ -250,6 +253,47 @@ final class Client
     }
 
     /**
+     * One page of the event feed (SESSIONS_EVENTS=on): the events after $after (the last page's
+     * `next`; 0: from the oldest kept), oldest first. With $wait (seconds, up to 30) and none
+     * there yet, the call waits that long for one; each attempt's timeout grows by it.
+     *
+     * @return array{events: list<array{seq: int, time: int, kind: string, reason: string|null, session: string, user_id: int, ip: string}>, next: int, missed: bool}
+     */
+    public function events(int $after = 0, ?int $limit = null, ?int $wait = null): array
+    {
+        $query = ['after' => $after];
+        if ($limit !== null) {
+            $query['limit'] = $limit;
+        }
+        if ($wait !== null) {
+            $query['wait'] = $wait;
+        }
+        [$data] = $this->send($this->url('/events', $query), null, null, [], self::RETRY_SAFE['/events'], (float) ($wait ?? 0));
+        return $data;
+    }
+
+    /**
+     * Every event after $after, page by page, for as long as you iterate: with $wait (30 by
+     * default) it follows the feed, long-polling; with $wait null it ends at the newest. Keep
+     * the last event's `seq` to go on after it later.
+     *
+     * @return \Generator<int, array{seq: int, time: int, kind: string, reason: string|null, session: string, user_id: int, ip: string}>
+     */
+    public function followEvents(int $after = 0, ?int $limit = null, ?int $wait = 30): \Generator
+    {
+        while (true) {
+            $page = $this->events($after, $limit, $wait);
+            foreach ($page['events'] as $event) {
+                yield $event;
+            }
+            $after = $page['next'];
+            if ($page['events'] === [] && $wait === null) {
+                return;
+            }
+        }
+    }
+
+    /**
      * @param array<string, int|string> $query
      * @return \Generator<int, Session|SessionById>
      */
@@ -301,9 +345,10 @@ final class Client
      *
      * @param array<string, mixed>|null $extra
      * @param array<string, string> $headers
+     * @param float $longer seconds the service may hold this call on purpose (a long poll)
      * @return array{0: mixed, 1: string|null} the data and the next page's URL, if any
      */
-    private function send(string $url, ?string $token, ?array $extra, array $headers, bool $safe): array
+    private function send(string $url, ?string $token, ?array $extra, array $headers, bool $safe, float $longer = 0.0): array
     {
         if ($this->apiKey !== null) {
             $headers['Authorization'] = 'Bearer ' . $this->apiKey;
@@ -327,7 +372,7 @@ final class Client
         $ends = $this->deadline === null ? null : hrtime(true) / 1e9 + $this->deadline;
         for ($attempt = 0; ; $attempt++) {
             try {
-                $timeout = $ends === null ? $this->timeout : min($this->timeout, $ends - hrtime(true) / 1e9);
+                $timeout = $ends === null ? $this->timeout + $longer : min($this->timeout + $longer, $ends - hrtime(true) / 1e9);
                 if ($timeout <= 0) {
                     throw new UnavailableException('service_unavailable', "no answer within the call's deadline of {$this->deadline} s");
                 }

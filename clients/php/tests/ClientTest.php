@@ -9,6 +9,8 @@ use Sessions\Client\Client;
 use Sessions\Client\Exception\InvalidInputException;
 use Sessions\Client\Exception\NotFoundException;
 use Sessions\Client\Exception\UnavailableException;
+use Sessions\Client\Exception\WebhookVerificationException;
+use Sessions\Client\Webhook;
 
 /**
  * The client against a real service: SESSIONS_URL, SESSIONS_KEYED_URL and SESSIONS_KEY (the
@@ -48,6 +50,70 @@ final class ClientTest extends TestCase
         foreach ($document['components']['schemas']['Error']['properties']['code']['enum'] as $code) {
             self::assertArrayHasKey($code, Client::ERROR_FAMILIES, "no exception for {$code}");
         }
+    }
+
+    public function testTheEventPagerFollowsTheFeedAndALongPollOutlastsTheTimeout(): void
+    {
+        $client = new Client((string) getenv('SESSIONS_URL'), timeout: 1.0);
+        $start = 0;
+        while (($page = $client->events($start, limit: 1000))['events'] !== []) {
+            $start = $page['next'];
+        }
+        $user = self::aUser();
+        $made = $client->new($user, '192.0.2.41');
+        $client->delete($made->token);
+        $seen = iterator_to_array($client->followEvents($start, limit: 1, wait: null), false);
+        $mine = array_values(array_filter($seen, static fn (array $event): bool => $event['user_id'] === $user));
+        self::assertSame([['opened', null], ['ended', 'del']], array_map(static fn (array $e): array => [$e['kind'], $e['reason']], $mine));
+        self::assertSame($mine[0]['session'], $mine[1]['session']);
+        $last = end($seen)['seq'];
+        // Nothing comes: the long poll of 2 s outlasts the 1 s timeout and answers an empty page.
+        $started = microtime(true);
+        $page = $client->events($last, wait: 2);
+        self::assertSame([], $page['events']);
+        self::assertSame($last, $page['next']);
+        self::assertGreaterThan(1.5, microtime(true) - $started);
+        try {
+            $client->events(0, wait: 31);
+            self::fail('wait=31 was taken');
+        } catch (InvalidInputException $error) {
+            self::assertSame('invalid_wait', $error->getErrorCode());
+        }
+    }
+
+    public function testAWebhookIsVerifiedInConstantTimeWithinItsTolerance(): void
+    {
+        $key = random_bytes(32);
+        $secret = 'whsec_' . base64_encode($key);
+        $body = '{"type":"session.opened","timestamp":"2025-01-01T00:00:00Z","data":{"seq":1}}';
+        $now = 1764112345;
+        $sign = static fn (string $id, int $stamp, string $text): string => 'v1,' . base64_encode(hash_hmac('sha256', "{$id}.{$stamp}.{$text}", $key, true));
+        $good = ['webhook-id' => 'msg_1', 'webhook-timestamp' => (string) $now, 'webhook-signature' => $sign('msg_1', $now, $body)];
+        self::assertSame(['seq' => 1], Webhook::verify($secret, $good, $body, now: $now)['data']);
+        $cased = ['Webhook-Id' => 'msg_1', 'Webhook-Timestamp' => (string) $now, 'Webhook-Signature' => 'v1,AAAA ' . $good['webhook-signature']];
+        self::assertSame('session.opened', Webhook::verify($secret, $cased, $body, now: $now)['type']);
+        self::assertNotEmpty(Webhook::verify($secret, $good, $body, now: $now + 300));
+        self::assertNotEmpty(Webhook::verify($secret, $good, $body, now: $now - 300));
+        $bad = [
+            [$secret, $good, $body . ' ', $now],
+            [$secret, ['webhook-id' => 'msg_2'] + $good, $body, $now],
+            [$secret, ['webhook-timestamp' => (string) ($now + 1)] + $good, $body, $now],
+            [$secret, ['webhook-signature' => 'v2,' . substr($good['webhook-signature'], 3)] + $good, $body, $now],
+            [$secret, $good, $body, $now + 301],
+            [$secret, $good, $body, $now - 301],
+            [$secret, ['webhook-timestamp' => (string) $now, 'webhook-signature' => $good['webhook-signature']], $body, $now],
+            ['whsec_' . base64_encode(random_bytes(32)), $good, $body, $now],
+            ['not-a-secret', $good, $body, $now],
+        ];
+        foreach ($bad as $i => [$withSecret, $headers, $text, $at]) {
+            try {
+                Webhook::verify($withSecret, $headers, $text, now: $at);
+                self::fail("case {$i} was taken");
+            } catch (WebhookVerificationException) {
+                self::addToAssertionCount(1);
+            }
+        }
+        self::assertStringContainsString('hash_equals($expected, $value)', (string) file_get_contents(__DIR__ . '/../src/Webhook.php'));
     }
 
     public function testTheFamiliesRetryRulesAndSafeOperationsAreTheApiDocuments(): void

@@ -30,17 +30,23 @@ import yarl
 from . import errors
 from .errors import *  # noqa: F403 (the errors are the package's too: __all__ below)
 from .errors import BadRequest, InvalidExtra, ServiceUnavailable, Unavailable, error_for
+from .webhooks import TOLERANCE, WebhookVerificationError, verify_webhook
 
 __version__ = "0.1.0"
 __all__ = [
     "KINDS",
     "RETRY_SAFE",
     "RETRY_SAFE_WITH",
+    "TOLERANCE",
+    "Event",
+    "EventsPage",
     "Kind",
     "SessionById",
     "SessionObject",
     "SessionsClient",
+    "WebhookVerificationError",
     "errors",
+    "verify_webhook",
     *errors.__all__,
 ]
 
@@ -58,6 +64,7 @@ RETRY_SAFE: dict[str, bool] = {
     "/rotate": False,
     "/user/count": True,
     "/ip/count": True,
+    "/events": True,
     "/session": True,
     "/session/del": False,
 }
@@ -108,6 +115,31 @@ class SessionById:
     create: int
     activity: int
     id: str
+
+
+@dataclass(frozen=True, slots=True)
+class Event:
+    """A change to a session (the API's event feed): `kind` opened, rotated, moved or ended,
+    `reason` why it ended (del, session/del, user/del, ip/del, cap, lifetime, idle); `session`
+    the session's id; never a token."""
+
+    seq: int
+    time: int
+    kind: str
+    reason: str | None
+    session: str | None
+    user_id: int
+    ip: str
+
+
+@dataclass(frozen=True, slots=True)
+class EventsPage:
+    """A page of the feed: `next` is the `after` of the next call; `missed`: events after the
+    `after` asked were removed by the retention before they were read."""
+
+    events: list[Event]
+    next: int
+    missed: bool
 
 
 class SessionsClient:
@@ -232,6 +264,37 @@ class SessionsClient:
         """How many live sessions the user has: count("user", user_id)."""
         return await self.count("user", user_id)
 
+    async def events(
+        self, after: int = 0, *, limit: int | None = None, wait: int | None = None
+    ) -> EventsPage:
+        """The events after `after` (the `next` of the last page; 0: from the oldest kept),
+        oldest first; with `wait` (seconds, up to 30) and none there yet, the call waits that
+        long for one (each attempt's timeout grows by it)."""
+        params = {"after": str(after)}
+        if limit is not None:
+            params["limit"] = str(limit)
+        if wait is not None:
+            params["wait"] = str(wait)
+        data, _ = await self._send(
+            self._base_url + "/events", params, safe=RETRY_SAFE["/events"], longer=float(wait or 0)
+        )
+        events = [Event(**event) for event in data["events"]]
+        return EventsPage(events, int(data["next"]), bool(data["missed"]))
+
+    async def iter_events(
+        self, after: int = 0, *, limit: int | None = None, wait: int | None = 30
+    ) -> AsyncIterator[Event]:
+        """Every event after `after`, page by page, for as long as the loop goes on: with `wait`
+        (the default) it follows the feed, long-polling; with `wait=None` it ends at the newest.
+        Keep the last event's `seq` to go on from it later."""
+        while True:
+            page = await self.events(after, limit=limit, wait=wait)
+            for event in page.events:
+                yield event
+            after = page.next
+            if not page.events and wait is None:
+                return
+
     async def by_user(self, user_id: int) -> list[SessionObject | SessionById]:
         """Every live session of the user, newest opened first (all pages)."""
         return [session async for session in self.iter_user(user_id)]
@@ -291,10 +354,12 @@ class SessionsClient:
         token: str | None = None,
         headers: dict[str, str] | None = None,
         safe: bool = False,
+        longer: float = 0.0,
     ) -> tuple[Any, yarl.URL | None]:
         """The data of one call's answer and the URL of the page after it, if any; retried
         after an unavailable answer as the error's rule says, `safe`: whether the call may be
-        repeated (see the class)."""
+        repeated (see the class); `longer`: seconds the service may hold this call on purpose
+        (a long poll), added to each attempt's timeout."""
         sent = dict(headers or {})
         body = None
         if extra is not None:
@@ -309,7 +374,9 @@ class SessionsClient:
         ends = None if self._deadline is None else clock() + self._deadline
         attempt = 0
         while True:
-            timeout = self._timeout if ends is None else min(self._timeout, ends - clock())
+            timeout = self._timeout + longer
+            if ends is not None:
+                timeout = min(timeout, ends - clock())
             try:
                 if timeout <= 0:
                     raise ServiceUnavailable(f"no answer within the call's deadline of {self._deadline} s")

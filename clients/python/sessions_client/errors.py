@@ -30,6 +30,7 @@ __all__ = [
     "InvalidLimit",
     "InvalidTtl",
     "InvalidUserId",
+    "InvalidWait",
     "MethodNotAllowed",
     "NotFound",
     "NotFoundError",
@@ -127,6 +128,10 @@ class InvalidLimit(InvalidInput):
 
 class InvalidCursor(InvalidInput):
     code = "invalid_cursor"
+
+
+class InvalidWait(InvalidInput):
+    code = "invalid_wait"
 
 
 class Unauthorized(InvalidInput):

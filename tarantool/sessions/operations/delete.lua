@@ -2,6 +2,7 @@
 local uuid = require('uuid')
 
 local errors = require('sessions.errors')
+local events = require('sessions.events')
 local liveness = require('sessions.liveness')
 local rows = require('sessions.rows')
 
@@ -11,9 +12,14 @@ local function delete(args, ctx)
     errors.check(type(args.token) == 'string', 'token must be a string')
     local key = uuid.fromstr(args.token)
     local tuple = key and box.space.sessions:delete(key)
-    if tuple == nil or not liveness.is_live(tuple, ctx.rules) then
+    if tuple == nil then
         return rows.NONE
     end
+    if not liveness.is_live(tuple, ctx.rules) then
+        events.emit('ended', liveness.lapse_reason(tuple, ctx.rules), tuple)
+        return rows.NONE
+    end
+    events.emit('ended', 'del', tuple)
     return {session = rows.answer(tuple)}
 end
 

@@ -5,6 +5,7 @@ local uuid = require('uuid')
 
 local F = require('sessions.fields')
 local errors = require('sessions.errors')
+local events = require('sessions.events')
 local ids = require('sessions.ids')
 local kinds = require('sessions.kinds')
 local liveness = require('sessions.liveness')
@@ -49,7 +50,7 @@ local function delete_all(args, ctx)
         local doomed, live = {}, 0
         for _, tuple in index:pairs({key}, {iterator = 'EQ'}) do
             if except == nil or tuple[F.TOKEN] ~= except then
-                doomed[#doomed + 1] = tuple[F.TOKEN]
+                doomed[#doomed + 1] = tuple
                 if is_live(tuple, rules) then
                     live = live + 1
                 end
@@ -66,8 +67,14 @@ local function delete_all(args, ctx)
             return {deleted = ended, more = true}
         end
         box.begin()
-        for _, token in ipairs(doomed) do
-            space:delete(token)
+        for _, tuple in ipairs(doomed) do
+            space:delete(tuple[F.TOKEN])
+            -- Why each ended: this call (`user/del`, `ip/del`), or a lapse it only noticed.
+            if is_live(tuple, rules) then
+                events.emit('ended', spec.reason, tuple)
+            else
+                events.emit('ended', liveness.lapse_reason(tuple, rules), tuple)
+            end
         end
         box.commit()
         ended = ended + live

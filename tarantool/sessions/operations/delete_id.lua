@@ -1,6 +1,7 @@
 -- delete_id: end the session an id names; the session as it was.
 local F = require('sessions.fields')
 local errors = require('sessions.errors')
+local events = require('sessions.events')
 local ids = require('sessions.ids')
 local liveness = require('sessions.liveness')
 local rows = require('sessions.rows')
@@ -15,8 +16,10 @@ local function delete_id(args, ctx)
     end
     local tuple = box.space.sessions:delete(found[F.TOKEN])
     if not liveness.is_live(tuple, ctx.rules) then
+        events.emit('ended', liveness.lapse_reason(tuple, ctx.rules), tuple)
         return rows.NONE
     end
+    events.emit('ended', 'session/del', tuple)
     return {session = rows.answer(tuple)}
 end
 

@@ -3,6 +3,7 @@
 local F = require('sessions.fields')
 local clock = require('sessions.clock')
 local errors = require('sessions.errors')
+local events = require('sessions.events')
 local liveness = require('sessions.liveness')
 local memory = require('sessions.memory')
 local rows = require('sessions.rows')
@@ -47,6 +48,9 @@ local function get(args, ctx)
     end
     local ok, updated = pcall(space.update, space, key, ops)
     if ok then
+        if updated[F.IP] ~= tuple[F.IP] then
+            events.emit('moved', nil, updated)
+        end
         return {session = rows.answer(updated)}
     end
     -- With memory full, a signed-in user stays signed in: the session is served as stored,

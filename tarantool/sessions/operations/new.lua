@@ -4,6 +4,7 @@ local uuid = require('uuid')
 local F = require('sessions.fields')
 local clock = require('sessions.clock')
 local errors = require('sessions.errors')
+local events = require('sessions.events')
 local ids = require('sessions.ids')
 local liveness = require('sessions.liveness')
 local memory = require('sessions.memory')
@@ -37,12 +38,13 @@ local function make_room(user_id, rules)
             if kept < cap - 1 then
                 kept = kept + 1
             else
-                doomed[#doomed + 1] = tuple[F.TOKEN]
+                doomed[#doomed + 1] = tuple
             end
         end
     end
-    for _, token in ipairs(doomed) do
-        space:delete(token)
+    for _, tuple in ipairs(doomed) do
+        space:delete(tuple[F.TOKEN])
+        events.emit('ended', 'cap', tuple)
     end
 end
 
@@ -96,6 +98,7 @@ local function new(args, ctx)
         key, user_id, ip, ts, ts, extra, liveness.deadline_of(ts, ts, own_ttl, rules), own_ttl,
         schema.next_seq(), ids.make(math.floor(clock.time() * 1000)),
     }
+    events.emit('opened', nil, tuple)
     if idem ~= nil then
         box.space.idempotency:replace{idem.key, idem.fingerprint, key, ts + idem.window}
     end

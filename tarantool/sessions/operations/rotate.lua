@@ -4,6 +4,7 @@ local uuid = require('uuid')
 local F = require('sessions.fields')
 local clock = require('sessions.clock')
 local errors = require('sessions.errors')
+local events = require('sessions.events')
 local liveness = require('sessions.liveness')
 local rows = require('sessions.rows')
 
@@ -30,6 +31,7 @@ local function rotate(args, ctx)
         {'=', F.ACTIVITY, ts},
         {'=', F.EXPIRES, liveness.deadline_of(tuple[F.CREATE], ts, tuple[F.TTL], rules)},
     }))
+    events.emit('rotated', nil, fresh)
     return {session = rows.answer(fresh)}
 end
 

@@ -348,10 +348,11 @@ def test_the_client_knows_every_error_code_and_field_of_the_api_document():
 async def test_every_method_of_the_api_is_called_by_the_client_against_the_service(serve, settings, user_id):
     """Each of the API's methods reached through the client: the service's own request counts
     (/metrics, by method) say which; a method the client lacks or calls at a wrong path fails."""
-    served = await serve(settings)
+    served = await serve(settings.model_copy(update={"events": True}))
     base = str(served.server.make_url("")).rstrip("/")
     before = requests_by_method(await (await served.get("/metrics")).text())
     async with SessionsClient(base, with_ids=True) as sessions:
+        assert isinstance((await sessions.events(0, limit=1)).events, list)
         made = await sessions.new(user_id, "192.0.2.31")
         other = await sessions.new(user_id, "192.0.2.31")
         assert made.id is not None

@@ -276,8 +276,9 @@ async def _convert_embedded(settings: Settings, within: int) -> dict[str, Any]:
 def convert_tokens(settings: Settings, *, within: int = 30) -> dict[str, Any]:
     """Convert the store in SESSIONS_DATA_DIR from plain tokens to their hashes, one way (for
     SESSIONS_TOKEN_STORAGE=hash): its running Tarantool through the console (the service
-    stopped), or the embedded one started on it for the purpose. Then a checkpoint, and the
-    older data files, which hold the plain tokens, removed. Returns {converted: sessions,
+    stopped: refused while the service's user is connected), or the embedded one started on
+    it for the purpose. Then a checkpoint, and the older data files, which hold the plain
+    tokens, removed. Returns {converted: sessions,
     left: older files Tarantool still keeps (a replica or a backup holds them)}."""
     data_dir = settings.data_dir.resolve()
     if _in_use(data_dir):

@@ -224,8 +224,9 @@ def main(argv: list[str] | None = None) -> int:
         commands,
         "convert-tokens",
         "convert the store's tokens to their SHA-256 hashes, one way, for SESSIONS_TOKEN_STORAGE=hash",
-        "Stop the service first. Tokens keep working; the older data files, which hold them in plain, "
-        "are removed after a checkpoint. Backups taken before still hold them.",
+        "Stop the service first (refused while it is connected). Tokens keep working; the older data "
+        "files, which hold them in plain, are removed after a checkpoint. Backups taken before still "
+        "hold them.",
         data_dir=True,
     )
     _command(

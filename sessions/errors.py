@@ -212,7 +212,9 @@ _RETRY_SOON: dict[str, str] = {"Retry-After": "1"}
 
 class StorageUnavailable(SessionsError):
     """Tarantool did not answer within `SESSIONS_TARANTOOL_TIMEOUT`; retry (a write may have been applied
-    if Tarantool was slow rather than gone).
+    if Tarantool was slow rather than gone). Also every call while the store keeps tokens another way than
+    `SESSIONS_TOKEN_STORAGE` says (converted under a running service): the message names the setting to
+    restart the service with.
     """
 
     status = 503

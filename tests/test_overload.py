@@ -85,7 +85,7 @@ async def test_a_gate_without_a_queue_sheds_at_once():
 # --- deadlines in Tarantool ----------------------------------------------------------
 
 
-RULES = "rules = {ttl = 15552000, lifetime = 0, cap = 0}"
+RULES = "rules = {ttl = 15552000, lifetime = 0, cap = 0}, token_storage = 'plain'"
 
 
 @pytest.mark.each_release

@@ -4,6 +4,7 @@
 local errors = require('sessions.errors')
 local bulk = require('sessions.bulk')
 local expiry = require('sessions.expiry')
+local hashing = require('sessions.hashing')
 local liveness = require('sessions.liveness')
 local memory = require('sessions.memory')
 local operations = require('sessions.operations')
@@ -12,7 +13,7 @@ local sync = require('sessions.sync')
 local check = errors.check
 
 -- What every call carries beside its own arguments (part of the wire contract).
-local CONTEXT = {'rules', 'deadline', 'extra_max', 'untouched'}
+local CONTEXT = {'rules', 'deadline', 'extra_max', 'untouched', 'token_storage'}
 
 local function check_args(operation, spec, args)
     check(type(args) == 'table', 'arguments must be a map')
@@ -35,6 +36,7 @@ local function check_context(ctx)
     check(type(ctx.deadline) == 'number', 'deadline must be a number')
     check(ctx.extra_max == nil or type(ctx.extra_max) == 'number', 'extra_max must be a number')
     check(ctx.untouched == nil or type(ctx.untouched) == 'boolean', 'untouched must be a boolean')
+    check(ctx.token_storage == 'plain' or ctx.token_storage == 'hash', 'token_storage must be plain or hash')
     bulk.check_deadline(ctx.deadline)
 end
 
@@ -53,6 +55,7 @@ local function batch(operation, items, ctx)
     check(spec ~= nil and spec.batch, 'unknown batch operation')
     check(type(items) == 'table', 'items must be an array')
     check_context(ctx)
+    hashing.check_mode(ctx.token_storage)
     -- The purge learns the service's rules from its calls (expiry.lua).
     expiry.set_rules(ctx.rules)
     if not ctx.untouched and not sync.confirmable() then
@@ -98,6 +101,9 @@ local function call(operation, args, ctx)
     local spec = operations[operation]
     check(spec ~= nil and not spec.batch, 'unknown operation')
     check_context(ctx)
+    if not spec.any_store then
+        hashing.check_mode(ctx.token_storage)
+    end
     -- The purge learns the service's rules from its calls (expiry.lua).
     expiry.set_rules(ctx.rules)
     check_args(operation, spec, args)

@@ -14,7 +14,7 @@ from aiohttp import web
 from pydantic import BaseModel, ConfigDict, Field
 
 from .contract import COUNT, KIND_IP, KIND_USER
-from .envelope import answer, success, success_within
+from .envelope import WITH_ID, answer, success, success_within
 from .errors import BadRequest, IdempotencyConflict, StorageFull, TokenNotFound
 from .models import Cursor, Deleted, Session, make_cursor
 from .params import (
@@ -30,6 +30,7 @@ from .params import (
     TOKEN,
     TTL,
     USER_ID,
+    WITH,
     Param,
 )
 from .routing import BULK, CHECK, SESSIONS, Route
@@ -126,6 +127,9 @@ async def _listing(
     if limit is not None:
         query["limit"] = limit
     query["after"] = make_cursor(cursors[count - 1])
+    if WITH_ID.get():
+        # Asked for ids: so are the pages after it, whose URL a client follows as it is.
+        query[WITH] = "id"
     return answer(body, {"Link": f'<{kind}?{urlencode(query)}>; rel="next"'})
 
 

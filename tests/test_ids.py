@@ -184,3 +184,19 @@ async def test_listings_without_tokens_answer_ids_and_never_a_token(serve, setti
 async def test_listings_keep_their_tokens_by_default(client, user_id):
     opened = await new_session(client, user_id)
     assert (await call(client, "/user", params={"id": str(user_id)}))[1]["data"] == [opened]
+
+
+async def test_with_id_is_carried_into_every_next_page(client, user_id, ip):
+    opened = [await _opened(client, user_id, ip) for _ in range(5)]
+    for path, params in (("/user", {"id": str(user_id)}), ("/ip", {"ip": ip})):
+        walked, pages, url = [], 0, client.make_url(path).with_query({**params, "limit": "2", "with": "id"})
+        while True:
+            response = await client.session.get(url)
+            assert response.status == 200
+            walked += (await response.json())["data"]
+            pages += 1
+            if "Link" not in response.headers:
+                break
+            assert "with=id" in response.headers["Link"], response.headers["Link"]
+            url = url.join(response.links["next"]["url"])  # as it is, resolved against this page
+        assert pages == 3 and [s["id"] for s in walked] == [s["id"] for s in reversed(opened)], path

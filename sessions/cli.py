@@ -44,11 +44,14 @@ def _settings() -> Settings | None:
 
 def _log_configuration(settings: Settings) -> None:
     setup_logging(settings.log_level, settings.log_format)
+    # Secrets show as "**********". The listings as served: hash mode forces ids.
+    shown = settings.model_dump(mode="json")
+    shown["listings"] = "ids" if settings.listings_without_tokens else settings.listings
     if settings.log_format == "json":
-        # A field of its own, not JSON inside the message. Secrets show as "**********".
-        log.info("configuration", extra={"configuration": settings.model_dump(mode="json")})
+        # A field of its own, not JSON inside the message.
+        log.info("configuration", extra={"configuration": shown})
     else:
-        log.info("configuration: %s", settings.model_dump_json())
+        log.info("configuration: %s", json.dumps(shown, separators=(",", ":")))
 
 
 def _cannot_listen(settings: Settings) -> str | None:

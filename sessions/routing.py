@@ -290,7 +290,9 @@ class Router:
                 raise ExpectationFailed()
             if id_format is not None and id_format not in ("string", "number"):
                 raise BadRequest(f"{USER_ID_FORMAT} must be string or number.")
-            if route.sessions and WITH in request.query:
+            if WITH in request.query and route.route.work is not None:
+                if not route.sessions:
+                    raise BadRequest(f"{WITH} applies only to methods that answer sessions.")
                 if request.query.getall(WITH) != ["id"]:
                     raise BadRequest(
                         f"{WITH} must be id, given once (the session's id added to each session)."

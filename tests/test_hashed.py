@@ -237,6 +237,8 @@ def test_a_conversion_under_a_running_service_is_refused_and_its_every_call_afte
             assert service.request(f"/get?token={token}")[0] == 200
     finally:
         service.stop(signal.SIGTERM)
+    # The configuration it logs says what it does: listings of ids, which hash mode forces.
+    assert '"listings":"ids"' in service.output() and '"listings":"tokens"' not in service.output()
 
 
 async def test_a_plain_service_on_an_empty_store_is_refused_once_a_hashing_one_claims_it(

@@ -287,6 +287,11 @@ def main(argv: list[str] | None = None) -> int:
                 print(
                     f"older files with plain tokens are still kept (by a replica or a backup): {done['left']}"
                 )
+            if done["aside"]:
+                print(
+                    "files a restore moved aside still hold plain tokens; delete them once they are not "
+                    f"needed: {', '.join(done['aside'])}"
+                )
         elif args.command == "rejoin":
             admin.rejoin(settings, args.primary)
             print(f"the Tarantool in {settings.data_dir} is a replica of {args.primary} now")

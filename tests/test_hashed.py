@@ -137,9 +137,15 @@ def test_a_plain_store_is_refused_in_hash_mode_until_converted_and_then_only_in_
 
     copy = tmp_path / "copy"
     shutil.copytree(original, copy, ignore=shutil.ignore_patterns("*.sock", "*.control", "*.pid"))
+    # Files a restore moved aside: the conversion leaves them, and says they hold plain tokens.
+    aside = copy / "pre-restore-20261201-000000"
+    shutil.copytree(copy, aside, ignore=shutil.ignore_patterns("*.sock", "*.control", "*.pid", "*.lock"))
     converted = _run(copy, "convert-tokens")
     assert converted.returncode == 0, converted.stderr
     assert converted.stdout.startswith(f"{len(tokens) - 1} sessions")  # the rotated one is gone
+    assert f"{aside}" in converted.stdout and "plain tokens" in converted.stdout, converted.stdout
+    assert aside.is_dir()
+    shutil.rmtree(aside)
     # The older snapshot and WAL files, which held the tokens, are gone with the conversion.
     assert _found(tokens, _files(copy)) == {}
     assert _run(copy, "convert-tokens").returncode == 0  # a second run changes nothing

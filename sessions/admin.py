@@ -273,11 +273,30 @@ async def _convert_embedded(settings: Settings, within: int) -> dict[str, Any]:
         await instance.stop()
 
 
+def _set_aside(data_dir: Path) -> list[str]:
+    """The dirs a restore moved data files to (`pre-restore-*`) that still hold some."""
+    return sorted(
+        str(path)
+        for path in data_dir.glob("pre-restore-*")
+        if path.is_dir() and any(p.suffix in _DATA_SUFFIXES for p in path.iterdir())
+    )
+
+
 def convert_tokens(settings: Settings, *, within: int = 30) -> dict[str, Any]:
+    """The conversion (`_convert_tokens`), and `aside`: the dirs a restore moved older data
+    files to, which hold plain tokens still. They are left in place, named: the operator's
+    copy of a store from before a restore is theirs to delete."""
+    done = _convert_tokens(settings, within=within)
+    done["aside"] = _set_aside(settings.data_dir.resolve())
+    return done
+
+
+def _convert_tokens(settings: Settings, *, within: int = 30) -> dict[str, Any]:
     """Convert the store in SESSIONS_DATA_DIR from plain tokens to their hashes, one way (for
     SESSIONS_TOKEN_STORAGE=hash): its running Tarantool through the console (the service
-    stopped), or the embedded one started on it for the purpose. Then a checkpoint, and the
-    older data files, which hold the plain tokens, removed. Returns {converted: sessions,
+    stopped: refused while the service's user is connected), or the embedded one started on
+    it for the purpose. Then a checkpoint, and the older data files, which hold the plain
+    tokens, removed. Returns {converted: sessions,
     left: older files Tarantool still keeps (a replica or a backup holds them)}."""
     data_dir = settings.data_dir.resolve()
     if _in_use(data_dir):

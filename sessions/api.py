@@ -14,7 +14,7 @@ from aiohttp import web
 from pydantic import BaseModel, ConfigDict, Field
 
 from .contract import COUNT, EVENT_FIELDS, EVENTS, KIND_IP, KIND_USER
-from .envelope import answer, success, success_within
+from .envelope import WITH_ID, answer, success, success_within
 from .errors import BadRequest, IdempotencyConflict, NotFound, Overloaded, StorageFull, TokenNotFound
 from .limits import EVENTS_PAGE
 from .models import Cursor, Deleted, Session, make_cursor
@@ -34,6 +34,7 @@ from .params import (
     TTL,
     USER_ID,
     WAIT,
+    WITH,
     Param,
 )
 from .routing import BULK, CHECK, SESSIONS, Route
@@ -127,7 +128,7 @@ def _by_id(session: Session | None) -> web.Response:
     """A session found by its id, answered with its id and without its token: whoever holds
     an id (a devices page, a listing without tokens) never gets a token from it."""
     if session is None:
-        raise TokenNotFound()
+        raise TokenNotFound("No live session has this id.")
     del session["token"]
     return success(session, ids=True)
 
@@ -141,10 +142,9 @@ async def delete_by_id(service: Service, session_id: str) -> web.Response:
 
 
 async def delete_by_user(
-    service: Service, user_id: int, keep: str | None, keep_id: str | None
+    service: Service, user_id: int, keep_id: str | None, keep: str | None
 ) -> web.Response:
-    if keep is not None and keep_id is not None:
-        raise BadRequest(f"Keep one session: {EXCEPT.name} (or its header) or {EXCEPT_ID.name}, not both.")
+    # EXCEPT_ID, read first, refuses a request that names a token to keep too.
     deleted = await service.storage.delete_all(KIND_USER, user_id, except_token=keep, except_id=keep_id)
     return success({"deleted": deleted})
 
@@ -174,6 +174,9 @@ async def _listing(
     if limit is not None:
         query["limit"] = limit
     query["after"] = make_cursor(cursors[count - 1])
+    if WITH_ID.get():
+        # Asked for ids: so are the pages after it, whose URL a client follows as it is.
+        query[WITH] = "id"
     return answer(body, {"Link": f'<{kind}?{urlencode(query)}>; rel="next"'})
 
 
@@ -257,7 +260,7 @@ METHODS: tuple[Route, ...] = (
         "/user/del",
         delete_by_user,
         "user_del",
-        (ID, EXCEPT, EXCEPT_ID),
+        (ID, EXCEPT_ID, EXCEPT),
         summary="End every live session of a user, but the one `except`, X-Session-Token or `except_id` "
         "names (sign out everywhere else)",
         result=Deleted,

@@ -44,11 +44,14 @@ def _settings() -> Settings | None:
 
 def _log_configuration(settings: Settings) -> None:
     setup_logging(settings.log_level, settings.log_format)
+    # Secrets show as "**********". The listings as served: hash mode forces ids.
+    shown = settings.model_dump(mode="json")
+    shown["listings"] = "ids" if settings.listings_without_tokens else settings.listings
     if settings.log_format == "json":
-        # A field of its own, not JSON inside the message. Secrets show as "**********".
-        log.info("configuration", extra={"configuration": settings.model_dump(mode="json")})
+        # A field of its own, not JSON inside the message.
+        log.info("configuration", extra={"configuration": shown})
     else:
-        log.info("configuration: %s", settings.model_dump_json())
+        log.info("configuration: %s", json.dumps(shown, separators=(",", ":")))
 
 
 def _cannot_listen(settings: Settings) -> str | None:
@@ -224,8 +227,9 @@ def main(argv: list[str] | None = None) -> int:
         commands,
         "convert-tokens",
         "convert the store's tokens to their SHA-256 hashes, one way, for SESSIONS_TOKEN_STORAGE=hash",
-        "Stop the service first. Tokens keep working; the older data files, which hold them in plain, "
-        "are removed after a checkpoint. Backups taken before still hold them.",
+        "Stop the service first (refused while it is connected). Tokens keep working; the older data "
+        "files, which hold them in plain, are removed after a checkpoint. Backups taken before still "
+        "hold them.",
         data_dir=True,
     )
     _command(
@@ -282,6 +286,11 @@ def main(argv: list[str] | None = None) -> int:
             if done["left"]:
                 print(
                     f"older files with plain tokens are still kept (by a replica or a backup): {done['left']}"
+                )
+            if done["aside"]:
+                print(
+                    "files a restore moved aside still hold plain tokens; delete them once they are not "
+                    f"needed: {', '.join(done['aside'])}"
                 )
         elif args.command == "rejoin":
             admin.rejoin(settings, args.primary)

@@ -25,6 +25,7 @@ from .errors import (
     Overloaded,
     PayloadTooLarge,
     SessionsError,
+    StorageUnavailable,
     StorageWriteFailed,
     TokenNotFound,
 )
@@ -159,15 +160,17 @@ RULES = tuple(field.name for field in fields(Rules))
 @dataclass(frozen=True, slots=True)
 class Context:
     """What every call carries beside its own arguments: the rules, the moment after which
-    its work is not started (on the instance's clock), the extra data limit, and whether the
-    call may write nothing (`get`s served as stored), and the event feed's retention when it
-    is on (None: off)."""
+    its work is not started (on the instance's clock), the extra data limit, whether the
+    call may write nothing (`get`s served as stored), the event feed's retention when it is
+    on (None: off), and how the service keeps tokens (`plain`, `hash`), which the Lua checks
+    against the store's mark on every call."""
 
     rules: Mapping[str, int]  # Rules.wire()
     deadline: float
     extra_max: int
     untouched: bool | None = None
     events: Mapping[str, int] | None = None  # {"keep": seconds, "most": events}
+    token_storage: str = "plain"  # SESSIONS_TOKEN_STORAGE
 
     def wire(self) -> dict[str, Any]:
         """As the Lua reads it, a None left out."""
@@ -203,6 +206,9 @@ ERRORS: Mapping[str, type[SessionsError] | None] = {
     "IdempotencyConflict": IdempotencyConflict,
     # Synchronous replication with too few replicas following: refused before any write.
     "ReplicasUnavailable": StorageWriteFailed,
+    # The store keeps tokens another way than this service (converted while it ran): every
+    # call refused until it is restarted with the setting the message names.
+    "TokenStorageMismatch": StorageUnavailable,
 }
 # A failed item of a batch's reply is {error = {...}} with these fields, in this order: the
 # error's type (a custom one's name), its code and its message.

@@ -69,7 +69,8 @@ class BadRequest(SessionsError):
     """The request is not valid HTTP (a request line or header over 8190 bytes, a broken chunked body, a
     `Content-Encoding` that does not decode, a malformed `Idempotency-Key`), or it gives two different
     tokens (query and `X-Session-Token`), a session id (`/session`'s `id`, `except_id`) that is not a UUID in
-    the 8-4-4-4-12 form, a `with` other than `id`, or both `except_id` and a token to keep.
+    the 8-4-4-4-12 form, a `with` other than `id` or on a method that answers no session (the counts and bulk
+    deletes), or both `except_id` and a token to keep (even an empty or malformed one).
     """
 
     status = 400
@@ -223,7 +224,9 @@ _RETRY_SOON: dict[str, str] = {"Retry-After": "1"}
 
 class StorageUnavailable(SessionsError):
     """Tarantool did not answer within `SESSIONS_TARANTOOL_TIMEOUT`; retry (a write may have been applied
-    if Tarantool was slow rather than gone).
+    if Tarantool was slow rather than gone). Also every call while the store keeps tokens another way than
+    `SESSIONS_TOKEN_STORAGE` says (converted under a running service): the message names the setting to
+    restart the service with.
     """
 
     status = 503
@@ -276,7 +279,7 @@ class IdempotencyConflict(SessionsError):
     status = 409
     code = "idempotency_conflict"
     family = "invalid_input"
-    default_message = "This Idempotency-Key was used with other parameters."
+    default_message = "This Idempotency-Key was used with other parameters; use a new key."
 
 
 class InternalError(SessionsError):

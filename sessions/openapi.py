@@ -24,7 +24,7 @@ from .errors import (
 )
 from .limits import MAX_DEPTH, MAX_KEYS
 from .models import SessionObject
-from .params import IDEMPOTENCY_KEY, USER_ID_FORMAT_DOC, WITH_DOC
+from .params import EXAMPLE_ID, IDEMPOTENCY_KEY, SESSION_ID, USER_ID_FORMAT_DOC, WITH_DOC
 from .routing import SESSION, SESSIONS, Result, Route
 
 __all__ = ["build_spec"]
@@ -37,6 +37,10 @@ _EXAMPLE_SESSION = {
     "activity": 1465564426,
     "token": "61494096-9af7-49ba-9fb4-e89c0811e6d3",
 }
+
+
+# A session answered by its id (`/session`, `/session/del`, listings without tokens).
+_EXAMPLE_BY_ID = {**{k: v for k, v in _EXAMPLE_SESSION.items() if k != "token"}, "id": EXAMPLE_ID}
 
 
 # The envelopes, as models only for their JSON schemas (the service writes plain dicts).
@@ -127,7 +131,21 @@ def _error_response(errors: list[type[SessionsError]]) -> dict[str, dict[str, An
 
 
 def _operation(route: Route, method: str, *, keys: bool) -> dict[str, Any]:
-    example = _example(route.result)
+    example = _EXAMPLE_BY_ID if SESSION_ID in route.params else _example(route.result)
+    examples: dict[str, Any] = {"example": {"status": "success", "data": example}}
+    if route.result == SESSIONS:
+        examples = {
+            "examples": {
+                "tokens": {
+                    "summary": "SESSIONS_LISTINGS=tokens, the default",
+                    "value": {"status": "success", "data": [_EXAMPLE_SESSION]},
+                },
+                "ids": {
+                    "summary": "SESSIONS_LISTINGS=ids, or SESSIONS_TOKEN_STORAGE=hash",
+                    "value": {"status": "success", "data": [_EXAMPLE_BY_ID]},
+                },
+            }
+        }
     success: dict[str, Any] = {"description": "Success"}
     if route.result == SESSIONS:
         success["headers"] = {
@@ -153,7 +171,7 @@ def _operation(route: Route, method: str, *, keys: bool) -> dict[str, Any]:
                 "content": {
                     "application/json": {
                         "schema": {"$ref": _REF.format(model=_answer(route.result).__name__)},
-                        "example": {"status": "success", "data": example},
+                        **examples,
                     }
                 },
             },

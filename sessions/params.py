@@ -181,6 +181,20 @@ class _IdParam(Param):
 
 
 @dataclass(frozen=True, slots=True)
+class _KeepIdParam(_IdParam):
+    """`/user/del`'s `except_id`, read before the token to keep: given with one (`except` or
+    X-Session-Token, even empty or malformed), the request is refused as keeping two."""
+
+    def read(self, request: web.BaseRequest, settings: Settings) -> Any:
+        value = _IdParam.read(self, request, settings)
+        if value is not None and ("except" in request.query or TOKEN_HEADER in request.headers):
+            raise BadRequest(
+                f"Keep one session: except (or its {TOKEN_HEADER} header) or {self.name}, not both."
+            )
+        return value
+
+
+@dataclass(frozen=True, slots=True)
 class _HeaderParam(Param):
     """A request header, optional; given twice or badly, `error` with its own message."""
 
@@ -344,7 +358,7 @@ SESSION_ID = _IdParam(
 )
 # The one session `/user/del` leaves, by its id ("sign out everywhere but this device" from a
 # devices page that holds ids, not tokens); it must be live. Not with a token to keep too.
-EXCEPT_ID = _IdParam(
+EXCEPT_ID = _KeepIdParam(
     "except_id",
     parse_session_id,
     BadRequest,

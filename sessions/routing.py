@@ -190,6 +190,21 @@ async def _read_extra(
         raise
 
 
+async def _discard_body(request: web.BaseRequest, service: Service) -> None:
+    """Read the body of a method that takes none, and drop it, a piece at a time: a body
+    that does not decode (Content-Encoding) or breaks HTTP is the request's error, answered
+    before the method does anything, rather than one aiohttp meets after the answer. Past the
+    extra data limit it is left unread (the connection is then closed)."""
+    limit = service.settings.extra_max_bytes
+    read = 0
+    try:
+        async with asyncio.timeout(service.settings.body_timeout):
+            while read <= limit and (piece := await request.content.readany()):
+                read += len(piece)
+    except TimeoutError:
+        raise RequestTimeout() from None
+
+
 def _answer_body(response: web.StreamResponse) -> bytes | None:
     """The body of an answer made whole in memory (None: one that is not)."""
     if isinstance(response, web.Response) and isinstance(response.body, bytes):
@@ -275,7 +290,9 @@ class Router:
                 raise ExpectationFailed()
             if id_format is not None and id_format not in ("string", "number"):
                 raise BadRequest(f"{USER_ID_FORMAT} must be string or number.")
-            if route.sessions and WITH in request.query:
+            if WITH in request.query and route.route.work is not None:
+                if not route.sessions:
+                    raise BadRequest(f"{WITH} applies only to methods that answer sessions.")
                 if request.query.getall(WITH) != ["id"]:
                     raise BadRequest(
                         f"{WITH} must be id, given once (the session's id added to each session)."
@@ -285,6 +302,8 @@ class Router:
             if route.extra:
                 extra, body_share = await _read_extra(request, service, expect)
                 values.append(extra)
+            elif request.body_exists and expect is None:
+                await _discard_body(request, service)
             if route.page:
                 # Taken before the page is read, held until its last byte is written.
                 await service.answers.take(settings.page_max_bytes, settings.queue_timeout)
@@ -346,9 +365,11 @@ class Router:
                 service.bodies.give(body_share)
             if answer_share:
                 service.answers.give(answer_share)
-        if expect is not None and code != "success":
+        if (expect is not None and code != "success") or not request.content.at_eof():
             # Refused, perhaps before its body was asked for: the client may never send it,
-            # so the connection is closed at once rather than left waiting for it.
+            # so the connection is closed at once rather than left waiting for it. A body
+            # left unread (refused before it was read, or over the limit) is never drained:
+            # what it holds would fail after the answer, where nothing can say so.
             response.force_close()
             abandon_body(request)
         response.headers["X-Request-Id"] = request_id

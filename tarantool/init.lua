@@ -166,6 +166,9 @@ local base = {
     -- its instance, schema.next_seq), so a conflict is a fault that stops the replication
     -- and says so (log, `sessions.info`, the healthcheck, a metric), never a row dropped.
 }
+-- convert-tokens refuses to run while the service is connected (sessions/hashing.lua): its
+-- connections are counted from the first, before box.cfg may listen.
+require('sessions.connected').watch(user)
 if failover == 'election' then
     -- The peers elect among themselves from the start, so they reach each other at once;
     -- the procedures answer as soon as the service user exists.

@@ -138,6 +138,13 @@ async def test_session_ids_read_end_and_keep_by_id(base_url, user_id, ip):
         assert [s.id for s in await sessions.by_user(user_id)] == [kept.id]
 
 
+async def test_paging_with_ids_gives_every_page_its_ids(base_url, user_id, ip):
+    async with SessionsClient(base_url, with_ids=True) as sessions:
+        opened = [await sessions.new(user_id, ip) for _ in range(5)]
+        for walk in (sessions.iter_user(user_id, page_size=2), sessions.iter_ip(ip, page_size=2)):
+            assert [s.id async for s in walk] == [s.id for s in reversed(opened)]
+
+
 async def test_listings_without_tokens_are_sessions_by_id(serve, settings, user_id):
     server = (await serve(settings.model_copy(update={"listings": "ids"}))).server
     async with SessionsClient(str(server.make_url("")).rstrip("/"), with_ids=True) as sessions:

@@ -18,6 +18,7 @@ from pathlib import Path
 
 import pytest
 
+from sessions.api import METHODS
 from sessions.config import Settings, describe_error, unknown_variables
 from sessions.console import Console
 from sessions.logs import RateLimitedLog
@@ -322,6 +323,51 @@ def test_hostile_http_gets_4xx_envelopes_and_short_log_lines_without_secrets(tmp
     # At most one short line per request.
     assert len([line for line in logged if "WARNING" in line]) <= len(cases)
     assert all(len(line) < 300 for line in logged)
+
+
+_ID = "019ae3b2-5c1e-7b4a-9d2f-3a6c8e1f0b24"
+_TOKEN = "61494096-9af7-49ba-9fb4-e89c0811e6d3"
+# Every API method, with parameters it takes: its own answer but for the body.
+_CALLS = {
+    "/new": "user_id=1&ip=192.0.2.1",
+    "/get": f"token={_TOKEN}",
+    "/del": f"token={_TOKEN}",
+    "/rotate": f"token={_TOKEN}",
+    "/user": "id=1",
+    "/ip": "ip=192.0.2.1",
+    "/user/del": "id=1",
+    "/ip/del": "ip=192.0.2.1",
+    "/user/count": "id=1",
+    "/ip/count": "ip=192.0.2.1",
+    "/session": f"id={_ID}",
+    "/session/del": f"id={_ID}",
+}
+
+
+def test_a_body_that_does_not_decode_is_a_bad_request_on_every_method(tmp_path):
+    assert set(_CALLS) == {route.path for route in METHODS}
+    service = Service(tmp_path / "data")
+    try:
+        before = len(service.output().splitlines())
+        for path, query in _CALLS.items():
+            got, body, _ = service.raw(
+                f"POST {path}?{query} HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n".encode()
+                + b"Content-Encoding: gzip\r\nContent-Length: 7\r\n\r\nnotgzip"
+            )
+            assert (got, body["code"]) == (400, "bad_request"), (path, body)
+            assert "Content-Encoding" in body["message"]
+        # Refused before its body is read: the body is left unread, never drained.
+        got, body, _ = service.raw(
+            b"POST /user/count?id=x HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+            b"Content-Encoding: gzip\r\nContent-Length: 7\r\n\r\nnotgzip"
+        )
+        assert (got, body["code"]) == (400, "invalid_user_id"), body
+    finally:
+        service.stop(signal.SIGTERM)
+    logged = service.output().splitlines()[before:]
+    text = "\n".join(logged)
+    assert "Traceback" not in text and "ERROR" not in text, text
+    assert len(logged) <= len(_CALLS) + 1, text  # a line each, the access log's
 
 
 @pytest.mark.each_release

@@ -19,6 +19,7 @@ import pytest
 from sessions.console import Console
 from sessions.storage import token_key
 
+from .conftest import call, settings_for
 from .service import Service, free_port
 
 HASH = {"SESSIONS_TOKEN_STORAGE": "hash"}
@@ -136,9 +137,15 @@ def test_a_plain_store_is_refused_in_hash_mode_until_converted_and_then_only_in_
 
     copy = tmp_path / "copy"
     shutil.copytree(original, copy, ignore=shutil.ignore_patterns("*.sock", "*.control", "*.pid"))
+    # Files a restore moved aside: the conversion leaves them, and says they hold plain tokens.
+    aside = copy / "pre-restore-20261201-000000"
+    shutil.copytree(copy, aside, ignore=shutil.ignore_patterns("*.sock", "*.control", "*.pid", "*.lock"))
     converted = _run(copy, "convert-tokens")
     assert converted.returncode == 0, converted.stderr
     assert converted.stdout.startswith(f"{len(tokens) - 1} sessions")  # the rotated one is gone
+    assert f"{aside}" in converted.stdout and "plain tokens" in converted.stdout, converted.stdout
+    assert aside.is_dir()
+    shutil.rmtree(aside)
     # The older snapshot and WAL files, which held the tokens, are gone with the conversion.
     assert _found(tokens, _files(copy)) == {}
     assert _run(copy, "convert-tokens").returncode == 0  # a second run changes nothing
@@ -193,3 +200,60 @@ def test_a_new_store_a_hashing_service_started_on_is_refused_to_a_plain_one(tmp_
     refused = _run(data, "serve")
     assert refused.returncode == 1 and "SESSIONS_TOKEN_STORAGE=hash" in refused.stderr, refused.stderr
     assert len([line for line in refused.stderr.splitlines() if "hashes" in line]) == 1
+
+
+@pytest.mark.each_release
+def test_a_conversion_under_a_running_service_is_refused_and_its_every_call_after_one(tmp_path):
+    data = tmp_path / "data"
+    service = Service(data)
+    try:
+        tokens = _issue(service, 7, 3)
+        # The service is connected: the command refuses, in one line, and changes nothing.
+        refused = _run(data, "convert-tokens")
+        assert refused.returncode == 1 and "Traceback" not in refused.stderr, refused.stderr
+        assert len(refused.stderr.strip().splitlines()) == 1 and "stop it" in refused.stderr, refused.stderr
+        assert all(service.request(f"/get?token={token}")[0] == 200 for token in tokens[1:])
+
+        # Converted all the same (as a connection the command could not see would let it):
+        # every call of the plain service is refused from then on, a stored key no token.
+        with Console(data / "tarantool.control") as console:
+            console.eval("package.loaded['sessions.connected'].count = function() return 0 end")
+            assert console.eval("return require('sessions.hashing').convert()") == len(tokens) - 1
+        answers = [
+            service.request(f"/get?token={tokens[1]}"),
+            service.request("/get", headers={"X-Session-Token": token_key(tokens[1])}),
+            service.request("/new?user_id=7&ip=192.0.2.1"),
+            service.request("/user?id=7"),
+            service.request("/user/count?id=7"),
+        ]
+        for status, body in answers:
+            assert (status, body["code"]) == (503, "storage_unavailable"), body
+            assert "SESSIONS_TOKEN_STORAGE=hash" in body["message"], body
+            assert not any(token in body["message"] for token in tokens), body
+    finally:
+        service.stop(signal.SIGTERM)
+    output = service.output()
+    assert "Traceback" not in output and not _found(tokens, {"log": output.encode()})
+    assert len([line for line in output.splitlines() if "refused the call" in line]) == 1, output
+
+    # Restarted in hash mode on the converted store: nobody was signed out.
+    service = Service(data, **HASH)
+    try:
+        for token in tokens[1:]:
+            assert service.request(f"/get?token={token}")[0] == 200
+    finally:
+        service.stop(signal.SIGTERM)
+    # The configuration it logs says what it does: listings of ids, which hash mode forces.
+    assert '"listings":"ids"' in service.output() and '"listings":"tokens"' not in service.output()
+
+
+async def test_a_plain_service_on_an_empty_store_is_refused_once_a_hashing_one_claims_it(
+    serve, fresh_tarantool
+):
+    """Two services sharing one external store, each started on it while it was empty."""
+    plain = await serve(settings_for(fresh_tarantool))
+    hashing = await serve(settings_for(fresh_tarantool, token_storage="hash"))  # marks it
+    status, body = await call(plain, "/new", params={"user_id": "3", "ip": "192.0.2.1"})
+    assert (status, body["code"]) == (503, "storage_unavailable"), body
+    assert "SESSIONS_TOKEN_STORAGE=hash" in body["message"]
+    assert (await call(hashing, "/new", params={"user_id": "3", "ip": "192.0.2.1"}))[0] == 200

@@ -16,6 +16,7 @@ from sessions.embedded import EmbeddedTarantool
 
 from .conftest import call, frozen_tarantool, new_session, settings_for
 
+_AN_ID = "019ae3b2-5c1e-7b4a-9d2f-3a6c8e1f0b24"
 SIX = {"ip", "extra", "user_id", "create", "activity", "token"}
 T0 = 1_700_000_000
 
@@ -144,6 +145,16 @@ async def test_user_del_keeps_the_session_except_id_names(client, user_id):
             {"id": "1", "except_id": "019ae3b2-5c1e-7b4a-9d2f-3a6c8e1f0b24"},
             {"X-Session-Token": "61494096-9af7-49ba-9fb4-e89c0811e6d3"},
         ),
+        # Both ways of keeping a session, the token empty or malformed: still both.
+        ("/user/del", {"id": "1", "except_id": _AN_ID, "except": ""}, {}),
+        ("/user/del", {"id": "1", "except_id": _AN_ID, "except": "x"}, {}),
+        ("/user/del", {"id": "1", "except_id": _AN_ID}, {"X-Session-Token": ""}),
+        ("/user/del", {"id": "1", "except_id": _AN_ID}, {"X-Session-Token": "x"}),
+        # `with` on methods that answer no session.
+        ("/user/count", {"id": "1", "with": "x"}, {}),
+        ("/ip/count", {"ip": "192.0.2.1", "with": "id"}, {}),
+        ("/user/del", {"id": "1", "with": "id"}, {}),
+        ("/ip/del", {"ip": "192.0.2.1", "with": "x"}, {}),
     ],
 )
 async def test_bad_ids_and_with_values_are_bad_requests_that_change_nothing(client, path, params, headers):
@@ -156,9 +167,16 @@ async def test_bad_ids_and_with_values_are_bad_requests_that_change_nothing(clie
     assert (status, body["code"]) == (400, "bad_request"), body
 
 
-async def test_an_unknown_id_is_not_found(client):
-    status, body = await call(client, "/session", params={"id": "019ae3b2-5c1e-7b4a-9d2f-3a6c8e1f0b24"})
+async def test_an_unknown_id_is_not_found(client, user_id):
+    unknown = "019ae3b2-5c1e-7b4a-9d2f-3a6c8e1f0b24"
+    for path in ("/session", "/session/del"):
+        status, body = await call(client, path, params={"id": unknown})
+        assert (status, body["code"]) == (404, "token_not_found")
+        assert "id" in body["message"] and "token" not in body["message"], body
+    await new_session(client, user_id)
+    status, body = await call(client, "/user/del", params={"id": str(user_id), "except_id": unknown})
     assert (status, body["code"]) == (404, "token_not_found")
+    assert "except_id" in body["message"], body
 
 
 async def test_listings_without_tokens_answer_ids_and_never_a_token(serve, settings, user_id, ip):
@@ -184,3 +202,19 @@ async def test_listings_without_tokens_answer_ids_and_never_a_token(serve, setti
 async def test_listings_keep_their_tokens_by_default(client, user_id):
     opened = await new_session(client, user_id)
     assert (await call(client, "/user", params={"id": str(user_id)}))[1]["data"] == [opened]
+
+
+async def test_with_id_is_carried_into_every_next_page(client, user_id, ip):
+    opened = [await _opened(client, user_id, ip) for _ in range(5)]
+    for path, params in (("/user", {"id": str(user_id)}), ("/ip", {"ip": ip})):
+        walked, pages, url = [], 0, client.make_url(path).with_query({**params, "limit": "2", "with": "id"})
+        while True:
+            response = await client.session.get(url)
+            assert response.status == 200
+            walked += (await response.json())["data"]
+            pages += 1
+            if "Link" not in response.headers:
+                break
+            assert "with=id" in response.headers["Link"], response.headers["Link"]
+            url = url.join(response.links["next"]["url"])  # as it is, resolved against this page
+        assert pages == 3 and [s["id"] for s in walked] == [s["id"] for s in reversed(opened)], path

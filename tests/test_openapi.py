@@ -119,6 +119,19 @@ def test_examples_match_their_schemas():
                     check.validate(example)
 
 
+def test_examples_of_sessions_by_id_have_their_id_and_no_token_and_listings_show_both_kinds():
+    def shown(path: str) -> list[object]:
+        content = SPEC["paths"][path]["get"]["responses"]["200"]["content"]["application/json"]
+        found = [content["example"]] if "example" in content else []
+        return found + [e["value"] for e in content.get("examples", {}).values()]
+
+    for path in ("/session", "/session/del"):
+        assert [("id" in e["data"], "token" in e["data"]) for e in shown(path)] == [(True, False)], path
+    for path in ("/user", "/ip"):
+        kinds = {tuple(sorted({"id", "token"} & set(e["data"][0]))) for e in shown(path)}
+        assert kinds == {("token",), ("id",)}, path
+
+
 @pytest.fixture(scope="module")
 def service(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Service]:
     running = Service(tmp_path_factory.mktemp("openapi") / "data")

@@ -85,7 +85,7 @@ async def test_a_gate_without_a_queue_sheds_at_once():
 # --- deadlines in Tarantool ----------------------------------------------------------
 
 
-RULES = "rules = {ttl = 15552000, lifetime = 0, cap = 0}"
+RULES = "rules = {ttl = 15552000, lifetime = 0, cap = 0}, token_storage = 'plain'"
 
 
 @pytest.mark.each_release
@@ -292,6 +292,10 @@ def test_running_out_of_file_descriptors_is_logged_and_counted(tmp_path):
 # --- idempotent `new` ----------------------------------------------------------------
 
 
+# Every idempotency_conflict is said alike: a sentence that says to use a new key.
+_A_SENTENCE = re.compile(r"[A-Z].*; use a new key\.")
+
+
 async def test_a_repeated_new_with_the_same_key_answers_the_same_session(client, user_id):
     params = {"user_id": str(user_id), "ip": "192.0.2.7"}
     key = {"Idempotency-Key": "sign-in-7f3a"}
@@ -310,6 +314,7 @@ async def test_a_repeated_new_with_the_same_key_answers_the_same_session(client,
     ):
         status, body = await call(client, "/new", "POST", headers=key, **other)
         assert (status, body["code"]) == (409, "idempotency_conflict"), other
+        assert _A_SENTENCE.fullmatch(body["message"]) and "new key" in body["message"], body
     status, body = await call(client, "/user", params={"id": str(user_id)})
     assert len(body["data"]) == 1
 
@@ -327,7 +332,7 @@ async def test_a_key_whose_session_ended_is_a_conflict(client, user_id):
     await call(client, "/del", params={"token": body["data"]["token"]})
     status, body = await call(client, "/new", params=params, headers=key)
     assert (status, body["code"]) == (409, "idempotency_conflict")
-    assert "ended" in body["message"]
+    assert "ended" in body["message"] and _A_SENTENCE.fullmatch(body["message"]), body
 
 
 @pytest.mark.parametrize("key", ["", "x" * 65, "has space", "tab\there", "é"])

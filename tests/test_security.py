@@ -339,7 +339,7 @@ def test_no_replication_user_without_a_replication_password(fresh_tarantool):
 
 _TOKEN = "'61494096-9af7-49ba-9fb4-e89c0811e6d3'"
 _RULES = "rules = {ttl = 15552000, lifetime = 0, cap = 0}"
-_CONTEXT = f"{{{_RULES}, deadline = require('fiber').time() + 5, extra_max = 1024}}"
+_CONTEXT = f"{{{_RULES}, deadline = require('fiber').time() + 5, extra_max = 1024, token_storage = 'plain'}}"
 _V4 = "'0123456789abcdef'"
 
 
@@ -375,6 +375,8 @@ def test_procedures_check_each_items_arguments(console, call_lua, reason):
         ("{rules = {ttl = 100, lifetime = 0, cap = -1}, deadline = 1e12}", "cap"),
         ("{rules = {100, 0, 0}, deadline = 1e12}", "rules"),
         ("{rules = {ttl = 100, lifetime = 0, cap = 0}}", "deadline"),
+        ("{rules = {ttl = 100, lifetime = 0, cap = 0}, deadline = 1e12}", "token_storage"),
+        ("{rules = {ttl = 100, lifetime = 0, cap = 0}, deadline = 1e12, token_storage = 'x'}", "storage"),
         ("100", "context"),
     ],
 )

@@ -293,7 +293,9 @@ class Storage:
                 f"the Tarantool at {conn.fingerprint} runs procedures of another release: " + "; ".join(found)
             )
         offset = (await self._measure(conn))[1]
-        context = Context(self._rules, time.time() + offset + self._timeout, self._extra_max).wire()
+        context = Context(
+            self._rules, time.time() + offset + self._timeout, self._extra_max, token_storage=self._mode
+        ).wire()
         answer = await conn.call(
             CALL, [TOKEN_STORAGE.name, {"mode": self._mode}, context], timeout=self._timeout
         )
@@ -449,7 +451,9 @@ class Storage:
             await self._elect()
 
     def _context(self, *, untouched: bool | None = None) -> dict[str, Any]:
-        return Context(self._rules, self._deadline(), self._extra_max, untouched, self._events).wire()
+        return Context(
+            self._rules, self._deadline(), self._extra_max, untouched, self._events, self._mode
+        ).wire()
 
     async def call(self, operation: Operation, args: dict[str, Any]) -> Reply:
         """One call of an operation, by its declaration: coalesced with the calls of the same

@@ -45,6 +45,9 @@ _UNAVAILABLE_CODES = {
 _BUG_TYPES = {"LuaError"}
 _BUG_CODES = {ErrorCode.ER_PROC_LUA}
 
+# The store keeps tokens another way than this service (tarantool/sessions/hashing.lua).
+_MISMATCH = "TokenStorageMismatch"
+
 # A failing disk or a bug fails every request alike: one line a minute says so.
 _storage_log = RateLimitedLog(log, interval=60.0)
 
@@ -59,6 +62,9 @@ class DuplicateToken(Exception):
 
 def mapped(kind: str | None, code: int, message: str) -> Exception:
     """The exception for an error Tarantool reported, whatever it is."""
+    if kind == _MISMATCH:
+        # Every call fails alike until the service is restarted: one line a minute says why.
+        _storage_log.error("token-storage", "tarantool refused the call: %s", message)
     if kind is not None and kind in ERRORS:
         error = ERRORS[kind]
         return (

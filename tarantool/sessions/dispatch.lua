@@ -5,6 +5,7 @@ local errors = require('sessions.errors')
 local bulk = require('sessions.bulk')
 local events = require('sessions.events')
 local expiry = require('sessions.expiry')
+local hashing = require('sessions.hashing')
 local liveness = require('sessions.liveness')
 local memory = require('sessions.memory')
 local operations = require('sessions.operations')
@@ -14,7 +15,7 @@ local check = errors.check
 
 -- What every call carries beside its own arguments (part of the wire contract).
 -- `events`: the feed's retention {keep = seconds, most = events} when it is on (events.lua).
-local CONTEXT = {'rules', 'deadline', 'extra_max', 'untouched', 'events'}
+local CONTEXT = {'rules', 'deadline', 'extra_max', 'untouched', 'events', 'token_storage'}
 
 local function check_args(operation, spec, args)
     check(type(args) == 'table', 'arguments must be a map')
@@ -40,6 +41,7 @@ local function check_context(ctx)
     local feed = ctx.events
     check(feed == nil or (type(feed) == 'table' and type(feed.keep) == 'number' and feed.keep >= 1
         and type(feed.most) == 'number' and feed.most >= 1), 'events must be {keep >= 1, most >= 1}')
+    check(ctx.token_storage == 'plain' or ctx.token_storage == 'hash', 'token_storage must be plain or hash')
     bulk.check_deadline(ctx.deadline)
 end
 
@@ -58,6 +60,7 @@ local function batch(operation, items, ctx)
     check(spec ~= nil and spec.batch, 'unknown batch operation')
     check(type(items) == 'table', 'items must be an array')
     check_context(ctx)
+    hashing.check_mode(ctx.token_storage)
     -- The purge learns the service's rules from its calls (expiry.lua), the feed its setting.
     expiry.set_rules(ctx.rules)
     events.configure(ctx.events)
@@ -106,6 +109,9 @@ local function call(operation, args, ctx)
     local spec = operations[operation]
     check(spec ~= nil and not spec.batch, 'unknown operation')
     check_context(ctx)
+    if not spec.any_store then
+        hashing.check_mode(ctx.token_storage)
+    end
     -- The purge learns the service's rules from its calls (expiry.lua), the feed its setting.
     expiry.set_rules(ctx.rules)
     events.configure(ctx.events)

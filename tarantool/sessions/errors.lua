@@ -5,7 +5,7 @@ local log = require('log')
 
 -- The error types raised on purpose.
 local TYPES = {'InvalidArgument', 'PayloadTooLarge', 'TokenNotFound', 'Overloaded', 'IdempotencyConflict',
-               'ReplicasUnavailable'}
+               'ReplicasUnavailable', 'TokenStorageMismatch'}
 local KNOWN = {}
 for _, name in ipairs(TYPES) do
     KNOWN[name] = true

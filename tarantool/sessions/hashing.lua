@@ -8,11 +8,13 @@
 -- anything: finding a token from its key means trying 2^122 of them. The service hashes the
 -- same way (sessions/storage), so the token itself never reaches Tarantool.
 local digest = require('digest')
+local errors = require('sessions.errors')
 local fiber = require('fiber')
 local log = require('log')
 local uuid = require('uuid')
 
 local F = require('sessions.fields')
+local connected = require('sessions.connected')
 local schema = require('sessions.schema')
 
 -- The row of the `sessions_state` space that says a store keeps hashes; while a conversion
@@ -55,6 +57,34 @@ local function claim()
     return stored()
 end
 
+-- Whether a call of a service keeping tokens `mode` ('plain' or 'hash', its call context's
+-- `token_storage`) may use the store; else a TokenStorageMismatch naming the setting it needs.
+-- Checked on every call, not only when the service connects: a conversion run while a plain
+-- service still serves the store, or a hashing service claiming an empty store a plain one
+-- uses, must stop that service's calls, which would otherwise take keys for tokens and write
+-- plain tokens into a hashed store. Read from the space on each call (lookups of its primary
+-- key), not from a cache: a replica learns the mark through replication.
+local function check_mode(mode)
+    local state = box.space[schema.STATE]
+    if state:get(PROGRESS) ~= nil then
+        errors.raise('TokenStorageMismatch', 'The tokens of the store are being converted to hashes (or a '
+            .. 'conversion was cut short: run sessions convert-tokens again); then restart the service '
+            .. 'with SESSIONS_TOKEN_STORAGE=hash.')
+    end
+    local marked = state:get(MARK) ~= nil
+    if mode == HASH and not marked then
+        -- An empty store is marked now if it can be (a read-only one is either's until then).
+        local kept = claim()
+        if kept ~= HASH and kept ~= 'empty' then
+            errors.raise('TokenStorageMismatch', 'The store keeps plain tokens: restart the service with '
+                .. 'SESSIONS_TOKEN_STORAGE=plain (or stop it and run sessions convert-tokens).')
+        end
+    elseif mode ~= HASH and marked then
+        errors.raise('TokenStorageMismatch', 'The store keeps only hashes of tokens: restart the service '
+            .. 'with SESSIONS_TOKEN_STORAGE=hash.')
+    end
+end
+
 -- Re-key every session of a plain store, in transactions of BATCH, walking the id index
 -- (ids do not change, so the walk goes on where it was, also after a cut: the last id done
 -- is kept with each batch). Then the idempotency keys' sessions, and the mark. Returns how
@@ -63,6 +93,13 @@ local function convert()
     local kept = stored()
     if kept == HASH then
         return 0
+    end
+    -- A service still connected would have every call refused from the first batch on (see
+    -- check_mode): stopped first, it is restarted in hash mode on a converted store.
+    local services = connected.count()
+    if services > 0 then
+        error(('the service is connected to this Tarantool (%d connections as %s): stop it, then run '
+            .. 'sessions convert-tokens again'):format(services, connected.user()), 0)
     end
     local state, space = box.space[schema.STATE], box.space[schema.SPACE]
     local progress = state:get(PROGRESS)
@@ -115,6 +152,7 @@ end
 
 return {
     HASH = HASH,
+    check_mode = check_mode,
     claim = claim,
     convert = convert,
     key_of = key_of,

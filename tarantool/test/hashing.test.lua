@@ -18,8 +18,9 @@ local suite = require('test.cases').suite('hashing')
 
 local NOW = 1700000000
 
-local function context()
-    return {rules = {ttl = 100, lifetime = 0, cap = 0}, deadline = fiber.time() + 60, extra_max = 1024}
+local function context(mode)
+    return {rules = {ttl = 100, lifetime = 0, cap = 0}, deadline = fiber.time() + 60, extra_max = 1024,
+            token_storage = mode or 'plain'}
 end
 
 local function new(seconds, idem)
@@ -70,6 +71,45 @@ suite.case('a key is the SHA-256 of the token, 16 bytes, variant bits set', func
     local key = hashing.key_of(token):bin('b')
     test:is(key:sub(1, 8) .. key:sub(10, 16), digest:sub(1, 8) .. digest:sub(10, 16), 'its bytes but one')
     test:is(key:byte(9), 128 + digest:byte(9) % 64, 'and that one with the RFC variant')
+end)
+
+-- The error a call raised: its type and message.
+local function refusal(fn, ...)
+    local ok, err = pcall(fn, ...)
+    if ok then
+        return nil
+    end
+    return err.type, err.message
+end
+
+suite.case('every call is refused to a service that keeps tokens another way than the store', function(test)
+    box.space.sessions:truncate()
+    box.space[schema.STATE]:truncate()
+    local count = {kind = 'user', key = 1}
+    local get = {{token = uuid.new():bin('b')}}
+    test:is(refusal(sessions.call, 'count', count, context('plain')), nil, 'an empty store answers plain')
+    test:is(refusal(sessions.batch, 'get', get, context('hash')), nil, 'and hash, which claims it')
+    test:is(hashing.stored(), 'hash', 'marked by that call')
+    local kind, message = refusal(sessions.batch, 'get', get, context('plain'))
+    test:is(kind, 'TokenStorageMismatch', 'then a plain batch is refused')
+    test:ok(message:find('SESSIONS_TOKEN_STORAGE=hash', 1, true), 'naming the setting: ' .. message)
+    kind = refusal(sessions.call, 'count', count, context('plain'))
+    test:is(kind, 'TokenStorageMismatch', 'and a plain call')
+    local stored = sessions.call('token_storage', {mode = 'plain'}, context('plain')).stored
+    test:is(stored, 'hash', 'token_storage answers either, to say why')
+    box.space[schema.STATE]:truncate()
+    new(0)
+    kind, message = refusal(sessions.call, 'count', count, context('hash'))
+    test:is(kind, 'TokenStorageMismatch', 'a plain store refuses a hashing call')
+    test:ok(message:find('SESSIONS_TOKEN_STORAGE=plain', 1, true), 'naming the setting: ' .. message)
+    box.space[schema.STATE]:replace{'token_storage_converting', uuid.new():str()}
+    for _, mode in ipairs({'plain', 'hash'}) do
+        kind, message = refusal(sessions.batch, 'get', get, context(mode))
+        test:is(kind, 'TokenStorageMismatch', 'a conversion under way refuses ' .. mode)
+        test:ok(message:find('convert-tokens', 1, true), 'naming the command: ' .. message)
+    end
+    box.space[schema.STATE]:truncate()
+    box.space.sessions:truncate()
 end)
 
 local code = suite.run()

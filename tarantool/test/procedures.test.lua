@@ -22,7 +22,7 @@ clock.freeze(NOW)
 
 local function context(ttl, cap)
     local rules = {ttl = ttl or 100, lifetime = 0, cap = cap or 0}
-    return {rules = rules, deadline = fiber.time() + 60, extra_max = 1024}
+    return {rules = rules, deadline = fiber.time() + 60, extra_max = 1024, token_storage = 'plain'}
 end
 
 local serial = 0

@@ -42,7 +42,8 @@ local function delete_all(args, ctx)
     end
     if except ~= nil and not args.checked
         and (not kept or kept[spec.field] ~= key or not is_live(kept, rules)) then
-        errors.raise('TokenNotFound', 'except is not a live session of this user')
+        errors.raise('TokenNotFound', ('%s is not a live session of this user.')
+            :format(except_id ~= nil and 'except_id' or 'except'))
     end
     local index = space.index[spec.index]
     local ended, removed = 0, 0

@@ -58,12 +58,13 @@ local function replay(idem, rules)
         return nil
     end
     if entry[K.FINGERPRINT] ~= idem.fingerprint then
-        errors.raise('IdempotencyConflict', 'this Idempotency-Key was used with other parameters')
+        errors.raise('IdempotencyConflict',
+            'This Idempotency-Key was used with other parameters; use a new key.')
     end
     local tuple = box.space.sessions:get(entry[K.TOKEN])
     if tuple == nil or not is_live(tuple, rules) then
         errors.raise('IdempotencyConflict',
-            'the session this Idempotency-Key opened has ended; use a new key')
+            'The session this Idempotency-Key opened has ended; use a new key.')
     end
     return tuple
 end

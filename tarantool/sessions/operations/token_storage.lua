@@ -16,4 +16,6 @@ return {
     fn = token_storage,
     args = {'mode'},
     reply = {'stored'},
+    -- It says what the store keeps, so it answers a service of either kind (dispatch.lua).
+    any_store = true,
 }

@@ -711,8 +711,14 @@ def _hold_a_write(primary: EmbeddedTarantool, replica: EmbeddedTarantool, user_i
     with Console(primary.console_path) as console:
         console.eval("box.cfg{replication_synchro_quorum = 3, replication_synchro_timeout = 60}")
         insert = lua_session(user_id, "'192.0.2.99'", "math.floor(require('fiber').time())", token=token)
+        before = console.eval("return box.info.lsn")
         console.eval(f"require('fiber').create(function() box.space.sessions:insert({insert}) end)")
-        origin, lsn = console.eval("return {box.info.id, box.info.lsn}")
+        # The insert's row has an LSN once the WAL wrote it, which may be after this answer.
+        deadline = time.monotonic() + 10
+        while (lsn := console.eval("return box.info.lsn")) <= before:
+            assert time.monotonic() < deadline, "the primary does not write the held session"
+            time.sleep(0.05)
+        origin = console.eval("return box.info.id")
     deadline = time.monotonic() + 10
     with Console(replica.console_path) as console:
         while (console.eval(f"return box.info.vclock[{origin}]") or 0) < lsn:

@@ -60,6 +60,31 @@ local function format_of(count, nullable_from)
     return format
 end
 
+-- Sets `field` of each session that lacks it to value(tuple), walking `index` (a tree index
+-- keeps its place while tuples change under it; a hash one may not), 1000 updates to a
+-- transaction.
+local function backfill(index, field, value)
+    local space = box.space[index.space_id]
+    local batch = {}
+    local function flush()
+        box.begin()
+        for _, item in ipairs(batch) do
+            space:update(item[1], {{'=', field, item[2]}})
+        end
+        box.commit()
+        batch = {}
+    end
+    for _, tuple in index:pairs() do
+        if tuple[field] == nil then
+            batch[#batch + 1] = {tuple[F.TOKEN], value(tuple)}
+        end
+        if #batch >= 1000 then
+            flush()
+        end
+    end
+    flush()
+end
+
 -- Each migration runs once per database (box.once keeps its name in _schema), in this
 -- order, so a newer release can start on a snapshot written by an older one.
 -- Append new steps; never change what a shipped step does.
@@ -91,25 +116,7 @@ local migrations = {
         local space = box.space[SPACE]
         space:format(format_of(F.TTL, F.EXPIRES))
         local ttl = options.idle_ttl or 0
-        local batch = {}
-        local function flush()
-            box.begin()
-            for _, item in ipairs(batch) do
-                space:update(item[1], {{'=', F.EXPIRES, item[2]}})
-            end
-            box.commit()
-            batch = {}
-        end
-        -- The tree index keeps its place while tuples change under it (a hash one may not).
-        for _, tuple in space.index.activity:pairs() do
-            if tuple[F.EXPIRES] == nil then
-                batch[#batch + 1] = {tuple[F.TOKEN], tuple[F.ACTIVITY] + ttl}
-            end
-            if #batch >= 1000 then
-                flush()
-            end
-        end
-        flush()
+        backfill(space.index.activity, F.EXPIRES, function(tuple) return tuple[F.ACTIVITY] + ttl end)
         space:format(format_of(F.TTL, F.TTL))
         create_indexes(space, 3)
         if space.index.activity ~= nil then
@@ -177,26 +184,9 @@ local migrations = {
     {'sessions_v7', function()
         local space = box.space[SPACE]
         space:format(format_of(F.ID, F.ID))
-        local batch = {}
-        local function flush()
-            box.begin()
-            for _, item in ipairs(batch) do
-                space:update(item[1], {{'=', F.ID, ids.make(item[2] * 1000)}})
-            end
-            box.commit()
-            batch = {}
-        end
         -- Every field before `id` is there since v5 (seq is not nullable), so an update
-        -- may set it. The tree index keeps its place while tuples change under it.
-        for _, tuple in space.index.expires:pairs() do
-            if tuple[F.ID] == nil then
-                batch[#batch + 1] = {tuple[F.TOKEN], tuple[F.CREATE]}
-            end
-            if #batch >= 1000 then
-                flush()
-            end
-        end
-        flush()
+        -- may set it.
+        backfill(space.index.expires, F.ID, function(tuple) return ids.make(tuple[F.CREATE] * 1000) end)
         space:format(format_of(F.ID))
         create_indexes(space, 7)
     end},

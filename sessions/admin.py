@@ -174,15 +174,24 @@ def restore(settings: Settings, source: Path) -> dict[str, Any]:
     return manifest
 
 
+_ROLE_CHANGE_TIMEOUT = 60
+
+
 def _role_change(settings: Settings, call: str) -> None:
     data_dir = settings.data_dir.resolve()
     if not _in_use(data_dir):
         raise AdminError(f"no running Tarantool found in {data_dir}")
-    with Console(_console_path(settings)) as console:
-        try:
+    # A promote may take its peers' answers (2 s each to connect and to answer) and up to 10 s
+    # of catching up (role.lua) before it answers: well within the minute allowed here.
+    try:
+        with Console(_console_path(settings), timeout=_ROLE_CHANGE_TIMEOUT) as console:
             console.eval(f"return require('sessions.role').{call}")
-        except ConsoleError as error:
-            raise AdminError(str(error)) from None
+    except ConsoleError as error:
+        raise AdminError(str(error)) from None
+    except TimeoutError:
+        raise AdminError(f"Tarantool in {data_dir} did not answer within {_ROLE_CHANGE_TIMEOUT} s") from None
+    except OSError as error:
+        raise AdminError(f"cannot reach Tarantool in {data_dir}: {error}") from None
 
 
 def promote(settings: Settings) -> None:

@@ -56,7 +56,7 @@ local function read()
     file:close()
     local ok, decoded = pcall(json.decode, data)
     if not ok or type(decoded) ~= 'table' or not ROLES[decoded.role] then
-        error(('%s is not a role file; move it away to start from the environment'):format(state.path))
+        error(('%s is not a role file; move it away to start from the environment'):format(state.path), 0)
     end
     return decoded
 end
@@ -271,7 +271,7 @@ local function take_over_queue()
     end
     box.cfg{replication_synchro_quorum = quorum}
     if not ok then
-        error(('the queue of synchronous writes could not be taken over: %s'):format(err))
+        error(('the queue of synchronous writes could not be taken over: %s'):format(err), 0)
     end
 end
 
@@ -285,7 +285,7 @@ local function promote()
     for _, peer in ipairs(peers) do
         if peer.ro == false then
             error(('%s is writable: make it a replica first (sessions rejoin), then promote')
-                :format(peer.address))
+                :format(peer.address), 0)
         end
     end
     local deadline = fiber.clock() + CATCH_UP
@@ -295,7 +295,7 @@ local function promote()
         end
         if behind(peer.vclock) > 0 then
             error(('%s has %d rows this instance lacks: let it catch up (sessions rejoin %s), then promote')
-                :format(peer.address, behind(peer.vclock), peer.address))
+                :format(peer.address, behind(peer.vclock), peer.address), 0)
         end
     end
     local generation = state.generation
@@ -314,7 +314,7 @@ end
 -- following it) stay here and reach the other if the roles are swapped back.
 local function rejoin(address)
     if type(address) ~= 'string' or address == '' then
-        error('rejoin needs the primary as host:port (or unix/:/path)')
+        error('rejoin needs the primary as host:port (or unix/:/path)', 0)
     end
     box.cfg{read_only = true}
     box.cfg{replication = {uri(address)}}

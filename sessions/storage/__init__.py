@@ -18,6 +18,7 @@ import asynctnt
 import orjson
 from asynctnt.exceptions import ErrorCode, TarantoolDatabaseError, TarantoolError
 
+from ..buckets import with_bucket
 from ..config import Settings, TarantoolAddress
 from ..contract import (
     BATCH,
@@ -165,12 +166,13 @@ def _note(seen: dict[int, int], vclock: dict[int, int]) -> None:
         seen[id_] = max(lsn, seen.get(id_, 0))
 
 
-def new_token() -> bytes:
-    """A version 4 UUID as 16 bytes: 122 bits from the OS CSPRNG (os.urandom)."""
+def new_token(bucket: int | None = None) -> bytes:
+    """A version 4 UUID as 16 bytes: 122 bits from the OS CSPRNG (os.urandom); with a
+    `bucket` (the sharded mode), 12 of them say that bucket instead (buckets.py), 110 left."""
     raw = bytearray(os.urandom(16))
     raw[6] = (raw[6] & 0x0F) | 0x40  # version 4
     raw[8] = (raw[8] & 0x3F) | 0x80  # RFC 4122 variant
-    return bytes(raw)
+    return bytes(raw) if bucket is None else with_bucket(bytes(raw), bucket)
 
 
 class Storage:

@@ -1,0 +1,138 @@
+-- The procedures of a router of the sharded mode (router.lua), by the names and with the
+-- arguments of a single instance's (procedures.lua), so that the service calls a router as
+-- it calls an instance. Each item goes to the storage that holds its bucket, through
+-- vshard.router.callrw, which holds the bucket there for the call (a bucket on its way to
+-- another replica set is retried there once it has arrived), into that storage's own
+-- `batch` or `call`: the operations run where the sessions are, unchanged.
+--
+-- The bucket of an item: its user's for `new` (and for a listing, count or bulk end by
+-- user), the one its token carries for `get`, `delete` and `rotate` (buckets.lua).
+local fiber = require('fiber')
+local vshard = require('vshard')
+
+local buckets = require('sessions.buckets')
+local errors = require('sessions.errors')
+local procedures = require('sessions.procedures')
+
+local BATCH, CALL = 'sessions.batch', 'sessions.call'
+-- The least time a routed call is given, past its deadline's: the storage itself refuses
+-- work past the deadline, with the error the service expects.
+local MIN_TIMEOUT = 0.05
+
+local function timeout_of(ctx)
+    local deadline = type(ctx) == 'table' and ctx.deadline
+    if type(deadline) ~= 'number' then
+        return MIN_TIMEOUT
+    end
+    return math.max(deadline - fiber.time(), MIN_TIMEOUT)
+end
+
+-- The bucket of one item of a batch; nil when its arguments name none (a malformed token).
+local function bucket_of_item(operation, args)
+    if type(args) ~= 'table' then
+        return nil
+    end
+    if operation == 'new' then
+        if not errors.is_integer(args.user_id) then
+            return nil
+        end
+        return buckets.of_user(args.user_id)
+    end
+    return buckets.of_token(args.token)
+end
+
+-- A storage's failure as an item of a batch, or as the call's error: a known type of the
+-- procedures is kept, anything else (no route, a timeout, a connection lost) is the
+-- storage being unavailable.
+local function failure(err, bucket)
+    local kind = type(err) == 'table' and (err.custom_type or err.type) or nil
+    local message = type(err) == 'table' and tostring(err.message) or tostring(err)
+    for _, known in ipairs(errors.TYPES) do
+        if kind == known then
+            return {error = {type = kind, code = err.code or 0, message = message}}
+        end
+    end
+    return {error = {
+        type = 'ClientError', code = box.error.NO_CONNECTION,
+        message = ('the replica set of bucket %d: %s'):format(bucket, message),
+    }}
+end
+
+-- One bucket's items, in one call of the storage's batch; its replies in `replies`.
+local function batch_bucket(operation, group, ctx, replies)
+    local items = {}
+    for i, position in ipairs(group.positions) do
+        items[i] = group.items[position]
+    end
+    local answer, err = vshard.router.callrw(group.bucket, BATCH, {operation, items, ctx},
+        {timeout = timeout_of(ctx)})
+    for i, position in ipairs(group.positions) do
+        replies[position] = answer ~= nil and answer[i] or failure(err, group.bucket)
+    end
+end
+
+-- Calls of one batchable operation, each item to its bucket's storage (those of one bucket
+-- in one call, the buckets' calls at once): a reply per item, as a single instance's batch.
+local function batch(operation, items, ctx)
+    errors.check(type(items) == 'table', 'items must be an array')
+    local replies, groups, order = {}, {}, {}
+    for position, args in ipairs(items) do
+        local bucket = bucket_of_item(operation, args)
+        if bucket == nil then
+            replies[position] = errors.item(box.error.new({
+                type = 'InvalidArgument', reason = operation .. ' names no bucket (user_id or token)',
+            }))
+        else
+            local group = groups[bucket]
+            if group == nil then
+                group = {bucket = bucket, items = items, positions = {}}
+                groups[bucket] = group
+                order[#order + 1] = group
+            end
+            group.positions[#group.positions + 1] = position
+        end
+    end
+    if #order == 1 then
+        batch_bucket(operation, order[1], ctx, replies)
+        return replies
+    end
+    local running = {}
+    for i, group in ipairs(order) do
+        local worker = fiber.new(batch_bucket, operation, group, ctx, replies)
+        worker:set_joinable(true)
+        running[i] = worker
+    end
+    for _, worker in ipairs(running) do
+        worker:join()
+    end
+    return replies
+end
+
+-- One call of another operation: by user, to the user's bucket's storage.
+local function call(operation, args, ctx)
+    errors.check(type(args) == 'table', 'arguments must be a map')
+    local bucket
+    if args.kind == 'user' and errors.is_integer(args.key) then
+        bucket = buckets.of_user(args.key)
+    end
+    errors.check(bucket ~= nil, ('%s is not routed by a router yet'):format(tostring(operation)))
+    local answer, err = vshard.router.callrw(bucket, CALL, {operation, args, ctx},
+        {timeout = timeout_of(ctx)})
+    if answer == nil then
+        local failed = failure(err, bucket).error
+        if failed.type == 'ClientError' then
+            box.error({code = failed.code, reason = failed.message})
+        end
+        errors.raise(failed.type, failed.message)
+    end
+    return answer
+end
+
+return {
+    batch = batch,
+    call = call,
+    -- The contract is the storages': the same modules declare it.
+    describe = procedures.describe,
+    info = procedures.info,
+    peer = procedures.peer,
+}

@@ -1,0 +1,149 @@
+"""The sharded mode, on real processes (tests/sharded.py): two replica sets of vshard
+storages on the project's Lua and a router, called as the service calls an instance."""
+
+from __future__ import annotations
+
+import collections
+import time
+from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import Any
+
+import asynctnt
+import pytest
+
+from sessions.buckets import bucket_of_token, bucket_of_user
+from sessions.contract import BATCH, BUCKETS, CALL, DESCRIBE, Context, Rules, differences
+from sessions.storage import new_token
+
+from .conftest import PASSWORD
+from .sharded import Cluster
+
+pytestmark = pytest.mark.each_release
+
+# Counts, on a storage, the items of each operation its `sessions.batch` ran (the router
+# calls it through vshard.storage.call, which looks the procedure up at each call).
+_COUNTING = """
+local batch = sessions.batch
+rawset(_G, 'batch_items', {})
+sessions.batch = function(operation, items, ctx)
+    batch_items[operation] = (batch_items[operation] or 0) + #items
+    return batch(operation, items, ctx)
+end
+"""
+
+# The bucket a storage keeps a session under, by its token; nil where it is not stored.
+_STORED_BUCKET = "local t = box.space.sessions:get(require('uuid').fromstr('{}')) return t and t.bucket_id"
+
+
+@pytest.fixture
+async def cluster(tmp_path: Path, tarantool_bin: str) -> AsyncIterator[Cluster]:
+    started = Cluster(tmp_path / "cluster", tarantool_bin)
+    try:
+        await started.start()
+        for storage in started.storages:
+            storage.eval(_COUNTING)
+        yield started
+    finally:
+        await started.stop()
+
+
+@pytest.fixture
+async def router(cluster: Cluster) -> AsyncIterator[asynctnt.Connection]:
+    assert cluster.router is not None
+    conn = asynctnt.Connection(
+        host="unix/",
+        port=str(cluster.router.socket_path),
+        username="sessions",
+        password=PASSWORD,
+        fetch_schema=False,
+        auto_refetch_schema=False,
+    )
+    await conn.connect()
+    yield conn
+    await conn.disconnect()
+
+
+def _context() -> dict[str, Any]:
+    # The routers' clock is this machine's: no offset to measure.
+    return Context(Rules(ttl=3600, lifetime=0, cap=0).wire(), time.time() + 5, 65536).wire()
+
+
+def _text(raw: bytes) -> str:
+    hexed = raw.hex()
+    return f"{hexed[:8]}-{hexed[8:12]}-{hexed[12:16]}-{hexed[16:20]}-{hexed[20:]}"
+
+
+def _owners(cluster: Cluster) -> list[tuple[int, int]]:
+    """Each storage's buckets, as the (first, last) ranges vshard's bootstrap gives them."""
+    ranges = []
+    for storage in cluster.storages:
+        ids = storage.eval(
+            "local ids = {} for _, b in box.space._bucket:pairs() do ids[#ids + 1] = b.id end return ids"
+        )
+        ranges.append((min(ids), max(ids)))
+    return ranges
+
+
+def _counted(cluster: Cluster) -> list[dict[str, int]]:
+    return [dict(storage.eval("return batch_items") or {}) for storage in cluster.storages]
+
+
+async def test_the_router_speaks_the_contract_of_the_storages(router):
+    described = (await router.call(DESCRIBE, []))[0]
+    assert differences(described) == []
+    assert described["buckets"] == BUCKETS.wire()
+
+
+async def test_new_get_and_delete_reach_exactly_the_storage_of_their_bucket(cluster, router):
+    ranges = _owners(cluster)
+    assert len(ranges) == 2 and sum(last - first + 1 for first, last in ranges) == BUCKETS.count
+
+    def owner(bucket: int) -> int:
+        return next(i for i, (first, last) in enumerate(ranges) if first <= bucket <= last)
+
+    # Users of both replica sets, opened in one batch as the service coalesces them.
+    users = list(range(7_000_001, 7_000_041))
+    tokens = [new_token(bucket_of_user(user)) for user in users]
+    items = [
+        {"token": token, "user_id": user, "ip": "192.0.2.9"}
+        for token, user in zip(tokens, users, strict=True)
+    ]
+    replies = (await router.call(BATCH, ["new", items, _context()]))[0]
+    assert [reply["session"][1] for reply in replies] == users
+    expected = collections.Counter(owner(bucket_of_user(user)) for user in users)
+    assert set(expected) == {0, 1}
+    assert [counts.get("new", 0) for counts in _counted(cluster)] == [expected[0], expected[1]]
+    # Each session is on its bucket's storage, and only there, with its bucket.
+    for token, user in zip(tokens, users, strict=True):
+        bucket = bucket_of_token(token)
+        assert bucket == bucket_of_user(user)
+        found = [storage.eval(_STORED_BUCKET.format(_text(token))) for storage in cluster.storages]
+        assert found == [bucket if i == owner(bucket) else None for i in range(2)]
+
+    texts = [_text(token) for token in tokens]
+    got = (await router.call(BATCH, ["get", [{"token": text} for text in texts], _context()]))[0]
+    assert [reply["session"][0] for reply in got] == texts
+    assert [counts.get("get", 0) for counts in _counted(cluster)] == [expected[0], expected[1]]
+    # A token whose bucket's storage has no such session: found nowhere, asked of one storage.
+    stray = _text(new_token(bucket_of_user(users[0])))
+    assert (await router.call(BATCH, ["get", [{"token": stray}], _context()]))[0] == [{}]
+    after = _counted(cluster)
+    assert after[owner(bucket_of_user(users[0]))]["get"] == expected[owner(bucket_of_user(users[0]))] + 1
+
+    deleted = (await router.call(BATCH, ["delete", [{"token": text} for text in texts[:10]], _context()]))[0]
+    assert [reply["session"][0] for reply in deleted] == texts[:10]
+    again = (await router.call(BATCH, ["get", [{"token": text} for text in texts], _context()]))[0]
+    assert [bool(reply) for reply in again] == [False] * 10 + [True] * 30
+    stored = [storage.eval("return box.space.sessions:len()") for storage in cluster.storages]
+    assert sum(stored) == 30
+
+
+async def test_a_users_listing_goes_to_the_users_storage(cluster, router):
+    user = 7_100_001
+    tokens = [new_token(bucket_of_user(user)) for _ in range(3)]
+    items = [{"token": token, "user_id": user, "ip": "192.0.2.10"} for token in tokens]
+    await router.call(BATCH, ["new", items, _context()])
+    args = {"kind": "user", "key": user, "limit": 10, "page_bytes": 1 << 20}
+    listed = (await router.call(CALL, ["list", args, _context()]))[0]
+    assert sorted(row[0] for row in listed["sessions"]) == sorted(_text(token) for token in tokens)

@@ -147,3 +147,17 @@ async def test_a_users_listing_goes_to_the_users_storage(cluster, router):
     args = {"kind": "user", "key": user, "limit": 10, "page_bytes": 1 << 20}
     listed = (await router.call(CALL, ["list", args, _context()]))[0]
     assert sorted(row[0] for row in listed["sessions"]) == sorted(_text(token) for token in tokens)
+
+
+async def test_a_failed_item_answers_alone_through_the_router(router):
+    user = 7_200_001
+    token = new_token(bucket_of_user(user))
+    item = {"token": token, "user_id": user, "ip": "192.0.2.11"}
+    other = {"token": new_token(bucket_of_user(user + 1)), "user_id": user + 1, "ip": "192.0.2.11"}
+    replies = (await router.call(BATCH, ["new", [item, item, other], _context()]))[0]
+    assert replies[0]["session"][1] == user and replies[2]["session"][1] == user + 1
+    # The storage's error item, as the storage made it: the duplicate key, undone alone.
+    assert set(replies[1]) == {"error"} and replies[1]["error"]["code"] == 3  # ER_TUPLE_FOUND
+    # A token that is not one names no bucket: refused as an argument, before any storage.
+    refused = (await router.call(BATCH, ["get", [{"token": "not-a-token"}], _context()]))[0]
+    assert refused[0]["error"]["type"] == "InvalidArgument"

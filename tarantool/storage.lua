@@ -8,7 +8,9 @@
 --   SESSIONS_VSHARD_CONFIG    a JSON file: vshard's `sharding` table (replica sets by uuid,
 --                             their instances by uuid, each with its `uri`, holding the
 --                             vshard user's login and password, and `master`); the same
---                             file for every storage and router of the cluster
+--                             file for every storage and router of the cluster; and
+--                             `numbers`, each replica set's number (1 to 256, none twice,
+--                             never reused), which its sessions' seqs carry (schema.lua)
 --   SESSIONS_VSHARD_INSTANCE  the uuid of this instance in it
 -- vshard itself is found on LUA_PATH (the official image ships it as a rock).
 local fio = require('fio')
@@ -73,7 +75,10 @@ rawset(_G, 'sessions', procedures)
 if not box.info.ro then
     access.ensure_user(env('SESSIONS_TARANTOOL_USER', 'sessions'), password)
 end
-sharded.start_storage(cluster, instance)
+local started, err = pcall(sharded.start_storage, cluster, instance)
+if not started then
+    fail(tostring(err))
+end
 if ttl ~= nil then
     expiry.set_rules({ttl = ttl, lifetime = tonumber(env('SESSIONS_MAX_LIFETIME', '0')), cap = 0})
 end

@@ -92,8 +92,9 @@ class Cluster:
                 "name": storage.process.data_dir.name,
                 "master": True,
             }
+        numbers = {storage.replicaset: number for number, storage in enumerate(self.storages, 1)}
         path = self.root / "cluster.json"
-        path.write_text(json.dumps({"sharding": sharding}))
+        path.write_text(json.dumps({"sharding": sharding, "numbers": numbers}))
         return path
 
     async def start(self) -> None:

@@ -161,3 +161,43 @@ async def test_a_failed_item_answers_alone_through_the_router(router):
     # A token that is not one names no bucket: refused as an argument, before any storage.
     refused = (await router.call(BATCH, ["get", [{"token": "not-a-token"}], _context()]))[0]
     assert refused[0]["error"]["type"] == "InvalidArgument"
+
+
+async def test_a_bucket_moves_onto_a_replica_set_that_numbered_sessions_of_the_same_ip(cluster, router):
+    """Each replica set numbers its sessions from its own counter: the seqs carry the set's
+    number (schema.next_seq), so a bucket's rows land on another set that opened sessions
+    from the same address without meeting one of theirs in the unique (ip, seq) index."""
+    ranges = _owners(cluster)
+    users: list[list[int]] = [[], []]
+    user = 7_300_000
+    while not all(len(found) >= 3 for found in users):
+        user += 1
+        bucket = bucket_of_user(user)
+        owner = next(i for i, (first, last) in enumerate(ranges) if first <= bucket <= last)
+        users[owner].append(user)
+    # The same address, the same number of sessions on each side: without the set's number
+    # both sets would have handed out the same seqs.
+    opened = [u for side in users for u in side[:3]]
+    items = [{"token": new_token(bucket_of_user(u)), "user_id": u, "ip": "192.0.2.12"} for u in opened]
+    replies = (await router.call(BATCH, ["new", items, _context()]))[0]
+    assert all("session" in reply for reply in replies)
+    every_seq = "local s = {} for _, t in box.space.sessions:pairs() do s[#s + 1] = t.seq end return s"
+    seqs = [storage.eval(every_seq) for storage in cluster.storages]
+    assert not set(seqs[0]) & set(seqs[1])
+
+    moving = users[0][0]
+    bucket = bucket_of_user(moving)
+    sent = cluster.storages[0].eval(
+        f"local ok, err = vshard.storage.bucket_send({bucket}, '{cluster.storages[1].replicaset}', "
+        "{timeout = 10}) return {ok = ok == true, err = err and tostring(err.message or err) or nil}"
+    )
+    assert sent == {"ok": True}
+    listed = cluster.storages[1].eval(
+        f"local n = 0 for _ in box.space.sessions.index.user:pairs({{{moving}}}) do n = n + 1 end return n"
+    )
+    assert listed == 1
+    # The router finds the session where its bucket went.
+    token = items[opened.index(moving)]["token"]
+    got = (await router.call(BATCH, ["get", [{"token": _text(token)}], _context()]))[0]
+    assert got[0]["session"][1] == moving
+    assert _counted(cluster)[1].get("get", 0) == 1

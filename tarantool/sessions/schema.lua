@@ -275,9 +275,31 @@ end
 -- rows collide when they meet again. Seqs numbered before (the counter alone, schema v5) are
 -- all below the first of these.
 local SEQ_INSTANCES = 32
+-- A storage of the sharded mode also puts its replica set's number (1 to SEQ_SETS, the
+-- cluster configuration's `numbers`, sharded.lua) between the counter and the instance id.
+-- Each replica set counts from 1 with instances numbered from 1, so without it two sets hand
+-- out the same seqs, and a bucket moved between them (its sessions inserted as they are, seq
+-- and all) meets a row of the same (ip, seq) or (user_id, seq) and the move fails. With it,
+-- a seq names the set and the instance that numbered it, so rows from anywhere never collide.
+-- Why a number the operators write rather than one derived: a hash of the set's uuid can
+-- collide, and a position in the configuration changes when a set is added. The largest seq,
+-- counter * 2^13, stays exact in a Lua number up to 2^40 sessions per set.
+-- A single instance has no number (nil), and numbers as it always did.
+local SEQ_SETS = 256
+local seq_set = nil
+
+local function set_seq_set(number)
+    assert(number == nil or (number >= 1 and number <= SEQ_SETS and number % 1 == 0),
+        'a replica set number is 1 to ' .. SEQ_SETS)
+    seq_set = number
+end
 
 local function next_seq()
-    return box.sequence[SEQUENCE]:next() * SEQ_INSTANCES + box.info.id
+    local counter = box.sequence[SEQUENCE]:next()
+    if seq_set ~= nil then
+        counter = counter * SEQ_SETS + seq_set - 1
+    end
+    return counter * SEQ_INSTANCES + box.info.id
 end
 
 local function version()
@@ -298,7 +320,9 @@ return {
     STATE = STATE,
     VERSION = VERSION,
     migrate = migrate,
+    SEQ_SETS = SEQ_SETS,
     next_seq = next_seq,
+    set_seq_set = set_seq_set,
     set_sync = set_sync,
     version = version,
 }

@@ -17,11 +17,35 @@ local buckets = require('sessions.buckets')
 local schema = require('sessions.schema')
 
 local INDEX = 'bucket_id'
+-- In sessions_state: the replica set's number (use_number).
+local NUMBER_KEY = 'replicaset_number'
 -- The procedures the router calls through vshard.storage.call; the vshard user needs them.
 local ROUTED = {'sessions.batch', 'sessions.call'}
 
 -- Whether this instance is a storage of the sharded mode (set by start_storage).
 local is_storage = false
+
+-- `numbers`: each replica set's number in its sessions' seqs (schema.next_seq), one per set,
+-- 1 to schema.SEQ_SETS, no two alike. A number once used is never given to another set.
+local function check_numbers(path, cluster)
+    local numbers, seen = cluster.numbers, {}
+    if type(numbers) ~= 'table' then
+        error(('SESSIONS_VSHARD_CONFIG: %s has no "numbers": {"<replica set uuid>": 1, ...}')
+            :format(path), 0)
+    end
+    for replicaset in pairs(cluster.sharding) do
+        local number = numbers[replicaset]
+        if type(number) ~= 'number' or number % 1 ~= 0 or number < 1 or number > schema.SEQ_SETS then
+            error(('SESSIONS_VSHARD_CONFIG: numbers[%s] must be an integer from 1 to %d')
+                :format(replicaset, schema.SEQ_SETS), 0)
+        end
+        if seen[number] ~= nil then
+            error(('SESSIONS_VSHARD_CONFIG: replica sets %s and %s have the same number %d')
+                :format(seen[number], replicaset, number), 0)
+        end
+        seen[number] = replicaset
+    end
+end
 
 -- The configuration the operators write once for the whole cluster: vshard's `sharding`
 -- (replica sets by uuid, each with `replicas` by uuid, each with `uri` and `master`).
@@ -39,6 +63,7 @@ local function read_config(path)
     if not ok or type(cluster) ~= 'table' or type(cluster.sharding) ~= 'table' then
         error(('SESSIONS_VSHARD_CONFIG: %s is not {"sharding": {...}} in JSON'):format(path), 0)
     end
+    check_numbers(path, cluster)
     return cluster
 end
 
@@ -108,6 +133,22 @@ local function grant(login)
     end
 end
 
+-- The replica set's number goes into every seq from now on. It is kept in sessions_state the
+-- first time, and a configuration that later gives the set another is refused: its older
+-- seqs carry the first, which another set may now be given.
+local function use_number(number)
+    local state = box.space[schema.STATE]
+    local kept = state:get(NUMBER_KEY)
+    if kept ~= nil and kept[2] ~= number then
+        error(('SESSIONS_VSHARD_CONFIG gives this replica set the number %d; its sessions were '
+            .. 'numbered with %d, which it keeps'):format(number, kept[2]), 0)
+    end
+    if kept == nil and not box.info.ro then
+        state:insert{NUMBER_KEY, number}
+    end
+    schema.set_seq_set(number)
+end
+
 -- Configure vshard's storage role on the box storage.lua configured, after the schema and
 -- the procedures exist.
 local function start_storage(cluster, instance)
@@ -120,6 +161,7 @@ local function start_storage(cluster, instance)
         bucket_count = buckets.COUNT,
         box_cfg_mode = 'manual',
     }
+    use_number(cluster.numbers[find(cluster, instance).replicaset])
     vshard.storage.cfg(cfg, instance)
     if not box.info.ro then
         local set = cluster.sharding[find(cluster, instance).replicaset]

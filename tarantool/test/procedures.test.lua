@@ -163,6 +163,22 @@ suite.case('a seq carries the instance that numbered it', function(test)
     test:is(second - first, 32, 'and counts in steps of 32')
 end)
 
+-- A storage of the sharded mode: its replica set's number too, so two sets' seqs never meet
+-- when a bucket moves; a single instance (no number) numbers as above.
+suite.case('a storage\'s seq carries its replica set\'s number', function(test)
+    local schema = require('sessions.schema')
+    schema.set_seq_set(3)
+    local first, second = schema.next_seq(), schema.next_seq()
+    schema.set_seq_set(nil)
+    local single = schema.next_seq()
+    test:is(first % 32, box.info.id, 'a seq ends in this instance\'s id')
+    test:is(math.floor(first / 32) % schema.SEQ_SETS, 2, 'after the set\'s number minus one')
+    test:is(second - first, 32 * schema.SEQ_SETS, 'and counts in steps of 32 * SEQ_SETS')
+    test:is(single % 32, box.info.id, 'without a number, as before')
+    test:is(math.floor(single / 32), math.floor(second / 32 / schema.SEQ_SETS) + 1,
+        'from the same counter')
+end)
+
 -- TTL 60, a session; TTL 5 (its stored deadline swept to T + 5); a restart (the module's
 -- memory gone) past that deadline with TTL 60 again: the change across the restart counts,
 -- and the session stays lapsed.

@@ -11,12 +11,14 @@ from typing import Any
 
 import asynctnt
 import pytest
+from pydantic import ValidationError
 
 from sessions.buckets import bucket_of_token, bucket_of_user
-from sessions.contract import BATCH, BUCKETS, CALL, DESCRIBE, Context, Rules, differences
+from sessions.config import Settings
+from sessions.contract import BATCH, BUCKETS, CALL, DESCRIBE, INFO, Context, Info, Rules, differences
 from sessions.storage import new_token
 
-from .conftest import PASSWORD
+from .conftest import PASSWORD, call
 from .sharded import Cluster
 
 pytestmark = pytest.mark.each_release
@@ -201,3 +203,58 @@ async def test_a_bucket_moves_onto_a_replica_set_that_numbered_sessions_of_the_s
     got = (await router.call(BATCH, ["get", [{"token": _text(token)}], _context()]))[0]
     assert got[0]["session"][1] == moving
     assert _counted(cluster)[1].get("get", 0) == 1
+
+
+async def test_the_service_serves_through_a_router(cluster, serve):
+    """SESSIONS_TARANTOOL_MODE=sharded: the service's connect-time check passes against a
+    router, a new token carries its user's bucket and a rotated one its old one's, and the
+    probes and metrics read the router's `info` (the cluster's figures)."""
+    assert cluster.router is not None
+    settings = Settings(
+        tarantool=f"unix/:{cluster.router.socket_path}", tarantool_password=PASSWORD, tarantool_mode="sharded"
+    )
+    client = await serve(settings)
+    ranges = _owners(cluster)
+    user = 7_400_001
+    status, body = await call(client, "/new", params={"user_id": str(user), "ip": "192.0.2.13"})
+    assert status == 200
+    token = body["data"]["token"]
+    bucket = bucket_of_token(token)
+    assert bucket == bucket_of_user(user)
+    owner = next(i for i, (first, last) in enumerate(ranges) if first <= bucket <= last)
+    assert [counts.get("new", 0) for counts in _counted(cluster)] == [int(owner == 0), int(owner == 1)]
+    status, body = await call(client, "/rotate", params={"token": token})
+    assert status == 200
+    rotated = body["data"]["token"]
+    assert rotated != token and bucket_of_token(rotated) == bucket
+    assert (await call(client, "/get", params={"token": rotated}))[0] == 200
+    assert (await call(client, "/get", params={"token": token}))[0] == 404
+    assert [counts.get("rotate", 0) for counts in _counted(cluster)] == [int(owner == 0), int(owner == 1)]
+
+    status, body = await call(client, "/ready")
+    assert status == 200 and body["data"]["sessions"] == 1
+    response = await client.get("/metrics")
+    assert response.status == 200
+    assert "\nsessions_stored 1.0\n" in await response.text()
+
+
+async def test_the_routers_info_says_read_only_while_a_replica_set_is_lost(cluster, router):
+    info = Info.of((await router.call(INFO, []))[0])
+    seen = (info.ro, info.role, info.vclock, info.sessions, info.writes_confirmable)
+    assert seen == (False, "router", {}, 0, True)
+    await cluster.storages[1].process.stop()
+    lost = Info.of((await router.call(INFO, []))[0])
+    assert lost.ro and not lost.writes_confirmable
+
+
+@pytest.mark.parametrize(
+    ("overrides", "refused"),
+    [
+        ({}, "needs SESSIONS_TARANTOOL"),
+        ({"tarantool": "127.0.0.1:3301", "token_storage": "hash"}, "SESSIONS_TOKEN_STORAGE=hash"),
+        ({"tarantool": "127.0.0.1:3301", "events": True}, "SESSIONS_EVENTS=on"),
+    ],
+)
+def test_what_the_sharded_mode_does_not_serve_yet_is_refused_at_start(overrides, refused):
+    with pytest.raises(ValidationError, match=refused):
+        Settings(tarantool_mode="sharded", tarantool_password=PASSWORD, **overrides)

@@ -18,7 +18,7 @@ import asynctnt
 import orjson
 from asynctnt.exceptions import ErrorCode, TarantoolDatabaseError, TarantoolError
 
-from ..buckets import with_bucket
+from ..buckets import bucket_of_token, bucket_of_user, with_bucket
 from ..config import Settings, TarantoolAddress
 from ..contract import (
     BATCH,
@@ -211,6 +211,9 @@ class Storage:
         # SESSIONS_TOKEN_STORAGE=hash: Tarantool gets each token's key (token_key), never the
         # token, and answers carry the token the caller sent or this service made.
         self._mode = settings.token_storage
+        # SESSIONS_TARANTOOL_MODE=sharded: the addresses are routers, which send each session
+        # to the replica set of the bucket its token carries (buckets.py).
+        self._sharded = settings.tarantool_mode == "sharded"
         self._hashed = settings.token_storage == "hash"
         # Tarantool's clock minus this process' (time.time()), measured on every look at an
         # instance, so that deadlines mean the same moment on both sides.
@@ -486,7 +489,7 @@ class Storage:
         if idempotency_key is not None:
             args["idem"] = idem(idempotency_key, _fingerprint(user_id, ip, ttl, patch), self._window)
         while True:
-            token = new_token()
+            token = new_token(bucket_of_user(user_id) if self._sharded else None)
             key = _hashed(token) if self._hashed else token
             try:
                 reply = await self.call(NEW, {**args, "token": key})
@@ -539,8 +542,10 @@ class Storage:
 
     async def rotate(self, token: str) -> Session | None:
         """The session under a new token, the old one ended; None if there is no such session."""
+        # A rotated session stays where it is: its new token carries the old one's bucket.
+        bucket = bucket_of_token(token) if self._sharded else None
         while True:
-            fresh = new_token()
+            fresh = new_token(bucket)
             args = {"token": self._key(token), "new_token": _hashed(fresh) if self._hashed else fresh}
             try:
                 reply = await self.call(ROTATE, args)

@@ -13,6 +13,7 @@ local vshard = require('vshard')
 local buckets = require('sessions.buckets')
 local errors = require('sessions.errors')
 local procedures = require('sessions.procedures')
+local schema = require('sessions.schema')
 
 local BATCH, CALL = 'sessions.batch', 'sessions.call'
 -- The least time a routed call is given, past its deadline's: the storage itself refuses
@@ -108,9 +109,51 @@ local function batch(operation, items, ctx)
     return replies
 end
 
+-- `func` called with `args` on the master of every replica set at once, each given at most
+-- `timeout`: {answer = ..., err = ...} by replica set uuid.
+local function each_set(func, args, timeout)
+    local results, running = {}, {}
+    for id, set in pairs(vshard.router.routeall()) do
+        local worker = fiber.new(function()
+            local answer, err = set:callrw(func, args, {timeout = timeout})
+            results[id] = {answer = answer, err = answer == nil and (err or 'no answer') or nil}
+        end)
+        worker:set_joinable(true)
+        running[#running + 1] = worker
+    end
+    for _, worker in ipairs(running) do
+        worker:join()
+    end
+    return results
+end
+
+-- What the stores keep, as one answer for the service's check at connect (token_storage):
+-- a store cut short in a conversion, then one that keeps the other kind than `mode`, is
+-- what the service must hear of; stores that are empty agree with either.
+local function token_storage(args, ctx)
+    local found = {}
+    for id, result in pairs(each_set(CALL, {'token_storage', args, ctx}, timeout_of(ctx))) do
+        if result.answer == nil then
+            local failed = failure(result.err, 0).error
+            box.error({code = failed.code, reason = ('replica set %s: %s'):format(id, failed.message)})
+        end
+        found[result.answer.stored] = true
+    end
+    local other = args.mode == 'hash' and 'plain' or 'hash'
+    for _, stored in ipairs({'converting', other, args.mode}) do
+        if found[stored] then
+            return {stored = stored}
+        end
+    end
+    return {stored = 'empty'}
+end
+
 -- One call of another operation: by user, to the user's bucket's storage.
 local function call(operation, args, ctx)
     errors.check(type(args) == 'table', 'arguments must be a map')
+    if operation == 'token_storage' then
+        return token_storage(args, ctx)
+    end
     local bucket
     if args.kind == 'user' and errors.is_integer(args.key) then
         bucket = buckets.of_user(args.key)
@@ -128,11 +171,56 @@ local function call(operation, args, ctx)
     return answer
 end
 
+-- How long `info` waits for a replica set: the service's probes must not wait on a lost one.
+local INFO_TIMEOUT = 0.5
+
+-- `info` of the cluster, by the names of an instance's (monitor.lua), from every replica
+-- set's master at once: counts summed (sessions, purged, memory used, bulk calls, gets
+-- untouched, replication stopped), the earliest next expiry and the oldest last snapshot,
+-- the lowest schema version; `ro` when any replica set does not answer or cannot write
+-- (its users cannot open sessions), `writes_confirmable` when every one can confirm.
+-- The router's own: its clock (the deadlines the service sends are on it), its Tarantool's
+-- version, the role `router`, no vclock, no election and term 0 (a router holds no data,
+-- and any router of the cluster serves the same).
+local function info()
+    local result = {
+        now = fiber.time(), bulk_active = 0, bulk_waiting = 0, ro = false, role = 'router',
+        vclock = setmetatable({}, {__serialize = 'map'}), schema_version = schema.VERSION,
+        schema_latest = schema.VERSION, sessions = 0, next_expiry = box.NULL, purged = 0,
+        memory_used = 0, tarantool_version = box.info.version, last_checkpoint = box.NULL,
+        storage_full = false, touch_skipped = 0, replication_stopped = 0,
+        writes_confirmable = true, election = box.NULL, term = 0,
+    }
+    local function earliest(name, value)
+        if value ~= nil and (result[name] == nil or value < result[name]) then
+            result[name] = value
+        end
+    end
+    for _, answered in pairs(each_set('sessions.info', {}, INFO_TIMEOUT)) do
+        local one = answered.answer
+        if one == nil then
+            result.ro, result.writes_confirmable = true, false
+        else
+            for _, name in ipairs({'bulk_active', 'bulk_waiting', 'sessions', 'purged', 'memory_used',
+                    'touch_skipped', 'replication_stopped'}) do
+                result[name] = result[name] + one[name]
+            end
+            earliest('next_expiry', one.next_expiry)
+            earliest('last_checkpoint', one.last_checkpoint)
+            earliest('schema_version', one.schema_version)
+            result.ro = result.ro or one.ro
+            result.storage_full = result.storage_full or one.storage_full
+            result.writes_confirmable = result.writes_confirmable and one.writes_confirmable
+        end
+    end
+    return result
+end
+
 return {
     batch = batch,
     call = call,
     -- The contract is the storages': the same modules declare it.
     describe = procedures.describe,
-    info = procedures.info,
+    info = info,
     peer = procedures.peer,
 }

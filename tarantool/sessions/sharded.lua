@@ -19,8 +19,9 @@ local schema = require('sessions.schema')
 local INDEX = 'bucket_id'
 -- In sessions_state: the replica set's number (use_number).
 local NUMBER_KEY = 'replicaset_number'
--- The procedures the router calls through vshard.storage.call; the vshard user needs them.
-local ROUTED = {'sessions.batch', 'sessions.call'}
+-- The procedures a router calls on a storage, through vshard.storage.call or on a replica
+-- set's master (`info`, and token_storage through `call`); the vshard user needs them.
+local ROUTED = {'sessions.batch', 'sessions.call', 'sessions.info'}
 
 -- Whether this instance is a storage of the sharded mode (set by start_storage).
 local is_storage = false

@@ -24,9 +24,7 @@ from sessions.embedded import EmbeddedTarantool
 from .conftest import PASSWORD, ROOT, settings_for
 
 __all__ = [
-    "IP_NOT_ROUTED",
     "MODES",
-    "NOT_ROUTED_BY_IP",
     "ROWS_IN_LUA",
     "VSHARD",
     "Cluster",
@@ -181,10 +179,8 @@ class Cluster:
             await storage.process.stop()
 
 
-# Why an API test is instance_only, for now: what the sharded mode lacks.
-IP_NOT_ROUTED = "/ip, /ip/count and /ip/del are not routed (map_callrw over every replica set, merged pages)"
+# Why an API test is instance_only, for now.
 ROWS_IN_LUA = "the test writes rows into one instance's space (a storage's need bucket_id, tokens theirs)"
-NOT_ROUTED_BY_IP = pytest.mark.instance_only(IP_NOT_ROUTED)
 
 # The modes an API test marked to run in both is served in: on one instance, and through a
 # router of a cluster of two replica sets.

@@ -8,7 +8,7 @@ import uuid
 import pytest
 
 from .conftest import call, days_ago, new_session, set_activity
-from .sharded import IP_NOT_ROUTED, console_by_mode, settings_by_mode, sharded_cluster  # noqa: F401 (fixtures: both modes)
+from .sharded import console_by_mode, settings_by_mode, sharded_cluster  # noqa: F401 (fixtures: both modes)
 
 
 async def test_get_returns_the_session_and_touches_it(client, console, user_id):
@@ -108,7 +108,6 @@ async def test_del_ignores_a_body(client, user_id):
     assert (status, body["data"]["extra"]) == (200, None)
 
 
-@pytest.mark.instance_only(IP_NOT_ROUTED)
 async def test_activity_changes_only_on_get(client, console, user_id):
     session = await new_session(client, user_id)
     old = days_ago(2)

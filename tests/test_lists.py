@@ -21,7 +21,7 @@ from .conftest import (
     set_activity,
     settings_for,
 )
-from .sharded import NOT_ROUTED_BY_IP, ROWS_IN_LUA, console_by_mode, settings_by_mode, sharded_cluster  # noqa: F401 (fixtures: both modes)
+from .sharded import ROWS_IN_LUA, console_by_mode, settings_by_mode, sharded_cluster  # noqa: F401 (fixtures: both modes)
 
 
 async def test_user_lists_own_sessions_newest_opened_first(client, console, user_id):
@@ -64,7 +64,6 @@ async def test_user_bad_id(client, params):
     assert (status, body["code"]) == (400, "invalid_user_id")
 
 
-@NOT_ROUTED_BY_IP
 async def test_ip_lists_sessions_of_the_address_newest_first(client, console, user_id, ip):
     older = await new_session(client, user_id, ip)
     newer = await new_session(client, user_id + 1, ip)
@@ -78,7 +77,6 @@ async def test_ip_lists_sessions_of_the_address_newest_first(client, console, us
     assert [s["token"] for s in body["data"]] == [newer["token"], older["token"]]
 
 
-@NOT_ROUTED_BY_IP
 async def test_ip_lookup_uses_the_canonical_form(client, user_id, ip):
     session = await new_session(client, user_id, ip.upper())
     assert session["ip"] == ip
@@ -87,7 +85,6 @@ async def test_ip_lookup_uses_the_canonical_form(client, user_id, ip):
     assert [s["token"] for s in listed] == [session["token"]]
 
 
-@NOT_ROUTED_BY_IP
 async def test_ip_follows_a_move(client, user_id, ip):
     session = await new_session(client, user_id, "192.0.2.1")
     await call(client, "/get", params={"token": session["token"], "ip": ip})
@@ -95,7 +92,6 @@ async def test_ip_follows_a_move(client, user_id, ip):
     assert [s["token"] for s in listed] == [session["token"]]
 
 
-@NOT_ROUTED_BY_IP
 async def test_ip_without_sessions_is_an_empty_list(client, ip):
     assert (await call(client, "/ip", params={"ip": ip}))[1]["data"] == []
 
@@ -124,7 +120,7 @@ async def _pages(client, path: str, params: dict[str, str]) -> list[list[dict]]:
         response = await client.get(response.links["next"]["url"].path_qs)
 
 
-@pytest.mark.parametrize("path", ["/user", pytest.param("/ip", marks=NOT_ROUTED_BY_IP)])
+@pytest.mark.parametrize("path", ["/user", "/ip"])
 async def test_pages_cover_every_session_once_in_order(client, console, user_id, ip, path):
     made = []
     for _ in range(7):
@@ -158,7 +154,7 @@ async def test_the_next_link_keeps_the_query(client, user_id):
     assert response.headers["Link"].endswith('>; rel="next"')
 
 
-@pytest.mark.parametrize("path", ["/user", pytest.param("/ip", marks=NOT_ROUTED_BY_IP)])
+@pytest.mark.parametrize("path", ["/user", "/ip"])
 async def test_the_next_link_is_relative_so_it_works_behind_a_path_prefix(client, user_id, ip, path):
     """Behind a gateway that serves the service under a prefix (`http://gateway/sessions`),
     the next page is under the same prefix: the Link is a relative reference, resolved
@@ -356,7 +352,6 @@ async def test_user_count_counts_the_live_sessions_of_that_user_only(client, use
     assert (await call(client, "/user/count"))[1]["code"] == "invalid_user_id"
 
 
-@NOT_ROUTED_BY_IP
 async def test_ip_count_counts_the_live_sessions_of_that_address_only(client, user_id):
     """Every user's sessions last seen from the address, and no other address's; the address is
     compared in canonical form."""

@@ -258,3 +258,138 @@ async def test_the_routers_info_says_read_only_while_a_replica_set_is_lost(clust
 def test_what_the_sharded_mode_does_not_serve_yet_is_refused_at_start(overrides, refused):
     with pytest.raises(ValidationError, match=refused):
         Settings(tarantool_mode="sharded", tarantool_password=PASSWORD, **overrides)
+
+
+def _sharded_settings(cluster: Cluster) -> Settings:
+    assert cluster.router is not None
+    return Settings(
+        tarantool=f"unix/:{cluster.router.socket_path}", tarantool_password=PASSWORD, tarantool_mode="sharded"
+    )
+
+
+async def _walk(client, path: str, params: dict[str, str]) -> list[list[dict[str, Any]]]:
+    """Every page of a listing, following its Link header."""
+    pages = []
+    response = await client.get(path, params=params)
+    while True:
+        assert response.status == 200, await response.text()
+        pages.append((await response.json())["data"])
+        if "next" not in response.links or len(pages) > 100:
+            return pages
+        response = await client.get(response.links["next"]["url"].path_qs)
+
+
+def _seqs(cluster: Cluster, address: str) -> dict[str, int]:
+    """The seq of each session of `address`, over every storage, by token."""
+    seqs = {}
+    for storage in cluster.storages:
+        for token, seq in storage.eval(
+            f"local r = {{}} for _, t in box.space.sessions.index.ip_seq:pairs({{'{address}'}}) do "
+            "r[#r + 1] = {t.token:str(), t.seq} end return r"
+        ):
+            seqs[token] = seq
+    return seqs
+
+
+async def _open_from(client, address: str, users: range) -> list[str]:
+    opened = []
+    for user in users:
+        status, body = await call(client, "/new", params={"user_id": str(user), "ip": address})
+        assert status == 200
+        opened.append(body["data"]["token"])
+    return opened
+
+
+async def test_an_address_is_listed_counted_and_ended_over_every_replica_set(cluster, serve):
+    """/ip, /ip/count and /ip/del through a router: every replica set's sessions of the
+    address in one order, by seq (unique across the cluster), which within a replica set is
+    the order they were opened in, page by page from one seq cursor, each met once, even when
+    a bucket moves between two pages."""
+    client = await serve(_sharded_settings(cluster))
+    ranges = _owners(cluster)
+    address = "192.0.2.14"
+    opened = await _open_from(client, address, range(7_500_001, 7_500_031))
+    owner = {t: next(i for i, (f, la) in enumerate(ranges) if f <= bucket_of_token(t) <= la) for t in opened}
+    assert set(owner.values()) == {0, 1}
+    seqs = _seqs(cluster, address)
+    newest_first = sorted(opened, key=seqs.__getitem__, reverse=True)
+    for side in (0, 1):
+        assert [t for t in newest_first if owner[t] == side] == [t for t in opened[::-1] if owner[t] == side]
+    whole = (await call(client, "/ip", params={"ip": address}))[1]["data"]
+    assert [s["token"] for s in whole] == newest_first
+    for limit in ("1", "4", "7", "30"):
+        pages = await _walk(client, "/ip", {"ip": address, "limit": limit})
+        assert [s["token"] for page in pages for s in page] == newest_first
+        assert all(len(page) == int(limit) for page in pages[:-1])
+
+    # A bucket moves between two pages: its sessions keep their seqs, so the walk goes on.
+    response = await client.get("/ip", params={"ip": address, "limit": "10"})
+    seen = [s["token"] for s in (await response.json())["data"]]
+    moving = bucket_of_token(newest_first[15])
+    source = next(i for i, (f, la) in enumerate(ranges) if f <= moving <= la)
+    sent = cluster.storages[source].eval(
+        f"local ok, err = vshard.storage.bucket_send({moving}, '{cluster.storages[1 - source].replicaset}', "
+        "{timeout = 10}) return {ok = ok == true, err = err and tostring(err.message or err) or nil}"
+    )
+    assert sent == {"ok": True}
+    rest = await _walk(client, "/ip", dict(response.links["next"]["url"].query))
+    seen += [s["token"] for page in rest for s in page]
+    assert seen == newest_first
+
+    assert (await call(client, "/ip/count", params={"ip": address}))[1]["data"]["count"] == 30
+    assert (await call(client, "/ip/del", params={"ip": address}))[1]["data"]["deleted"] == 30
+    assert (await call(client, "/ip/count", params={"ip": address}))[1]["data"]["count"] == 0
+
+
+async def test_a_merged_page_stops_where_a_replica_sets_page_ran_out(cluster, router):
+    """A replica set whose page was cut by page_bytes has sessions not sent yet, older than
+    its last one but maybe newer than another set's: the merged page stops there."""
+    ranges = _owners(cluster)
+    address = "192.0.2.15"
+
+    def owner(user: int) -> int:
+        bucket = bucket_of_user(user)
+        return next(i for i, (first, last) in enumerate(ranges) if first <= bucket <= last)
+
+    # The first set's sessions large (one to its page), the second's small (many to one),
+    # opened in turns so that their seqs interleave.
+    users: list[list[int]] = [[], []]
+    user = 7_600_000
+    while min(len(side) for side in users) < 10:
+        user += 1
+        users[owner(user)].append(user)
+    turns = [u for pair in zip(users[0][:10], users[1][:10], strict=True) for u in pair]
+    for u in turns:
+        pad = "x" * (3000 if owner(u) == 0 else 10)
+        item = {"token": new_token(bucket_of_user(u)), "user_id": u, "ip": address, "patch": {"pad": pad}}
+        await router.call(BATCH, ["new", [item], _context()])
+    seqs = _seqs(cluster, address)
+    assert len(seqs) == 20
+    order = sorted(seqs, key=seqs.__getitem__, reverse=True)
+    walked: list[str] = []
+    after = None
+    while len(walked) <= 20:
+        args: dict[str, Any] = {"kind": "ip", "key": address, "limit": 100, "page_bytes": 5000}
+        if after is not None:
+            args["after"] = after
+        page = (await router.call(CALL, ["list", args, _context()]))[0]
+        walked += [row[0] for row in page["sessions"]]
+        if not page["more"]:
+            break
+        after = page["last"]
+    assert walked == order
+
+
+@pytest.mark.skip(
+    reason="not yet in the sharded mode: /ip across replica sets is in seq order, each set's counter "
+    "its own, so newest opened first holds within a set only (needs a clock-anchored seq or a "
+    "cursor per replica set merging by create time)"
+)
+async def test_an_address_is_listed_newest_opened_first_across_replica_sets(cluster, serve):
+    client = await serve(_sharded_settings(cluster))
+    address = "192.0.2.16"
+    # One replica set ahead of the other in its count: sessions opened on it before.
+    await _open_from(client, address, range(7_700_001, 7_700_041))
+    opened = await _open_from(client, address, range(7_700_101, 7_700_111))
+    whole = (await call(client, "/ip", params={"ip": address, "limit": "10"}))[1]["data"]
+    assert [s["token"] for s in whole] == opened[::-1]

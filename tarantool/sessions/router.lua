@@ -8,7 +8,10 @@
 -- The bucket of an item: its user's for `new` (and for a listing, count or bulk end by
 -- user), the one its token carries for `get`, `delete` and `rotate` (buckets.lua).
 local fiber = require('fiber')
+local msgpack = require('msgpack')
 local vshard = require('vshard')
+
+local F = require('sessions.fields')
 
 local buckets = require('sessions.buckets')
 local errors = require('sessions.errors')
@@ -19,6 +22,8 @@ local BATCH, CALL = 'sessions.batch', 'sessions.call'
 -- The least time a routed call is given, past its deadline's: the storage itself refuses
 -- work past the deadline, with the error the service expects.
 local MIN_TIMEOUT = 0.05
+-- The operations by address (defined below call's helpers).
+local BY_IP
 
 local function timeout_of(ctx)
     local deadline = type(ctx) == 'table' and ctx.deadline
@@ -44,8 +49,8 @@ end
 
 -- A storage's failure as an item of a batch, or as the call's error: a known type of the
 -- procedures is kept, anything else (no route, a timeout, a connection lost) is the
--- storage being unavailable.
-local function failure(err, bucket)
+-- storage being unavailable, `where` (a text) saying which.
+local function failure(err, where)
     local kind = type(err) == 'table' and (err.custom_type or err.type) or nil
     local message = type(err) == 'table' and tostring(err.message) or tostring(err)
     for _, known in ipairs(errors.TYPES) do
@@ -55,7 +60,7 @@ local function failure(err, bucket)
     end
     return {error = {
         type = 'ClientError', code = box.error.NO_CONNECTION,
-        message = ('the replica set of bucket %d: %s'):format(bucket, message),
+        message = ('%s: %s'):format(where, message),
     }}
 end
 
@@ -68,7 +73,8 @@ local function batch_bucket(operation, group, ctx, replies)
     local answer, err = vshard.router.callrw(group.bucket, BATCH, {operation, items, ctx},
         {timeout = timeout_of(ctx)})
     for i, position in ipairs(group.positions) do
-        replies[position] = answer ~= nil and answer[i] or failure(err, group.bucket)
+        replies[position] = answer ~= nil and answer[i]
+            or failure(err, ('the replica set of bucket %d'):format(group.bucket))
     end
 end
 
@@ -109,6 +115,15 @@ local function batch(operation, items, ctx)
     return replies
 end
 
+-- A storage's failure as the call's error (failure says which).
+local function raise(err, where)
+    local failed = failure(err, where).error
+    if failed.type == 'ClientError' then
+        box.error({code = failed.code, reason = failed.message})
+    end
+    errors.raise(failed.type, failed.message)
+end
+
 -- `func` called with `args` on the master of every replica set at once, each given at most
 -- `timeout`: {answer = ..., err = ...} by replica set uuid.
 local function each_set(func, args, timeout)
@@ -134,8 +149,7 @@ local function token_storage(args, ctx)
     local found = {}
     for id, result in pairs(each_set(CALL, {'token_storage', args, ctx}, timeout_of(ctx))) do
         if result.answer == nil then
-            local failed = failure(result.err, 0).error
-            box.error({code = failed.code, reason = ('replica set %s: %s'):format(id, failed.message)})
+            raise(result.err, ('replica set %s'):format(id))
         end
         found[result.answer.stored] = true
     end
@@ -148,11 +162,89 @@ local function token_storage(args, ctx)
     return {stored = 'empty'}
 end
 
--- One call of another operation: by user, to the user's bucket's storage.
+-- An address's sessions are on every replica set: an operation by address is called on each
+-- one's master through vshard.router.map_callrw, which holds every bucket where it is for
+-- the call (none moves meanwhile, so none is met twice or missed); the answers, in no order.
+local function on_every_set(operation, args, ctx)
+    local answers, err, where = vshard.router.map_callrw(CALL, {operation, args, ctx},
+        {timeout = timeout_of(ctx)})
+    if answers == nil then
+        raise(err, ('replica set %s'):format(tostring(where)))
+    end
+    local replies = {}
+    for _, answer in pairs(answers) do
+        replies[#replies + 1] = answer[1]
+    end
+    return replies
+end
+
+-- One page of an address's sessions from each replica set's page (list.lua's, all from the
+-- same `after`), newest opened first: a merge by seq, which is unique across the cluster
+-- (schema.next_seq) and never changes, so the one seq a cursor holds is every replica set's
+-- position too, and a walk goes on from it on each. The merge stops at `limit`, at
+-- `page_bytes` (but one session at least), or where a page that has more ran out: beyond it
+-- would come that set's sessions not listed yet.
+local function merged_page(pages, args)
+    local heads, result, bytes, more, last = {}, {}, 0, false, box.NULL
+    for i = 1, #pages do
+        heads[i] = 1
+    end
+    while true do
+        local best, stop = nil, false
+        for i, page in ipairs(pages) do
+            local row = page.sessions[heads[i]]
+            if row == nil then
+                stop = stop or page.more
+            elseif best == nil or row[F.SEQ] > pages[best].sessions[heads[best]][F.SEQ] then
+                best = i
+            end
+        end
+        if stop or best == nil then
+            more = more or stop
+            break
+        end
+        local row = pages[best].sessions[heads[best]]
+        local size = #msgpack.encode(row)
+        if #result >= args.limit or (#result > 0 and bytes + size > args.page_bytes) then
+            more = true
+            break
+        end
+        result[#result + 1], bytes, last = row, bytes + size, row[F.SEQ]
+        heads[best] = heads[best] + 1
+    end
+    return {sessions = result, more = more, last = last}
+end
+
+-- How the answers of every replica set make one, by operation.
+BY_IP = {
+    list = merged_page,
+    count = function(replies)
+        local total = 0
+        for _, reply in ipairs(replies) do
+            total = total + reply.count
+        end
+        return {count = total}
+    end,
+    -- Each set ends at most its bounded number per call; the service calls again while any
+    -- has more.
+    delete_all = function(replies)
+        local deleted, more = 0, false
+        for _, reply in ipairs(replies) do
+            deleted, more = deleted + reply.deleted, more or reply.more
+        end
+        return {deleted = deleted, more = more}
+    end,
+}
+
+-- One call of another operation: by user, to the user's bucket's storage; by address, to
+-- every replica set (BY_IP).
 local function call(operation, args, ctx)
     errors.check(type(args) == 'table', 'arguments must be a map')
     if operation == 'token_storage' then
         return token_storage(args, ctx)
+    end
+    if args.kind == 'ip' and BY_IP[operation] ~= nil then
+        return BY_IP[operation](on_every_set(operation, args, ctx), args)
     end
     local bucket
     if args.kind == 'user' and errors.is_integer(args.key) then
@@ -162,11 +254,7 @@ local function call(operation, args, ctx)
     local answer, err = vshard.router.callrw(bucket, CALL, {operation, args, ctx},
         {timeout = timeout_of(ctx)})
     if answer == nil then
-        local failed = failure(err, bucket).error
-        if failed.type == 'ClientError' then
-            box.error({code = failed.code, reason = failed.message})
-        end
-        errors.raise(failed.type, failed.message)
+        raise(err, ('the replica set of bucket %d'):format(bucket))
     end
     return answer
 end

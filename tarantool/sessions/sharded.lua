@@ -187,4 +187,5 @@ return {
     migrate = migrate,
     read_config = read_config,
     start_storage = start_storage,
+    use_number = use_number,
 }

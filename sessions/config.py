@@ -70,8 +70,8 @@ class Settings(BaseSettings):
     """`instance`: `SESSIONS_TARANTOOL` lists instances of one replica set (or is unset: embedded);
     `sharded`: it lists routers of a vshard cluster (`tarantool/router.lua`), each serving the
     same, and every session goes to the replica set of its user's bucket. Sharded needs
-    `SESSIONS_TARANTOOL`, and does not yet serve `SESSIONS_TOKEN_STORAGE=hash`, the event feed
-    or session ids (`/session`, `/session/del`) (docs/internals.md)."""
+    `SESSIONS_TARANTOOL`, and does not yet serve `SESSIONS_TOKEN_STORAGE=hash` or the event feed
+    (docs/internals.md)."""
     tarantool_user: Annotated[str, Field(min_length=1)] = "sessions"
     """Tarantool user of the service."""
     tarantool_password: SecretStr | None = None

@@ -3,6 +3,7 @@ storages on the project's Lua and a router, called as the service calls an insta
 
 from __future__ import annotations
 
+import asyncio
 import collections
 import time
 from collections.abc import AsyncIterator
@@ -393,3 +394,32 @@ async def test_an_address_is_listed_newest_opened_first_across_replica_sets(clus
     opened = await _open_from(client, address, range(7_700_101, 7_700_111))
     whole = (await call(client, "/ip", params={"ip": address, "limit": "10"}))[1]["data"]
     assert [s["token"] for s in whole] == opened[::-1]
+
+
+async def test_sessions_are_read_and_ended_by_id_on_whichever_replica_set_holds_them(cluster, serve):
+    """An id carries no bucket: /session and /session/del ask every replica set at once, and
+    answer the one that holds the session."""
+    client = await serve(_sharded_settings(cluster))
+    ranges = _owners(cluster)
+    users = range(7_800_001, 7_800_011)
+    opened = []
+    for user in users:
+        status, body = await call(
+            client, "/new", params={"user_id": str(user), "ip": "192.0.2.17", "with": "id"}
+        )
+        assert status == 200
+        opened.append(body["data"])
+    owners = {
+        next(i for i, (f, la) in enumerate(ranges) if f <= bucket_of_token(s["token"]) <= la) for s in opened
+    }
+    assert owners == {0, 1}
+    peeked = await asyncio.gather(*(call(client, "/session", params={"id": s["id"]}) for s in opened))
+    assert [(status, body["data"]["user_id"]) for status, body in peeked] == [(200, u) for u in users]
+    # Each id was asked of both replica sets.
+    assert [counts.get("peek", 0) for counts in _counted(cluster)] == [10, 10]
+    for session in opened[:5]:
+        status, body = await call(client, "/session/del", params={"id": session["id"]})
+        assert status == 200 and body["data"]["id"] == session["id"]
+    found = [(await call(client, "/get", params={"token": s["token"]}))[0] for s in opened]
+    assert found == [404] * 5 + [200] * 5
+    assert (await call(client, "/session", params={"id": opened[0]["id"]}))[0] == 404

@@ -78,10 +78,51 @@ local function batch_bucket(operation, group, ctx, replies)
     end
 end
 
+-- The operations whose items name a session by its id, which carries no bucket.
+local BY_ID = {peek = true, delete_id = true}
+-- A reply that found nothing.
+local NONE = setmetatable({}, {__serialize = 'map'})
+
+-- Items by id: all of them on every replica set at once, through map_callrw, which holds
+-- every bucket in place for the call (a session on its way to another set is found once,
+-- and an end by id never deletes the one copy while the move carries the other). An item's
+-- reply is the one of the set that found its session, else the first error, else none.
+-- Each such call costs every replica set a call: ids are for the rarer calls (a devices
+-- page, an end by id), never the check path.
+local function batch_by_id(operation, items, ctx)
+    local answers, err, where = vshard.router.map_callrw(BATCH, {operation, items, ctx},
+        {timeout = timeout_of(ctx)})
+    local replies = {}
+    if answers == nil then
+        local failed = failure(err, ('replica set %s'):format(tostring(where)))
+        for i = 1, #items do
+            replies[i] = failed
+        end
+        return replies
+    end
+    for i = 1, #items do
+        local found, failed
+        for _, answer in pairs(answers) do
+            local reply = answer[1][i]
+            if reply.session ~= nil then
+                found = reply
+            elseif reply.error ~= nil then
+                failed = failed or reply
+            end
+        end
+        replies[i] = found or failed or NONE
+    end
+    return replies
+end
+
 -- Calls of one batchable operation, each item to its bucket's storage (those of one bucket
 -- in one call, the buckets' calls at once): a reply per item, as a single instance's batch.
+-- Items by id go to every replica set (batch_by_id).
 local function batch(operation, items, ctx)
     errors.check(type(items) == 'table', 'items must be an array')
+    if BY_ID[operation] then
+        return batch_by_id(operation, items, ctx)
+    end
     local replies, groups, order = {}, {}, {}
     for position, args in ipairs(items) do
         local bucket = bucket_of_item(operation, args)

@@ -87,9 +87,11 @@ class Operation:
 
 
 NEW = Operation("new", ("token", "user_id", "ip", "patch", "ttl", "idem"), ("session",), batch=True)
-GET = Operation("get", ("token", "ip", "patch"), ("session", "untouched"), batch=True)
-DELETE = Operation("delete", ("token",), ("session",), batch=True)
-ROTATE = Operation("rotate", ("token", "new_token"), ("session",), batch=True)
+# `bucket`, sent in the sharded mode, is the session's (the token's, read before a hashed
+# store's key replaces it): a router sends the call by it; an instance ignores it.
+GET = Operation("get", ("token", "ip", "patch", "bucket"), ("session", "untouched"), batch=True)
+DELETE = Operation("delete", ("token", "bucket"), ("session",), batch=True)
+ROTATE = Operation("rotate", ("token", "new_token", "bucket"), ("session",), batch=True)
 LIST = Operation(
     "list", ("kind", "key", "limit", "page_bytes", "after"), ("sessions", "more", "last"), bulk=True
 )

@@ -252,7 +252,6 @@ async def test_the_routers_info_says_read_only_while_a_replica_set_is_lost(clust
     ("overrides", "refused"),
     [
         ({}, "needs SESSIONS_TARANTOOL"),
-        ({"tarantool": "127.0.0.1:3301", "token_storage": "hash"}, "SESSIONS_TOKEN_STORAGE=hash"),
         ({"tarantool": "127.0.0.1:3301", "events": True}, "SESSIONS_EVENTS=on"),
     ],
 )
@@ -423,3 +422,26 @@ async def test_sessions_are_read_and_ended_by_id_on_whichever_replica_set_holds_
     found = [(await call(client, "/get", params={"token": s["token"]}))[0] for s in opened]
     assert found == [404] * 5 + [200] * 5
     assert (await call(client, "/session", params={"id": opened[0]["id"]}))[0] == 404
+
+
+async def test_a_hashed_store_is_served_through_a_router(cluster, serve):
+    """SESSIONS_TOKEN_STORAGE=hash: the storages get each token's key, which has lost the
+    bucket bits; the service sends the bucket read from the token, and every call reaches
+    the session's replica set."""
+    client = await serve(_sharded_settings(cluster).model_copy(update={"token_storage": "hash"}))
+    tokens = []
+    for user in range(7_900_001, 7_900_011):
+        status, body = await call(client, "/new", params={"user_id": str(user), "ip": "192.0.2.18"})
+        assert status == 200
+        tokens.append(body["data"]["token"])
+    stored = [storage.eval(_STORED_BUCKET.format(token)) for token in tokens for storage in cluster.storages]
+    assert stored == [None] * 20  # no token is a key: only hashes are
+    assert {bucket_of_token(t) for t in tokens} == {bucket_of_user(u) for u in range(7_900_001, 7_900_011)}
+    assert [(await call(client, "/get", params={"token": t}))[0] for t in tokens] == [200] * 10
+    rotated = [(await call(client, "/rotate", params={"token": t}))[1]["data"]["token"] for t in tokens[:5]]
+    assert [bucket_of_token(t) for t in rotated] == [bucket_of_token(t) for t in tokens[:5]]
+    assert [(await call(client, "/get", params={"token": t}))[0] for t in rotated + tokens] == [200] * 5 + [
+        404
+    ] * 5 + [200] * 5
+    assert [(await call(client, "/del", params={"token": t}))[0] for t in rotated] == [200] * 5
+    assert (await call(client, "/ready"))[1]["data"]["sessions"] == 5

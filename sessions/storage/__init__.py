@@ -512,6 +512,14 @@ class Storage:
         """What Tarantool knows a session by: its token, or in a hashed store its key."""
         return token_key(token) if self._hashed else token
 
+    def _token_args(self, token: str) -> dict[str, Any]:
+        """The arguments naming the session of `token`: its key, and in the sharded mode its
+        bucket, read from the token itself (a hashed store's key has lost it)."""
+        args: dict[str, Any] = {"token": self._key(token)}
+        if self._sharded:
+            args["bucket"] = bucket_of_token(token)
+        return args
+
     def _told(self, session: Session, token: str) -> Session:
         """A session answered to the caller that sent `token`: its own token (a hashed store
         answers the key)."""
@@ -520,7 +528,7 @@ class Storage:
         return session
 
     async def get(self, token: str, ip: str | None, patch: dict[str, Any] | None) -> Session | None:
-        args: dict[str, Any] = {"token": self._key(token)}
+        args: dict[str, Any] = self._token_args(token)
         if ip is not None:
             args["ip"] = ip
         if patch is not None:
@@ -537,7 +545,7 @@ class Storage:
         return self._told(_session(reply["session"]), token)
 
     async def delete(self, token: str) -> Session | None:
-        reply = await self.call(DELETE, {"token": self._key(token)})
+        reply = await self.call(DELETE, self._token_args(token))
         return self._told(_session(reply["session"]), token) if "session" in reply else None
 
     async def rotate(self, token: str) -> Session | None:
@@ -546,7 +554,7 @@ class Storage:
         bucket = bucket_of_token(token) if self._sharded else None
         while True:
             fresh = new_token(bucket)
-            args = {"token": self._key(token), "new_token": _hashed(fresh) if self._hashed else fresh}
+            args = {**self._token_args(token), "new_token": _hashed(fresh) if self._hashed else fresh}
             try:
                 reply = await self.call(ROTATE, args)
             except DuplicateToken:

@@ -44,6 +44,12 @@ local function bucket_of_item(operation, args)
         end
         return buckets.of_user(args.user_id)
     end
+    -- The service's word for the session's bucket (a hashed store's key has lost the
+    -- token's), else the token's own.
+    local bucket = args.bucket
+    if errors.is_integer(bucket) and bucket >= 1 and bucket <= buckets.COUNT then
+        return bucket
+    end
     return buckets.of_token(args.token)
 end
 

@@ -380,11 +380,6 @@ async def test_a_merged_page_stops_where_a_replica_sets_page_ran_out(cluster, ro
     assert walked == order
 
 
-@pytest.mark.skip(
-    reason="not yet in the sharded mode: /ip across replica sets is in seq order, each set's counter "
-    "its own, so newest opened first holds within a set only (needs a clock-anchored seq or a "
-    "cursor per replica set merging by create time)"
-)
 async def test_an_address_is_listed_newest_opened_first_across_replica_sets(cluster, serve):
     client = await serve(_sharded_settings(cluster))
     address = "192.0.2.16"

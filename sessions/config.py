@@ -66,6 +66,11 @@ class Settings(BaseSettings):
     """`host:port`, `[ipv6]:port` or `unix/:/path` of a running Tarantool, or several,
     comma-separated (a primary and its replicas: the writable one is used); unset starts an
     embedded one."""
+    tarantool_mode: Literal["instance", "sharded"] = "instance"
+    """`instance`: `SESSIONS_TARANTOOL` lists instances of one replica set (or is unset: embedded);
+    `sharded`: it lists routers of a vshard cluster (`tarantool/router.lua`), each serving the
+    same, and every session goes to the replica set of its user's bucket. Sharded needs
+    `SESSIONS_TARANTOOL`, and does not yet serve the event feed (docs/internals.md)."""
     tarantool_user: Annotated[str, Field(min_length=1)] = "sessions"
     """Tarantool user of the service."""
     tarantool_password: SecretStr | None = None
@@ -309,6 +314,18 @@ class Settings(BaseSettings):
             raise ValueError("SESSIONS_WEBHOOK_URL needs SESSIONS_EVENTS=on and SESSIONS_WEBHOOK_SECRET")
         if self.webhook_backoff_max < self.webhook_backoff:
             raise ValueError("SESSIONS_WEBHOOK_BACKOFF_MAX must be at least SESSIONS_WEBHOOK_BACKOFF")
+        return self
+
+    @model_validator(mode="after")
+    def _sharded_needs_routers(self) -> Settings:
+        if self.tarantool_mode != "sharded":
+            return self
+        if self.tarantool is None:
+            raise ValueError("SESSIONS_TARANTOOL_MODE=sharded needs SESSIONS_TARANTOOL (the routers)")
+        # The feed is per replica set: not routed yet, and refusing here beats answering
+        # not found in silence.
+        if self.events:
+            raise ValueError("SESSIONS_TARANTOOL_MODE=sharded does not yet serve SESSIONS_EVENTS=on")
         return self
 
     @model_validator(mode="after")

@@ -32,6 +32,7 @@ from .errors import (
 
 __all__ = [
     "BATCH",
+    "BUCKETS",
     "CALL",
     "CONTEXT",
     "COUNT",
@@ -62,6 +63,7 @@ __all__ = [
     "RULES",
     "TOKEN_STORAGE",
     "WEBHOOK_LEASE",
+    "Buckets",
     "Context",
     "Info",
     "Operation",
@@ -85,9 +87,11 @@ class Operation:
 
 
 NEW = Operation("new", ("token", "user_id", "ip", "patch", "ttl", "idem"), ("session",), batch=True)
-GET = Operation("get", ("token", "ip", "patch"), ("session", "untouched"), batch=True)
-DELETE = Operation("delete", ("token",), ("session",), batch=True)
-ROTATE = Operation("rotate", ("token", "new_token"), ("session",), batch=True)
+# `bucket`, sent in the sharded mode, is the session's (the token's, read before a hashed
+# store's key replaces it): a router sends the call by it; an instance ignores it.
+GET = Operation("get", ("token", "ip", "patch", "bucket"), ("session", "untouched"), batch=True)
+DELETE = Operation("delete", ("token", "bucket"), ("session",), batch=True)
+ROTATE = Operation("rotate", ("token", "new_token", "bucket"), ("session",), batch=True)
 LIST = Operation(
     "list", ("kind", "key", "limit", "page_bytes", "after"), ("sessions", "more", "last"), bulk=True
 )
@@ -196,6 +200,36 @@ def idem(key: str, fingerprint: str, window: int) -> dict[str, Any]:
     return dict(zip(IDEM, (key, fingerprint, window), strict=True))
 
 
+@dataclass(frozen=True, slots=True)
+class Buckets:
+    """The sharded mode's buckets and where a token carries its session's (sessions/buckets.py,
+    tarantool/sessions/buckets.lua): vshard's bucket count, and the bits of the token's 128
+    (counted in the UUID's integer, least significant 0) that hold the bucket id minus one.
+
+    4096 buckets: vshard moves whole buckets, so their count is the finest grain of balance
+    and the most replica sets a cluster can ever have, and it can never change once tokens
+    name buckets. With 4096, one bucket is 0.05 % of a replica set's share with 2 sets and
+    1 % with 40, more sets than this service is likely to need; it is close to vshard's
+    default of 3000, and a power of two: every value of 12 bits names a bucket, so no token
+    needs refusing for an impossible one. 12 bits leave 110 of the UUID v4's 122 random bits
+    (tests/test_buckets.py counts them).
+
+    Bits 64 to 75 are the three hex digits after the version nibble, the third group of the
+    text being `4` and the bucket id minus one (`xxxxxxxx-xxxx-4BBB-yxxx-xxxxxxxxxxxx`), so an
+    operator reads a token's bucket off it; the version and variant bits are untouched."""
+
+    count: int = 4096
+    shift: int = 64
+    bits: int = 12
+
+    def wire(self) -> dict[str, int]:
+        """As the Lua describes them."""
+        return {"count": self.count, "shift": self.shift, "bits": self.bits}
+
+
+BUCKETS = Buckets()
+
+
 # The error types the procedures raise on purpose, and what each is to a caller; None: the
 # service sent something it should not have (a bug, answered as internal_error).
 ERRORS: Mapping[str, type[SessionsError] | None] = {
@@ -289,6 +323,9 @@ def differences(described: Mapping[str, Any], operations: Iterable[Operation] = 
     found += _differ("info fields", INFO_FIELDS, described.get("info"))
     found += _differ("idem fields", IDEM, described.get("idem"))
     found += _differ("event fields", EVENT_FIELDS, described.get("events"), ordered=True)
+    theirs_buckets = described.get("buckets")
+    if theirs_buckets != BUCKETS.wire():
+        found.append(f"token buckets: this service has {BUCKETS.wire()}, the Lua {theirs_buckets}")
     fields_ = list(described.get("fields") or ())
     found += _differ("session fields", FIELDS, fields_[: len(FIELDS)], ordered=True)
     theirs = described.get("operations")

@@ -56,6 +56,7 @@ class EmbeddedTarantool:
         shutdown_timeout: float,
         restart_backoff: float = 0.25,
         environment: Mapping[str, str] | None = None,
+        script: str = "init.lua",
     ) -> None:
         self._backoff = restart_backoff
         self.data_dir = data_dir.resolve()
@@ -63,7 +64,8 @@ class EmbeddedTarantool:
         self.console_path = self.data_dir / "tarantool.control"
         self.log_path = self.data_dir / "tarantool.log"
         self.pid_path = self.data_dir / "tarantool.pid"
-        self._init_script = scripts_dir.resolve() / "init.lua"
+        # init.lua; the sharded mode's storages and routers have entry scripts of their own.
+        self._init_script = scripts_dir.resolve() / script
         self._binary = binary
         self._env = {
             "SESSIONS_TT_LISTEN": f"unix/:{self.socket_path}",

@@ -71,6 +71,10 @@ def pytest_configure(config: pytest.Config) -> None:
     config.addinivalue_line(
         "markers", "each_release: run once on each Tarantool release of RELEASES (tests/conftest.py)"
     )
+    config.addinivalue_line(
+        "markers",
+        "instance_only(reason): skipped, with the reason, when served through a cluster (tests/sharded.py)",
+    )
 
 
 def pytest_report_header() -> list[str]:

@@ -15,6 +15,7 @@ import pytest
 
 from sessions.console import Console
 from sessions.contract import (
+    BUCKETS,
     CONTEXT,
     ERROR_ITEM,
     ERRORS,
@@ -49,6 +50,7 @@ def _described() -> dict[str, object]:
         "info": list(INFO_FIELDS),
         "idem": list(IDEM),
         "events": list(EVENT_FIELDS),
+        "buckets": BUCKETS.wire(),
         "fields": [*FIELDS, "expires", "ttl", "seq"],
         "operations": {
             op.name: {"args": list(op.args), "reply": list(op.reply), "batch": op.batch, "bulk": op.bulk}
@@ -89,6 +91,7 @@ def test_the_session_fields_begin_with_the_session_objects():
         (lambda d: d["info"].remove("term"), "info fields"),
         (lambda d: d["error_item"].reverse(), "error item"),
         (lambda d: d["idem"].remove("window"), "idem fields"),
+        (lambda d: d["buckets"].update(count=3000), "token buckets"),
     ],
 )
 def test_every_difference_is_named(change, named):

@@ -8,6 +8,7 @@ import uuid
 import pytest
 
 from .conftest import call, days_ago, new_session, set_activity
+from .sharded import console_by_mode, settings_by_mode, sharded_cluster  # noqa: F401 (fixtures: both modes)
 
 
 async def test_get_returns_the_session_and_touches_it(client, console, user_id):

@@ -15,6 +15,7 @@ from sessions.console import Console
 from sessions.embedded import EmbeddedTarantool
 
 from .conftest import call, frozen_tarantool, new_session, settings_for
+from .sharded import console_by_mode, settings_by_mode, sharded_cluster  # noqa: F401 (fixtures: both modes)
 
 _AN_ID = "019ae3b2-5c1e-7b4a-9d2f-3a6c8e1f0b24"
 SIX = {"ip", "extra", "user_id", "create", "activity", "token"}

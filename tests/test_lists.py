@@ -21,6 +21,7 @@ from .conftest import (
     set_activity,
     settings_for,
 )
+from .sharded import ROWS_IN_LUA, console_by_mode, settings_by_mode, sharded_cluster  # noqa: F401 (fixtures: both modes)
 
 
 async def test_user_lists_own_sessions_newest_opened_first(client, console, user_id):
@@ -241,6 +242,7 @@ async def test_paging_while_sessions_are_added_never_repeats_one(client, console
     assert seen == originals
 
 
+@pytest.mark.instance_only(ROWS_IN_LUA)
 async def test_a_page_holds_at_most_page_max_bytes_of_sessions(serve, settings, console, user_id):
     # 80 sessions of about 60 KB each: far more than the page budget (1 MiB by default; this
     # test sets 2 MiB) in all.
@@ -264,6 +266,7 @@ async def test_a_page_holds_at_most_page_max_bytes_of_sessions(serve, settings, 
     assert sum(len(page) for page in pages) == 80
 
 
+@pytest.mark.instance_only(ROWS_IN_LUA)
 @pytest.mark.parametrize("path", ["/user", "/ip"])
 async def test_a_walk_meets_every_session_once_while_others_use_them(client, console, user_id, ip, path):
     """A walk over 3,000 sessions page by page while other clients use them (each `get`

@@ -8,6 +8,7 @@ import uuid
 import pytest
 
 from .conftest import call, new_session
+from .sharded import console_by_mode, settings_by_mode, sharded_cluster  # noqa: F401 (fixtures: both modes)
 
 KEYS = {"ip", "extra", "user_id", "create", "activity", "token"}
 

@@ -18,6 +18,7 @@ import asynctnt
 import orjson
 from asynctnt.exceptions import ErrorCode, TarantoolDatabaseError, TarantoolError
 
+from ..buckets import bucket_of_token, bucket_of_user, with_bucket
 from ..config import Settings, TarantoolAddress
 from ..contract import (
     BATCH,
@@ -165,12 +166,13 @@ def _note(seen: dict[int, int], vclock: dict[int, int]) -> None:
         seen[id_] = max(lsn, seen.get(id_, 0))
 
 
-def new_token() -> bytes:
-    """A version 4 UUID as 16 bytes: 122 bits from the OS CSPRNG (os.urandom)."""
+def new_token(bucket: int | None = None) -> bytes:
+    """A version 4 UUID as 16 bytes: 122 bits from the OS CSPRNG (os.urandom); with a
+    `bucket` (the sharded mode), 12 of them say that bucket instead (buckets.py), 110 left."""
     raw = bytearray(os.urandom(16))
     raw[6] = (raw[6] & 0x0F) | 0x40  # version 4
     raw[8] = (raw[8] & 0x3F) | 0x80  # RFC 4122 variant
-    return bytes(raw)
+    return bytes(raw) if bucket is None else with_bucket(bytes(raw), bucket)
 
 
 class Storage:
@@ -209,6 +211,9 @@ class Storage:
         # SESSIONS_TOKEN_STORAGE=hash: Tarantool gets each token's key (token_key), never the
         # token, and answers carry the token the caller sent or this service made.
         self._mode = settings.token_storage
+        # SESSIONS_TARANTOOL_MODE=sharded: the addresses are routers, which send each session
+        # to the replica set of the bucket its token carries (buckets.py).
+        self._sharded = settings.tarantool_mode == "sharded"
         self._hashed = settings.token_storage == "hash"
         # Tarantool's clock minus this process' (time.time()), measured on every look at an
         # instance, so that deadlines mean the same moment on both sides.
@@ -484,7 +489,7 @@ class Storage:
         if idempotency_key is not None:
             args["idem"] = idem(idempotency_key, _fingerprint(user_id, ip, ttl, patch), self._window)
         while True:
-            token = new_token()
+            token = new_token(bucket_of_user(user_id) if self._sharded else None)
             key = _hashed(token) if self._hashed else token
             try:
                 reply = await self.call(NEW, {**args, "token": key})
@@ -507,6 +512,14 @@ class Storage:
         """What Tarantool knows a session by: its token, or in a hashed store its key."""
         return token_key(token) if self._hashed else token
 
+    def _token_args(self, token: str) -> dict[str, Any]:
+        """The arguments naming the session of `token`: its key, and in the sharded mode its
+        bucket, read from the token itself (a hashed store's key has lost it)."""
+        args: dict[str, Any] = {"token": self._key(token)}
+        if self._sharded:
+            args["bucket"] = bucket_of_token(token)
+        return args
+
     def _told(self, session: Session, token: str) -> Session:
         """A session answered to the caller that sent `token`: its own token (a hashed store
         answers the key)."""
@@ -515,7 +528,7 @@ class Storage:
         return session
 
     async def get(self, token: str, ip: str | None, patch: dict[str, Any] | None) -> Session | None:
-        args: dict[str, Any] = {"token": self._key(token)}
+        args: dict[str, Any] = self._token_args(token)
         if ip is not None:
             args["ip"] = ip
         if patch is not None:
@@ -532,14 +545,16 @@ class Storage:
         return self._told(_session(reply["session"]), token)
 
     async def delete(self, token: str) -> Session | None:
-        reply = await self.call(DELETE, {"token": self._key(token)})
+        reply = await self.call(DELETE, self._token_args(token))
         return self._told(_session(reply["session"]), token) if "session" in reply else None
 
     async def rotate(self, token: str) -> Session | None:
         """The session under a new token, the old one ended; None if there is no such session."""
+        # A rotated session stays where it is: its new token carries the old one's bucket.
+        bucket = bucket_of_token(token) if self._sharded else None
         while True:
-            fresh = new_token()
-            args = {"token": self._key(token), "new_token": _hashed(fresh) if self._hashed else fresh}
+            fresh = new_token(bucket)
+            args = {**self._token_args(token), "new_token": _hashed(fresh) if self._hashed else fresh}
             try:
                 reply = await self.call(ROTATE, args)
             except DuplicateToken:

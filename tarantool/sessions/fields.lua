@@ -20,6 +20,9 @@ local FORMAT = {
     {name = 'id', type = 'uuid'},                          -- the session's id (UUIDv7, ids.lua):
                                                            -- not secret, unique, kept for
                                                            -- the session's life
+    -- In a storage of the sharded mode only (sharded.lua), and so the last:
+    {name = 'bucket_id', type = 'unsigned'},               -- vshard's bucket: its user's
+                                                           -- (buckets.lua)
 }
 
 -- The `idempotency` space (schema v4): `new`'s Idempotency-Keys.
@@ -29,6 +32,9 @@ local KEYS_FORMAT = {
     {name = 'token', type = 'uuid'},          -- the session it opened
     {name = 'expires', type = 'unsigned'},    -- last second the key is remembered
 }
+-- In a storage of the sharded mode only, after those (sharded.lua adds it to the format:
+-- schema v4 created the space with KEYS_FORMAT as it is): its session's bucket.
+local KEYS_BUCKET = {name = 'bucket_id', type = 'unsigned'}
 
 -- The `events` space (schema v7): the feed of changes to sessions (events.lua). Never a token.
 local EVENTS_FORMAT = {
@@ -47,6 +53,8 @@ local fields = {
 for number, field in ipairs(KEYS_FORMAT) do
     fields.KEYS[field.name:upper()] = number
 end
+fields.KEYS_BUCKET = KEYS_BUCKET
+fields.KEYS.BUCKET_ID = #KEYS_FORMAT + 1
 for number, field in ipairs(EVENTS_FORMAT) do
     fields.EVENTS[field.name:upper()] = number
 end

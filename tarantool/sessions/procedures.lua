@@ -6,6 +6,7 @@
 -- The service compares describe()'s answer with its own declaration (sessions/contract.py)
 -- when it connects, and refuses an instance that differs on any of it.
 local F = require('sessions.fields')
+local buckets = require('sessions.buckets')
 local dispatch = require('sessions.dispatch')
 local errors = require('sessions.errors')
 local kinds = require('sessions.kinds')
@@ -52,6 +53,7 @@ function procedures.describe()
         info = monitor.FIELDS,
         idem = operations.new.IDEM,
         events = event_fields,
+        buckets = buckets.described(),
     }
 end
 

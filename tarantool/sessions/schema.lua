@@ -1,5 +1,6 @@
 -- Schema of the `sessions` space: ordered, idempotent migrations and a check that an
 -- existing space has what the procedures rely on.
+local fiber = require('fiber')
 local log = require('log')
 
 local F = require('sessions.fields')
@@ -265,9 +266,44 @@ end
 -- rows collide when they meet again. Seqs numbered before (the counter alone, schema v5) are
 -- all below the first of these.
 local SEQ_INSTANCES = 32
+-- A storage of the sharded mode also puts its replica set's number (1 to SEQ_SETS, the
+-- cluster configuration's `numbers`, sharded.lua) between the counter and the instance id.
+-- Each replica set counts from 1 with instances numbered from 1, so without it two sets hand
+-- out the same seqs, and a bucket moved between them (its sessions inserted as they are, seq
+-- and all) meets a row of the same (ip, seq) or (user_id, seq) and the move fails. With it,
+-- a seq names the set and the instance that numbered it, so rows from anywhere never collide.
+-- Why a number the operators write rather than one derived: a hash of the set's uuid can
+-- collide, and a position in the configuration changes when a set is added.
+-- A storage's counter is also anchored to the clock: it never falls behind the 10 µs ticks
+-- since TICKS_FROM, so the seqs of sets that each count their own interleave in the order
+-- their sessions were opened (to within the sets' clock difference), which listings merged
+-- across sets (router.lua) and sessions moved in from another set rely on. A set runs ahead
+-- of its clock only above 100,000 sessions a second. Such seqs pass 2^53, so they are made
+-- as 64-bit integers (exact); the largest, in 2^50 ticks (357 years), stays below 2^63.
+-- A single instance has no number (nil), and numbers as it always did.
+local SEQ_SETS = 256
+local TICKS_FROM = 1735689600 -- 2025-01-01T00:00:00Z
+local TICK = 10 -- microseconds
+local seq_set = nil
+
+local function set_seq_set(number)
+    assert(number == nil or (number >= 1 and number <= SEQ_SETS and number % 1 == 0),
+        'a replica set number is 1 to ' .. SEQ_SETS)
+    seq_set = number
+end
 
 local function next_seq()
-    return box.sequence[SEQUENCE]:next() * SEQ_INSTANCES + box.info.id
+    local sequence = box.sequence[SEQUENCE]
+    local counter = sequence:next()
+    if seq_set == nil then
+        return counter * SEQ_INSTANCES + box.info.id
+    end
+    local ticks = (fiber.time64() - TICKS_FROM * 1000000LL) / TICK
+    if counter < ticks then
+        sequence:set(ticks)
+        counter = ticks
+    end
+    return ((counter + 0LL) * SEQ_SETS + seq_set - 1) * SEQ_INSTANCES + box.info.id
 end
 
 local function version()
@@ -288,7 +324,9 @@ return {
     STATE = STATE,
     VERSION = VERSION,
     migrate = migrate,
+    SEQ_SETS = SEQ_SETS,
     next_seq = next_seq,
+    set_seq_set = set_seq_set,
     set_sync = set_sync,
     version = version,
 }

@@ -163,6 +163,25 @@ suite.case('a seq carries the instance that numbered it', function(test)
     test:is(second - first, 32, 'and counts in steps of 32')
 end)
 
+-- A storage of the sharded mode: its replica set's number too, so two sets' seqs never meet
+-- when a bucket moves, and a counter that never falls behind the clock's 10 µs ticks, so sets
+-- counting their own interleave by opening time; a single instance (no number) numbers as
+-- above. (Such seqs are 64-bit integers: `/` divides them as integers.)
+suite.case('a storage\'s seq carries its replica set\'s number and the clock', function(test)
+    local schema = require('sessions.schema')
+    local ticks = (require('fiber').time64() - 1735689600 * 1000000LL) / 10
+    schema.set_seq_set(3)
+    local first, second = schema.next_seq(), schema.next_seq()
+    schema.set_seq_set(nil)
+    local single = schema.next_seq()
+    test:is(tonumber(first % 32), box.info.id, 'a seq ends in this instance\'s id')
+    test:is(tonumber(first / 32 % schema.SEQ_SETS), 2, 'after the set\'s number minus one')
+    test:ok(first / 32 / schema.SEQ_SETS >= ticks, 'its counter is no less than the ticks before it')
+    test:ok(second > first and tonumber(second / 32 % schema.SEQ_SETS) == 2, 'and counts up')
+    test:is(single % 32, box.info.id, 'without a number, as before')
+    test:ok(math.floor(single / 32) == tonumber(second / 32 / schema.SEQ_SETS) + 1, 'from the same counter')
+end)
+
 -- TTL 60, a session; TTL 5 (its stored deadline swept to T + 5); a restart (the module's
 -- memory gone) past that deadline with TTL 60 again: the change across the restart counts,
 -- and the session stays lapsed.

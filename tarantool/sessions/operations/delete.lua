@@ -26,6 +26,7 @@ end
 return {
     fn = delete,
     batch = true,
-    args = {'token'},
+    -- `bucket`: the session's, for a router (router.lua); not read here.
+    args = {'token', 'bucket'},
     reply = {'session'},
 }

@@ -66,7 +66,8 @@ end
 return {
     fn = get,
     batch = true,
-    args = {'token', 'ip', 'patch'},
+    -- `bucket`: the session's, for a router (router.lua); not read here.
+    args = {'token', 'ip', 'patch', 'bucket'},
     reply = {'session', 'untouched'},
     -- Its only write is the touch: with no write possible now, it serves the session as
     -- stored (ctx.untouched) where another operation is refused (dispatch.lua, sync.lua).

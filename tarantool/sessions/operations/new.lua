@@ -10,6 +10,7 @@ local liveness = require('sessions.liveness')
 local memory = require('sessions.memory')
 local rows = require('sessions.rows')
 local schema = require('sessions.schema')
+local sharded = require('sessions.sharded')
 
 local check, is_integer, is_live = errors.check, errors.is_integer, liveness.is_live
 local K = F.KEYS
@@ -95,13 +96,17 @@ local function new(args, ctx)
     make_room(user_id, rules)
     local ts = clock.now()
     local key = uuid.frombin(token, 'b')
-    local tuple = box.space.sessions:insert{
+    local row = {
         key, user_id, ip, ts, ts, extra, liveness.deadline_of(ts, ts, own_ttl, rules), own_ttl,
         schema.next_seq(), ids.make(math.floor(clock.time() * 1000)),
     }
+    -- A storage of the sharded mode keeps each row's bucket, its user's (sharded.lua).
+    local bucket = sharded.bucket_of_new(user_id)
+    row[F.BUCKET_ID] = bucket
+    local tuple = box.space.sessions:insert(row)
     events.emit('opened', nil, tuple)
     if idem ~= nil then
-        box.space.idempotency:replace{idem.key, idem.fingerprint, key, ts + idem.window}
+        box.space.idempotency:replace{idem.key, idem.fingerprint, key, ts + idem.window, bucket}
     end
     memory.wrote()
     return {session = rows.answer(tuple)}

@@ -38,6 +38,7 @@ end
 return {
     fn = rotate,
     batch = true,
-    args = {'token', 'new_token'},
+    -- `bucket`: the session's, for a router (router.lua); not read here.
+    args = {'token', 'new_token', 'bucket'},
     reply = {'session'},
 }

@@ -1,0 +1,62 @@
+-- Entry point of a router of the sharded mode: vshard's router, and the procedures the
+-- service calls (sessions/router.lua), which route each call to the storage of its bucket.
+-- A router keeps no sessions, so any number of them may serve one cluster.
+--
+-- Environment: SESSIONS_TT_LISTEN, _WORK_DIR, _LOG, _PID_FILE, _CONSOLE_SOCKET,
+-- SESSIONS_TARANTOOL_USER and _PASSWORD (the service's user, as on an instance), and
+-- SESSIONS_VSHARD_CONFIG, the cluster's configuration (storage.lua says what it holds).
+-- vshard itself is found on LUA_PATH.
+local fio = require('fio')
+local log = require('log')
+
+local script_dir = fio.dirname(fio.abspath(debug.getinfo(1, 'S').source:sub(2)))
+package.path = script_dir .. '/?.lua;' .. script_dir .. '/?/init.lua;' .. package.path
+
+local access = require('sessions.access')
+local buckets = require('sessions.buckets')
+local sharded = require('sessions.sharded')
+
+local function env(name, default)
+    local value = os.getenv(name)
+    if value == nil or value == '' then
+        return default
+    end
+    return value
+end
+
+local function fail(message)
+    io.stderr:write('sessions router: ', message, '\n')
+    os.exit(1)
+end
+
+local password = env('SESSIONS_TARANTOOL_PASSWORD')
+if password == nil then
+    fail('SESSIONS_TARANTOOL_PASSWORD is not set; the service user needs a password')
+end
+local ok, cluster = pcall(sharded.read_config, env('SESSIONS_VSHARD_CONFIG'))
+if not ok then
+    fail(tostring(cluster))
+end
+
+fio.umask(tonumber('077', 8))
+box.cfg{
+    work_dir = env('SESSIONS_TT_WORK_DIR', fio.cwd()),
+    log = env('SESSIONS_TT_LOG'),
+    pid_file = env('SESSIONS_TT_PID_FILE'),
+    -- A router holds the service's user and nothing else.
+    memtx_memory = 64 * 1024 * 1024,
+}
+local vshard = require('vshard')
+vshard.router.cfg({sharding = cluster.sharding, bucket_count = buckets.COUNT})
+local router = require('sessions.router')
+rawset(_G, 'sessions', router)
+-- The grants follow procedures.lua's exports, which are the router's names too.
+access.ensure_user(env('SESSIONS_TARANTOOL_USER', 'sessions'), password)
+
+local console_socket = env('SESSIONS_TT_CONSOLE_SOCKET')
+if console_socket ~= nil then
+    require('console').listen('unix/:' .. console_socket)
+end
+local listen = env('SESSIONS_TT_LISTEN', '127.0.0.1:3301')
+box.cfg{listen = listen}
+log.info('sessions router: ready on %s', listen)

@@ -1,0 +1,361 @@
+-- The procedures of a router of the sharded mode (router.lua), by the names and with the
+-- arguments of a single instance's (procedures.lua), so that the service calls a router as
+-- it calls an instance. Each item goes to the storage that holds its bucket, through
+-- vshard.router.callrw, which holds the bucket there for the call (a bucket on its way to
+-- another replica set is retried there once it has arrived), into that storage's own
+-- `batch` or `call`: the operations run where the sessions are, unchanged.
+--
+-- The bucket of an item: its user's for `new` (and for a listing, count or bulk end by
+-- user), the one its token carries for `get`, `delete` and `rotate` (buckets.lua).
+local fiber = require('fiber')
+local msgpack = require('msgpack')
+local vshard = require('vshard')
+
+local F = require('sessions.fields')
+
+local buckets = require('sessions.buckets')
+local errors = require('sessions.errors')
+local procedures = require('sessions.procedures')
+local schema = require('sessions.schema')
+
+local BATCH, CALL = 'sessions.batch', 'sessions.call'
+-- The least time a routed call is given, past its deadline's: the storage itself refuses
+-- work past the deadline, with the error the service expects.
+local MIN_TIMEOUT = 0.05
+-- The operations by address (defined below call's helpers).
+local BY_IP
+
+local function timeout_of(ctx)
+    local deadline = type(ctx) == 'table' and ctx.deadline
+    if type(deadline) ~= 'number' then
+        return MIN_TIMEOUT
+    end
+    return math.max(deadline - fiber.time(), MIN_TIMEOUT)
+end
+
+-- The bucket of one item of a batch; nil when its arguments name none (a malformed token).
+local function bucket_of_item(operation, args)
+    if type(args) ~= 'table' then
+        return nil
+    end
+    if operation == 'new' then
+        if not errors.is_integer(args.user_id) then
+            return nil
+        end
+        return buckets.of_user(args.user_id)
+    end
+    -- The service's word for the session's bucket (a hashed store's key has lost the
+    -- token's), else the token's own.
+    local bucket = args.bucket
+    if errors.is_integer(bucket) and bucket >= 1 and bucket <= buckets.COUNT then
+        return bucket
+    end
+    return buckets.of_token(args.token)
+end
+
+-- A storage's failure as an item of a batch, or as the call's error: a known type of the
+-- procedures is kept, anything else (no route, a timeout, a connection lost) is the
+-- storage being unavailable, `where` (a text) saying which.
+local function failure(err, where)
+    local kind = type(err) == 'table' and (err.custom_type or err.type) or nil
+    local message = type(err) == 'table' and tostring(err.message) or tostring(err)
+    for _, known in ipairs(errors.TYPES) do
+        if kind == known then
+            return {error = {type = kind, code = err.code or 0, message = message}}
+        end
+    end
+    return {error = {
+        type = 'ClientError', code = box.error.NO_CONNECTION,
+        message = ('%s: %s'):format(where, message),
+    }}
+end
+
+-- One bucket's items, in one call of the storage's batch; its replies in `replies`.
+local function batch_bucket(operation, group, ctx, replies)
+    local items = {}
+    for i, position in ipairs(group.positions) do
+        items[i] = group.items[position]
+    end
+    local answer, err = vshard.router.callrw(group.bucket, BATCH, {operation, items, ctx},
+        {timeout = timeout_of(ctx)})
+    for i, position in ipairs(group.positions) do
+        replies[position] = answer ~= nil and answer[i]
+            or failure(err, ('the replica set of bucket %d'):format(group.bucket))
+    end
+end
+
+-- The operations whose items name a session by its id, which carries no bucket.
+local BY_ID = {peek = true, delete_id = true}
+-- A reply that found nothing.
+local NONE = setmetatable({}, {__serialize = 'map'})
+
+-- Items by id: all of them on every replica set at once, through map_callrw, which holds
+-- every bucket in place for the call (a session on its way to another set is found once,
+-- and an end by id never deletes the one copy while the move carries the other). An item's
+-- reply is the one of the set that found its session, else the first error, else none.
+-- Each such call costs every replica set a call: ids are for the rarer calls (a devices
+-- page, an end by id), never the check path.
+local function batch_by_id(operation, items, ctx)
+    local answers, err, where = vshard.router.map_callrw(BATCH, {operation, items, ctx},
+        {timeout = timeout_of(ctx)})
+    local replies = {}
+    if answers == nil then
+        local failed = failure(err, ('replica set %s'):format(tostring(where)))
+        for i = 1, #items do
+            replies[i] = failed
+        end
+        return replies
+    end
+    for i = 1, #items do
+        local found, failed
+        for _, answer in pairs(answers) do
+            local reply = answer[1][i]
+            if reply.session ~= nil then
+                found = reply
+            elseif reply.error ~= nil then
+                failed = failed or reply
+            end
+        end
+        replies[i] = found or failed or NONE
+    end
+    return replies
+end
+
+-- Calls of one batchable operation, each item to its bucket's storage (those of one bucket
+-- in one call, the buckets' calls at once): a reply per item, as a single instance's batch.
+-- Items by id go to every replica set (batch_by_id).
+local function batch(operation, items, ctx)
+    errors.check(type(items) == 'table', 'items must be an array')
+    if BY_ID[operation] then
+        return batch_by_id(operation, items, ctx)
+    end
+    local replies, groups, order = {}, {}, {}
+    for position, args in ipairs(items) do
+        local bucket = bucket_of_item(operation, args)
+        if bucket == nil then
+            replies[position] = errors.item(box.error.new({
+                type = 'InvalidArgument', reason = operation .. ' names no bucket (user_id or token)',
+            }))
+        else
+            local group = groups[bucket]
+            if group == nil then
+                group = {bucket = bucket, items = items, positions = {}}
+                groups[bucket] = group
+                order[#order + 1] = group
+            end
+            group.positions[#group.positions + 1] = position
+        end
+    end
+    if #order == 1 then
+        batch_bucket(operation, order[1], ctx, replies)
+        return replies
+    end
+    local running = {}
+    for i, group in ipairs(order) do
+        local worker = fiber.new(batch_bucket, operation, group, ctx, replies)
+        worker:set_joinable(true)
+        running[i] = worker
+    end
+    for _, worker in ipairs(running) do
+        worker:join()
+    end
+    return replies
+end
+
+-- A storage's failure as the call's error (failure says which).
+local function raise(err, where)
+    local failed = failure(err, where).error
+    if failed.type == 'ClientError' then
+        box.error({code = failed.code, reason = failed.message})
+    end
+    errors.raise(failed.type, failed.message)
+end
+
+-- `func` called with `args` on the master of every replica set at once, each given at most
+-- `timeout`: {answer = ..., err = ...} by replica set uuid.
+local function each_set(func, args, timeout)
+    local results, running = {}, {}
+    for id, set in pairs(vshard.router.routeall()) do
+        local worker = fiber.new(function()
+            local answer, err = set:callrw(func, args, {timeout = timeout})
+            results[id] = {answer = answer, err = answer == nil and (err or 'no answer') or nil}
+        end)
+        worker:set_joinable(true)
+        running[#running + 1] = worker
+    end
+    for _, worker in ipairs(running) do
+        worker:join()
+    end
+    return results
+end
+
+-- What the stores keep, as one answer for the service's check at connect (token_storage):
+-- a store cut short in a conversion, then one that keeps the other kind than `mode`, is
+-- what the service must hear of; stores that are empty agree with either.
+local function token_storage(args, ctx)
+    local found = {}
+    for id, result in pairs(each_set(CALL, {'token_storage', args, ctx}, timeout_of(ctx))) do
+        if result.answer == nil then
+            raise(result.err, ('replica set %s'):format(id))
+        end
+        found[result.answer.stored] = true
+    end
+    local other = args.mode == 'hash' and 'plain' or 'hash'
+    for _, stored in ipairs({'converting', other, args.mode}) do
+        if found[stored] then
+            return {stored = stored}
+        end
+    end
+    return {stored = 'empty'}
+end
+
+-- An address's sessions are on every replica set: an operation by address is called on each
+-- one's master through vshard.router.map_callrw, which holds every bucket where it is for
+-- the call (none moves meanwhile, so none is met twice or missed); the answers, in no order.
+local function on_every_set(operation, args, ctx)
+    local answers, err, where = vshard.router.map_callrw(CALL, {operation, args, ctx},
+        {timeout = timeout_of(ctx)})
+    if answers == nil then
+        raise(err, ('replica set %s'):format(tostring(where)))
+    end
+    local replies = {}
+    for _, answer in pairs(answers) do
+        replies[#replies + 1] = answer[1]
+    end
+    return replies
+end
+
+-- One page of an address's sessions from each replica set's page (list.lua's, all from the
+-- same `after`), newest opened first: a merge by seq, which is unique across the cluster
+-- (schema.next_seq) and never changes, so the one seq a cursor holds is every replica set's
+-- position too, and a walk goes on from it on each. The merge stops at `limit`, at
+-- `page_bytes` (but one session at least), or where a page that has more ran out: beyond it
+-- would come that set's sessions not listed yet.
+local function merged_page(pages, args)
+    local heads, result, bytes, more, last = {}, {}, 0, false, box.NULL
+    for i = 1, #pages do
+        heads[i] = 1
+    end
+    while true do
+        local best, stop = nil, false
+        for i, page in ipairs(pages) do
+            local row = page.sessions[heads[i]]
+            if row == nil then
+                stop = stop or page.more
+            elseif best == nil or row[F.SEQ] > pages[best].sessions[heads[best]][F.SEQ] then
+                best = i
+            end
+        end
+        if stop or best == nil then
+            more = more or stop
+            break
+        end
+        local row = pages[best].sessions[heads[best]]
+        local size = #msgpack.encode(row)
+        if #result >= args.limit or (#result > 0 and bytes + size > args.page_bytes) then
+            more = true
+            break
+        end
+        result[#result + 1], bytes, last = row, bytes + size, row[F.SEQ]
+        heads[best] = heads[best] + 1
+    end
+    return {sessions = result, more = more, last = last}
+end
+
+-- How the answers of every replica set make one, by operation.
+BY_IP = {
+    list = merged_page,
+    count = function(replies)
+        local total = 0
+        for _, reply in ipairs(replies) do
+            total = total + reply.count
+        end
+        return {count = total}
+    end,
+    -- Each set ends at most its bounded number per call; the service calls again while any
+    -- has more.
+    delete_all = function(replies)
+        local deleted, more = 0, false
+        for _, reply in ipairs(replies) do
+            deleted, more = deleted + reply.deleted, more or reply.more
+        end
+        return {deleted = deleted, more = more}
+    end,
+}
+
+-- One call of another operation: by user, to the user's bucket's storage; by address, to
+-- every replica set (BY_IP).
+local function call(operation, args, ctx)
+    errors.check(type(args) == 'table', 'arguments must be a map')
+    if operation == 'token_storage' then
+        return token_storage(args, ctx)
+    end
+    if args.kind == 'ip' and BY_IP[operation] ~= nil then
+        return BY_IP[operation](on_every_set(operation, args, ctx), args)
+    end
+    local bucket
+    if args.kind == 'user' and errors.is_integer(args.key) then
+        bucket = buckets.of_user(args.key)
+    end
+    errors.check(bucket ~= nil, ('%s is not routed by a router yet'):format(tostring(operation)))
+    local answer, err = vshard.router.callrw(bucket, CALL, {operation, args, ctx},
+        {timeout = timeout_of(ctx)})
+    if answer == nil then
+        raise(err, ('the replica set of bucket %d'):format(bucket))
+    end
+    return answer
+end
+
+-- How long `info` waits for a replica set: the service's probes must not wait on a lost one.
+local INFO_TIMEOUT = 0.5
+
+-- `info` of the cluster, by the names of an instance's (monitor.lua), from every replica
+-- set's master at once: counts summed (sessions, purged, memory used, bulk calls, gets
+-- untouched, replication stopped), the earliest next expiry and the oldest last snapshot,
+-- the lowest schema version; `ro` when any replica set does not answer or cannot write
+-- (its users cannot open sessions), `writes_confirmable` when every one can confirm.
+-- The router's own: its clock (the deadlines the service sends are on it), its Tarantool's
+-- version, the role `router`, no vclock, no election and term 0 (a router holds no data,
+-- and any router of the cluster serves the same).
+local function info()
+    local result = {
+        now = fiber.time(), bulk_active = 0, bulk_waiting = 0, ro = false, role = 'router',
+        vclock = setmetatable({}, {__serialize = 'map'}), schema_version = schema.VERSION,
+        schema_latest = schema.VERSION, sessions = 0, next_expiry = box.NULL, purged = 0,
+        memory_used = 0, tarantool_version = box.info.version, last_checkpoint = box.NULL,
+        storage_full = false, touch_skipped = 0, replication_stopped = 0,
+        writes_confirmable = true, election = box.NULL, term = 0,
+    }
+    local function earliest(name, value)
+        if value ~= nil and (result[name] == nil or value < result[name]) then
+            result[name] = value
+        end
+    end
+    for _, answered in pairs(each_set('sessions.info', {}, INFO_TIMEOUT)) do
+        local one = answered.answer
+        if one == nil then
+            result.ro, result.writes_confirmable = true, false
+        else
+            for _, name in ipairs({'bulk_active', 'bulk_waiting', 'sessions', 'purged', 'memory_used',
+                    'touch_skipped', 'replication_stopped'}) do
+                result[name] = result[name] + one[name]
+            end
+            earliest('next_expiry', one.next_expiry)
+            earliest('last_checkpoint', one.last_checkpoint)
+            earliest('schema_version', one.schema_version)
+            result.ro = result.ro or one.ro
+            result.storage_full = result.storage_full or one.storage_full
+            result.writes_confirmable = result.writes_confirmable and one.writes_confirmable
+        end
+    end
+    return result
+end
+
+return {
+    batch = batch,
+    call = call,
+    -- The contract is the storages': the same modules declare it.
+    describe = procedures.describe,
+    info = info,
+    peer = procedures.peer,
+}

@@ -1,0 +1,95 @@
+-- Entry point of a storage of the sharded mode: the project's schema and procedures under
+-- vshard's storage role. vshard holds the buckets, moves them and says which instance of the
+-- replica set is its master; init.lua's roles and elections (role.lua, election.lua) are
+-- the single-instance mode's and are not used here.
+--
+-- Environment, beside init.lua's SESSIONS_TT_LISTEN, _WORK_DIR, _MEMTX_MEMORY, _WAL_MODE,
+-- _LOG, _PID_FILE, _CONSOLE_SOCKET, SESSIONS_TARANTOOL_USER, _PASSWORD and SESSIONS_IDLE_TTL:
+--   SESSIONS_VSHARD_CONFIG    a JSON file: vshard's `sharding` table (replica sets by uuid,
+--                             their instances by uuid, each with its `uri`, holding the
+--                             vshard user's login and password, and `master`); the same
+--                             file for every storage and router of the cluster; and
+--                             `numbers`, each replica set's number (1 to 256, none twice,
+--                             never reused), which its sessions' seqs carry (schema.lua)
+--   SESSIONS_VSHARD_INSTANCE  the uuid of this instance in it
+-- vshard itself is found on LUA_PATH (the official image ships it as a rock).
+local fio = require('fio')
+local log = require('log')
+
+local script_dir = fio.dirname(fio.abspath(debug.getinfo(1, 'S').source:sub(2)))
+package.path = script_dir .. '/?.lua;' .. script_dir .. '/?/init.lua;' .. package.path
+
+local access = require('sessions.access')
+local events = require('sessions.events')
+local expiry = require('sessions.expiry')
+local procedures = require('sessions.procedures')
+local schema = require('sessions.schema')
+local sharded = require('sessions.sharded')
+
+local function fail(message)
+    io.stderr:write('sessions storage: ', message, '\n')
+    os.exit(1)
+end
+
+local function env(name, default)
+    local value = os.getenv(name)
+    if value == nil or value == '' then
+        return default
+    end
+    return value
+end
+
+local password = env('SESSIONS_TARANTOOL_PASSWORD')
+if password == nil then
+    fail('SESSIONS_TARANTOOL_PASSWORD is not set; the service user needs a password')
+end
+local ok, cluster = pcall(sharded.read_config, env('SESSIONS_VSHARD_CONFIG'))
+if not ok then
+    fail(tostring(cluster))
+end
+local instance = env('SESSIONS_VSHARD_INSTANCE')
+local this = sharded.find(cluster, instance)
+if this == nil then
+    fail(('SESSIONS_VSHARD_INSTANCE %s is not an instance of SESSIONS_VSHARD_CONFIG')
+        :format(tostring(instance)))
+end
+
+fio.umask(tonumber('077', 8))
+-- Listening waits for the schema and procedures, as in init.lua; vshard's cfg is given the
+-- configured box (box_cfg_mode = 'manual'), so these options are ours alone.
+box.cfg{
+    work_dir = env('SESSIONS_TT_WORK_DIR', fio.cwd()),
+    memtx_memory = tonumber(env('SESSIONS_TT_MEMTX_MEMORY', tostring(2 * 1024 * 1024 * 1024))),
+    wal_mode = env('SESSIONS_TT_WAL_MODE', 'write'),
+    log = env('SESSIONS_TT_LOG'),
+    pid_file = env('SESSIONS_TT_PID_FILE'),
+    instance_uuid = instance,
+    replicaset_uuid = this.replicaset,
+    replication = this.peers,
+    read_only = not this.master,
+}
+
+local ttl = tonumber(env('SESSIONS_IDLE_TTL', ''))
+schema.migrate({idle_ttl = ttl})
+rawset(_G, 'sessions', procedures)
+if not box.info.ro then
+    access.ensure_user(env('SESSIONS_TARANTOOL_USER', 'sessions'), password)
+end
+local started, err = pcall(sharded.start_storage, cluster, instance)
+if not started then
+    fail(tostring(err))
+end
+if ttl ~= nil then
+    expiry.set_rules({ttl = ttl, lifetime = tonumber(env('SESSIONS_MAX_LIFETIME', '0')), cap = 0})
+end
+expiry.start()
+events.start()
+
+local console_socket = env('SESSIONS_TT_CONSOLE_SOCKET')
+if console_socket ~= nil then
+    require('console').listen('unix/:' .. console_socket)
+end
+local listen = env('SESSIONS_TT_LISTEN', '127.0.0.1:3301')
+box.cfg{listen = listen}
+log.info('sessions storage: ready on %s, replica set %s, %s', listen, this.replicaset,
+    this.master and 'master' or 'replica')

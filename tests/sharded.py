@@ -1,0 +1,230 @@
+"""A sharded cluster of real processes for tests: replica sets of vshard storages on the
+project's Lua (tarantool/storage.lua) and a router (tarantool/router.lua), each Tarantool a
+child that dies with the test process (sessions/embedded.py), on unix sockets in a temp dir,
+with the vendored vshard 0.1.26 on LUA_PATH."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import time
+import uuid
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from sessions.config import Settings
+from sessions.console import Console
+from sessions.embedded import EmbeddedTarantool
+
+from .conftest import PASSWORD, ROOT, settings_for
+
+__all__ = [
+    "MODES",
+    "ROWS_IN_LUA",
+    "VSHARD",
+    "Cluster",
+    "console_by_mode",
+    "require_vshard",
+    "settings_by_mode",
+    "sharded_cluster",
+]
+
+# vshard 0.1.26, unmodified, beside the checkout as the Tarantool 2.11 binary is (CI has it),
+# or where SESSIONS_TEST_VSHARD says.
+VSHARD = Path(os.environ.get("SESSIONS_TEST_VSHARD") or ROOT.parent / "shared" / "vendor" / "vshard-0.1.26")
+# The user vshard's storages and routers talk to each other as (created by vshard).
+_VSHARD_USER = "vshard"
+_VSHARD_PASSWORD = "vshard-test-password-5e1c"
+
+
+def require_vshard() -> None:
+    """Skip, with the reason, where vshard is not here; in CI, fail: it runs them."""
+    if (VSHARD / "vshard" / "init.lua").is_file():
+        return
+    reason = f"no Tarantool 2.11 / vshard: {VSHARD} is absent"
+    if os.environ.get("CI") == "true":
+        pytest.fail(f"{reason}; CI runs the sharded tests (see docs/testing.md)")
+    pytest.skip(reason)
+
+
+@dataclass
+class Storage:
+    """One storage instance: its replica set's and its own uuid, and its process."""
+
+    replicaset: str
+    uuid: str
+    process: EmbeddedTarantool
+    console: Console | None = None
+
+    def eval(self, code: str) -> Any:
+        if self.console is None:
+            self.console = Console(self.process.console_path)
+        return self.console.eval(code)
+
+
+@dataclass
+class EveryStorage:
+    """A console that evaluates on each storage of a cluster, for the tests' changes to one
+    session (set_activity), which only the storage holding it makes: the first answer that
+    is not nil."""
+
+    storages: list[Storage]
+
+    def eval(self, code: str) -> Any:
+        answers = [storage.eval(code) for storage in self.storages]
+        return next((answer for answer in answers if answer is not None), None)
+
+
+@dataclass
+class Cluster:
+    """`sets` replica sets of one storage each and one router, under `root`."""
+
+    root: Path
+    binary: str
+    sets: int = 2
+    storages: list[Storage] = field(default_factory=list)
+    router: EmbeddedTarantool | None = None
+    _router_console: Console | None = None
+
+    def _instance(self, name: str, script: str, environment: dict[str, str]) -> EmbeddedTarantool:
+        lua_path = f"{VSHARD}/?.lua;{VSHARD}/?/init.lua;;"
+        return EmbeddedTarantool(
+            data_dir=self.root / name,
+            scripts_dir=ROOT / "tarantool",
+            script=script,
+            binary=self.binary,
+            user="sessions",
+            password=PASSWORD,
+            memory=128 * 2**20,
+            wal_mode="write",
+            idle_ttl=180 * 86400,
+            startup_timeout=30,
+            shutdown_timeout=10,
+            environment={"LUA_PATH": lua_path, **environment},
+        )
+
+    def _config(self) -> Path:
+        sharding: dict[str, Any] = {}
+        for storage in self.storages:
+            socket = storage.process.socket_path
+            sharding.setdefault(storage.replicaset, {"replicas": {}})["replicas"][storage.uuid] = {
+                "uri": f"{_VSHARD_USER}:{_VSHARD_PASSWORD}@unix/:{socket}",
+                "name": storage.process.data_dir.name,
+                "master": True,
+            }
+        numbers = {storage.replicaset: number for number, storage in enumerate(self.storages, 1)}
+        path = self.root / "cluster.json"
+        path.write_text(json.dumps({"sharding": sharding, "numbers": numbers}))
+        return path
+
+    async def start(self) -> None:
+        require_vshard()
+        self.root.mkdir(parents=True, exist_ok=True)
+        config = self.root / "cluster.json"
+        for number in range(1, self.sets + 1):
+            replicaset, instance = str(uuid.uuid4()), str(uuid.uuid4())
+            environment = {"SESSIONS_VSHARD_CONFIG": str(config), "SESSIONS_VSHARD_INSTANCE": instance}
+            process = self._instance(f"rs{number}", "storage.lua", environment)
+            self.storages.append(Storage(replicaset, instance, process))
+        self._config()
+        for storage in self.storages:
+            await storage.process.start()
+        self.router = self._instance("router", "router.lua", {"SESSIONS_VSHARD_CONFIG": str(config)})
+        await self.router.start()
+        self.bootstrap()
+
+    def router_eval(self, code: str) -> Any:
+        assert self.router is not None
+        if self._router_console is None:
+            self._router_console = Console(self.router.console_path)
+        return self._router_console.eval(code)
+
+    def bootstrap(self, within: float = 30.0) -> None:
+        """Spread the buckets over the replica sets (once per cluster), and wait until the
+        router knows where each one is."""
+        deadline = time.monotonic() + within
+        while True:
+            done = self.router_eval(
+                "local ok, err = require('vshard').router.bootstrap({if_not_bootstrapped = true}) "
+                "return {ok = ok == true, err = err and tostring(err.message or err) or nil}"
+            )
+            if done["ok"]:
+                break
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"vshard bootstrap: {done['err']}")
+            time.sleep(0.1)  # polling: the storages' connections come up on their own
+        while (
+            self.router_eval("return require('vshard').router.info().bucket.available_rw")
+            < self.bucket_count()
+        ):
+            if time.monotonic() > deadline:
+                raise TimeoutError("the router did not discover every bucket")
+            time.sleep(0.1)
+
+    def bucket_count(self) -> int:
+        return int(self.router_eval("return require('vshard').router.bucket_count()"))
+
+    async def stop(self) -> None:
+        for console in [self._router_console, *(s.console for s in self.storages)]:
+            if console is not None:
+                console.close()
+        if self.router is not None:
+            await self.router.stop()
+        for storage in self.storages:
+            await storage.process.stop()
+
+
+# Why an API test is instance_only, for now.
+ROWS_IN_LUA = "the test writes rows into one instance's space (a storage's need bucket_id, tokens theirs)"
+
+# The modes an API test marked to run in both is served in: on one instance, and through a
+# router of a cluster of two replica sets.
+MODES = ("instance", "sharded")
+
+
+@pytest.fixture(scope="session")
+def sharded_cluster(tmp_path_factory: pytest.TempPathFactory, tarantool_bin: str) -> Iterator[Cluster]:
+    """One cluster per release for the whole run (tests keep apart by their own users and
+    addresses, as on the shared instance)."""
+    require_vshard()
+    cluster = Cluster(tmp_path_factory.mktemp("cluster"), tarantool_bin)
+    try:
+        asyncio.run(cluster.start())
+        yield cluster
+    finally:
+        asyncio.run(cluster.stop())
+
+
+@pytest.fixture(name="settings", params=MODES)
+def settings_by_mode(request: pytest.FixtureRequest, tarantool: EmbeddedTarantool) -> Settings:
+    """`settings` for a module that imports this fixture: each of its tests runs on the
+    shared instance and through the cluster's router (SESSIONS_TARANTOOL_MODE=sharded). A
+    test marked `instance_only(reason)` is skipped in the sharded mode with that reason, the
+    piece the sharded mode still lacks."""
+    if request.param == "instance":
+        return settings_for(tarantool)
+    marker = request.node.get_closest_marker("instance_only")
+    if marker is not None:
+        pytest.skip(f"not yet in the sharded mode: {marker.args[0]}")
+    cluster: Cluster = request.getfixturevalue("sharded_cluster")
+    assert cluster.router is not None
+    return Settings(
+        tarantool=f"unix/:{cluster.router.socket_path}", tarantool_password=PASSWORD, tarantool_mode="sharded"
+    )
+
+
+@pytest.fixture(name="console")
+def console_by_mode(
+    request: pytest.FixtureRequest, settings: Settings, console: Console
+) -> Console | EveryStorage:
+    """`console` beside settings_by_mode: the shared instance's (conftest's), or every
+    storage's."""
+    if settings.tarantool_mode == "sharded":
+        cluster: Cluster = request.getfixturevalue("sharded_cluster")
+        return EveryStorage(cluster.storages)
+    return console

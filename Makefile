@@ -54,6 +54,7 @@ bench: $(STAMP) tarantool wrk redis-server $(VENV)/.installed-bench
 	cd bench && ../$(BIN)/python sync.py
 	cd bench && ../$(BIN)/python elections.py
 	cd bench && ../$(BIN)/python events.py
+	$(BIN)/python bench/sharded.py
 
 # Where the CPU goes per request: the router's parts in isolation, then py-spy under `get`.
 profile: $(STAMP) tarantool wrk $(VENV)/.installed-bench

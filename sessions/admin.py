@@ -101,22 +101,45 @@ def backup(settings: Settings, target: Path) -> dict[str, Any]:
                 "sessions": info["sessions"],
                 "files": {},
             }
-            target.parent.mkdir(parents=True, exist_ok=True)
+            if target.is_dir():
+                raise AdminError(f"{target} is a directory: give the archive's file name")
             partial = target.with_name(target.name + ".partial")
-            with tarfile.open(partial, "w:gz") as archive:
-                for name in files:
-                    path = data_dir / name
-                    manifest["files"][path.name] = {"sha256": _sha256(path), "size": path.stat().st_size}
-                    archive.add(path, arcname=path.name)
-                body = json.dumps(manifest, indent=2).encode()
-                entry = tarfile.TarInfo(MANIFEST)
-                entry.size, entry.mtime, entry.mode = len(body), int(time.time()), 0o600
-                archive.addfile(entry, io.BytesIO(body))
-            os.chmod(partial, 0o600)  # sessions are credentials
-            partial.replace(target)
+            try:
+                target.parent.mkdir(parents=True, exist_ok=True)
+                # Created 0600 before a byte goes in: sessions are credentials.
+                created = os.open(partial, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+                with open(created, "wb") as raw, tarfile.open(fileobj=raw, mode="w:gz") as archive:
+                    for name in files:
+                        path = data_dir / name
+                        manifest["files"][path.name] = {"sha256": _sha256(path), "size": path.stat().st_size}
+                        archive.add(path, arcname=path.name)
+                    body = json.dumps(manifest, indent=2).encode()
+                    entry = tarfile.TarInfo(MANIFEST)
+                    entry.size, entry.mtime, entry.mode = len(body), int(time.time()), 0o600
+                    archive.addfile(entry, io.BytesIO(body))
+                partial.replace(target)
+            except OSError as error:
+                # No archive, whole or partial, is left behind holding sessions.
+                partial.unlink(missing_ok=True)
+                raise AdminError(f"cannot write {target}: {error.strerror or error}") from None
         finally:
             console.eval("box.backup.stop()")
     return manifest
+
+
+def _well_formed(manifest: Any) -> bool:
+    """Whether a manifest has every field restore reads, of its type (checked before anything
+    in the data dir is touched)."""
+    if not isinstance(manifest, dict) or manifest.get("format") != FORMAT:
+        return False
+    files = manifest.get("files")
+    return (
+        isinstance(manifest.get("sessions"), int)
+        and isinstance(manifest.get("created"), str)
+        and isinstance(files, dict)
+        and bool(files)
+        and all(isinstance(entry, dict) and isinstance(entry.get("sha256"), str) for entry in files.values())
+    )
 
 
 def _verified(source: Path, into: Path) -> dict[str, Any]:
@@ -129,8 +152,10 @@ def _verified(source: Path, into: Path) -> dict[str, Any]:
             extracted = archive.extractfile(members[MANIFEST])
             assert extracted is not None
             manifest: dict[str, Any] = json.loads(extracted.read())
-            expected = manifest.get("files") or {}
-            if manifest.get("format") != FORMAT or set(members) != {MANIFEST, *expected}:
+            if not _well_formed(manifest):
+                raise AdminError("the archive's manifest is not one `sessions backup` writes")
+            expected = manifest["files"]
+            if set(members) != {MANIFEST, *expected}:
                 raise AdminError("the archive does not match its manifest")
             for name in expected:
                 member = members[name]
@@ -145,6 +170,32 @@ def _verified(source: Path, into: Path) -> dict[str, Any]:
     except (tarfile.TarError, OSError, EOFError, ValueError, KeyError) as error:
         raise AdminError(f"corrupt archive: {error}") from None
     return manifest
+
+
+# The instance's role file (tarantool/sessions/role.lua's FILE), beside its data.
+ROLE_FILE = "sessions-role.json"
+
+
+def _next_generation(data_dir: Path) -> None:
+    """One more generation in the role file: the event feed numbers its events generation *
+    2^32 + n (events.lua), and a restored feed would otherwise number again the events the
+    instance handed out after the backup (consumers and webhook receivers, who drop what they
+    have seen, would drop the new ones). A data dir that never ran has none to number above."""
+    path = data_dir / ROLE_FILE
+    try:
+        role = json.loads(path.read_text())
+        role["generation"] = int(role.get("generation") or 0) + 1
+    except FileNotFoundError:
+        return
+    except (OSError, ValueError, TypeError, AttributeError) as error:
+        raise AdminError(f"{path} is not a role file ({error}): move it away, then restore again") from None
+    temporary = path.with_name(path.name + ".restore")
+    temporary.write_text(json.dumps(role))
+    os.chmod(temporary, 0o600)
+    if os.geteuid() == 0:
+        owner = data_dir.stat()
+        os.chown(temporary, owner.st_uid, owner.st_gid)
+    temporary.replace(path)
 
 
 def restore(settings: Settings, source: Path) -> dict[str, Any]:
@@ -164,6 +215,7 @@ def restore(settings: Settings, source: Path) -> dict[str, Any]:
                 path.rename(aside / path.name)
             manifest["previous_files_moved_to"] = str(aside)
         owner = data_dir.stat()
+        _next_generation(data_dir)
         for name in manifest["files"]:
             target = data_dir / name
             shutil.move(Path(staging) / name, target)

@@ -3,11 +3,14 @@
 from __future__ import annotations
 
 import asyncio
+import io
+import json
 import os
 import shutil
 import signal
 import subprocess
 import sys
+import tarfile
 import time
 import tomllib
 import zipfile
@@ -19,7 +22,7 @@ from packaging.requirements import Requirement
 from packaging.utils import canonicalize_name
 from packaging.version import Version
 
-from sessions.admin import AdminError, backup, promote, rejoin, restore
+from sessions.admin import MANIFEST, AdminError, backup, promote, rejoin, restore
 from sessions.config import Settings
 from sessions.console import Console
 from sessions.embedded import EmbeddedTarantool
@@ -86,6 +89,24 @@ async def test_backup_under_writes_then_wipe_restore_start(tmp_path, user_id):
     assert [s for s in before if stored.get(s["token"]) != s] == []
 
 
+def _member(archive: Path, name: str) -> bytes:
+    with tarfile.open(archive, "r:gz") as tar:
+        extracted = tar.extractfile(name)
+        assert extracted is not None
+        return extracted.read()
+
+
+def _with_manifest(archive: Path, manifest: bytes, into: Path) -> None:
+    """A copy of `archive` with another manifest."""
+    with tarfile.open(archive, "r:gz") as source, tarfile.open(into, "w:gz") as target:
+        for member in source.getmembers():
+            if member.name == MANIFEST:
+                member.size = len(manifest)
+                target.addfile(member, io.BytesIO(manifest))
+            else:
+                target.addfile(member, source.extractfile(member))
+
+
 def _snapshot(data_dir: Path) -> dict[str, bytes]:
     return {p.name: p.read_bytes() for p in data_dir.iterdir() if p.is_file()}
 
@@ -103,10 +124,23 @@ async def test_a_corrupt_archive_is_refused_and_nothing_changes(tmp_path, user_i
     damaged[len(damaged) // 2] ^= 0xFF
     (tmp_path / "damaged.tar.gz").write_bytes(bytes(damaged))
     (tmp_path / "garbage.tar.gz").write_bytes(b"not an archive at all")
-    for bad in ("damaged.tar.gz", "garbage.tar.gz", "missing.tar.gz"):
+    # Manifests restore could not read: refused before anything moves, without a traceback.
+    good = json.loads(_member(archive, MANIFEST))
+    files = good["files"]
+    manifests = {
+        "list": [1, 2],
+        "null": None,
+        "files-list": good | {"files": list(files)},
+        "files-strings": good | {"files": {name: "x" for name in files}},
+        "no-count": {k: v for k, v in good.items() if k != "sessions"},
+        "no-date": {k: v for k, v in good.items() if k != "created"},
+    }
+    for name, manifest in manifests.items():
+        _with_manifest(archive, json.dumps(manifest).encode(), tmp_path / f"{name}.tar.gz")
+    for bad in ("damaged.tar.gz", "garbage.tar.gz", "missing.tar.gz", *(f"{n}.tar.gz" for n in manifests)):
         with pytest.raises(AdminError):
             restore(settings, tmp_path / bad)
-        assert _snapshot(tmp_path / "data") == before
+        assert _snapshot(tmp_path / "data") == before, bad
 
     result = await asyncio.to_thread(
         subprocess.run,
@@ -119,6 +153,41 @@ async def test_a_corrupt_archive_is_refused_and_nothing_changes(tmp_path, user_i
     assert result.returncode == 1
     assert "sessions restore:" in result.stderr and "Traceback" not in result.stderr
     assert _snapshot(tmp_path / "data") == before
+
+
+async def test_a_backup_to_a_place_it_cannot_write_says_so_and_leaves_nothing(tmp_path, user_id):
+    settings = Settings(data_dir=tmp_path / "data")
+    (tmp_path / "out").mkdir()
+    async with serving(settings) as client:
+        await new_session(client, user_id)
+        for target, said in (
+            (tmp_path / "out", "is a directory"),
+            (Path("/proc/nope.tar.gz"), "cannot write"),
+        ):
+            with pytest.raises(AdminError, match=said):
+                await asyncio.to_thread(backup, settings, target)
+    assert list((tmp_path / "out").iterdir()) == [] and not (tmp_path / "out.partial").exists()
+
+
+async def test_after_a_restore_the_event_feed_numbers_above_what_it_handed_out(tmp_path, user_id):
+    """A restore takes the feed back to the backup's last event; the events after it number
+    in the next generation, so no seq (nor webhook id) is handed out twice."""
+    settings = Settings(data_dir=tmp_path / "data", events=True)
+    archive = tmp_path / "sessions.tar.gz"
+    async with serving(settings) as client:
+        await new_session(client, user_id)
+        await asyncio.to_thread(backup, settings, archive)
+        await new_session(client, user_id)
+        handed_out = (await call(client, "/events", params={"after": "0"}))[1]["data"]["events"]
+    restore(settings, archive)
+    async with serving(settings) as client:
+        await new_session(client, user_id + 1)
+        now = (await call(client, "/events", params={"after": "0"}))[1]["data"]["events"]
+    newest = max(event["seq"] for event in handed_out)
+    assert [event["user_id"] for event in now if event["seq"] > newest] == [user_id + 1]
+    assert {e["seq"] for e in now} - {e["seq"] for e in handed_out} == {
+        e["seq"] for e in now if e["seq"] > newest
+    }
 
 
 @pytest.mark.each_release

@@ -32,6 +32,7 @@ lint: $(STAMP) docker-compose luacheck promtool client-tools
 	SESSIONS_TARANTOOL_PASSWORD=lint docker-compose -f docker-compose.yml config -q
 	SESSIONS_TARANTOOL_PASSWORD=lint docker-compose -f docker-compose.yml -f dc.sample.yml config -q
 	SESSIONS_TARANTOOL_PASSWORD=lint SESSIONS_REPLICATION_PASSWORD=lint docker-compose -f docker-compose.yml -f dc.sample.yml -f dc.ha.yml config -q
+	SESSIONS_TARANTOOL_PASSWORD=lint SESSIONS_VSHARD_PASSWORD=lint docker-compose -f docker-compose.yml -f dc.sample.yml -f dc.sharded.yml config -q
 
 # Property-based tests with a fresh seed (printed first) and ten times the examples of
 # `make test` (FUZZ_EXAMPLES=4000 by default); a failure prints the falsifying request.

@@ -38,6 +38,16 @@ if (info.replication_stopped or 0) > 0 then
     finish(false, ('replication from %d peer(s) stopped on an error: see its log'):format(
         info.replication_stopped))
 end
+if info.role == 'router' then
+    -- A router of the sharded mode: healthy while every replica set's master answers it
+    -- writable (its info is read-only while one is lost or read-only).
+    finish(not info.ro, info.ro and 'router: a replica set is lost or read-only' or 'router, writable')
+end
+if os.getenv('SESSIONS_VSHARD_INSTANCE') ~= nil then
+    -- A storage of the sharded mode: vshard says which instance of its replica set writes.
+    finish(true, ('storage, %s, schema %d'):format(info.ro and 'read-only' or 'writable',
+        info.schema_version))
+end
 if type(info.election) == 'table' then
     -- Elections decide: writable exactly while the leader, and some leader known.
     local raft = info.election

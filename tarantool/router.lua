@@ -4,7 +4,9 @@
 --
 -- Environment: SESSIONS_TT_LISTEN, _WORK_DIR, _LOG, _PID_FILE, _CONSOLE_SOCKET,
 -- SESSIONS_TARANTOOL_USER and _PASSWORD (the service's user, as on an instance), and
--- SESSIONS_VSHARD_CONFIG, the cluster's configuration (storage.lua says what it holds).
+-- SESSIONS_VSHARD_CONFIG, the cluster's configuration (storage.lua says what it holds), and
+-- SESSIONS_VSHARD_BOOTSTRAP=true on one router of the cluster: it spreads the buckets over
+-- the replica sets once they answer, unless that was done (dc.sharded.yml sets it).
 -- vshard itself is found on LUA_PATH.
 local fio = require('fio')
 local log = require('log')
@@ -50,6 +52,20 @@ local vshard = require('vshard')
 vshard.router.cfg({sharding = cluster.sharding, bucket_count = buckets.COUNT})
 local router = require('sessions.router')
 rawset(_G, 'sessions', router)
+if env('SESSIONS_VSHARD_BOOTSTRAP') == 'true' then
+    -- Retried until every replica set answers: the storages may start after the router.
+    require('fiber').create(function()
+        while true do
+            local done, err = vshard.router.bootstrap({if_not_bootstrapped = true})
+            if done then
+                log.info('sessions router: the buckets are spread over the replica sets')
+                return
+            end
+            log.info('sessions router: bootstrap waits: %s', tostring(err and err.message or err))
+            require('fiber').sleep(1)
+        end
+    end)
+end
 -- The grants follow procedures.lua's exports, which are the router's names too.
 access.ensure_user(env('SESSIONS_TARANTOOL_USER', 'sessions'), password)
 

@@ -913,11 +913,13 @@ def test_compose_files_and_dockerfile_are_valid(tmp_path):
         "PATH": "/usr/bin:/bin",
         "SESSIONS_TARANTOOL_PASSWORD": PASSWORD,
         "SESSIONS_REPLICATION_PASSWORD": "r",
+        "SESSIONS_VSHARD_PASSWORD": "v",
     }
     for files in (
         ["docker-compose.yml"],
         ["docker-compose.yml", "dc.sample.yml"],
         ["docker-compose.yml", "dc.sample.yml", "dc.ha.yml"],
+        ["docker-compose.yml", "dc.sample.yml", "dc.sharded.yml"],
     ):
         args = [arg for name in files for arg in ("-f", str(root / name))]
         result = subprocess.run(

@@ -675,3 +675,68 @@ async def test_storage_against_tarantool_in_a_container(
     ]
     assert (await call(client, "/del", params={"token": session["token"]}))[0] == 200
     assert (await call(client, "/get", params={"token": session["token"]}))[0] == 404
+
+
+VSHARD_DIR = ROOT.parent / "shared" / "vendor" / "vshard-0.1.26"
+SHARDED_FILES = (*SAMPLE, "dc.sharded.yml")
+
+
+@pytest.fixture
+def sharded_stack(docker: None, tmp_path: Path) -> Iterator[Stack]:
+    """`docker-compose -f docker-compose.yml -f dc.sample.yml -f dc.sharded.yml up -d` on the
+    2.11 stand-in with the vendored vshard, as a project of its own; `down -v` at the end."""
+    if RELEASE != "2.11" or not (VSHARD_DIR / "vshard" / "init.lua").is_file():
+        pytest.skip(f"the sharded stack needs the 2.11 stand-in and {VSHARD_DIR}")
+    subprocess.run(
+        ["bash", str(ROOT / "tests/docker/images.sh")],
+        env={**os.environ, "TARANTOOL_2_11_BIN": BINARIES["2.11"], "VSHARD_DIR": str(VSHARD_DIR)},
+        check=True,
+        timeout=900,
+    )
+    images = {
+        "TARANTOOL_IMAGE": "sessions-test/tarantool-vshard:2.11",
+        "APP_IMAGE": "sessions-test/app:sharded",
+        "TARANTOOL_APP_IMAGE": "sessions-test/tarantool-app:sharded",
+        "SESSIONS_VSHARD_PASSWORD": secrets.token_urlsafe(16),
+    }
+    settings = _env_file(tmp_path / "env", **images)
+    running = Stack(
+        tmp_path / "env",
+        int(settings["PUBLISH_PORT"]),
+        settings["SESSIONS_API_KEYS"],
+        project=f"{PROJECT}shard",
+        files=SHARDED_FILES,
+    )
+    running.compose("--profile", "tools", "down", "-v", "--remove-orphans", check=False)
+    try:
+        running.compose("build", "-q")
+        running.compose("up", "-d")
+        for service in ("tarantool", "tarantool-2", "router", "sessions"):
+            running.wait_healthy(service)
+        yield running
+    finally:
+        running.compose("--profile", "tools", "down", "-v", "--remove-orphans", check=False)
+
+
+@pytest.mark.timeout(300)
+def test_sharded_stack_spreads_users_over_both_replica_sets(sharded_stack: Stack) -> None:
+    """dc.sharded.yml: sessions of 200 users opened through the published port land on both
+    replica sets' storages, and each answers `get`."""
+    stack = sharded_stack
+    tokens = [
+        _until(
+            lambda user=user: (lambda answer: answer[1]["data"]["token"] if answer[0] == 200 else None)(
+                stack.request(f"/new?user_id={user}&ip=192.0.2.1")
+            ),
+            f"no session for user {user}",
+        )
+        for user in range(1, 201)
+    ]
+    counts = {
+        name: _console(stack.container(name), "return box.space.sessions:len()")
+        for name in ("tarantool", "tarantool-2")
+    }
+    print(f"\nsharded stack: sessions per storage {counts}")
+    assert sum(counts.values()) == 200 and min(counts.values()) > 0, counts
+    for token in tokens:
+        assert stack.request(f"/get?token={token}")[0] == 200, token

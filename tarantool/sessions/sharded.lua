@@ -48,6 +48,22 @@ local function check_numbers(path, cluster)
     end
 end
 
+-- vshard's login, in an instance's uri that names none.
+local VSHARD_LOGIN = 'vshard'
+
+-- An instance's uri written without credentials (`host:port`) gets vshard's login and
+-- `password` (SESSIONS_VSHARD_PASSWORD), so a deployment's file holds no secret
+-- (dc.sharded.json); a uri with its own `login:password@` is kept as written.
+local function with_credentials(cluster, password)
+    for _, set in pairs(cluster.sharding) do
+        for _, replica in pairs(set.replicas or {}) do
+            if type(replica.uri) == 'string' and not replica.uri:find('@', 1, true) then
+                replica.uri = ('%s:%s@%s'):format(VSHARD_LOGIN, password, replica.uri)
+            end
+        end
+    end
+end
+
 -- The configuration the operators write once for the whole cluster: vshard's `sharding`
 -- (replica sets by uuid, each with `replicas` by uuid, each with `uri` and `master`).
 local function read_config(path)
@@ -65,6 +81,10 @@ local function read_config(path)
         error(('SESSIONS_VSHARD_CONFIG: %s is not {"sharding": {...}} in JSON'):format(path), 0)
     end
     check_numbers(path, cluster)
+    local password = os.getenv('SESSIONS_VSHARD_PASSWORD')
+    if password ~= nil and password ~= '' then
+        with_credentials(cluster, password)
+    end
     return cluster
 end
 

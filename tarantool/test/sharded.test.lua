@@ -35,6 +35,24 @@ suite.case('each replica set needs a number of its own, 1 to 256', function(test
     test:ok(refusal({[A] = 1.5, [B] = 2}):find('an integer', 1, true), 'a fraction is refused')
 end)
 
+suite.case('SESSIONS_VSHARD_PASSWORD fills the uris written without credentials', function(test)
+    local path = fio.pathjoin(work_dir, 'cluster.json')
+    local file = io.open(path, 'w')
+    file:write(json.encode({
+        sharding = {[A] = {replicas = {[A] = {uri = 'storage-1:3301', master = true}}},
+                    [B] = {replicas = {[B] = {uri = 'own:secret@storage-2:3301', master = true}}}},
+        numbers = {[A] = 1, [B] = 2},
+    }))
+    file:close()
+    local cluster = sharded.read_config(path)
+    test:is(cluster.sharding[A].replicas[A].uri, 'storage-1:3301', 'without it, as written')
+    os.setenv('SESSIONS_VSHARD_PASSWORD', 'pw-from-env')
+    cluster = sharded.read_config(path)
+    os.setenv('SESSIONS_VSHARD_PASSWORD', nil)
+    test:is(cluster.sharding[A].replicas[A].uri, 'vshard:pw-from-env@storage-1:3301', 'filled')
+    test:is(cluster.sharding[B].replicas[B].uri, 'own:secret@storage-2:3301', 'its own kept')
+end)
+
 suite.case('a storage keeps its first number and refuses another', function(test)
     sharded.use_number(7)
     local seq = schema.next_seq()

@@ -6,6 +6,9 @@
 #   sessions-test/tarantool:2.6     Debian's Tarantool 2.6 (for compose's TARANTOOL_IMAGE)
 #   sessions-test/tarantool:2.11    with TARANTOOL_2_11_BIN set: that binary, a Tarantool 2.11
 #                                   built for Debian 12 (rebuilt when the binary changes)
+#   sessions-test/tarantool-vshard:2.11
+#                                   with VSHARD_DIR set too: that one and the vshard there
+#                                   (the official image's rock), for dc.sharded.yml
 # The rootfs trusts the host's certificate authorities and uses the host's Debian mirror,
 # so apt and pip inside the builds reach the package registries the host reaches.
 set -euo pipefail
@@ -39,5 +42,9 @@ if [ -n "${TARANTOOL_2_11_BIN:-}" ]; then
         >/dev/null || built=$?
     rm -rf "$context"
     [ "$built" = 0 ]
+    if [ -n "${VSHARD_DIR:-}" ]; then
+        docker build -q -t sessions-test/tarantool-vshard:2.11 -f "$here/tarantool-vshard.Dockerfile" \
+            "$VSHARD_DIR" >/dev/null
+    fi
 fi
 echo "stand-in base images ready"

@@ -13,7 +13,6 @@ local script_dir = fio.dirname(fio.abspath(debug.getinfo(1, 'S').source:sub(2)))
 package.path = script_dir .. '/?.lua;' .. script_dir .. '/?/init.lua;' .. package.path
 
 local access = require('sessions.access')
-local buckets = require('sessions.buckets')
 local sharded = require('sessions.sharded')
 
 local function env(name, default)
@@ -46,8 +45,7 @@ box.cfg{
     -- A router holds the service's user and nothing else.
     memtx_memory = 64 * 1024 * 1024,
 }
-local vshard = require('vshard')
-vshard.router.cfg({sharding = cluster.sharding, bucket_count = buckets.COUNT})
+sharded.start_router(cluster)
 local router = require('sessions.router')
 rawset(_G, 'sessions', router)
 -- The grants follow procedures.lua's exports, which are the router's names too.

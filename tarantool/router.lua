@@ -15,7 +15,6 @@ local script_dir = fio.dirname(fio.abspath(debug.getinfo(1, 'S').source:sub(2)))
 package.path = script_dir .. '/?.lua;' .. script_dir .. '/?/init.lua;' .. package.path
 
 local access = require('sessions.access')
-local buckets = require('sessions.buckets')
 local sharded = require('sessions.sharded')
 
 local function env(name, default)
@@ -48,15 +47,14 @@ box.cfg{
     -- A router holds the service's user and nothing else.
     memtx_memory = 64 * 1024 * 1024,
 }
-local vshard = require('vshard')
-vshard.router.cfg({sharding = cluster.sharding, bucket_count = buckets.COUNT})
+sharded.start_router(cluster)
 local router = require('sessions.router')
 rawset(_G, 'sessions', router)
 if env('SESSIONS_VSHARD_BOOTSTRAP') == 'true' then
     -- Retried until every replica set answers: the storages may start after the router.
     require('fiber').create(function()
         while true do
-            local done, err = vshard.router.bootstrap({if_not_bootstrapped = true})
+            local done, err = require('vshard').router.bootstrap({if_not_bootstrapped = true})
             if done then
                 log.info('sessions router: the buckets are spread over the replica sets')
                 return

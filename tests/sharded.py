@@ -80,6 +80,11 @@ class EveryStorage:
         return next((answer for answer in answers if answer is not None), None)
 
 
+# The operator's step after a change of the configuration file, on a console.
+_RELOAD = "return require('sessions.sharded').reload()"
+_ACTIVE = "return box.space._bucket.index.status:count({'active'})"
+
+
 @dataclass
 class Cluster:
     """`sets` replica sets of one storage each and one router, under `root`."""
@@ -87,6 +92,8 @@ class Cluster:
     root: Path
     binary: str
     sets: int = 2
+    # vshard's options of the configuration's "vshard" (the rebalancer's pace).
+    vshard: dict[str, Any] = field(default_factory=dict)
     storages: list[Storage] = field(default_factory=list)
     router: EmbeddedTarantool | None = None
     _router_console: Console | None = None
@@ -119,18 +126,44 @@ class Cluster:
             }
         numbers = {storage.replicaset: number for number, storage in enumerate(self.storages, 1)}
         path = self.root / "cluster.json"
-        path.write_text(json.dumps({"sharding": sharding, "numbers": numbers}))
+        config: dict[str, Any] = {"sharding": sharding, "numbers": numbers}
+        if self.vshard:
+            config["vshard"] = self.vshard
+        path.write_text(json.dumps(config))
         return path
+
+    def _storage(self, number: int) -> Storage:
+        replicaset, instance = str(uuid.uuid4()), str(uuid.uuid4())
+        environment = {
+            "SESSIONS_VSHARD_CONFIG": str(self.root / "cluster.json"),
+            "SESSIONS_VSHARD_INSTANCE": instance,
+        }
+        return Storage(replicaset, instance, self._instance(f"rs{number}", "storage.lua", environment))
+
+    async def add_set(self) -> Storage:
+        """A replica set of one storage more, as docs/operations.md ("Sharded cluster",
+        "Adding a replica set") says: the new set in the configuration file with the next
+        number, its storage started, then `reload()` on every other storage's console and
+        on the router's. vshard's rebalancer then moves buckets to it."""
+        storage = self._storage(len(self.storages) + 1)
+        self.storages.append(storage)
+        self._config()
+        await storage.process.start()
+        for other in self.storages[:-1]:
+            other.eval(_RELOAD)
+        self.router_eval(_RELOAD)
+        return storage
+
+    def active_buckets(self) -> list[int]:
+        """Each storage's count of active buckets (neither being sent nor received)."""
+        return [int(storage.eval(_ACTIVE)) for storage in self.storages]
 
     async def start(self) -> None:
         require_vshard()
         self.root.mkdir(parents=True, exist_ok=True)
         config = self.root / "cluster.json"
         for number in range(1, self.sets + 1):
-            replicaset, instance = str(uuid.uuid4()), str(uuid.uuid4())
-            environment = {"SESSIONS_VSHARD_CONFIG": str(config), "SESSIONS_VSHARD_INSTANCE": instance}
-            process = self._instance(f"rs{number}", "storage.lua", environment)
-            self.storages.append(Storage(replicaset, instance, process))
+            self.storages.append(self._storage(number))
         self._config()
         for storage in self.storages:
             await storage.process.start()

@@ -10,6 +10,7 @@
 local fiber = require('fiber')
 local msgpack = require('msgpack')
 local vshard = require('vshard')
+local vshard_error = require('vshard.error')
 
 local F = require('sessions.fields')
 
@@ -31,6 +32,29 @@ local function timeout_of(ctx)
         return MIN_TIMEOUT
     end
     return math.max(deadline - fiber.time(), MIN_TIMEOUT)
+end
+
+-- How long a call waits before it asks again for a bucket being sent to another replica set.
+local TRANSFER_PAUSE = 0.01
+
+-- vshard.router.callrw, asked again until the deadline while the bucket is being sent:
+-- vshard's router retries a bucket that has arrived elsewhere (WRONG_BUCKET) but answers
+-- TRANSFER_IS_IN_PROGRESS at once for a write, and every call here is one. The storage
+-- refused before running anything, so asking again is safe; a session in a moving bucket
+-- is served once the bucket is on its new set (or, past the deadline, the storage is
+-- unavailable: a 503, never a session not found).
+local function callrw(bucket, func, args, ctx)
+    local deadline = fiber.clock() + timeout_of(ctx)
+    while true do
+        local answer, err = vshard.router.callrw(bucket, func, args,
+            {timeout = math.max(deadline - fiber.clock(), MIN_TIMEOUT)})
+        if answer ~= nil or type(err) ~= 'table' or err.type ~= 'ShardingError'
+                or err.code ~= vshard_error.code.TRANSFER_IS_IN_PROGRESS
+                or fiber.clock() >= deadline then
+            return answer, err
+        end
+        fiber.sleep(TRANSFER_PAUSE)
+    end
 end
 
 -- The bucket of one item of a batch; nil when its arguments name none (a malformed token).
@@ -76,8 +100,7 @@ local function batch_bucket(operation, group, ctx, replies)
     for i, position in ipairs(group.positions) do
         items[i] = group.items[position]
     end
-    local answer, err = vshard.router.callrw(group.bucket, BATCH, {operation, items, ctx},
-        {timeout = timeout_of(ctx)})
+    local answer, err = callrw(group.bucket, BATCH, {operation, items, ctx}, ctx)
     for i, position in ipairs(group.positions) do
         replies[position] = answer ~= nil and answer[i]
             or failure(err, ('the replica set of bucket %d'):format(group.bucket))
@@ -298,8 +321,7 @@ local function call(operation, args, ctx)
         bucket = buckets.of_user(args.key)
     end
     errors.check(bucket ~= nil, ('%s is not routed by a router yet'):format(tostring(operation)))
-    local answer, err = vshard.router.callrw(bucket, CALL, {operation, args, ctx},
-        {timeout = timeout_of(ctx)})
+    local answer, err = callrw(bucket, CALL, {operation, args, ctx}, ctx)
     if answer == nil then
         raise(err, ('the replica set of bucket %d'):format(bucket))
     end

@@ -25,6 +25,17 @@ local ROUTED = {'sessions.batch', 'sessions.call', 'sessions.info'}
 
 -- Whether this instance is a storage of the sharded mode (set by start_storage).
 local is_storage = false
+-- What reload needs: this instance's role ('storage' or 'router'), its configuration's path
+-- and, on a storage, its uuid (set by start_storage and start_router).
+local started = {}
+
+-- vshard's options the configuration may set under "vshard" (how fast the rebalancer moves
+-- buckets); anything else there is refused, as the rest of vshard's cfg is ours.
+local TUNABLE = {
+    rebalancer_max_sending = true,
+    rebalancer_max_receiving = true,
+    rebalancer_disbalance_threshold = true,
+}
 
 -- `numbers`: each replica set's number in its sessions' seqs (schema.next_seq), one per set,
 -- 1 to schema.SEQ_SETS, no two alike. A number once used is never given to another set.
@@ -80,12 +91,34 @@ local function read_config(path)
     if not ok or type(cluster) ~= 'table' or type(cluster.sharding) ~= 'table' then
         error(('SESSIONS_VSHARD_CONFIG: %s is not {"sharding": {...}} in JSON'):format(path), 0)
     end
+    cluster.path = path
     check_numbers(path, cluster)
+    local tuned = cluster.vshard
+    if tuned ~= nil and type(tuned) ~= 'table' then
+        error(('SESSIONS_VSHARD_CONFIG: %s: "vshard" must be a map of options'):format(path), 0)
+    end
+    for name in pairs(tuned or {}) do
+        if not TUNABLE[name] then
+            error(('SESSIONS_VSHARD_CONFIG: %s: "vshard" may set only rebalancer_max_sending, '
+                .. 'rebalancer_max_receiving and rebalancer_disbalance_threshold, not %s')
+                :format(path, tostring(name)), 0)
+        end
+    end
     local password = os.getenv('SESSIONS_VSHARD_PASSWORD')
     if password ~= nil and password ~= '' then
         with_credentials(cluster, password)
     end
     return cluster
+end
+
+-- vshard's cfg of a storage or router from the configuration: its sharding, the project's
+-- bucket count and the options of "vshard".
+local function vshard_cfg(cluster)
+    local cfg = {sharding = cluster.sharding, bucket_count = buckets.COUNT}
+    for name, value in pairs(cluster.vshard or {}) do
+        cfg[name] = value
+    end
+    return cfg
 end
 
 -- This instance in the configuration: its replica set's uuid, the uris of the other
@@ -177,18 +210,54 @@ local function start_storage(cluster, instance)
     -- The routers and the other storages call vshard's procedures by their global names.
     rawset(_G, 'vshard', vshard)
     migrate()
-    local cfg = {
-        sharding = cluster.sharding,
-        bucket_count = buckets.COUNT,
-        box_cfg_mode = 'manual',
-    }
-    use_number(cluster.numbers[find(cluster, instance).replicaset])
+    local this = find(cluster, instance)
+    if this == nil then
+        error(('SESSIONS_VSHARD_INSTANCE %s is not an instance of SESSIONS_VSHARD_CONFIG')
+            :format(tostring(instance)), 0)
+    end
+    local cfg = vshard_cfg(cluster)
+    cfg.box_cfg_mode = 'manual'
+    use_number(cluster.numbers[this.replicaset])
     vshard.storage.cfg(cfg, instance)
     if not box.info.ro then
-        local set = cluster.sharding[find(cluster, instance).replicaset]
+        local set = cluster.sharding[this.replicaset]
         grant(require('uri').parse(set.replicas[instance].uri).login)
     end
     is_storage = true
+    started = {role = 'storage', path = cluster.path, instance = instance}
+end
+
+-- Configure vshard's router role (router.lua).
+local function start_router(cluster)
+    local vshard = require('vshard')
+    vshard.router.cfg(vshard_cfg(cluster))
+    started = {role = 'router', path = cluster.path}
+end
+
+-- The operator's step after changing the configuration file (docs/operations.md, "Sharded
+-- cluster"): read it again and give vshard its new sharding, on this storage or router, as
+-- it would be read at a restart; a storage then wakes its rebalancer (if it is the one that
+-- runs it), which moves buckets to a replica set just added. A file that is not a valid
+-- configuration, that no longer has this storage or that changes its set's number is
+-- refused, and the running configuration stays. Answers the replica sets it now knows.
+local function reload()
+    if started.role == nil then
+        error('not a storage or router of the sharded mode', 0)
+    end
+    local cluster = read_config(started.path)
+    local vshard = require('vshard')
+    if started.role == 'router' then
+        vshard.router.cfg(vshard_cfg(cluster))
+    else
+        start_storage(cluster, started.instance)
+        vshard.storage.rebalancer_wakeup()
+    end
+    local sets = 0
+    for _ in pairs(cluster.sharding) do
+        sets = sets + 1
+    end
+    log.info('sessions: configuration reloaded from %s, %d replica sets', started.path, sets)
+    return {replicasets = sets}
 end
 
 -- The bucket a new session of `user_id` is kept with here: its user's in a storage, nil on
@@ -206,6 +275,8 @@ return {
     find = find,
     migrate = migrate,
     read_config = read_config,
+    reload = reload,
+    start_router = start_router,
     start_storage = start_storage,
     use_number = use_number,
 }

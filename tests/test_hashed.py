@@ -238,6 +238,9 @@ def test_a_conversion_under_a_running_service_is_refused_and_its_every_call_afte
 
     # Restarted in hash mode on the converted store: nobody was signed out.
     service = Service(data, **HASH)
+    # A converted store under its running service is refused all the same.
+    refused = _run(data, "convert-tokens")
+    assert refused.returncode == 1 and "stop it" in refused.stderr, refused.stderr
     try:
         for token in tokens[1:]:
             assert service.request(f"/get?token={token}")[0] == 200

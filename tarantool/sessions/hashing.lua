@@ -90,16 +90,17 @@ end
 -- is kept with each batch). Then the idempotency keys' sessions, and the mark. Returns how
 -- many sessions it converted.
 local function convert()
-    local kept = stored()
-    if kept == HASH then
-        return 0
-    end
     -- A service still connected would have every call refused from the first batch on (see
-    -- check_mode): stopped first, it is restarted in hash mode on a converted store.
+    -- check_mode): stopped first, it is restarted in hash mode on a converted store. Refused
+    -- on a converted store too: the command's checkpoint steps are not for a store in use.
     local services = connected.count()
     if services > 0 then
         error(('the service is connected to this Tarantool (%d connections as %s): stop it, then run '
             .. 'sessions convert-tokens again'):format(services, connected.user()), 0)
+    end
+    local kept = stored()
+    if kept == HASH then
+        return 0
     end
     local state, space = box.space[schema.STATE], box.space[schema.SPACE]
     local progress = state:get(PROGRESS)

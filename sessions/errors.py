@@ -67,7 +67,8 @@ class SessionsError(Exception):
 
 class BadRequest(SessionsError):
     """The request is not valid HTTP (a request line or header over 8190 bytes, a broken chunked body, a
-    `Content-Encoding` that does not decode, a malformed `Idempotency-Key`), or it gives two different
+    `Content-Encoding` other than one gzip, deflate, br, zstd or identity, or one that does not decode, a
+    malformed `Idempotency-Key`), or it gives two different
     tokens (query and `X-Session-Token`), a session id (`/session`'s `id`, `except_id`) that is not a UUID in
     the 8-4-4-4-12 form, a `with` other than `id` or on a method that answers no session (the counts and bulk
     deletes), or both `except_id` and a token to keep (even an empty or malformed one).

@@ -190,6 +190,11 @@ async def _read_extra(
         raise
 
 
+# The body encodings aiohttp decodes (zstd where its library is installed; else it answers
+# that the body does not decode), and identity.
+_ENCODINGS = frozenset({"gzip", "deflate", "br", "zstd", "identity"})
+
+
 async def _discard_body(request: web.BaseRequest, service: Service) -> None:
     """Read the body of a method that takes none, and drop it, a piece at a time: a body
     that does not decode (Content-Encoding) or breaks HTTP is the request's error, answered
@@ -290,6 +295,13 @@ class Router:
                 raise ExpectationFailed()
             if id_format is not None and id_format not in ("string", "number"):
                 raise BadRequest(f"{USER_ID_FORMAT} must be string or number.")
+            encodings = request.headers.getall("Content-Encoding", [])
+            if encodings and (len(encodings) != 1 or encodings[0].strip().lower() not in _ENCODINGS):
+                # aiohttp decodes these and passes any other as it came: a body the client
+                # encoded some other way would be taken as plain.
+                raise BadRequest(
+                    "Content-Encoding must be one of gzip, deflate, br, zstd or identity, given once."
+                )
             if WITH in request.query and route.route.work is not None:
                 if not route.sessions:
                     raise BadRequest(f"{WITH} applies only to methods that answer sessions.")

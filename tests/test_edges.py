@@ -368,6 +368,15 @@ def test_a_body_that_does_not_decode_is_a_bad_request_on_every_method(tmp_path):
             )
             assert (got, body["code"]) == (400, "bad_request"), (path, body)
             assert "Content-Encoding" in body["message"]
+        # An encoding aiohttp does not decode (or one given twice) would pass the body as plain.
+        for encoding in ("bogus", "x-gzip", "gzip, gzip", "compress"):
+            got, body, _ = service.raw(
+                b"POST /new?user_id=1&ip=192.0.2.1 HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+                + f"Content-Encoding: {encoding}\r\nContent-Length: 7\r\n\r\n".encode()
+                + b'{"a":1}'
+            )
+            assert (got, body["code"]) == (400, "bad_request"), (encoding, body)
+            assert "Content-Encoding" in body["message"]
         # Refused before its body is read: the body is left unread, never drained.
         got, body, _ = service.raw(
             b"POST /user/count?id=x HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"

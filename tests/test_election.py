@@ -270,8 +270,10 @@ async def test_a_leader_cut_off_from_the_majority_stops_taking_writes(serve, clu
     while (await call(client, "/new", params={"user_id": str(user_id), "ip": "192.0.2.1"}))[0] != 200:
         assert time.monotonic() < deadline, "writes did not resume after the partition healed"
         await asyncio.sleep(0.1)
-    # The leader it follows now was elected after the old one resigned.
-    assert _metric(await (await client.get("/metrics")).text(), "sessions_tarantool_election_term") > term
+    # No term goes back. (Not always a later one: one run in about seven, the fenced leader
+    # took its writes back in its own term once its followers answered again, no election
+    # between; CI saw the test's former `> term` fail so. Either way one leader writes.)
+    assert _metric(await (await client.get("/metrics")).text(), "sessions_tarantool_election_term") >= term
 
 
 def _start_alone(binary: str, tmp_path: Path, **env: str) -> subprocess.CompletedProcess[str]:

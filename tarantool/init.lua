@@ -33,6 +33,7 @@ local script_dir = fio.dirname(fio.abspath(debug.getinfo(1, 'S').source:sub(2)))
 package.path = script_dir .. '/?.lua;' .. script_dir .. '/?/init.lua;' .. package.path
 
 local access = require('sessions.access')
+local entry = require('sessions.entry')
 local events = require('sessions.events')
 local expiry = require('sessions.expiry')
 local election = require('sessions.election')
@@ -41,18 +42,7 @@ local role = require('sessions.role')
 local schema = require('sessions.schema')
 local secrets = require('sessions.secrets')
 
-local function fail(message)
-    io.stderr:write('sessions tarantool: ', message, '\n')
-    os.exit(1)
-end
-
-local function env(name, default)
-    local value = os.getenv(name)
-    if value == nil or value == '' then
-        return default
-    end
-    return value
-end
+local env, fail = entry.env, entry.failing('tarantool')
 
 local function env_number(name, default)
     local value = env(name)

@@ -15,29 +15,12 @@ local script_dir = fio.dirname(fio.abspath(debug.getinfo(1, 'S').source:sub(2)))
 package.path = script_dir .. '/?.lua;' .. script_dir .. '/?/init.lua;' .. package.path
 
 local access = require('sessions.access')
+local entry = require('sessions.entry')
 local sharded = require('sessions.sharded')
 
-local function env(name, default)
-    local value = os.getenv(name)
-    if value == nil or value == '' then
-        return default
-    end
-    return value
-end
+local env, fail = entry.env, entry.failing('router')
 
-local function fail(message)
-    io.stderr:write('sessions router: ', message, '\n')
-    os.exit(1)
-end
-
-local password = env('SESSIONS_TARANTOOL_PASSWORD')
-if password == nil then
-    fail('SESSIONS_TARANTOOL_PASSWORD is not set; the service user needs a password')
-end
-local ok, cluster = pcall(sharded.read_config, env('SESSIONS_VSHARD_CONFIG'))
-if not ok then
-    fail(tostring(cluster))
-end
+local password, cluster = entry.vshard_settings(fail)
 
 fio.umask(tonumber('077', 8))
 box.cfg{

@@ -144,6 +144,20 @@ local function batch_by_id(operation, items, ctx)
     return replies
 end
 
+-- fn(unpack(args)) for each `args` of `calls`, each in a fiber of its own, all at once;
+-- returns when every one is done.
+local function all_at_once(fn, calls)
+    local running = {}
+    for i, args in ipairs(calls) do
+        local worker = fiber.new(fn, unpack(args))
+        worker:set_joinable(true)
+        running[i] = worker
+    end
+    for _, worker in ipairs(running) do
+        worker:join()
+    end
+end
+
 -- Calls of one batchable operation, each item to its bucket's storage (those of one bucket
 -- in one call, the buckets' calls at once): a reply per item, as a single instance's batch.
 -- Items by id go to every replica set (batch_by_id).
@@ -173,15 +187,11 @@ local function batch(operation, items, ctx)
         batch_bucket(operation, order[1], ctx, replies)
         return replies
     end
-    local running = {}
+    local calls = {}
     for i, group in ipairs(order) do
-        local worker = fiber.new(batch_bucket, operation, group, ctx, replies)
-        worker:set_joinable(true)
-        running[i] = worker
+        calls[i] = {operation, group, ctx, replies}
     end
-    for _, worker in ipairs(running) do
-        worker:join()
-    end
+    all_at_once(batch_bucket, calls)
     return replies
 end
 
@@ -197,18 +207,15 @@ end
 -- `func` called with `args` on the master of every replica set at once, each given at most
 -- `timeout`: {answer = ..., err = ...} by replica set uuid.
 local function each_set(func, args, timeout)
-    local results, running = {}, {}
+    local results, calls = {}, {}
+    local function ask(id, set)
+        local answer, err = set:callrw(func, args, {timeout = timeout})
+        results[id] = {answer = answer, err = answer == nil and (err or 'no answer') or nil}
+    end
     for id, set in pairs(vshard.router.routeall()) do
-        local worker = fiber.new(function()
-            local answer, err = set:callrw(func, args, {timeout = timeout})
-            results[id] = {answer = answer, err = answer == nil and (err or 'no answer') or nil}
-        end)
-        worker:set_joinable(true)
-        running[#running + 1] = worker
+        calls[#calls + 1] = {id, set}
     end
-    for _, worker in ipairs(running) do
-        worker:join()
-    end
+    all_at_once(ask, calls)
     return results
 end
 

@@ -25,7 +25,12 @@ class ApiKeys:
         return cls(keys) if keys else None
 
     def check(self, request: web.BaseRequest) -> None:
-        scheme, _, given = request.headers.get("Authorization", "").partition(" ")
+        # Given twice, no key is taken: a proxy that adds its own would otherwise decide
+        # which of the two counts by their order.
+        values = request.headers.getall("Authorization", ())
+        if len(values) != 1:
+            raise Unauthorized()
+        scheme, _, given = values[0].partition(" ")
         # Header values arrive as UTF-8 with undecodable bytes kept as surrogates; they
         # go back to bytes the same way, so any header compares instead of raising.
         candidate = given.strip().encode("utf-8", "surrogateescape")

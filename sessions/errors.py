@@ -81,7 +81,7 @@ class BadRequest(SessionsError):
 
 
 class Unauthorized(SessionsError):
-    """API keys are configured and the request has no valid `Authorization: Bearer KEY`."""
+    """API keys are configured and the request has no valid `Authorization: Bearer KEY` (given once)."""
 
     status = 401
     code = "unauthorized"

@@ -81,7 +81,8 @@ class Route:
     methods: tuple[str, ...] = ("GET", "POST")
     probe: bool = False  # open without an API key when SESSIONS_OPEN_PROBES is on
     public: bool = False  # open without an API key always (the API's documentation)
-    # In the API description, when it has a summary.
+    # In the API description, when it has a summary: the API's methods have one, the
+    # operational routes (probes, metrics, the docs page) none.
     summary: str = ""
     result: Result = SESSION
     errors: tuple[type[SessionsError], ...] = ()  # beside its parameters' and any method's
@@ -278,7 +279,8 @@ class Router:
         route = self._routes.get(request.rel_url.raw_path, self._fallback)
         request_id = _request_id(request)
         context = REQUEST_ID.set(request_id)
-        id_format = request.headers.get(USER_ID_FORMAT)
+        id_formats = request.headers.getall(USER_ID_FORMAT, ())
+        id_format = id_formats[0] if len(id_formats) == 1 else ("" if id_formats else None)
         as_text = USER_ID_AS_TEXT.set(id_format == "string") if id_format is not None else None
         expect = request.headers.get("Expect")
         code = "success"
@@ -294,7 +296,7 @@ class Router:
             if expect is not None and expect.lower() != "100-continue":
                 raise ExpectationFailed()
             if id_format is not None and id_format not in ("string", "number"):
-                raise BadRequest(f"{USER_ID_FORMAT} must be string or number.")
+                raise BadRequest(f"{USER_ID_FORMAT} must be string or number, given once.")
             encodings = request.headers.getall("Content-Encoding", [])
             if encodings and (len(encodings) != 1 or encodings[0].strip().lower() not in _ENCODINGS):
                 # aiohttp decodes these and passes any other as it came: a body the client
@@ -302,7 +304,7 @@ class Router:
                 raise BadRequest(
                     "Content-Encoding must be one of gzip, deflate, br, zstd or identity, given once."
                 )
-            if WITH in request.query and route.route.work is not None:
+            if WITH in request.query and route.route.summary:
                 if not route.sessions:
                     raise BadRequest(f"{WITH} applies only to methods that answer sessions.")
                 if request.query.getall(WITH) != ["id"]:

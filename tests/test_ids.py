@@ -156,6 +156,8 @@ async def test_user_del_keeps_the_session_except_id_names(client, user_id):
         ("/ip/count", {"ip": "192.0.2.1", "with": "id"}, {}),
         ("/user/del", {"id": "1", "with": "id"}, {}),
         ("/ip/del", {"ip": "192.0.2.1", "with": "x"}, {}),
+        # An event is no session: no id to add.
+        ("/events", {"with": "id"}, {}),
     ],
 )
 async def test_bad_ids_and_with_values_are_bad_requests_that_change_nothing(client, path, params, headers):

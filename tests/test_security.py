@@ -16,6 +16,7 @@ from pathlib import Path
 import asynctnt
 import pytest
 from asynctnt.exceptions import TarantoolDatabaseError
+from multidict import CIMultiDict
 from pydantic import ValidationError
 
 from sessions import weak_secrets
@@ -52,6 +53,16 @@ async def keyed(serve, tarantool):
 async def test_without_a_valid_key_everything_is_401(keyed, headers, path):
     status, body = await call(keyed, path, headers=headers)
     assert (status, body["code"]) == (401, "unauthorized")
+
+
+async def test_a_key_given_twice_is_401_even_when_both_are_right(keyed):
+    """Two Authorization headers: none is taken, as a proxy that adds its own beside the
+    client's would otherwise leave it to their order which one counts."""
+    right = ("Authorization", "Bearer new-key-8d1f0c2e9a")
+    for headers in ([right, right], [right, ("Authorization", "Bearer wrong")]):
+        status, body = await call(keyed, "/user", params={"id": "1"}, headers=CIMultiDict(headers))
+        assert (status, body["code"]) == (401, "unauthorized")
+    assert (await call(keyed, "/user", params={"id": "1"}, headers=CIMultiDict([right])))[0] == 200
 
 
 async def test_401_names_the_scheme(keyed):
@@ -539,6 +550,14 @@ async def test_user_ids_as_text_for_javascript(client):
 async def test_an_unknown_user_id_format_is_refused(client, value):
     status, body = await call(client, "/user", params={"id": "1"}, headers={"X-User-Id-Format": value})
     assert (status, body["code"]) == (400, "bad_request")
+
+
+@pytest.mark.parametrize("values", [("string", "string"), ("string", "number"), ("number", "string")])
+async def test_a_user_id_format_given_twice_is_refused(client, values):
+    headers = CIMultiDict(("X-User-Id-Format", value) for value in values)
+    status, body = await call(client, "/user", params={"id": "1"}, headers=headers)
+    assert (status, body["code"]) == (400, "bad_request")
+    assert "given once" in body["message"]
 
 
 @pytest.mark.parametrize("variable", ["TT_LISTEN", "TT_READ_ONLY", "TT_REPLICATION"])

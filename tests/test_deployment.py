@@ -301,6 +301,36 @@ async def test_the_failover_runbook_loses_no_acknowledged_session(serve, tmp_pat
 
 
 @pytest.mark.each_release
+async def test_rejoin_to_an_address_that_is_no_peer_changes_nothing(tmp_path):
+    """`sessions rejoin` to a port nothing listens on, to one out of range, or to the instance
+    itself is refused in one line, and the primary stays writable: unchecked, a typo made a
+    live primary read-only, following nobody."""
+    primary, replica, paths, socket = make_pair(tmp_path)
+    await primary.start()
+    try:
+        settings = Settings(data_dir=paths["primary"])
+        for address, said in (
+            ("127.0.0.1:1", "does not answer"),
+            ("127.0.0.1:99999", "does not answer"),
+            (socket["primary"], "is this instance"),
+        ):
+            with pytest.raises(AdminError, match=said):
+                await asyncio.to_thread(rejoin, settings, address)
+            with Console(paths["primary"] / "tarantool.control") as console:
+                assert console.eval("return {box.info.ro, require('sessions.role').get().role}") == [
+                    False,
+                    "primary",
+                ]
+        # A peer that answers is taken: the replica, started and following.
+        await replica.start()
+        await asyncio.to_thread(rejoin, settings, socket["replica"])
+        with Console(paths["primary"] / "tarantool.control") as console:
+            assert console.eval("return require('sessions.role').get().role") == "replica"
+    finally:
+        await primary.stop()
+        await replica.stop()
+
+
 async def test_a_promoted_replica_that_lagged_is_followed_and_loses_nothing_after(
     serve, tmp_path, user_id, caplog
 ):

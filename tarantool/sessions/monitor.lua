@@ -89,7 +89,8 @@ end
 
 -- Whether this instance is writable, and what it has.
 local function peer()
-    return {ro = box.info.ro, role = role.get().role or box.NULL, vclock = role.vclock(), term = term()}
+    return {ro = box.info.ro, role = role.get().role or box.NULL, vclock = role.vclock(), term = term(),
+            uuid = box.info.uuid}
 end
 
 return {

@@ -79,18 +79,27 @@ end
 
 -- The peers that answer, each as {address, ro, vclock} (peers that do not answer are left
 -- out: an instance alone on its side of a partition cannot know better).
+-- The instance at `address` as a peer {address, ro, vclock, term, role, uuid}, or nil when it
+-- does not answer as one.
+local function ask(address)
+    local ok, conn = pcall(net_box.connect, uri(address),
+        {connect_timeout = PEER_TIMEOUT, wait_connected = true})
+    if not ok or not conn:is_connected() then
+        return nil
+    end
+    local called, answer = pcall(conn.call, conn, 'sessions.peer', {}, {timeout = PEER_TIMEOUT})
+    conn:close()
+    if not called or type(answer) ~= 'table' then
+        return nil
+    end
+    return {address = address, ro = answer.ro, vclock = answer.vclock or {}, term = answer.term,
+            role = answer.role, uuid = answer.uuid}
+end
+
 local function answering_peers()
     local found = {}
     for _, address in ipairs(state.peers) do
-        local conn = net_box.connect(uri(address), {connect_timeout = PEER_TIMEOUT, wait_connected = true})
-        if conn:is_connected() then
-            local ok, answer = pcall(conn.call, conn, 'sessions.peer', {}, {timeout = PEER_TIMEOUT})
-            conn:close()
-            if ok and type(answer) == 'table' then
-                found[#found + 1] = {address = address, ro = answer.ro, vclock = answer.vclock or {},
-                                     term = answer.term, role = answer.role}
-            end
-        end
+        found[#found + 1] = ask(address)
     end
     return found
 end
@@ -322,6 +331,24 @@ local function rejoin(address)
     return get()
 end
 
+-- The operator's rejoin (`sessions rejoin`): the address must be another instance that answers
+-- as a peer, with the replication password; otherwise nothing changes. Unchecked, a mistyped
+-- port made a live primary read-only for good, following nobody.
+local function operator_rejoin(address)
+    if type(address) ~= 'string' or address == '' then
+        error('rejoin needs the primary as host:port (or unix/:/path)', 0)
+    end
+    local peer = ask(address)
+    if peer == nil then
+        error(('%s does not answer as an instance of this service (with the replication password): '
+            .. 'nothing changed'):format(address), 0)
+    end
+    if peer.uuid == box.info.uuid then
+        error(('%s is this instance: nothing changed'):format(address), 0)
+    end
+    return rejoin(address)
+end
+
 -- A network split: an operator who saw the primary unreachable promoted the replica, while
 -- this primary went on, cut off from it. Once this instance reaches a writable peer promoted
 -- after it, it follows that peer as a replica (writes here stop at once; sessions opened
@@ -389,6 +416,6 @@ return {
     generation = current_generation,
     vclock = vclock,
     promote = promote,
-    rejoin = rejoin,
+    rejoin = operator_rejoin,
     start_queue = start_queue,
 }

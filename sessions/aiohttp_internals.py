@@ -175,11 +175,15 @@ class EnvelopeServer(web.Server):
         *,
         client_max_size: int,
         max_connections: int | None = None,
+        make_room: Callable[[], bool] | None = None,
         **kwargs: Any,
     ) -> None:
         super().__init__(handler, **kwargs)
         self._client_max_size = client_max_size
         self._max_connections = max_connections
+        # Asked, when no connection is idle, to end some work early that frees one (a long
+        # poll's: Feed.cut_one); whether it will.
+        self._make_room = make_room
         if max_connections is not None:
             METRICS.connections = lambda: len(self._connections)
 
@@ -195,11 +199,21 @@ class EnvelopeServer(web.Server):
                 (other for other in connections if other is not handler and not other._request_in_progress),
                 None,
             )
+            if victim is None and self._make_room is not None and self._make_room():
+                # A long poll answers now and closes: this one takes its place.
+                METRICS.closed("long_poll")
+                return
             METRICS.closed("refused" if victim is None else "idle")
             closing = handler if victim is None else victim
             # Forgotten at once, so the count above stays the count of open ones.
             del connections[closing]
-            closing.force_close()
+            if closing is handler:
+                # Not closed before aiohttp's task for it is scheduled (it is, once this
+                # returns): a close now would run its connection_lost first, and the task
+                # would fail an assertion and log a traceback for every refused newcomer.
+                self._loop.call_soon(closing.force_close)
+            else:
+                closing.force_close()
 
     def __call__(self) -> RequestHandler:
         return _EnvelopeRequestHandler(self, loop=self._loop, **self._kwargs)

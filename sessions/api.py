@@ -206,11 +206,17 @@ async def events(service: Service, after: int | None, limit: int | None, wait: i
     reply = await _events_page(service, after, limit)
     if not reply["events"] and wait:
         # Woken by the process' one wait on Tarantool (feed.py), holding no turn meanwhile.
-        await service.feed.wait(after, wait)
+        cut = await service.feed.wait(after, wait, poll=True)
         reply = await _events_page(service, after, limit)
+    else:
+        cut = False
     page = [dict(zip(EVENT_FIELDS, row, strict=False)) for row in reply["events"]]
     following = page[-1]["seq"] if page else after
-    return success({"events": page, "next": following, "missed": bool(reply["missed"])})
+    response = success({"events": page, "next": following, "missed": bool(reply["missed"])})
+    if cut:
+        # Ended early to make room for another client (feed.cut_one): its slot is freed.
+        response.force_close()
+    return response
 
 
 METHODS: tuple[Route, ...] = (

@@ -26,6 +26,15 @@ log = logging.getLogger(__name__)
 _RETRY = 0.5
 
 
+class _Waiter:
+    """One long poll's wait: `cut` once it is to answer at once (Feed.cut_one)."""
+
+    __slots__ = ("cut",)
+
+    def __init__(self) -> None:
+        self.cut = False
+
+
 class Feed:
     """The feed's head as this process last saw it, and waits for it to move."""
 
@@ -37,6 +46,8 @@ class Feed:
         self.head: int | None = None
         self._moved = asyncio.Event()  # set, and replaced, when the head moves
         self._waiters = 0
+        # The waits of HTTP long polls, oldest first: one may be cut short for a connection.
+        self._polls: dict[_Waiter, None] = {}
         self._task: asyncio.Task[None] | None = None
         self._closed = False
 
@@ -44,11 +55,15 @@ class Feed:
     def waiters(self) -> int:
         return self._waiters
 
-    async def wait(self, after: int, seconds: float) -> None:
+    async def wait(self, after: int, seconds: float, *, poll: bool = False) -> bool:
         """Until the feed may have an event after `after`, at most `seconds` (or until the
-        process stops)."""
+        process stops). `poll`: an HTTP long poll's, which cut_one may end early; whether
+        it was (its connection should then close)."""
         if self._closed or seconds <= 0:
-            return
+            return False
+        waiter = _Waiter()
+        if poll:
+            self._polls[waiter] = None
         self._waiters += 1
         try:
             if self._task is None:
@@ -57,10 +72,24 @@ class Feed:
                 self._stopper = asyncio.create_task(self._stop_when(self._stopping))
             with contextlib.suppress(TimeoutError):
                 async with asyncio.timeout(seconds):
-                    while not self._closed and (self.head is None or self.head <= after):
+                    while not self._closed and not waiter.cut and (self.head is None or self.head <= after):
                         await self._moved.wait()
         finally:
             self._waiters -= 1
+            self._polls.pop(waiter, None)
+        return waiter.cut
+
+    def cut_one(self) -> bool:
+        """End the longest-waiting long poll now (it answers what is there, as at the end of
+        its wait, and its connection closes); whether there was one. The connection cap
+        takes this before refusing a newcomer: a poll is at work, so never closed as idle,
+        and enough of them would otherwise lock every other client out."""
+        for waiter in self._polls:
+            if not waiter.cut:
+                waiter.cut = True
+                self._wake()
+                return True
+        return False
 
     async def _watch(self) -> None:
         try:

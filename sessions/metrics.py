@@ -103,7 +103,8 @@ FAMILIES: dict[str, Family] = {
         Family(
             "sessions_connections_closed",
             "counter",
-            "Connections the service closed to bound its memory: `idle` for a newcomer, `refused` "
+            "Connections the service closed to bound its memory: `idle` for a newcomer, `long_poll` "
+            "(a waiting /events poll answered early for a newcomer, none being idle), `refused` "
             "(none idle to close), `slow_reader` (took no part of an answer within "
             "SESSIONS_SEND_TIMEOUT)",
             ("reason",),
@@ -360,7 +361,7 @@ class Metrics:
             exhausted.add_metric(labels, view["fds_exhausted"])
             connections.add_metric(labels, view.get("connections", 0))
             connections_max.add_metric(labels, view.get("connections_max", 0))
-            for reason in ("idle", "refused", "slow_reader"):
+            for reason in ("idle", "long_poll", "refused", "slow_reader"):
                 closed.add_metric([*labels, reason], view.get("connections_closed", {}).get(reason, 0))
         yield from (requests, latency, shed, waiting, active, exhausted)
         yield from (capacity, held, connections, connections_max, closed)

@@ -91,6 +91,7 @@ class ServiceRunner(HookedRunner):
             router,
             client_max_size=settings.extra_max_bytes,
             max_connections=connection_cap(settings),
+            make_room=service.feed.cut_one,
             **kwargs,
         )
 

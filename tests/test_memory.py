@@ -289,3 +289,45 @@ def test_with_no_idle_connection_a_newcomer_is_closed_at_once(services):
             conn.close()
     _wait(lambda: _metric(_scrape(ops_port), "sessions_connections") == 0, "the busy ones left")
     _get_ok(service)
+    # Refused quietly: aiohttp's task for the newcomer once failed an assertion and logged a
+    # traceback for every connection refused.
+    assert "Traceback" not in service.output()
+
+
+def _poll(service: Service) -> socket.socket:
+    """A long poll of /events waiting at the feed's head (30 s), its answer unread."""
+    conn = socket.create_connection(("127.0.0.1", service.port))
+    conn.sendall(b"GET /events?after=1000000000000&wait=30 HTTP/1.1\r\nHost: x\r\n\r\n")
+    return conn
+
+
+def test_long_polls_at_the_cap_make_room_for_a_newcomer(services):
+    """A waiting /events poll is at work, never closed as idle: with the cap full of them,
+    the one waiting longest answers at once (an empty page, as at the end of its wait) and
+    closes, and the newcomer is served. Sixty polls on a cap of fifty locked every other
+    client out before."""
+    ops_port = free_port()
+    service = services(SESSIONS_OPS_PORT=str(ops_port), SESSIONS_MAX_CONNECTIONS="3", SESSIONS_EVENTS="on")
+    polls = [_poll(service)]
+    _wait(lambda: _metric(_scrape(ops_port), "sessions_connections") == 1, "the first poll is open")
+    polls += [_poll(service) for _ in range(2)]
+    try:
+        _wait(lambda: _metric(_scrape(ops_port), "sessions_connections") == 3, "three polls wait")
+        started = time.monotonic()
+        _get_ok(service)
+        assert time.monotonic() - started < 5
+        # The oldest poll answered its empty page and closed; the others still wait.
+        polls[0].settimeout(5)
+        answer = b""
+        while chunk := polls[0].recv(65536):
+            answer += chunk
+        head, _, body = answer.partition(b"\r\n\r\n")
+        assert head.startswith(b"HTTP/1.1 200") and b"connection: close" in head.lower()
+        assert json.loads(body)["data"] == {"events": [], "next": 1000000000000, "missed": False}
+        assert not any(_closed(conn) for conn in polls[1:])
+        metrics = _scrape(ops_port)
+        assert _metric(metrics, "sessions_connections_closed_total", reason="long_poll") == 1
+        assert _metric(metrics, "sessions_connections_closed_total", reason="refused") == 0
+    finally:
+        for conn in polls:
+            conn.close()

@@ -85,7 +85,9 @@ def backup(settings: Settings, target: Path) -> dict[str, Any]:
         files = console.eval("return box.backup.start()")
         try:
             info = console.eval(
-                "return {version = box.info.version, schema = package.loaded['sessions.schema'].version()}"
+                "return {version = box.info.version, schema = package.loaded['sessions.schema'].version(), "
+                "generation = (package.loaded['sessions.role'] or {generation = function() return 0 end})"
+                ".generation() or 0}"
             )
             # The sessions the archive holds: counted in its snapshot, not in the live space,
             # which writes since the checkpoint have changed.
@@ -99,6 +101,9 @@ def backup(settings: Settings, target: Path) -> dict[str, Any]:
                 "tarantool_version": info["version"],
                 "schema_version": info["schema"],
                 "sessions": info["sessions"],
+                # The generation the instance numbered its events under (role.lua): a restore
+                # numbers above it, even into a data dir that never ran.
+                "generation": int(info["generation"]),
                 "files": {},
             }
             if target.is_dir():
@@ -176,17 +181,19 @@ def _verified(source: Path, into: Path) -> dict[str, Any]:
 ROLE_FILE = "sessions-role.json"
 
 
-def _next_generation(data_dir: Path) -> None:
-    """One more generation in the role file: the event feed numbers its events generation *
-    2^32 + n (events.lua), and a restored feed would otherwise number again the events the
-    instance handed out after the backup (consumers and webhook receivers, who drop what they
-    have seen, would drop the new ones). A data dir that never ran has none to number above."""
+def _next_generation(data_dir: Path, backed_up: int) -> None:
+    """One more generation in the role file than both the data dir's and the backup's
+    (`backed_up`): the event feed numbers its events generation * 2^32 + n (events.lua), and
+    a restored feed would otherwise number again the events the instance handed out after
+    the backup (consumers and webhook receivers, who drop what they have seen, would drop the
+    new ones). A data dir that never ran gets a role file with only that generation; its
+    role still comes from the environment (role.lua)."""
     path = data_dir / ROLE_FILE
     try:
         role = json.loads(path.read_text())
-        role["generation"] = int(role.get("generation") or 0) + 1
+        role["generation"] = max(int(role.get("generation") or 0), backed_up) + 1
     except FileNotFoundError:
-        return
+        role = {"generation": backed_up + 1}
     except (OSError, ValueError, TypeError, AttributeError) as error:
         raise AdminError(f"{path} is not a role file ({error}): move it away, then restore again") from None
     temporary = path.with_name(path.name + ".restore")
@@ -201,6 +208,8 @@ def _next_generation(data_dir: Path) -> None:
 def restore(settings: Settings, source: Path) -> dict[str, Any]:
     """Replace the data in SESSIONS_DATA_DIR with the archive's; the old files are kept aside."""
     data_dir = settings.data_dir.resolve()
+    if not source.is_file():
+        raise AdminError(f"{source}: no such archive")
     if _in_use(data_dir):
         raise AdminError(f"a running Tarantool uses {data_dir}: stop the service first")
     data_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
@@ -215,7 +224,8 @@ def restore(settings: Settings, source: Path) -> dict[str, Any]:
                 path.rename(aside / path.name)
             manifest["previous_files_moved_to"] = str(aside)
         owner = data_dir.stat()
-        _next_generation(data_dir)
+        generation = manifest.get("generation", 0)
+        _next_generation(data_dir, generation if isinstance(generation, int) and generation >= 0 else 0)
         for name in manifest["files"]:
             target = data_dir / name
             shutil.move(Path(staging) / name, target)

@@ -22,7 +22,7 @@ from packaging.requirements import Requirement
 from packaging.utils import canonicalize_name
 from packaging.version import Version
 
-from sessions.admin import MANIFEST, AdminError, backup, promote, rejoin, restore
+from sessions.admin import MANIFEST, ROLE_FILE, AdminError, backup, promote, rejoin, restore
 from sessions.config import Settings
 from sessions.console import Console
 from sessions.embedded import EmbeddedTarantool
@@ -190,6 +190,29 @@ async def test_after_a_restore_the_event_feed_numbers_above_what_it_handed_out(t
     }
 
 
+async def test_restored_into_a_data_dir_that_never_ran_the_feed_numbers_above_the_backups(tmp_path, user_id):
+    """The restore to a new machine: the data dir never ran, so it has no role file of its
+    own; the backup's generation (in its manifest) still puts the events after the restore
+    above every one the instance handed out, after the backup too."""
+    settings = Settings(data_dir=tmp_path / "data", events=True)
+    archive = tmp_path / "sessions.tar.gz"
+    async with serving(settings) as client:
+        await new_session(client, user_id)
+        manifest = await asyncio.to_thread(backup, settings, archive)
+        await new_session(client, user_id)
+        handed_out = (await call(client, "/events", params={"after": "0"}))[1]["data"]["events"]
+    assert manifest["generation"] == 0
+    fresh = Settings(data_dir=tmp_path / "fresh", events=True)
+    restore(fresh, archive)
+    assert json.loads((fresh.data_dir / ROLE_FILE).read_text()) == {"generation": 1}
+    async with serving(fresh) as client:
+        await new_session(client, user_id + 1)
+        now = (await call(client, "/events", params={"after": "0"}))[1]["data"]["events"]
+    newest = max(event["seq"] for event in handed_out)
+    assert [event["user_id"] for event in now if event["seq"] > newest] == [user_id + 1]
+    assert len(now) == 2  # the backup's one event and the new one
+
+
 @pytest.mark.each_release
 async def test_restore_refuses_a_data_dir_in_use(tmp_path):
     settings = Settings(data_dir=tmp_path / "data")
@@ -198,6 +221,14 @@ async def test_restore_refuses_a_data_dir_in_use(tmp_path):
         await asyncio.to_thread(backup, settings, archive)
         with pytest.raises(AdminError, match="stop the service"):
             restore(settings, archive)
+
+
+def test_restore_of_an_archive_that_is_not_there_says_so(tmp_path):
+    settings = Settings(data_dir=tmp_path / "data")
+    for missing in (tmp_path / "nonexistent.tar.gz", tmp_path):
+        with pytest.raises(AdminError, match="no such archive"):
+            restore(settings, missing)
+    assert not settings.data_dir.exists()
 
 
 async def _until(check: Any, what: str, within: float = 15) -> Any:

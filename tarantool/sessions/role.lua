@@ -55,7 +55,11 @@ local function read()
     local data = file:read()
     file:close()
     local ok, decoded = pcall(json.decode, data)
-    if not ok or type(decoded) ~= 'table' or not ROLES[decoded.role] then
+    -- A file with a generation and no role is a restore's (sessions restore into a data dir
+    -- that never ran): the role comes from the environment, the generation from the file.
+    local restored = ok and type(decoded) == 'table' and decoded.role == nil
+        and type(decoded.generation) == 'number'
+    if not ok or type(decoded) ~= 'table' or not (ROLES[decoded.role] or restored) then
         error(('%s is not a role file; move it away to start from the environment'):format(state.path), 0)
     end
     return decoded
@@ -146,6 +150,8 @@ local function open(work_dir, initial, options)
     local stored = read()
     if stored == nil then
         write(initial.role, initial.primary_at)
+    elseif stored.role == nil then
+        write(initial.role, initial.primary_at, stored.generation)
     else
         state.role, state.primary_at = stored.role, stored.primary_at
         state.generation = tonumber(stored.generation) or 0

@@ -79,7 +79,10 @@ def backup(settings: Settings, target: Path) -> dict[str, Any]:
     """Write a consistent archive of the running instance's data; returns the manifest."""
     data_dir = settings.data_dir.resolve()
     if not _in_use(data_dir):
-        raise AdminError(f"no running Tarantool found in {data_dir}: start the service first")
+        raise AdminError(
+            f"no running Tarantool found in {data_dir} (SESSIONS_DATA_DIR): run this where the "
+            "Tarantool's data dir is, with the service started"
+        )
     with Console(_console_path(settings), timeout=600) as console:
         console.eval("box.snapshot()")
         files = console.eval("return box.backup.start()")
@@ -242,7 +245,10 @@ _ROLE_CHANGE_TIMEOUT = 60
 def _role_change(settings: Settings, call: str) -> None:
     data_dir = settings.data_dir.resolve()
     if not _in_use(data_dir):
-        raise AdminError(f"no running Tarantool found in {data_dir}")
+        raise AdminError(
+            f"no running Tarantool found in {data_dir} (SESSIONS_DATA_DIR): run this where the Tarantool's "
+            "data dir is"
+        )
     # A promote may take its peers' answers (2 s each to connect and to answer) and up to 10 s
     # of catching up (role.lua) before it answers: well within the minute allowed here.
     try:

@@ -71,10 +71,6 @@ def pytest_configure(config: pytest.Config) -> None:
     config.addinivalue_line(
         "markers", "each_release: run once on each Tarantool release of RELEASES (tests/conftest.py)"
     )
-    config.addinivalue_line(
-        "markers",
-        "instance_only(reason): skipped, with the reason, when served through a cluster (tests/sharded.py)",
-    )
 
 
 def pytest_report_header() -> list[str]:
@@ -300,12 +296,31 @@ def set_activity(console: Console, token: str, activity: int) -> None:
 
 def lua_bulk_insert(count: int, session: str, *, prelude: str = "") -> str:
     """Lua inserting `count` tuples made by the Lua expression `session` (see lua_session),
-    a thousand to a transaction: one WAL write each, not one per session."""
+    a thousand to a transaction: one WAL write each, not one per session. On a storage of the
+    sharded mode, only those of the buckets it holds: run on every storage, each session is
+    inserted once, where its user's bucket is."""
     return (
         f"{prelude} for i = 1, {count} do if i % 1000 == 1 then box.begin() end "
-        f"box.space.sessions:insert({session}) "
+        f"local t = {session} "
+        "if t.bucket_id == nil or box.space._bucket:get(t.bucket_id) ~= nil then "
+        "box.space.sessions:insert(t) end "
         f"if i % 1000 == 0 or i == {count} then box.commit() end end"
     )
+
+
+# Lua: on a storage of the sharded mode (its sessions have a bucket_id index), the map of a
+# session (lua_session's) gets its user's bucket, and a token that carries it in bits 64-75
+# (buckets.lua), as the service makes one; on a single instance the map is as it was.
+_LUA_IN_BUCKET = (
+    "local function in_bucket(m) "
+    "if box.space.sessions.index.bucket_id == nil then return m end "
+    "local bucket = require('sessions.buckets').of_user(m.user_id) "
+    "local b = {m.token:bin('b'):byte(1, 16)} "
+    "b[8] = bit.band(bucket - 1, 0xFF) "
+    "b[7] = bit.bor(bit.band(b[7], 0xF0), bit.rshift(bucket - 1, 8)) "
+    "m.token, m.bucket_id = require('uuid').frombin(string.char(unpack(b)), 'b'), bucket "
+    "return m end "
+)
 
 
 def lua_session(
@@ -313,13 +328,17 @@ def lua_session(
 ) -> str:
     """Lua for a new sessions tuple, fields by name (the layout lives in fields.lua only);
     each argument is a Lua expression, but `token` (a new one unless given). Its stored expiry
-    is its activity (see set_activity)."""
+    is its activity (see set_activity). On a storage of the sharded mode, a new token carries
+    the user's bucket, and the tuple its bucket_id (a given token is kept as it is)."""
     uuid = f"require('uuid').fromstr('{token}')" if token else "require('uuid').new()"
-    return (
-        f"box.space.sessions:frommap({{token = {uuid}, user_id = {user_id}, ip = {ip}, "
+    session = (
+        f"{{token = {uuid}, user_id = {user_id}, ip = {ip}, "
         f"create = {activity}, activity = {activity}, extra = {extra}, expires = {activity}, "
-        "seq = require('sessions.schema').next_seq(), id = require('sessions.ids').make()})"
+        "seq = require('sessions.schema').next_seq(), id = require('sessions.ids').make()}"
     )
+    if token:
+        return f"box.space.sessions:frommap({session})"
+    return f"box.space.sessions:frommap((function() {_LUA_IN_BUCKET} return in_bucket({session}) end)())"
 
 
 def days_ago(days: float) -> int:

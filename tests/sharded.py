@@ -25,7 +25,6 @@ from .conftest import PASSWORD, ROOT, settings_for
 
 __all__ = [
     "MODES",
-    "ROWS_IN_LUA",
     "VSHARD",
     "Cluster",
     "console_by_mode",
@@ -212,9 +211,6 @@ class Cluster:
             await storage.process.stop()
 
 
-# Why an API test is instance_only, for now.
-ROWS_IN_LUA = "the test writes rows into one instance's space (a storage's need bucket_id, tokens theirs)"
-
 # The modes an API test marked to run in both is served in: on one instance, and through a
 # router of a cluster of two replica sets.
 MODES = ("instance", "sharded")
@@ -236,14 +232,9 @@ def sharded_cluster(tmp_path_factory: pytest.TempPathFactory, tarantool_bin: str
 @pytest.fixture(name="settings", params=MODES)
 def settings_by_mode(request: pytest.FixtureRequest, tarantool: EmbeddedTarantool) -> Settings:
     """`settings` for a module that imports this fixture: each of its tests runs on the
-    shared instance and through the cluster's router (SESSIONS_TARANTOOL_MODE=sharded). A
-    test marked `instance_only(reason)` is skipped in the sharded mode with that reason, the
-    piece the sharded mode still lacks."""
+    shared instance and through the cluster's router (SESSIONS_TARANTOOL_MODE=sharded)."""
     if request.param == "instance":
         return settings_for(tarantool)
-    marker = request.node.get_closest_marker("instance_only")
-    if marker is not None:
-        pytest.skip(f"not yet in the sharded mode: {marker.args[0]}")
     cluster: Cluster = request.getfixturevalue("sharded_cluster")
     assert cluster.router is not None
     return Settings(

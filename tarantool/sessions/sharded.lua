@@ -144,37 +144,27 @@ local function find(cluster, instance)
 end
 
 -- The bucket field and its index, in `sessions` and `idempotency` (whose keys move with
--- their sessions). Existing rows get their user's bucket; a key whose session is gone
--- would only answer a conflict, and is dropped.
+-- their sessions), on a data dir that holds no session yet. A single instance's data is
+-- refused rather than converted: its tokens name no bucket, so the router would look for
+-- each session on whichever replica set the token's bits happen to name, and answer
+-- token_not_found for nearly all of them.
+local ONCE = 'sessions_sharded_v1'
 local function migrate()
-    box.once('sessions_sharded_v1', function()
-        log.info('sessions: applying schema migration sessions_sharded_v1')
-        local space, keys = box.space[schema.SPACE], box.space[schema.IDEMPOTENCY]
+    local space, keys = box.space[schema.SPACE], box.space[schema.IDEMPOTENCY]
+    if box.space._schema:get({'once' .. ONCE}) == nil and (space:len() > 0 or keys:len() > 0) then
+        error(('this data dir holds %d sessions of a single instance, whose tokens name no bucket: '
+            .. 'a storage starts from an empty data dir (docs/operations.md, "Sharded cluster")')
+            :format(space:len()), 0)
+    end
+    box.once(ONCE, function()
+        log.info('sessions: applying schema migration %s', ONCE)
         local format = space:format()
-        format[F.BUCKET_ID] = {name = 'bucket_id', type = 'unsigned', is_nullable = true}
+        format[F.BUCKET_ID] = {name = 'bucket_id', type = 'unsigned'}
         space:format(format)
         local keys_format = keys:format()
-        keys_format[F.KEYS.BUCKET_ID] = table.copy(F.KEYS_BUCKET)
-        keys_format[F.KEYS.BUCKET_ID].is_nullable = true
-        keys:format(keys_format)
-        box.begin()
-        for _, tuple in space:pairs() do
-            space:update(tuple[F.TOKEN], {{'=', F.BUCKET_ID, buckets.of_user(tuple[F.USER_ID])}})
-        end
-        for _, entry in keys:pairs() do
-            local session = space:get(entry[F.KEYS.TOKEN])
-            if session == nil then
-                keys:delete(entry[F.KEYS.KEY])
-            else
-                keys:update(entry[F.KEYS.KEY], {{'=', F.KEYS.BUCKET_ID, session[F.BUCKET_ID]}})
-            end
-        end
-        box.commit()
-        format[F.BUCKET_ID].is_nullable = false
-        space:format(format)
-        space:create_index(INDEX, {type = 'tree', unique = false, parts = {{field = F.BUCKET_ID}}})
         keys_format[F.KEYS.BUCKET_ID] = F.KEYS_BUCKET
         keys:format(keys_format)
+        space:create_index(INDEX, {type = 'tree', unique = false, parts = {{field = F.BUCKET_ID}}})
         keys:create_index(INDEX, {type = 'tree', unique = false, parts = {{field = F.KEYS.BUCKET_ID}}})
     end)
 end

@@ -64,6 +64,28 @@ suite.case('a storage keeps its first number and refuses another', function(test
     schema.set_seq_set(nil)
 end)
 
+suite.case('a single instance\'s sessions are refused; an empty data dir gets the bucket field',
+    function(test)
+    local space = box.space.sessions
+    local function session()
+        return {token = require('uuid').new(), user_id = 1, ip = '192.0.2.1', create = 1, activity = 1,
+            extra = box.NULL, expires = 1, seq = schema.next_seq(), id = require('sessions.ids').make()}
+    end
+    space:insert(space:frommap(session()))
+    local ok, err = pcall(sharded.migrate)
+    test:ok(not ok and tostring(err):find('holds 1 sessions of a single instance', 1, true),
+        'refused, the count said: ' .. tostring(err))
+    test:is(space.index.bucket_id, nil, 'nothing changed')
+    space:truncate()
+    test:ok(pcall(sharded.migrate), 'empty: migrated')
+    test:isnt(space.index.bucket_id, nil, 'sessions have the bucket index')
+    test:isnt(box.space.idempotency.index.bucket_id, nil, 'idempotency keys too')
+    local row = session()
+    row.bucket_id = 1
+    space:insert(space:frommap(row))
+    test:ok(pcall(sharded.migrate), 'and again at the next start, with sessions now')
+end)
+
 local code = suite.run()
 box.cfg{read_only = true}
 fio.rmtree(work_dir)

@@ -359,6 +359,28 @@ local function snapshot_buckets(path)
     return {sessions = count, buckets = held_ids, unsettled = other}
 end
 
+-- The sessions this instance holds for its replica set: on a storage, less the rows of
+-- buckets it does not own, on their way in (receiving) or sent and not collected yet (sent,
+-- garbage), which the set that owns the bucket counts; a bucket being sent is still this
+-- set's. Without it a moved bucket's sessions were counted on both sets until vshard's
+-- garbage collector deleted them here (test_sharded_ops.py). An index count per such bucket,
+-- of which there are a few at a time.
+local NOT_OWNED = {'receiving', 'sent', 'garbage'}
+local function stored_sessions()
+    local space = box.space[schema.SPACE]
+    local count = space:len()
+    if not is_storage then
+        return count
+    end
+    local status, by_bucket = box.space._bucket.index.status, space.index[INDEX]
+    for _, name in ipairs(NOT_OWNED) do
+        for _, bucket in status:pairs({name}) do
+            count = count - by_bucket:count({bucket.id})
+        end
+    end
+    return count
+end
+
 -- The bucket a new session of `user_id` is kept with here: its user's in a storage, nil on
 -- a single instance (whose rows have no bucket field).
 local function bucket_of_new(user_id)
@@ -382,5 +404,6 @@ return {
     reload = reload,
     start_router = start_router,
     start_storage = start_storage,
+    stored_sessions = stored_sessions,
     use_number = use_number,
 }

@@ -231,3 +231,27 @@ async def test_a_cluster_backup_under_writes_and_moves_restores_every_session_on
     reader = await serve(_settings(cluster))
     answers = [(await call(reader, "/get", params={"token": token}))[0] for token in before]
     assert answers == [200] * len(before)
+
+
+async def test_a_backup_lacking_a_sets_master_is_refused_and_the_hold_lapses_by_itself(cluster, tmp_path):
+    data_dirs = [s.process.data_dir for s in cluster.storages]
+    with pytest.raises(AdminError, match="no writable storage of replica set"):
+        await asyncio.to_thread(cluster_backup, tmp_path / "half", data_dirs[:1])
+    assert not (tmp_path / "half").exists()
+    with pytest.raises(AdminError, match="no running Tarantool"):
+        await asyncio.to_thread(cluster_backup, tmp_path / "none", [tmp_path / "nowhere", *data_dirs])
+    assert not (tmp_path / "none").exists()
+
+    # A backup's process gone while it holds the buckets: the rebalancer runs again once the
+    # lease is out; one an operator disabled stays disabled after a backup.
+    first, second = cluster.storages
+    active = "return vshard.storage.internal.is_rebalancer_active"
+    first.eval("require('sessions.sharded').hold_buckets(0.2)")
+    assert first.eval(active) is False
+    deadline = time.monotonic() + 5
+    while first.eval(active) is not True:
+        assert time.monotonic() < deadline, "the hold did not lapse"
+        await asyncio.sleep(0.05)
+    second.eval("vshard.storage.rebalancer_disable()")
+    await asyncio.to_thread(cluster_backup, tmp_path / "backup", data_dirs)
+    assert [first.eval(active), second.eval(active)] == [True, False]

@@ -18,6 +18,7 @@ from typing import Any
 import pytest
 from aiohttp.test_utils import TestClient
 
+from sessions import cluster as cluster_module
 from sessions.admin import AdminError
 from sessions.cluster import CLUSTER_MANIFEST, cluster_backup, cluster_restore
 from sessions.config import Settings
@@ -255,3 +256,60 @@ async def test_a_backup_lacking_a_sets_master_is_refused_and_the_hold_lapses_by_
     second.eval("vshard.storage.rebalancer_disable()")
     await asyncio.to_thread(cluster_backup, tmp_path / "backup", data_dirs)
     assert [first.eval(active), second.eval(active)] == [True, False]
+
+
+def _send(bucket: int, to: str) -> str:
+    return (
+        f"local ok, err = vshard.storage.bucket_send({bucket}, '{to}', {{timeout = 10}}) "
+        "return ok == true or tostring(err)"
+    )
+
+
+_FIRST_ACTIVE = "return box.space._bucket.index.status:min({'active'}).id"
+_HOLD_GC = "vshard.storage.internal.errinj.ERRINJ_BUCKET_GC_PAUSE = {}"
+
+
+async def test_a_backup_is_refused_while_buckets_move_or_when_a_checkpoint_holds_one_moving(
+    cluster, tmp_path, monkeypatch
+):
+    first, second = cluster.storages
+    data_dirs = [s.process.data_dir for s in cluster.storages]
+    # A bucket sent while vshard's garbage collector is held stays `sent` on its old set: the
+    # backup waits for it, then gives up.
+    first.eval(_HOLD_GC.format("true"))
+    try:
+        assert first.eval(_send(first.eval(_FIRST_ACTIVE), second.replicaset)) is True
+        with pytest.raises(
+            AdminError, match=r"buckets still moving after 1 s \(replica set 1: 1 buckets are sent"
+        ):
+            await asyncio.to_thread(cluster_backup, tmp_path / "moving", data_dirs, settle_within=1)
+        assert not (tmp_path / "moving").exists()
+    finally:
+        first.eval(_HOLD_GC.format("false"))
+    deadline = time.monotonic() + 10
+    while any(_moving(cluster)):
+        assert time.monotonic() < deadline, _moving(cluster)
+        await asyncio.sleep(0.05)
+
+    # A bucket sent by hand after the wait, before the checkpoints (the rebalancer's hold
+    # does not stop a manual send): its old set's checkpoint holds it as sent, refused.
+    bucket = second.eval(_FIRST_ACTIVE)
+    settle = cluster_module._settle
+
+    def then_send(masters: Any, within: float) -> None:
+        settle(masters, within)
+        second.eval(_HOLD_GC.format("true"))
+        assert second.eval(_send(bucket, first.replicaset)) is True
+
+    monkeypatch.setattr(cluster_module, "_settle", then_send)
+    try:
+        with pytest.raises(
+            AdminError, match=f"bucket {bucket} was (sent|garbage) in replica set 2's checkpoint"
+        ):
+            await asyncio.to_thread(cluster_backup, tmp_path / "moved", data_dirs)
+    finally:
+        second.eval(_HOLD_GC.format("false"))
+    assert not (tmp_path / "moved").exists()
+    assert [s.eval("return vshard.storage.internal.is_rebalancer_active") for s in cluster.storages] == [
+        True
+    ] * 2

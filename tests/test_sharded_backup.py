@@ -28,8 +28,9 @@ from .sharded import Cluster
 
 pytestmark = pytest.mark.each_release
 
-# The rebalancer's pace (as test_sharded_cluster.py): one round moves all a set should get.
-_FAST = {"rebalancer_max_receiving": 4096, "rebalancer_max_sending": 15}
+# The rebalancer's pace: one round moves all a set should get, one bucket at a time, so that
+# its routes are still being applied when the backup starts (seconds, not milliseconds).
+_FAST = {"rebalancer_max_receiving": 4096, "rebalancer_max_sending": 1}
 # Buckets sent by hand from set 1 to set 2 before the backup, which the rebalancer then
 # sends back while the backup starts.
 _UNBALANCE = 400

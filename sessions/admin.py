@@ -87,51 +87,66 @@ def backup(settings: Settings, target: Path) -> dict[str, Any]:
         console.eval("box.snapshot()")
         files = console.eval("return box.backup.start()")
         try:
-            info = console.eval(
-                "return {version = box.info.version, schema = package.loaded['sessions.schema'].version(), "
-                "generation = (package.loaded['sessions.role'] or {generation = function() return 0 end})"
-                ".generation() or 0}"
-            )
-            # The sessions the archive holds: counted in its snapshot, not in the live space,
-            # which writes since the checkpoint have changed.
-            snapshots = [name for name in files if str(name).endswith(".snap")]
-            info["sessions"] = sum(
-                int(console.eval(_COUNT_IN_SNAPSHOT % json.dumps(name))) for name in snapshots
-            )
-            manifest = {
-                "format": FORMAT,
-                "created": datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds"),
-                "tarantool_version": info["version"],
-                "schema_version": info["schema"],
-                "sessions": info["sessions"],
-                # The generation the instance numbered its events under (role.lua): a restore
-                # numbers above it, even into a data dir that never ran.
-                "generation": int(info["generation"]),
-                "files": {},
-            }
-            if target.is_dir():
-                raise AdminError(f"{target} is a directory: give the archive's file name")
-            partial = target.with_name(target.name + ".partial")
-            try:
-                target.parent.mkdir(parents=True, exist_ok=True)
-                # Created 0600 before a byte goes in: sessions are credentials.
-                created = os.open(partial, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-                with open(created, "wb") as raw, tarfile.open(fileobj=raw, mode="w:gz") as archive:
-                    for name in files:
-                        path = data_dir / name
-                        manifest["files"][path.name] = {"sha256": _sha256(path), "size": path.stat().st_size}
-                        archive.add(path, arcname=path.name)
-                    body = json.dumps(manifest, indent=2).encode()
-                    entry = tarfile.TarInfo(MANIFEST)
-                    entry.size, entry.mtime, entry.mode = len(body), int(time.time()), 0o600
-                    archive.addfile(entry, io.BytesIO(body))
-                partial.replace(target)
-            except OSError as error:
-                # No archive, whole or partial, is left behind holding sessions.
-                partial.unlink(missing_ok=True)
-                raise AdminError(f"cannot write {target}: {error.strerror or error}") from None
+            return write_archive(console, data_dir, files, target)
         finally:
             console.eval("box.backup.stop()")
+
+
+def write_archive(
+    console: Console,
+    data_dir: Path,
+    files: list[str],
+    target: Path,
+    *,
+    sessions: int | None = None,
+    extra: dict[str, Any] | None = None,
+) -> dict[str, Any]:
+    """Pack `files` (what box.backup.start() named, the backup still started) with their
+    manifest into `target`, created 0600; the manifest. `sessions` is the count in the
+    snapshot when the caller has it, else it is counted here; `extra` goes into the manifest."""
+    info = console.eval(
+        "return {version = box.info.version, schema = package.loaded['sessions.schema'].version(), "
+        "generation = (package.loaded['sessions.role'] or {generation = function() return 0 end})"
+        ".generation() or 0}"
+    )
+    if sessions is None:
+        # The sessions the archive holds: counted in its snapshot, not in the live space,
+        # which writes since the checkpoint have changed.
+        snapshots = [name for name in files if str(name).endswith(".snap")]
+        sessions = sum(int(console.eval(_COUNT_IN_SNAPSHOT % json.dumps(name))) for name in snapshots)
+    manifest: dict[str, Any] = {
+        "format": FORMAT,
+        "created": datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds"),
+        "tarantool_version": info["version"],
+        "schema_version": info["schema"],
+        "sessions": sessions,
+        # The generation the instance numbered its events under (role.lua): a restore
+        # numbers above it, even into a data dir that never ran.
+        "generation": int(info["generation"]),
+        **(extra or {}),
+        "files": {},
+    }
+    if target.is_dir():
+        raise AdminError(f"{target} is a directory: give the archive's file name")
+    partial = target.with_name(target.name + ".partial")
+    try:
+        target.parent.mkdir(parents=True, exist_ok=True)
+        # Created 0600 before a byte goes in: sessions are credentials.
+        created = os.open(partial, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        with open(created, "wb") as raw, tarfile.open(fileobj=raw, mode="w:gz") as archive:
+            for name in files:
+                path = data_dir / name
+                manifest["files"][path.name] = {"sha256": _sha256(path), "size": path.stat().st_size}
+                archive.add(path, arcname=path.name)
+            body = json.dumps(manifest, indent=2).encode()
+            entry = tarfile.TarInfo(MANIFEST)
+            entry.size, entry.mtime, entry.mode = len(body), int(time.time()), 0o600
+            archive.addfile(entry, io.BytesIO(body))
+        partial.replace(target)
+    except OSError as error:
+        # No archive, whole or partial, is left behind holding sessions.
+        partial.unlink(missing_ok=True)
+        raise AdminError(f"cannot write {target}: {error.strerror or error}") from None
     return manifest
 
 

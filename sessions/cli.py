@@ -17,7 +17,7 @@ from typing import Any
 import uvloop
 from pydantic import ValidationError
 
-from . import admin, server
+from . import admin, cluster, server
 from .config import Settings, describe_error, unknown_variables
 from .contract import Info
 from .embedded import EmbeddedError
@@ -202,6 +202,30 @@ def main(argv: list[str] | None = None) -> int:
         "Stop the service first; the files it replaces are moved aside, not deleted.",
         data_dir=True,
     ).add_argument("file", type=Path, help="an archive `sessions backup` wrote")
+    backing_up = _command(
+        commands,
+        "cluster-backup",
+        "back up a sharded cluster into DIR: one archive per replica set, from its master, and a manifest",
+        "Give the data dir of each replica set's master (storages' data dirs on this host or mounted "
+        "here; each one's console socket, tarantool.control, is used). The rebalancer is held while the "
+        "checkpoints are taken; the service may keep serving.",
+    )
+    backing_up.add_argument("dir", type=Path, help="the directory to write (it must hold no cluster backup)")
+    backing_up.add_argument(
+        "data_dirs", type=Path, nargs="+", metavar="DATA_DIR", help="a storage's data dir"
+    )
+    restoring = _command(
+        commands,
+        "cluster-restore",
+        "check the cluster backup in DIR and restore replica set SET of it into SESSIONS_DATA_DIR",
+        "Stop the storage first. The whole backup is checked (every set's archive and the buckets' "
+        "cover) before anything is touched; the files it replaces are moved aside, not deleted.",
+        data_dir=True,
+    )
+    restoring.add_argument(
+        "dir", type=Path, help="a directory `sessions cluster-backup` wrote, or its manifest"
+    )
+    restoring.add_argument("set", help="the replica set's number (or uuid)")
     _command(
         commands,
         "stats",
@@ -273,6 +297,22 @@ def main(argv: list[str] | None = None) -> int:
         elif args.command == "restore":
             manifest = admin.restore(settings, args.file)
             print(f"restored {manifest['sessions']} sessions from {args.file} (taken {manifest['created']})")
+            if "previous_files_moved_to" in manifest:
+                print(f"the files it replaced are in {manifest['previous_files_moved_to']}")
+        elif args.command == "cluster-backup":
+            manifest = cluster.cluster_backup(args.dir, args.data_dirs)
+            for entry in sorted(manifest["replicasets"].values(), key=lambda e: e["number"]):
+                print(
+                    f"replica set {entry['number']}: {entry['sessions']} sessions, "
+                    f"{sum(last - first + 1 for first, last in entry['buckets'])} buckets, {entry['archive']}"
+                )
+            print(f"backed up {manifest['sessions']} sessions to {args.dir}")
+        elif args.command == "cluster-restore":
+            manifest = cluster.cluster_restore(settings, args.dir, args.set)
+            print(
+                f"restored replica set {manifest['number']}: {manifest['sessions']} sessions from "
+                f"{args.dir} (taken {manifest['created']}) into {settings.data_dir}"
+            )
             if "previous_files_moved_to" in manifest:
                 print(f"the files it replaced are in {manifest['previous_files_moved_to']}")
         elif args.command == "stats":

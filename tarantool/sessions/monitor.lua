@@ -12,6 +12,7 @@ local expiry = require('sessions.expiry')
 local memory = require('sessions.memory')
 local role = require('sessions.role')
 local schema = require('sessions.schema')
+local sharded = require('sessions.sharded')
 local sync = require('sessions.sync')
 
 -- Modification time of the newest snapshot, or nil before the first one.
@@ -52,7 +53,7 @@ local FIELDS = {
     {'vclock', role.vclock},
     {'schema_version', schema.version},
     {'schema_latest', function() return schema.VERSION end},
-    {'sessions', function() return box.space.sessions:len() end},
+    {'sessions', sharded.stored_sessions},  -- a storage's: of the buckets its set owns
     {'next_expiry', next_expiry},           -- the earliest stored expiry
     {'purged', function() return expiry.stats().purged end},
     {'memory_used', function() return box.slab.info().arena_used end},

@@ -9,6 +9,7 @@
 -- `sessions_sharded_v1`, after schema.lua's, and the field is declared last in fields.lua,
 -- where schema.lua's migrations never format it. A later migration that appends a field
 -- puts it after `bucket_id`, nullable on a single instance.
+local fiber = require('fiber')
 local json = require('json')
 local log = require('log')
 
@@ -214,7 +215,7 @@ local function start_storage(cluster, instance)
         grant(require('uri').parse(set.replicas[instance].uri).login)
     end
     is_storage = true
-    started = {role = 'storage', path = cluster.path, instance = instance}
+    started = {role = 'storage', path = cluster.path, instance = instance, cluster = cluster}
 end
 
 -- Configure vshard's router role (router.lua).
@@ -250,6 +251,126 @@ local function reload()
     return {replicasets = sets}
 end
 
+-- What a cluster backup (sessions/cluster.py) records of this storage: its replica set, the
+-- configuration's sets and numbers it runs with, the bucket count, and whether it is
+-- writable (the set's master, which a backup is taken from).
+local function layout()
+    if started.role ~= 'storage' then
+        error('not a storage of the sharded mode', 0)
+    end
+    local this = find(started.cluster, started.instance)
+    local numbers = {}
+    for replicaset in pairs(started.cluster.sharding) do
+        numbers[replicaset] = started.cluster.numbers[replicaset]
+    end
+    return {
+        replicaset = this.replicaset, instance = started.instance, numbers = numbers,
+        bucket_count = buckets.COUNT, ro = box.info.ro,
+    }
+end
+
+-- A cluster backup keeps buckets where they are while it takes each set's checkpoint:
+-- vshard's rebalancer is disabled here for at most `lease` seconds (then enabled again by
+-- itself, should the backup's process be gone), or until release(hold). A rebalancer an
+-- operator had disabled stays so.
+local held = {last = 0, current = nil, was_active = true}
+
+local function release(hold)
+    if held.current ~= hold then
+        return false
+    end
+    held.current = nil
+    if held.was_active then
+        require('vshard').storage.rebalancer_enable()
+    end
+    return true
+end
+
+local function hold_buckets(lease)
+    local storage = require('vshard').storage
+    if held.current == nil then
+        held.was_active = storage.internal.is_rebalancer_active
+    end
+    storage.rebalancer_disable()
+    held.last = held.last + 1
+    local hold = held.last
+    held.current = hold
+    fiber.create(function()
+        fiber.sleep(lease)
+        if release(hold) then
+            log.warn('sessions: a cluster backup held the buckets for %d s: the rebalancer runs again',
+                lease)
+        end
+    end)
+    return hold
+end
+
+-- Why buckets may still move on this storage (nil once none can): the rebalancer's routes
+-- being applied (a disabled rebalancer lets them finish), a bucket being sent by hand, or a
+-- bucket whose rows are on their way in or out.
+local UNSETTLED = {'sending', 'receiving', 'sent', 'garbage'}
+local function moving()
+    local internal = require('vshard').storage.internal
+    local applier = internal.rebalancer_applier_fiber
+    if applier ~= nil and applier:status() ~= 'dead' then
+        return 'the rebalancer is sending buckets'
+    end
+    if next(internal.rebalancer_transfering_buckets or {}) ~= nil then
+        return 'a bucket is being sent'
+    end
+    local status = box.space._bucket.index.status
+    for _, name in ipairs(UNSETTLED) do
+        local count = status:count({name})
+        if count > 0 then
+            return ('%d buckets are %s'):format(count, name)
+        end
+    end
+    return nil
+end
+
+-- What a snapshot file (a path) holds of the cluster backup's concern: its sessions, the
+-- buckets it holds (active or pinned) and any other bucket with its status.
+local function snapshot_buckets(path)
+    local sessions_id, buckets_id = box.space[schema.SPACE].id, box.space._bucket.id
+    local count, held_ids, other = 0, {}, {}
+    for _, row in require('xlog').pairs(path) do
+        local body = row.BODY
+        if body ~= nil and body.space_id == sessions_id then
+            count = count + 1
+        elseif body ~= nil and body.space_id == buckets_id then
+            local tuple = body.tuple
+            if tuple[2] == 'active' or tuple[2] == 'pinned' then
+                held_ids[#held_ids + 1] = tuple[1]
+            else
+                other[#other + 1] = {tuple[1], tuple[2]}
+            end
+        end
+    end
+    return {sessions = count, buckets = held_ids, unsettled = other}
+end
+
+-- The sessions this instance holds for its replica set: on a storage, less the rows of
+-- buckets it does not own, on their way in (receiving) or sent and not collected yet (sent,
+-- garbage), which the set that owns the bucket counts; a bucket being sent is still this
+-- set's. Without it a moved bucket's sessions were counted on both sets until vshard's
+-- garbage collector deleted them here (test_sharded_ops.py). An index count per such bucket,
+-- of which there are a few at a time.
+local NOT_OWNED = {'receiving', 'sent', 'garbage'}
+local function stored_sessions()
+    local space = box.space[schema.SPACE]
+    local count = space:len()
+    if not is_storage then
+        return count
+    end
+    local status, by_bucket = box.space._bucket.index.status, space.index[INDEX]
+    for _, name in ipairs(NOT_OWNED) do
+        for _, bucket in status:pairs({name}) do
+            count = count - by_bucket:count({bucket.id})
+        end
+    end
+    return count
+end
+
 -- The bucket a new session of `user_id` is kept with here: its user's in a storage, nil on
 -- a single instance (whose rows have no bucket field).
 local function bucket_of_new(user_id)
@@ -263,10 +384,16 @@ return {
     INDEX = INDEX,
     bucket_of_new = bucket_of_new,
     find = find,
+    hold_buckets = hold_buckets,
+    layout = layout,
+    moving = moving,
+    release = release,
+    snapshot_buckets = snapshot_buckets,
     migrate = migrate,
     read_config = read_config,
     reload = reload,
     start_router = start_router,
     start_storage = start_storage,
+    stored_sessions = stored_sessions,
     use_number = use_number,
 }

@@ -341,8 +341,12 @@ local INFO_TIMEOUT = 0.5
 -- `info` of the cluster, by the names of an instance's (monitor.lua), from every replica
 -- set's master at once: counts summed (sessions, purged, memory used, bulk calls, gets
 -- untouched, replication stopped), the earliest next expiry and the oldest last snapshot,
--- the lowest schema version; `ro` when any replica set does not answer or cannot write
--- (its users cannot open sessions), `writes_confirmable` when every one can confirm.
+-- the lowest schema version, `writes_confirmable` when every set that answers can confirm.
+-- `sets_lost` counts the replica sets whose master does not answer or cannot write: their
+-- users' calls fail (503 per item), everyone else's are served. So `ro` is true only when
+-- every set is lost: the service takes a router that says `ro` for one that cannot write at
+-- all and fails every write at once (sessions/storage), which for one lost set of several
+-- answered 503 to the users of the healthy ones too.
 -- The router's own: its clock (the deadlines the service sends are on it), its Tarantool's
 -- version, the role `router`, no vclock, no election and term 0 (a router holds no data,
 -- and any router of the cluster serves the same).
@@ -353,18 +357,21 @@ local function info()
         schema_latest = schema.VERSION, sessions = 0, next_expiry = box.NULL, purged = 0,
         memory_used = 0, tarantool_version = box.info.version, last_checkpoint = box.NULL,
         storage_full = false, touch_skipped = 0, replication_stopped = 0,
-        writes_confirmable = true, election = box.NULL, term = 0,
+        writes_confirmable = true, election = box.NULL, term = 0, sets_lost = 0,
     }
     local function earliest(name, value)
         if value ~= nil and (result[name] == nil or value < result[name]) then
             result[name] = value
         end
     end
+    local sets = 0
     for _, answered in pairs(each_set('sessions.info', {}, INFO_TIMEOUT)) do
+        sets = sets + 1
         local one = answered.answer
-        if one == nil then
-            result.ro, result.writes_confirmable = true, false
-        else
+        if one == nil or one.ro then
+            result.sets_lost = result.sets_lost + 1
+        end
+        if one ~= nil then
             for _, name in ipairs({'bulk_active', 'bulk_waiting', 'sessions', 'purged', 'memory_used',
                     'touch_skipped', 'replication_stopped'}) do
                 result[name] = result[name] + one[name]
@@ -372,11 +379,11 @@ local function info()
             earliest('next_expiry', one.next_expiry)
             earliest('last_checkpoint', one.last_checkpoint)
             earliest('schema_version', one.schema_version)
-            result.ro = result.ro or one.ro
             result.storage_full = result.storage_full or one.storage_full
             result.writes_confirmable = result.writes_confirmable and one.writes_confirmable
         end
     end
+    result.ro = result.sets_lost == sets
     return result
 end
 

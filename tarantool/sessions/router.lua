@@ -43,7 +43,29 @@ local TRANSFER_PAUSE = 0.01
 -- refused before running anything, so asking again is safe; a session in a moving bucket
 -- is served once the bucket is on its new set (or, past the deadline, the storage is
 -- unavailable: a 503, never a session not found).
+-- Why the master of `set` (a vshard replicaset) cannot take a call now, or nil: unknown (a
+-- set that fails over, its master lost and none promoted yet) or not connected. Such a call
+-- fails at once rather than at its deadline: seen here with a set's master killed, every
+-- coalesced batch that held an item of that set's users waited the whole deadline, which the
+-- service's own timeout equals, so the other sets' items in the batch failed with it (their
+-- users got 503s, and one answer a second).
+local function master_lost(set)
+    local master = set.master
+    if master == nil then
+        return set.is_master_auto and ('replica set %s has no writable master'):format(set.id) or nil
+    end
+    if not master:is_connected() then
+        return ('the master of replica set %s is not connected'):format(set.id)
+    end
+    return nil
+end
+
 local function callrw(bucket, func, args, ctx)
+    local set = vshard.router.route(bucket)
+    local lost = set ~= nil and master_lost(set)
+    if lost then
+        return nil, {type = 'ClientError', code = box.error.NO_CONNECTION, message = lost}
+    end
     local deadline = fiber.clock() + timeout_of(ctx)
     while true do
         local answer, err = vshard.router.callrw(bucket, func, args,
@@ -209,6 +231,11 @@ end
 local function each_set(func, args, timeout)
     local results, calls = {}, {}
     local function ask(id, set)
+        local lost = master_lost(set)
+        if lost then
+            results[id] = {err = lost}
+            return
+        end
         local answer, err = set:callrw(func, args, {timeout = timeout})
         results[id] = {answer = answer, err = answer == nil and (err or 'no answer') or nil}
     end

@@ -257,7 +257,7 @@ def restore(settings: Settings, source: Path) -> dict[str, Any]:
 _ROLE_CHANGE_TIMEOUT = 60
 
 
-def _role_change(settings: Settings, call: str) -> None:
+def _role_change(settings: Settings, call: str) -> Any:
     data_dir = settings.data_dir.resolve()
     if not _in_use(data_dir):
         raise AdminError(
@@ -268,7 +268,7 @@ def _role_change(settings: Settings, call: str) -> None:
     # of catching up (role.lua) before it answers: well within the minute allowed here.
     try:
         with Console(_console_path(settings), timeout=_ROLE_CHANGE_TIMEOUT) as console:
-            console.eval(f"return require('sessions.role').{call}")
+            return console.eval(f"return require('sessions.role').{call}")
     except ConsoleError as error:
         raise AdminError(str(error)) from None
     except TimeoutError:
@@ -277,11 +277,14 @@ def _role_change(settings: Settings, call: str) -> None:
         raise AdminError(f"cannot reach Tarantool in {data_dir}: {error}") from None
 
 
-def promote(settings: Settings) -> None:
+def promote(settings: Settings) -> list[str]:
     """Make the instance whose data dir this is the writable primary, for good (its role
     file says so across restarts), after its primary is lost; refused while another
-    instance is writable."""
-    _role_change(settings, "promote()")
+    instance is writable. Answers the peers that did not answer (the lost primary): sessions
+    they acknowledged and this instance never received stay in their data."""
+    answer = _role_change(settings, "promote()")
+    unanswered = answer.get("unanswered") if isinstance(answer, dict) else None
+    return [str(address) for address in unanswered or []]
 
 
 def rejoin(settings: Settings, primary: str) -> None:

@@ -318,8 +318,15 @@ def main(argv: list[str] | None = None) -> int:
         elif args.command == "stats":
             _print_stats(admin.stats(settings))
         elif args.command == "promote":
-            admin.promote(settings)
+            unanswered = admin.promote(settings)
             print(f"the Tarantool in {settings.data_dir} is the writable primary now")
+            for address in unanswered:
+                # Asynchronous replication: what it acknowledged last may not have come here.
+                print(
+                    f"{address} did not answer: sessions it acknowledged that never reached this instance "
+                    "stay in its data only, served again once the roles are swapped back",
+                    file=sys.stderr,
+                )
         elif args.command == "convert-tokens":
             done = admin.convert_tokens(settings)
             print(f"{done['converted']} sessions in {settings.data_dir} now kept under their tokens' hashes")

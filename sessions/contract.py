@@ -287,6 +287,7 @@ class Info:
     writes_confirmable: bool  # false: synchronous replication with too few replicas following
     election: Mapping[str, Any] | None  # with elections: its state, the term, the leader's id
     term: int  # the promotion its writes belong to
+    sets_lost: int  # a router's replica sets without a writable master (0 on an instance)
 
     @classmethod
     def of(cls, answer: Mapping[str, Any]) -> Info:

@@ -144,6 +144,12 @@ FAMILIES: dict[str, Family] = {
             "Upstreams Tarantool stopped following on an error (a conflict): see its log",
         ),
         Family(
+            "sessions_tarantool_sets_lost",
+            "gauge",
+            "Sharded mode: replica sets whose master does not answer or cannot write (their users get "
+            "503 storage_unavailable; the others are served)",
+        ),
+        Family(
             "sessions_storage_full",
             "gauge",
             "1 if Tarantool's memory is full: no new sessions or extra data until room is made",
@@ -383,6 +389,7 @@ class Metrics:
             yield _one("sessions_touch_skipped", info.touch_skipped)
             yield _one("sessions_tarantool_replication_stopped", info.replication_stopped)
             yield _one("sessions_tarantool_writes_confirmable", int(info.writes_confirmable))
+            yield _one("sessions_tarantool_sets_lost", info.sets_lost)
             election = info.election
             if election is not None:
                 yield _one("sessions_tarantool_election_term", election.get("term", 0))

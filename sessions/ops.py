@@ -109,12 +109,16 @@ def ops_routes(settings: Settings) -> tuple[Route, ...]:
             )
         # A full store stays ready: reads and deletes still work there, and failing every
         # instance's probe at once would take the whole service out of its load balancer.
+        # So does a sharded cluster with a replica set lost (`sets_lost`, said here): every
+        # service instance reaches the same sets, so a failing probe would take all of them
+        # out and make one set's outage everybody's; the other sets' users are served.
         return success(
             {
                 "ready": True,
                 "sessions": info.sessions,
                 "schema_version": info.schema_version,
                 "storage_full": info.storage_full,
+                "sets_lost": info.sets_lost,
             }
         )
 

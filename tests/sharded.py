@@ -53,12 +53,20 @@ def require_vshard() -> None:
 
 @dataclass
 class Storage:
-    """One storage instance: its replica set's and its own uuid, and its process."""
+    """One storage instance: its replica set's and its own uuid, its process, and its
+    replica set's number (1, 2, ...) and place in the set (0: the first primary)."""
 
     replicaset: str
     uuid: str
     process: EmbeddedTarantool
     console: Console | None = None
+    number: int = 1
+    place: int = 0
+
+    @property
+    def address(self) -> str:
+        """How its set's other instances and `sessions rejoin` name it."""
+        return f"unix/:{self.process.socket_path}"
 
     def eval(self, code: str) -> Any:
         if self.console is None:
@@ -86,11 +94,14 @@ _ACTIVE = "return box.space._bucket.index.status:count({'active'})"
 
 @dataclass
 class Cluster:
-    """`sets` replica sets of one storage each and one router, under `root`."""
+    """`sets` replica sets of `replicas` storages each and one router, under `root`. A set
+    of two or more fails over (`"master": "auto"`, storage.lua): its first instance starts
+    as the primary, the others as its replicas (SESSIONS_ROLE=replica)."""
 
     root: Path
     binary: str
     sets: int = 2
+    replicas: int = 1
     # vshard's options of the configuration's "vshard" (the rebalancer's pace).
     vshard: dict[str, Any] = field(default_factory=dict)
     storages: list[Storage] = field(default_factory=list)
@@ -118,12 +129,18 @@ class Cluster:
         sharding: dict[str, Any] = {}
         for storage in self.storages:
             socket = storage.process.socket_path
-            sharding.setdefault(storage.replicaset, {"replicas": {}})["replicas"][storage.uuid] = {
+            failover = self.replicas > 1
+            entry = sharding.setdefault(storage.replicaset, {"replicas": {}})
+            replica: dict[str, Any] = {
                 "uri": f"{_VSHARD_USER}:{_VSHARD_PASSWORD}@unix/:{socket}",
                 "name": storage.process.data_dir.name,
-                "master": True,
             }
-        numbers = {storage.replicaset: number for number, storage in enumerate(self.storages, 1)}
+            if failover:
+                entry["master"] = "auto"
+            else:
+                replica["master"] = True
+            entry["replicas"][storage.uuid] = replica
+        numbers = {storage.replicaset: storage.number for storage in self.storages}
         path = self.root / "cluster.json"
         config: dict[str, Any] = {"sharding": sharding, "numbers": numbers}
         if self.vshard:
@@ -131,20 +148,38 @@ class Cluster:
         path.write_text(json.dumps(config))
         return path
 
-    def _storage(self, number: int) -> Storage:
-        replicaset, instance = str(uuid.uuid4()), str(uuid.uuid4())
+    def _storage(self, number: int, replicaset: str | None = None, place: int = 0) -> Storage:
+        instance = str(uuid.uuid4())
         environment = {
             "SESSIONS_VSHARD_CONFIG": str(self.root / "cluster.json"),
             "SESSIONS_VSHARD_INSTANCE": instance,
         }
-        return Storage(replicaset, instance, self._instance(f"rs{number}", "storage.lua", environment))
+        if place > 0:
+            # SESSIONS_PRIMARY is left to its default: the set's other instance.
+            environment["SESSIONS_ROLE"] = "replica"
+        name = f"rs{number}" if place == 0 else f"rs{number}-{place + 1}"
+        return Storage(
+            replicaset or str(uuid.uuid4()),
+            instance,
+            self._instance(name, "storage.lua", environment),
+            number=number,
+            place=place,
+        )
+
+    def _set(self, number: int) -> list[Storage]:
+        first = self._storage(number)
+        return [first, *(self._storage(number, first.replicaset, place) for place in range(1, self.replicas))]
+
+    def instances(self, number: int) -> list[Storage]:
+        """The storages of replica set `number` (1, 2, ...), its first primary first."""
+        return [storage for storage in self.storages if storage.number == number]
 
     async def add_set(self) -> Storage:
-        """A replica set of one storage more, as docs/operations.md ("Sharded cluster",
+        """A replica set of one storage more (of one instance), as docs/operations.md ("Sharded cluster",
         "Adding a replica set") says: the new set in the configuration file with the next
         number, its storage started, then `reload()` on every other storage's console and
         on the router's. vshard's rebalancer then moves buckets to it."""
-        storage = self._storage(len(self.storages) + 1)
+        storage = self._storage(max(storage.number for storage in self.storages) + 1)
         self.storages.append(storage)
         self._config()
         await storage.process.start()
@@ -162,7 +197,7 @@ class Cluster:
         self.root.mkdir(parents=True, exist_ok=True)
         config = self.root / "cluster.json"
         for number in range(1, self.sets + 1):
-            self.storages.append(self._storage(number))
+            self.storages.extend(self._set(number))
         self._config()
         for storage in self.storages:
             await storage.process.start()

@@ -239,13 +239,18 @@ async def test_the_service_serves_through_a_router(cluster, serve):
     assert "\nsessions_stored 1.0\n" in await response.text()
 
 
-async def test_the_routers_info_says_read_only_while_a_replica_set_is_lost(cluster, router):
+async def test_the_routers_info_counts_a_lost_replica_set_and_stays_writable(cluster, router):
+    """One lost replica set is its own users' outage: the router stays writable for the
+    service (`ro` only when every set is lost) and counts the set in `sets_lost`."""
     info = Info.of((await router.call(INFO, []))[0])
-    seen = (info.ro, info.role, info.vclock, info.sessions, info.writes_confirmable)
-    assert seen == (False, "router", {}, 0, True)
+    seen = (info.ro, info.role, info.vclock, info.sessions, info.writes_confirmable, info.sets_lost)
+    assert seen == (False, "router", {}, 0, True, 0)
     await cluster.storages[1].process.stop()
     lost = Info.of((await router.call(INFO, []))[0])
-    assert lost.ro and not lost.writes_confirmable
+    assert (lost.ro, lost.writes_confirmable, lost.sets_lost) == (False, True, 1)
+    await cluster.storages[0].process.stop()
+    both = Info.of((await router.call(INFO, []))[0])
+    assert (both.ro, both.sets_lost) == (True, 2)
 
 
 @pytest.mark.parametrize(

@@ -6,19 +6,24 @@ from __future__ import annotations
 
 import asyncio
 import collections
+import os
+import signal
+import subprocess
+import sys
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import pytest
 from aiohttp.test_utils import TestClient
 
-from sessions.buckets import bucket_of_token
+from sessions.buckets import bucket_of_token, bucket_of_user
 from sessions.config import Settings
 
 from .conftest import PASSWORD, Serve, call
-from .sharded import Cluster
+from .sharded import Cluster, Storage
 
 pytestmark = pytest.mark.each_release
 
@@ -125,3 +130,219 @@ async def test_a_replica_set_added_under_traffic_takes_buckets_and_loses_no_sess
 
 # Whether a storage holds a bucket, active.
 _HOLDS = "local b = box.space._bucket:get({}) return b ~= nil and b.status == 'active'"
+
+
+@dataclass
+class SetTraffic:
+    """A writer of /new for users of one replica set and a reader of /get of the sessions it
+    had acknowledged: each request's outcome with when it started and ended (monotonic)."""
+
+    client: TestClient
+    users: list[int]
+    acknowledged: list[tuple[float, str]] = field(default_factory=list)  # (answered at, token)
+    seen: list[tuple[float, float, str, str]] = field(default_factory=list)  # (start, end, what, outcome)
+    # Tokens a read answered token_not_found, with when it started.
+    missing: list[tuple[float, str]] = field(default_factory=list)
+    stopping: asyncio.Event = field(default_factory=asyncio.Event)
+
+    def outcomes(self, since: float = 0.0, until: float = float("inf")) -> collections.Counter[str]:
+        """What the requests that started at `since` or later and ended by `until` answered."""
+        return collections.Counter(
+            f"{what} {outcome}" for start, end, what, outcome in self.seen if start >= since and end <= until
+        )
+
+    async def _call(self, what: str, path: str, params: dict[str, str]) -> tuple[int, Any, float]:
+        start = time.monotonic()
+        status, body = await call(self.client, path, params=params)
+        end = time.monotonic()
+        self.seen.append((start, end, what, "200" if status == 200 else f"{status} {body['code']}"))
+        return status, body, start
+
+    async def write(self) -> None:
+        turn = 0
+        while not self.stopping.is_set():
+            user = self.users[turn % len(self.users)]
+            turn += 1
+            status, body, _ = await self._call("new", "/new", {"user_id": str(user), "ip": "192.0.2.41"})
+            if status == 200:
+                self.acknowledged.append((time.monotonic(), body["data"]["token"]))
+
+    async def read(self) -> None:
+        turn = 0
+        while not self.stopping.is_set():
+            if not self.acknowledged:
+                await asyncio.sleep(0.01)  # waiting for the writer's first session
+                continue
+            _, token = self.acknowledged[turn % len(self.acknowledged)]
+            turn += 1
+            status, _, start = await self._call("get", "/get", {"token": token})
+            if status == 404:
+                self.missing.append((start, token))
+
+
+def _users_of(cluster: Cluster, number: int, count: int) -> list[int]:
+    """`count` user ids whose bucket is on replica set `number` (its master says)."""
+    master = cluster.instances(number)[0]
+    users, user = [], 9_100_000
+    while len(users) < count:
+        user += 1
+        bucket = bucket_of_user(user)
+        if master.eval(_HOLDS.format(bucket)):
+            users.append(user)
+    return users
+
+
+async def _until(condition: Callable[[], bool], within: float, what: str) -> None:
+    deadline = time.monotonic() + within
+    while not condition():
+        assert time.monotonic() < deadline, what
+        await asyncio.sleep(0.05)  # polling the traffic's counts
+
+
+async def test_kill_9_of_a_sets_master_fails_only_its_users_until_its_replica_is_promoted(
+    tmp_path: Path, tarantool_bin: str, serve: Serve
+) -> None:
+    """docs/operations.md's "A storage's master is lost" on two replica sets of two
+    instances: a writer and a reader for users of each set; `kill -9` of set 1's master.
+    Set 2's users are served throughout (not one failure); set 1's get 503
+    storage_unavailable (never token_not_found, never a 500) until `sessions promote` of its
+    replica, then are served again, and every session acknowledged before the kill that had
+    reached the replica reads 200. Any that had not is named by the promote (the old master
+    did not answer) and is still in the old master's data, which rejoins as a replica."""
+    cluster = Cluster(tmp_path / "cluster", tarantool_bin, replicas=2)
+    try:
+        await cluster.start()
+        master, replica = cluster.instances(1)
+        client = await serve(_settings(cluster))
+        traffic = {number: SetTraffic(client, _users_of(cluster, number, 50)) for number in (1, 2)}
+        tasks = [asyncio.create_task(job()) for t in traffic.values() for job in (t.write, t.read)]
+        try:
+            await _until(lambda: all(len(t.acknowledged) >= 100 for t in traffic.values()), 20, "no traffic")
+            if master.console is not None:
+                master.console.close()
+                master.console = None
+            killed = time.monotonic()
+            os.kill(master.process.pid or 0, signal.SIGKILL)
+            # The outage lasts until set 1 has failed a good many calls and set 2 served many.
+            await _until(
+                lambda: (
+                    traffic[1].outcomes(killed)["new 503 storage_unavailable"] >= 20
+                    and traffic[2].outcomes(killed)["new 200"] >= 200
+                ),
+                20,
+                "the outage",
+            )
+            # Ready all along: every service instance reaches the same replica sets, and a
+            # probe failing on all of them would make one set's outage everybody's. It says
+            # which part is lost.
+            status, body = await call(client, "/ready")
+            assert status == 200, body
+            assert body["data"]["sets_lost"] == 1, body
+            before = [token for at, token in traffic[1].acknowledged if at < killed]
+            held = _holding(replica, before)
+            promoting = time.monotonic()
+            promoted = await asyncio.to_thread(
+                subprocess.run,
+                [sys.executable, "-m", "sessions", "promote"],
+                env={**os.environ, "SESSIONS_DATA_DIR": str(replica.process.data_dir)},
+                capture_output=True,
+                text=True,
+                timeout=60,
+            )
+            assert promoted.returncode == 0, promoted.stderr
+            done = time.monotonic()
+            await _until(
+                lambda: (
+                    traffic[1].outcomes(done)["new 200"] >= 100
+                    and traffic[1].outcomes(done)["get 200"] >= 100
+                ),
+                20,
+                "set 1 served after the promote",
+            )
+        finally:
+            for t in traffic.values():
+                t.stopping.set()
+            await asyncio.gather(*tasks)
+
+        served_again = min(
+            end for start, end, _, outcome in traffic[1].seen if start >= done and outcome == "200"
+        )
+        last_failed = max(
+            (end for start, end, _, outcome in traffic[1].seen if start >= done and outcome != "200"),
+            default=done,
+        )
+        counted = {
+            "set 2": traffic[2].outcomes(),
+            "set 1 before the kill": traffic[1].outcomes(until=killed),
+            "set 1 from the kill to the promote": traffic[1].outcomes(killed, promoting),
+            "set 1 after the promote": traffic[1].outcomes(done),
+            "set 1 first served after the promote, s": round(served_again - done, 3),
+            "set 1 last failed after the promote, s": round(last_failed - done, 3),
+        }
+        print(
+            f"\ncounted: {counted}; set 1's sessions before the kill {len(before)}, "
+            f"on its replica {len(held)}"
+        )
+        status, body = await call(client, "/ready")
+        assert status == 200, body
+        assert body["data"]["sets_lost"] == 0, body
+        # Set 2: not one failure, before, during or after.
+        assert set(traffic[2].outcomes()) == {"new 200", "get 200"}, counted
+        # Set 1: served before; from the kill to the promote 503 storage_unavailable only
+        # (never a 404 for an acknowledged session, never a 500); served again after.
+        assert set(counted["set 1 before the kill"]) == {"new 200", "get 200"}, counted
+        assert set(counted["set 1 from the kill to the promote"]) == {
+            "new 503 storage_unavailable",
+            "get 503 storage_unavailable",
+        }, counted
+        assert set(counted["set 1 after the promote"]) <= {
+            "new 200",
+            "get 200",
+            "new 503 storage_unavailable",
+            "get 503 storage_unavailable",
+            "get 404 token_not_found",
+        }, counted
+        assert {o for _, _, _, o in traffic[1].seen} <= {
+            "200",
+            "503 storage_unavailable",
+            "404 token_not_found",
+        }
+        lost = set(before) - held
+        # A read answered token_not_found only for a session the replica never had.
+        assert not [token for _, token in traffic[1].missing if token not in lost], counted
+        # Every session acknowledged before the kill that reached the replica is served.
+        got = collections.Counter(
+            [(await call(client, "/get", params={"token": t}))[0] for t in sorted(held)]
+        )
+        assert got == {200: len(held)}
+        # The promote said that the old master did not answer: what it acknowledged last may
+        # be only there.
+        assert f"{master.address} did not answer" in promoted.stderr, promoted.stderr
+        # None lost in silence: what the replica lacked is in the old master's data, which
+        # comes back as the promoted replica's replica (role.lua).
+        await master.process.stop()  # reaps the killed process
+        await master.process.start()
+        assert master.eval("return box.info.ro") is True
+        silent = lost - _holding(master, sorted(lost))
+        print(
+            f"acknowledged before the kill and lacking on the replica: {len(lost)}, "
+            f"lost in silence: {len(silent)}"
+        )
+        assert not silent
+    finally:
+        await cluster.stop()
+
+
+def _holding(storage: Storage, tokens: list[str]) -> set[str]:
+    """Those of `tokens` whose session `storage` holds."""
+    held: set[str] = set()
+    for start in range(0, len(tokens), 200):
+        chunk = tokens[start : start + 200]
+        listed = ",".join(f"'{t}'" for t in chunk)
+        answer = storage.eval(
+            f"local held = {{}} for _, t in ipairs({{{listed}}}) do "
+            "if box.space.sessions:get(require('uuid').fromstr(t)) ~= nil then held[#held + 1] = t end end "
+            "return held"
+        )
+        held.update(answer or [])
+    return held

@@ -70,6 +70,9 @@ local FIELDS = {
     -- With elections (election.lua): this instance's state, the term, the leader's id.
     {'election', election.state},
     {'term', term},
+    -- A router's count of the replica sets whose master does not answer or cannot write
+    -- (router.lua); an instance is its own store, and counts none.
+    {'sets_lost', function() return 0 end},
 }
 local NAMES = {}
 for i, field in ipairs(FIELDS) do

@@ -26,6 +26,9 @@ local state = {
     path = nil,
     replication_password = nil,
     peers = {},              -- host:port of the other instances
+    -- A storage of the sharded mode reaches its set's peers as vshard's user, by the uri of
+    -- the cluster's configuration: a function from host:port to that uri (nil: `replicator`).
+    uri_of = nil,
 }
 
 local function write(role, primary_at, generation)
@@ -67,6 +70,9 @@ end
 
 -- The replication URI of an instance at host:port, as the `replicator` user.
 local function uri(address)
+    if state.uri_of ~= nil then
+        return state.uri_of(address)
+    end
     return ('replicator:%s@%s'):format(state.replication_password or '', address)
 end
 
@@ -147,6 +153,7 @@ local function open(work_dir, initial, options)
     state.path = fio.pathjoin(work_dir, FILE)
     state.replication_password = options.replication_password
     state.peers = options.peers or {}
+    state.uri_of = options.uri_of
     local stored = read()
     if stored == nil then
         write(initial.role, initial.primary_at)
@@ -317,11 +324,32 @@ local function promote()
     for _, peer in ipairs(peers) do
         generation = math.max(generation, tonumber(peer.term) or 0)
     end
+    -- A peer that does not answer (the lost primary) may have acknowledged sessions this
+    -- instance never received (asynchronous replication): nobody can count them now, so the
+    -- promote names it rather than pretend nothing is missing. Those sessions stay in its
+    -- data, and are served again if the roles are swapped back.
+    local answered, unanswered = {}, {}
+    for _, peer in ipairs(peers) do
+        answered[peer.address] = true
+    end
+    for _, address in ipairs(state.peers) do
+        if not answered[address] then
+            unanswered[#unanswered + 1] = address
+        end
+    end
     box.cfg{replication = {}}
     box.cfg{read_only = false}
     take_over_queue()
     write('primary', nil, generation + 1)
-    return get()
+    local result = get()
+    if #unanswered > 0 then
+        result.unanswered = unanswered
+        result.vclock = vclock()
+        log.warn('sessions: promoted while %s did not answer: sessions it acknowledged after the rows '
+            .. 'this instance has (vclock %s) are only in its data, served again if the roles are '
+            .. 'swapped back', table.concat(unanswered, ', '), json.encode(result.vclock))
+    end
+    return result
 end
 
 -- This instance becomes a replica of the instance at `address` (host:port): read-only at
@@ -331,8 +359,9 @@ local function rejoin(address)
     if type(address) ~= 'string' or address == '' then
         error('rejoin needs the primary as host:port (or unix/:/path)', 0)
     end
+    local upstream = uri(address)
     box.cfg{read_only = true}
-    box.cfg{replication = {uri(address)}}
+    box.cfg{replication = {upstream}}
     write('replica', address)
     return get()
 end

@@ -43,7 +43,29 @@ local TRANSFER_PAUSE = 0.01
 -- refused before running anything, so asking again is safe; a session in a moving bucket
 -- is served once the bucket is on its new set (or, past the deadline, the storage is
 -- unavailable: a 503, never a session not found).
+-- Why the master of `set` (a vshard replicaset) cannot take a call now, or nil: unknown (a
+-- set that fails over, its master lost and none promoted yet) or not connected. Such a call
+-- fails at once rather than at its deadline: seen here with a set's master killed, every
+-- coalesced batch that held an item of that set's users waited the whole deadline, which the
+-- service's own timeout equals, so the other sets' items in the batch failed with it (their
+-- users got 503s, and one answer a second).
+local function master_lost(set)
+    local master = set.master
+    if master == nil then
+        return set.is_master_auto and ('replica set %s has no writable master'):format(set.id) or nil
+    end
+    if not master:is_connected() then
+        return ('the master of replica set %s is not connected'):format(set.id)
+    end
+    return nil
+end
+
 local function callrw(bucket, func, args, ctx)
+    local set = vshard.router.route(bucket)
+    local lost = set ~= nil and master_lost(set)
+    if lost then
+        return nil, {type = 'ClientError', code = box.error.NO_CONNECTION, message = lost}
+    end
     local deadline = fiber.clock() + timeout_of(ctx)
     while true do
         local answer, err = vshard.router.callrw(bucket, func, args,
@@ -209,6 +231,11 @@ end
 local function each_set(func, args, timeout)
     local results, calls = {}, {}
     local function ask(id, set)
+        local lost = master_lost(set)
+        if lost then
+            results[id] = {err = lost}
+            return
+        end
         local answer, err = set:callrw(func, args, {timeout = timeout})
         results[id] = {answer = answer, err = answer == nil and (err or 'no answer') or nil}
     end
@@ -341,8 +368,12 @@ local INFO_TIMEOUT = 0.5
 -- `info` of the cluster, by the names of an instance's (monitor.lua), from every replica
 -- set's master at once: counts summed (sessions, purged, memory used, bulk calls, gets
 -- untouched, replication stopped), the earliest next expiry and the oldest last snapshot,
--- the lowest schema version; `ro` when any replica set does not answer or cannot write
--- (its users cannot open sessions), `writes_confirmable` when every one can confirm.
+-- the lowest schema version, `writes_confirmable` when every set that answers can confirm.
+-- `sets_lost` counts the replica sets whose master does not answer or cannot write: their
+-- users' calls fail (503 per item), everyone else's are served. So `ro` is true only when
+-- every set is lost: the service takes a router that says `ro` for one that cannot write at
+-- all and fails every write at once (sessions/storage), which for one lost set of several
+-- answered 503 to the users of the healthy ones too.
 -- The router's own: its clock (the deadlines the service sends are on it), its Tarantool's
 -- version, the role `router`, no vclock, no election and term 0 (a router holds no data,
 -- and any router of the cluster serves the same).
@@ -353,18 +384,21 @@ local function info()
         schema_latest = schema.VERSION, sessions = 0, next_expiry = box.NULL, purged = 0,
         memory_used = 0, tarantool_version = box.info.version, last_checkpoint = box.NULL,
         storage_full = false, touch_skipped = 0, replication_stopped = 0,
-        writes_confirmable = true, election = box.NULL, term = 0,
+        writes_confirmable = true, election = box.NULL, term = 0, sets_lost = 0,
     }
     local function earliest(name, value)
         if value ~= nil and (result[name] == nil or value < result[name]) then
             result[name] = value
         end
     end
+    local sets = 0
     for _, answered in pairs(each_set('sessions.info', {}, INFO_TIMEOUT)) do
+        sets = sets + 1
         local one = answered.answer
-        if one == nil then
-            result.ro, result.writes_confirmable = true, false
-        else
+        if one == nil or one.ro then
+            result.sets_lost = result.sets_lost + 1
+        end
+        if one ~= nil then
             for _, name in ipairs({'bulk_active', 'bulk_waiting', 'sessions', 'purged', 'memory_used',
                     'touch_skipped', 'replication_stopped'}) do
                 result[name] = result[name] + one[name]
@@ -372,11 +406,11 @@ local function info()
             earliest('next_expiry', one.next_expiry)
             earliest('last_checkpoint', one.last_checkpoint)
             earliest('schema_version', one.schema_version)
-            result.ro = result.ro or one.ro
             result.storage_full = result.storage_full or one.storage_full
             result.writes_confirmable = result.writes_confirmable and one.writes_confirmable
         end
     end
+    result.ro = result.sets_lost == sets
     return result
 end
 

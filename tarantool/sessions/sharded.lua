@@ -21,8 +21,9 @@ local INDEX = 'bucket_id'
 -- In sessions_state: the replica set's number (use_number).
 local NUMBER_KEY = 'replicaset_number'
 -- The procedures a router calls on a storage, through vshard.storage.call or on a replica
--- set's master (`info`, and token_storage through `call`); the vshard user needs them.
-local ROUTED = {'sessions.batch', 'sessions.call', 'sessions.info'}
+-- set's master (`info`, and token_storage through `call`), and `peer`, which the other
+-- instance of a set asks before it becomes writable (role.lua); the vshard user needs them.
+local ROUTED = {'sessions.batch', 'sessions.call', 'sessions.info', 'sessions.peer'}
 
 -- Whether this instance is a storage of the sharded mode (set by start_storage).
 local is_storage = false
@@ -122,22 +123,40 @@ local function vshard_cfg(cluster)
     return cfg
 end
 
+-- An instance's uri without its credentials: `host:port` or `unix/:path`, the address the
+-- role file, the logs and `sessions rejoin` name it by (the password stays out of them).
+local function address_of(uri)
+    local parsed = require('uri').parse(uri)
+    if parsed == nil or parsed.host == nil then
+        return uri
+    end
+    return ('%s:%s'):format(parsed.host, parsed.service or '')
+end
+
 -- This instance in the configuration: its replica set's uuid, the uris of the other
--- instances of the set (nil when it is alone) and whether it is the master; nil when absent.
+-- instances of the set (nil when it is alone), whether it is the master (a set with
+-- `master` = 'auto' names none: role.lua decides, `failover`), and the other instances'
+-- addresses (address_of) with the uri of each, for role.lua; nil when absent.
 local function find(cluster, instance)
     for replicaset, set in pairs(cluster.sharding) do
         local replicas = set.replicas or {}
         if replicas[instance] ~= nil then
-            local peers = {}
+            local peers, addresses, uris = {}, {}, {}
             for id, replica in pairs(replicas) do
                 if id ~= instance then
                     peers[#peers + 1] = replica.uri
+                    local address = address_of(replica.uri)
+                    addresses[#addresses + 1] = address
+                    uris[address] = replica.uri
                 end
             end
             return {
                 replicaset = replicaset,
                 peers = #peers > 0 and peers or nil,
                 master = replicas[instance].master == true,
+                failover = set.master == 'auto',
+                addresses = addresses,
+                uris = uris,
             }
         end
     end
@@ -218,11 +237,47 @@ local function start_storage(cluster, instance)
     started = {role = 'storage', path = cluster.path, instance = instance, cluster = cluster}
 end
 
--- Configure vshard's router role (router.lua).
+-- How often a router looks for masters it cannot reach.
+local MASTER_LOOK = 0.25
+
+-- A replica set with `master` = 'auto' fails over by a promote of its replica (role.lua).
+-- vshard 0.1.26's router keeps a master it cannot reach: its search asks the known master
+-- whether it still is one and, getting no answer, keeps it, so a replica promoted while the
+-- old master stays down would never be used (seen here: the promoted replica's users had
+-- 503s until the old master came back). Every MASTER_LOOK seconds a master whose connection
+-- is down is forgotten (the replica set's own update_master, with no candidate): calls for
+-- its buckets then wait for the search, which asks every instance of the set and takes the
+-- writable one, or answer MISSING_MASTER at their deadline (503, never a wrong answer).
+local function forget_lost_masters()
+    local vshard = require('vshard')
+    for _, set in pairs(vshard.router.routeall()) do
+        local master = set.master
+        if set.is_master_auto and master ~= nil and not master:is_connected() then
+            set:update_master(master.id, nil)
+            vshard.router.master_search_wakeup()
+        end
+    end
+end
+
+local function watch_masters()
+    fiber.create(function()
+        fiber.name('sessions.router.masters')
+        while true do
+            fiber.sleep(MASTER_LOOK)
+            local ok, err = pcall(forget_lost_masters)
+            if not ok then
+                log.warn('sessions router: looking at the masters failed: %s', tostring(err))
+            end
+        end
+    end)
+end
+
+-- Configure vshard's router role (router.lua), and the look for lost masters.
 local function start_router(cluster)
     local vshard = require('vshard')
     vshard.router.cfg(vshard_cfg(cluster))
     started = {role = 'router', path = cluster.path}
+    watch_masters()
 end
 
 -- The operator's step after changing the configuration file (docs/operations.md, "Sharded
@@ -382,6 +437,7 @@ end
 
 return {
     INDEX = INDEX,
+    address_of = address_of,
     bucket_of_new = bucket_of_new,
     find = find,
     hold_buckets = hold_buckets,

@@ -125,3 +125,42 @@ async def test_a_replica_set_added_under_traffic_takes_buckets_and_loses_no_sess
 
 # Whether a storage holds a bucket, active.
 _HOLDS = "local b = box.space._bucket:get({}) return b ~= nil and b.status == 'active'"
+
+# A storage's sessions by user: {user_id, count} for each user it holds sessions of.
+_BY_USER = """
+local counts = {}
+for _, t in box.space.sessions:pairs() do counts[t.user_id] = (counts[t.user_id] or 0) + 1 end
+local result = {}
+for user, n in pairs(counts) do result[#result + 1] = {user, n} end
+return result
+"""
+
+
+async def test_many_users_sessions_split_evenly_and_each_users_on_one_replica_set(
+    cluster: Cluster, serve: Serve
+) -> None:
+    """20,000 sessions of 2,000 users (10 each) opened through the service: the two replica
+    sets hold within 10% of half each (counted on each storage's console), and each user's
+    ten are all on one storage. The requests go 64 at a time, as a service's clients would
+    send them, so that the service coalesces them into batches."""
+    client = await serve(_settings(cluster))
+    users = range(9_000_001, 9_002_001)
+    pending = [user for user in users for _ in range(10)]
+    statuses: collections.Counter[int] = collections.Counter()
+
+    async def opener() -> None:
+        while pending:
+            user = pending.pop()
+            status, _body = await call(client, "/new", params={"user_id": str(user), "ip": "192.0.2.50"})
+            statuses[status] += 1
+
+    await asyncio.gather(*(opener() for _ in range(64)))
+    assert statuses == {200: 20_000}
+
+    stored = [int(storage.eval("return box.space.sessions:len()")) for storage in cluster.storages]
+    assert sum(stored) == 20_000
+    assert all(abs(n - 10_000) <= 1_000 for n in stored), stored
+    held = [dict(storage.eval(_BY_USER)) for storage in cluster.storages]
+    assert not set(held[0]) & set(held[1])
+    assert set(held[0]) | set(held[1]) == set(users)
+    assert all(n == 10 for one in held for n in one.values())

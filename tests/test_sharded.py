@@ -24,14 +24,22 @@ from .sharded import Cluster
 
 pytestmark = pytest.mark.each_release
 
-# Counts, on a storage, the items of each operation its `sessions.batch` ran (the router
-# calls it through vshard.storage.call, which looks the procedure up at each call).
+# Counts, on a storage, the items of each operation its `sessions.batch` ran, and the calls
+# of each operation and kind its `sessions.call` ran ("list user", "count ip"): the router
+# calls them through vshard.storage.call (map_callrw too), which looks the procedure up at
+# each call.
 _COUNTING = """
-local batch = sessions.batch
+local batch, call = sessions.batch, sessions.call
 rawset(_G, 'batch_items', {})
+rawset(_G, 'calls', {})
 sessions.batch = function(operation, items, ctx)
     batch_items[operation] = (batch_items[operation] or 0) + #items
     return batch(operation, items, ctx)
+end
+sessions.call = function(operation, args, ctx)
+    local key = operation .. ' ' .. tostring(type(args) == 'table' and args.kind or '')
+    calls[key] = (calls[key] or 0) + 1
+    return call(operation, args, ctx)
 end
 """
 
@@ -92,6 +100,16 @@ def _counted(cluster: Cluster) -> list[dict[str, int]]:
     return [dict(storage.eval("return batch_items") or {}) for storage in cluster.storages]
 
 
+def _called(cluster: Cluster) -> list[dict[str, int]]:
+    """Each storage's count of `sessions.call`s by operation and kind (_COUNTING)."""
+    return [dict(storage.eval("return calls") or {}) for storage in cluster.storages]
+
+
+def _forget_calls(cluster: Cluster) -> None:
+    for storage in cluster.storages:
+        storage.eval("calls = {}")
+
+
 async def test_the_router_speaks_the_contract_of_the_storages(router):
     described = (await router.call(DESCRIBE, []))[0]
     assert differences(described) == []
@@ -136,6 +154,8 @@ async def test_new_get_and_delete_reach_exactly_the_storage_of_their_bucket(clus
 
     deleted = (await router.call(BATCH, ["delete", [{"token": text} for text in texts[:10]], _context()]))[0]
     assert [reply["session"][0] for reply in deleted] == texts[:10]
+    ended = collections.Counter(owner(bucket_of_user(user)) for user in users[:10])
+    assert [counts.get("delete", 0) for counts in _counted(cluster)] == [ended[0], ended[1]]
     again = (await router.call(BATCH, ["get", [{"token": text} for text in texts], _context()]))[0]
     assert [bool(reply) for reply in again] == [False] * 10 + [True] * 30
     stored = [storage.eval("return box.space.sessions:len()") for storage in cluster.storages]
@@ -150,6 +170,50 @@ async def test_a_users_listing_goes_to_the_users_storage(cluster, router):
     args = {"kind": "user", "key": user, "limit": 10, "page_bytes": 1 << 20}
     listed = (await router.call(CALL, ["list", args, _context()]))[0]
     assert sorted(row[0] for row in listed["sessions"]) == sorted(_text(token) for token in tokens)
+
+
+async def test_by_user_one_storage_is_called_and_by_address_every_one(cluster, serve):
+    """/user, /user/count and /user/del through the service reach the user's storage once
+    each and the other not at all; /ip, /ip/count and /ip/del reach every storage once
+    (counted on the storages)."""
+    client = await serve(_sharded_settings(cluster))
+    ranges = _owners(cluster)
+    user, address = 7_150_001, "192.0.2.19"
+    owner = next(i for i, (first, last) in enumerate(ranges) if first <= bucket_of_user(user) <= last)
+    for _ in range(3):
+        status, _body = await call(client, "/new", params={"user_id": str(user), "ip": address})
+        assert status == 200
+    # The service's check at connect (token_storage) asked every storage once, before.
+    _forget_calls(cluster)
+
+    def once_on_the_owner(key: str) -> list[dict[str, int]]:
+        return [{key: 1} if i == owner else {} for i in range(2)]
+
+    for path, key, field_name, expected in (
+        ("/user", "list user", None, 3),
+        ("/user/count", "count user", "count", 3),
+        ("/ip", "list ip", None, 3),
+        ("/ip/count", "count ip", "count", 3),
+    ):
+        params = {"id": str(user)} if path.startswith("/user") else {"ip": address}
+        status, body = await call(client, path, params=params)
+        assert status == 200
+        assert (len(body["data"]) if field_name is None else body["data"][field_name]) == expected
+        counted = _called(cluster)
+        if key.endswith("user"):
+            assert counted == once_on_the_owner(key), path
+        else:
+            assert counted == [{key: 1}, {key: 1}], path
+        _forget_calls(cluster)
+
+    status, body = await call(client, "/user/del", params={"id": str(user)})
+    assert status == 200 and body["data"]["deleted"] == 3
+    assert _called(cluster) == once_on_the_owner("delete_all user")
+    await call(client, "/new", params={"user_id": str(user), "ip": address})
+    _forget_calls(cluster)
+    status, body = await call(client, "/ip/del", params={"ip": address})
+    assert status == 200 and body["data"]["deleted"] == 1
+    assert _called(cluster) == [{"delete_all ip": 1}, {"delete_all ip": 1}]
 
 
 async def test_a_failed_item_answers_alone_through_the_router(router):

@@ -6,11 +6,12 @@ with the vendored vshard 0.1.26 on LUA_PATH."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import os
 import time
 import uuid
-from collections.abc import Iterator
+from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -29,6 +30,7 @@ __all__ = [
     "Cluster",
     "console_by_mode",
     "require_vshard",
+    "running",
     "settings_by_mode",
     "sharded_cluster",
 ]
@@ -236,6 +238,16 @@ class Cluster:
     def bucket_count(self) -> int:
         return int(self.router_eval("return require('vshard').router.bucket_count()"))
 
+    def service_settings(self, **overrides: Any) -> Settings:
+        """The service's settings for this cluster: its router, SESSIONS_TARANTOOL_MODE=sharded."""
+        assert self.router is not None
+        return Settings(
+            tarantool=f"unix/:{self.router.socket_path}",
+            tarantool_password=PASSWORD,
+            tarantool_mode="sharded",
+            **overrides,
+        )
+
     async def stop(self) -> None:
         for console in [self._router_console, *(s.console for s in self.storages)]:
             if console is not None:
@@ -244,6 +256,16 @@ class Cluster:
             await self.router.stop()
         for storage in self.storages:
             await storage.process.stop()
+
+
+@contextlib.asynccontextmanager
+async def running(cluster: Cluster) -> AsyncIterator[Cluster]:
+    """The cluster started, and stopped at the end (a test's own cluster, as a fixture)."""
+    try:
+        await cluster.start()
+        yield cluster
+    finally:
+        await cluster.stop()
 
 
 # The modes an API test marked to run in both is served in: on one instance, and through a
@@ -271,10 +293,7 @@ def settings_by_mode(request: pytest.FixtureRequest, tarantool: EmbeddedTarantoo
     if request.param == "instance":
         return settings_for(tarantool)
     cluster: Cluster = request.getfixturevalue("sharded_cluster")
-    assert cluster.router is not None
-    return Settings(
-        tarantool=f"unix/:{cluster.router.socket_path}", tarantool_password=PASSWORD, tarantool_mode="sharded"
-    )
+    return cluster.service_settings()
 
 
 @pytest.fixture(name="console")

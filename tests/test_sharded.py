@@ -176,7 +176,7 @@ async def test_by_user_one_storage_is_called_and_by_address_every_one(cluster, s
     """/user, /user/count and /user/del through the service reach the user's storage once
     each and the other not at all; /ip, /ip/count and /ip/del reach every storage once
     (counted on the storages)."""
-    client = await serve(_sharded_settings(cluster))
+    client = await serve(cluster.service_settings())
     ranges = _owners(cluster)
     user, address = 7_150_001, "192.0.2.19"
     owner = next(i for i, (first, last) in enumerate(ranges) if first <= bucket_of_user(user) <= last)
@@ -329,13 +329,6 @@ def test_what_the_sharded_mode_does_not_serve_yet_is_refused_at_start(overrides,
         Settings(tarantool_mode="sharded", tarantool_password=PASSWORD, **overrides)
 
 
-def _sharded_settings(cluster: Cluster) -> Settings:
-    assert cluster.router is not None
-    return Settings(
-        tarantool=f"unix/:{cluster.router.socket_path}", tarantool_password=PASSWORD, tarantool_mode="sharded"
-    )
-
-
 async def _walk(client, path: str, params: dict[str, str]) -> list[list[dict[str, Any]]]:
     """Every page of a listing, following its Link header."""
     pages = []
@@ -374,7 +367,7 @@ async def test_an_address_is_listed_counted_and_ended_over_every_replica_set(clu
     address in one order, by seq (unique across the cluster), which within a replica set is
     the order they were opened in, page by page from one seq cursor, each met once, even when
     a bucket moves between two pages."""
-    client = await serve(_sharded_settings(cluster))
+    client = await serve(cluster.service_settings())
     ranges = _owners(cluster)
     address = "192.0.2.14"
     opened = await _open_from(client, address, range(7_500_001, 7_500_031))
@@ -450,7 +443,7 @@ async def test_a_merged_page_stops_where_a_replica_sets_page_ran_out(cluster, ro
 
 
 async def test_an_address_is_listed_newest_opened_first_across_replica_sets(cluster, serve):
-    client = await serve(_sharded_settings(cluster))
+    client = await serve(cluster.service_settings())
     address = "192.0.2.16"
     # One replica set ahead of the other in its count: sessions opened on it before.
     await _open_from(client, address, range(7_700_001, 7_700_041))
@@ -462,7 +455,7 @@ async def test_an_address_is_listed_newest_opened_first_across_replica_sets(clus
 async def test_sessions_are_read_and_ended_by_id_on_whichever_replica_set_holds_them(cluster, serve):
     """An id carries no bucket: /session and /session/del ask every replica set at once, and
     answer the one that holds the session."""
-    client = await serve(_sharded_settings(cluster))
+    client = await serve(cluster.service_settings())
     ranges = _owners(cluster)
     users = range(7_800_001, 7_800_011)
     opened = []
@@ -492,7 +485,7 @@ async def test_a_hashed_store_is_served_through_a_router(cluster, serve):
     """SESSIONS_TOKEN_STORAGE=hash: the storages get each token's key, which has lost the
     bucket bits; the service sends the bucket read from the token, and every call reaches
     the session's replica set."""
-    client = await serve(_sharded_settings(cluster).model_copy(update={"token_storage": "hash"}))
+    client = await serve(cluster.service_settings().model_copy(update={"token_storage": "hash"}))
     tokens = []
     for user in range(7_900_001, 7_900_011):
         status, body = await call(client, "/new", params={"user_id": str(user), "ip": "192.0.2.18"})

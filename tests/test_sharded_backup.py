@@ -23,8 +23,8 @@ from sessions.admin import AdminError
 from sessions.cluster import CLUSTER_MANIFEST, cluster_backup, cluster_restore
 from sessions.config import Settings
 
-from .conftest import PASSWORD, call
-from .sharded import Cluster
+from .conftest import call
+from .sharded import Cluster, running
 
 pytestmark = pytest.mark.each_release
 
@@ -36,21 +36,10 @@ _FAST = {"rebalancer_max_receiving": 4096, "rebalancer_max_sending": 1}
 _UNBALANCE = 400
 
 
-def _settings(cluster: Cluster) -> Settings:
-    assert cluster.router is not None
-    return Settings(
-        tarantool=f"unix/:{cluster.router.socket_path}", tarantool_password=PASSWORD, tarantool_mode="sharded"
-    )
-
-
 @pytest.fixture
 async def cluster(tmp_path: Path, tarantool_bin: str) -> AsyncIterator[Cluster]:
-    started = Cluster(tmp_path / "cluster", tarantool_bin, vshard=dict(_FAST))
-    try:
-        await started.start()
+    async with running(Cluster(tmp_path / "cluster", tarantool_bin, vshard=dict(_FAST))) as started:
         yield started
-    finally:
-        await started.stop()
 
 
 async def _restart(cluster: Cluster) -> None:
@@ -129,7 +118,7 @@ def _restore_cli(backup: Path, data_dir: Path, which: str) -> subprocess.Complet
 
 
 async def test_a_cluster_backup_under_writes_and_moves_restores_every_session_once(cluster, serve, tmp_path):
-    client = await serve(_settings(cluster))
+    client = await serve(cluster.service_settings())
     acknowledged: list[tuple[float, str]] = []
     stop = asyncio.Event()
     writers = [
@@ -230,7 +219,7 @@ async def test_a_cluster_backup_under_writes_and_moves_restores_every_session_on
     # the service reads it through the router.
     stored = _stored(cluster, before)
     assert sorted(stored[0] + stored[1]) == sorted(before)
-    reader = await serve(_settings(cluster))
+    reader = await serve(cluster.service_settings())
     answers = [(await call(reader, "/get", params={"token": token}))[0] for token in before]
     assert answers == [200] * len(before)
 

@@ -20,11 +20,10 @@ import pytest
 from aiohttp.test_utils import TestClient
 
 from sessions.buckets import bucket_of_token, bucket_of_user
-from sessions.config import Settings
 from sessions.contract import BUCKETS
 
-from .conftest import PASSWORD, Serve, call
-from .sharded import Cluster, Storage
+from .conftest import Serve, call
+from .sharded import Cluster, Storage, running
 
 pytestmark = pytest.mark.each_release
 
@@ -33,21 +32,10 @@ pytestmark = pytest.mark.each_release
 _FAST = {"rebalancer_max_receiving": 4096, "rebalancer_max_sending": 15}
 
 
-def _settings(cluster: Cluster) -> Settings:
-    assert cluster.router is not None
-    return Settings(
-        tarantool=f"unix/:{cluster.router.socket_path}", tarantool_password=PASSWORD, tarantool_mode="sharded"
-    )
-
-
 @pytest.fixture
 async def cluster(tmp_path: Path, tarantool_bin: str) -> AsyncIterator[Cluster]:
-    started = Cluster(tmp_path / "cluster", tarantool_bin, vshard=dict(_FAST))
-    try:
-        await started.start()
+    async with running(Cluster(tmp_path / "cluster", tarantool_bin, vshard=dict(_FAST))) as started:
         yield started
-    finally:
-        await started.stop()
 
 
 @dataclass
@@ -154,7 +142,7 @@ async def test_a_replica_set_added_under_traffic_takes_buckets_and_loses_no_sess
     reads of sessions in those buckets _REFUSALS times, then let go: the reads waiting in
     the router's retry are then served from the new set. The service's deadline is 5 s, so
     that a slow machine's pause between the refusals and the release is inside it."""
-    client = await serve(_settings(cluster).model_copy(update={"tarantool_timeout": 5.0}))
+    client = await serve(cluster.service_settings().model_copy(update={"tarantool_timeout": 5.0}))
     # A session in every bucket, so that whichever buckets the rebalancer sends first hold
     # acknowledged sessions.
     traffic = Traffic(
@@ -307,7 +295,7 @@ async def test_kill_9_of_a_sets_master_fails_only_its_users_until_its_replica_is
     try:
         await cluster.start()
         master, replica = cluster.instances(1)
-        client = await serve(_settings(cluster))
+        client = await serve(cluster.service_settings())
         traffic = {number: SetTraffic(client, _users_of(cluster, number, 50)) for number in (1, 2)}
         tasks = [asyncio.create_task(job()) for t in traffic.values() for job in (t.write, t.read)]
         try:
@@ -459,7 +447,7 @@ async def test_many_users_sessions_split_evenly_and_each_users_on_one_replica_se
     sets hold within 10% of half each (counted on each storage's console), and each user's
     ten are all on one storage. The requests go 64 at a time, as a service's clients would
     send them, so that the service coalesces them into batches."""
-    client = await serve(_settings(cluster))
+    client = await serve(cluster.service_settings())
     users = range(9_000_001, 9_002_001)
     opened = await _open_all(client, [user for user in users for _ in range(10)], "192.0.2.50")
     assert len(set(opened)) == 20_000

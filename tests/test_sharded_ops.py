@@ -16,34 +16,19 @@ from pathlib import Path
 import pytest
 
 from sessions.buckets import bucket_of_user
-from sessions.config import Settings
 
 from .conftest import PASSWORD, call, set_activity, wait_for_purge_passes
-from .sharded import Cluster
+from .sharded import Cluster, running
 
 pytestmark = pytest.mark.each_release
 
 TTL = 100
 
 
-def _settings(cluster: Cluster, **overrides: object) -> Settings:
-    assert cluster.router is not None
-    return Settings(
-        tarantool=f"unix/:{cluster.router.socket_path}",
-        tarantool_password=PASSWORD,
-        tarantool_mode="sharded",
-        **overrides,
-    )
-
-
 @pytest.fixture
 async def cluster(tmp_path: Path, tarantool_bin: str) -> AsyncIterator[Cluster]:
-    started = Cluster(tmp_path / "cluster", tarantool_bin)
-    try:
-        await started.start()
+    async with running(Cluster(tmp_path / "cluster", tarantool_bin)) as started:
         yield started
-    finally:
-        await started.stop()
 
 
 def _users_by_set(cluster: Cluster, first: int, each: int) -> list[list[int]]:
@@ -95,7 +80,7 @@ _LEN = "return box.space.sessions:len()"
 
 
 async def test_stats_metrics_and_ready_sum_every_replica_sets_sessions(cluster, serve):
-    client = await serve(_settings(cluster))
+    client = await serve(cluster.service_settings())
     users = _users_by_set(cluster, 9_000_000, 3)
     for side, count in ((0, 7), (1, 4)):
         for i in range(count):
@@ -146,7 +131,7 @@ async def test_each_storage_purges_its_own_idle_sessions_at_the_exact_ttl(cluste
     now = start + TTL + 1
     for storage in cluster.storages:
         storage.eval(f"require('sessions.clock').freeze({start})")
-    client = await serve(_settings(cluster, idle_ttl=TTL))
+    client = await serve(cluster.service_settings(idle_ttl=TTL))
     users = _users_by_set(cluster, 9_100_000, 2)
     tokens: list[dict[str, str]] = []
     for side, storage in enumerate(cluster.storages):

@@ -322,10 +322,14 @@ class Settings(BaseSettings):
             return self
         if self.tarantool is None:
             raise ValueError("SESSIONS_TARANTOOL_MODE=sharded needs SESSIONS_TARANTOOL (the routers)")
-        # The feed is per replica set: not routed yet, and refusing here beats answering
-        # not found in silence.
-        if self.events:
-            raise ValueError("SESSIONS_TARANTOOL_MODE=sharded does not yet serve SESSIONS_EVENTS=on")
+        # The webhook lease and its delivered seq are one entry of one store: a cluster has no
+        # such place yet (sessions_state is per replica set and stays when buckets move), and
+        # refusing here beats two workers delivering in silence.
+        if self.webhook_url is not None:
+            raise ValueError(
+                "SESSIONS_TARANTOOL_MODE=sharded does not yet serve SESSIONS_WEBHOOK_URL "
+                "(the delivery lease needs one place in the cluster)"
+            )
         return self
 
     @model_validator(mode="after")

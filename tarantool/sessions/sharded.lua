@@ -201,6 +201,8 @@ local function use_number(number)
         state:insert{NUMBER_KEY, number}
     end
     schema.set_seq_set(number)
+    -- The feed's seqs carry it too (events.lua), so they order events across sets.
+    require('sessions.events').use_set(number)
 end
 
 -- Configure vshard's storage role on the box storage.lua configured, after the schema and

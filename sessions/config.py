@@ -70,7 +70,8 @@ class Settings(BaseSettings):
     """`instance`: `SESSIONS_TARANTOOL` lists instances of one replica set (or is unset: embedded);
     `sharded`: it lists routers of a vshard cluster (`tarantool/router.lua`), each serving the
     same, and every session goes to the replica set of its user's bucket. Sharded needs
-    `SESSIONS_TARANTOOL`, and does not yet serve the event feed (docs/internals.md)."""
+    `SESSIONS_TARANTOOL`, serves the event feed, and does not yet serve webhooks
+    (docs/internals.md)."""
     tarantool_user: Annotated[str, Field(min_length=1)] = "sessions"
     """Tarantool user of the service."""
     tarantool_password: SecretStr | None = None
@@ -171,7 +172,8 @@ class Settings(BaseSettings):
     """Events kept at most (1,000,000, about 100 MB of Tarantool's memory); the oldest go first."""
     webhook_url: SecretStr | None = None
     """`http(s)://` URL events are POSTed to, one per request, in feed order (needs
-    `SESSIONS_EVENTS=on` and `SESSIONS_WEBHOOK_SECRET`); unset: no webhooks. Never logged."""
+    `SESSIONS_EVENTS=on` and `SESSIONS_WEBHOOK_SECRET`; not yet in the sharded mode); unset:
+    no webhooks. Never logged."""
     webhook_secret: SecretStr | None = None
     """The signing secret, `whsec_` and the base64 of 24 to 64 random bytes (Standard Webhooks);
     generate one: `echo whsec_$(openssl rand -base64 32)`. Never logged."""

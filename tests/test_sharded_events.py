@@ -166,6 +166,9 @@ async def test_an_event_a_set_writes_later_never_sorts_before_a_cursor_handed_ou
     # Its last event is about 2 s ahead of B's clock: not served yet.
     held = await _page(client, burst_top - 1)
     assert (held["events"], held["next"]) == ([], burst_top - 1), "served above another set's stable bound"
+    # A long poll there answers once the other set's clock has passed it (about 2 s).
+    started = time.monotonic()
+    poll = asyncio.create_task(_page(client, burst_top - 1, wait="10"))
     seen: list[dict[str, Any]] = []
     after = await _walk(client, start, seen)
     await new_session(client, second)
@@ -178,6 +181,9 @@ async def test_an_event_a_set_writes_later_never_sorts_before_a_cursor_handed_ou
     await asyncio.sleep(0.1)
     await _walk(client, after, seen)
     seqs = _in_order_once(seen)
+    polled = await poll
+    assert polled["events"][0]["seq"] == burst_top
+    assert time.monotonic() - started < 8
     assert [event["kind"] for event in seen if event["user_id"] == second] == ["opened"]
     stored = sorted(seq for storage in cluster.storages for seq in _stored(storage, start))
     assert seqs == stored and len(seqs) == BURST + 2

@@ -412,6 +412,7 @@ end
 return {
     SPAN = SPAN,
     SETS = SETS,
+    TICK_US = TICK_US,
     configure = configure,
     is_on = is_on,
     emit = emit,

@@ -303,6 +303,8 @@ end
 -- is there but above another set's stable bound (which moves with the clock).
 local FEED_LOOK = 1
 local BOUND_POLL = 0.005
+-- How fast seqs pass with the clock (events.lua).
+local SEQS_PER_SECOND = 1e6 / require('sessions.events').TICK_US * require('sessions.events').SETS
 -- A wait answers this much before its deadline (as events_wait.lua does).
 local WAIT_MARGIN = 0.1
 -- How long a watcher's wait on one storage lasts before it asks again (and checks whether
@@ -422,11 +424,17 @@ local function wait_visible(after, ctx)
             return top
         end
         if watch.generation == generation then
-            local pending = false
+            -- An event there but above the bound: about when the bound, which moves with the
+            -- lagging set's clock, passes it (an event in flight there holds it only for its
+            -- WAL write: BOUND_POLL); none: until a watcher says a head moved.
+            local pause = FEED_LOOK
             for _, page in ipairs(pages) do
-                pending = pending or #page.events > 0
+                if #page.events > 0 then
+                    local gap = tonumber(page.events[1][E.SEQ] - bound) / SEQS_PER_SECOND
+                    pause = math.min(pause, math.max(gap, BOUND_POLL))
+                end
             end
-            watch.changed:wait(math.min(left, pending and BOUND_POLL or FEED_LOOK))
+            watch.changed:wait(math.min(left, pause))
         end
     end
 end

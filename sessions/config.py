@@ -70,8 +70,7 @@ class Settings(BaseSettings):
     """`instance`: `SESSIONS_TARANTOOL` lists instances of one replica set (or is unset: embedded);
     `sharded`: it lists routers of a vshard cluster (`tarantool/router.lua`), each serving the
     same, and every session goes to the replica set of its user's bucket. Sharded needs
-    `SESSIONS_TARANTOOL`, serves the event feed, and does not yet serve webhooks
-    (docs/internals.md)."""
+    `SESSIONS_TARANTOOL` (docs/internals.md)."""
     tarantool_user: Annotated[str, Field(min_length=1)] = "sessions"
     """Tarantool user of the service."""
     tarantool_password: SecretStr | None = None
@@ -172,8 +171,7 @@ class Settings(BaseSettings):
     """Events kept at most (1,000,000, about 100 MB of Tarantool's memory); the oldest go first."""
     webhook_url: SecretStr | None = None
     """`http(s)://` URL events are POSTed to, one per request, in feed order (needs
-    `SESSIONS_EVENTS=on` and `SESSIONS_WEBHOOK_SECRET`; not yet in the sharded mode); unset:
-    no webhooks. Never logged."""
+    `SESSIONS_EVENTS=on` and `SESSIONS_WEBHOOK_SECRET`); unset: no webhooks. Never logged."""
     webhook_secret: SecretStr | None = None
     """The signing secret, `whsec_` and the base64 of 24 to 64 random bytes (Standard Webhooks);
     generate one: `echo whsec_$(openssl rand -base64 32)`. Never logged."""
@@ -324,14 +322,6 @@ class Settings(BaseSettings):
             return self
         if self.tarantool is None:
             raise ValueError("SESSIONS_TARANTOOL_MODE=sharded needs SESSIONS_TARANTOOL (the routers)")
-        # The webhook lease and its delivered seq are one entry of one store: a cluster has no
-        # such place yet (sessions_state is per replica set and stays when buckets move), and
-        # refusing here beats two workers delivering in silence.
-        if self.webhook_url is not None:
-            raise ValueError(
-                "SESSIONS_TARANTOOL_MODE=sharded does not yet serve SESSIONS_WEBHOOK_URL "
-                "(the delivery lease needs one place in the cluster)"
-            )
         return self
 
     @model_validator(mode="after")

@@ -252,15 +252,6 @@ async def test_the_routers_info_says_read_only_while_a_replica_set_is_lost(clust
     ("overrides", "refused"),
     [
         ({}, "needs SESSIONS_TARANTOOL"),
-        (
-            {
-                "tarantool": "127.0.0.1:3301",
-                "events": True,
-                "webhook_url": "https://example.com/hook",
-                "webhook_secret": "whsec_" + "MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw",
-            },
-            "SESSIONS_WEBHOOK_URL",
-        ),
     ],
 )
 def test_what_the_sharded_mode_does_not_serve_yet_is_refused_at_start(overrides, refused):

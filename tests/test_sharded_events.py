@@ -13,12 +13,14 @@ from typing import Any
 
 import pytest
 from aiohttp.test_utils import TestClient
+from pydantic import SecretStr
 
 from sessions.buckets import bucket_of_user
 from sessions.config import Settings
 
 from .conftest import PASSWORD, call, new_session
 from .sharded import Cluster, Storage
+from .test_webhooks import SECRET, _until, receiver  # noqa: F401 (fixture)
 
 pytestmark = pytest.mark.each_release
 
@@ -48,15 +50,18 @@ def _settings(cluster: Cluster) -> Settings:
     )
 
 
-def _holder(cluster: Cluster, user: int) -> int:
-    """The index of the storage where `user`'s bucket is active."""
-    bucket = bucket_of_user(user)
+def _holder_of_bucket(cluster: Cluster, bucket: int) -> int:
+    """The index of the storage where `bucket` is active."""
+    active = f"local b = box.space._bucket:get({bucket}) return b ~= nil and b.status == 'active'"
     for i, storage in enumerate(cluster.storages):
-        if storage.eval(
-            f"local b = box.space._bucket:get({bucket}) return b ~= nil and b.status == 'active'"
-        ):
+        if storage.eval(active):
             return i
     raise AssertionError(f"no storage holds bucket {bucket}")
+
+
+def _holder(cluster: Cluster, user: int) -> int:
+    """The index of the storage where `user`'s bucket is active."""
+    return _holder_of_bucket(cluster, bucket_of_user(user))
 
 
 def _users_on(cluster: Cluster, holder: int, count: int, start: int) -> list[int]:
@@ -199,7 +204,7 @@ async def test_a_bucket_move_moves_no_event_and_writes_none(cluster, serve):
             "local r = {} for _, s in pairs(require('vshard').storage.sharded_spaces()) do "
             "r[#r + 1] = s.name end table.sort(r) return r"
         )
-        assert sharded == ["idempotency", "sessions"]
+        assert sharded == ["cluster_state", "idempotency", "sessions"]
     start = await _walk(client, 0, [])
     user = _users_on(cluster, 0, 1, 7_700_000)[0]
     opened = await new_session(client, user)
@@ -251,3 +256,69 @@ async def test_a_lost_replica_set_stops_the_feed_rather_than_skip_its_events(clu
     await _walk(client, start, seen)
     _in_order_once(seen)
     assert sorted(event["user_id"] for event in seen) == sorted(users)
+
+
+def _lease_on(cluster: Cluster) -> list[bool]:
+    """Whether each storage keeps the webhook lease entry."""
+    return [
+        bool(storage.eval("return box.space.cluster_state:get('webhook') ~= nil"))
+        for storage in cluster.storages
+    ]
+
+
+@pytest.mark.timeout(120)
+async def test_webhooks_deliver_every_sets_events_once_in_order_with_one_lease_that_moves(
+    cluster,
+    serve,
+    receiver,  # noqa: F811 (the fixture)
+):
+    """The lease and the delivered seq are one row of the cluster, kept with bucket 1: the
+    worker delivers the events of both sets once each, in seq order, from the router's feed;
+    when bucket 1 moves to the other set, the row goes with it and delivery goes on where it
+    was, with no repeat."""
+    await receiver.start()
+    settings = _settings(cluster).model_copy(
+        update={
+            "webhook_url": SecretStr(receiver.url),
+            "webhook_secret": SecretStr(SECRET),
+            "webhook_timeout": 2,
+            "webhook_backoff": 0.05,
+            "webhook_backoff_max": 0.2,
+        }
+    )
+    client = await serve(settings)
+    deadline = time.monotonic() + 10
+    while _lease_on(cluster) == [False, False]:
+        assert time.monotonic() < deadline, "no worker took the lease"
+        await asyncio.sleep(0.05)
+    holder = _holder_of_bucket(cluster, 1)
+    assert _lease_on(cluster) == [i == holder for i in range(2)]
+    users = [user for holder_set in (0, 1) for user in _users_on(cluster, holder_set, 5, 7_900_000)]
+
+    async def write(chosen: list[int]) -> None:
+        for user in chosen:
+            opened = await new_session(client, user)
+            await call(client, "/del", params={"token": opened["token"]})
+
+    await write(users)
+    expected = 2 * len(users)
+    await _until(lambda: len(receiver.acknowledged) >= expected, what="the events were not delivered")
+    other = 1 - holder
+    moved = cluster.storages[holder].eval(
+        f"local ok, err = require('vshard').storage.bucket_send(1, '{cluster.storages[other].replicaset}', "
+        "{timeout = 10}) return ok == true or tostring(err)"
+    )
+    assert moved is True
+    later = [user for holder_set in (0, 1) for user in _users_on(cluster, holder_set, 5, 7_950_000)]
+    await write(later)
+    expected += 2 * len(later)
+    await _until(lambda: len(receiver.acknowledged) >= expected, what="delivery stopped after the move")
+    await asyncio.sleep(0.5)
+    seqs = [event["seq"] for event in receiver.acknowledged]
+    assert seqs == sorted(set(seqs)) and len(seqs) == expected, "a repeat or out of order"
+    assert sorted({event["user_id"] for event in receiver.acknowledged}) == sorted(users + later)
+    assert len(receiver.ids) == len(set(receiver.ids))
+    deadline = time.monotonic() + 10
+    while _lease_on(cluster) != [i == other for i in range(2)]:
+        assert time.monotonic() < deadline, "the lease did not move with its bucket"
+        await asyncio.sleep(0.1)

@@ -453,8 +453,27 @@ local function feed_wait(args, ctx)
     return {head = result}
 end
 
+-- `webhook_lease`: to the storage of the lease's bucket (webhook_lease.lua), with `start`,
+-- the lowest stable bound of the sets: where delivery starts if the lease is first taken
+-- (every event up to it is written; asked at each call, as the router cannot know whether
+-- the entry is there: one call to every set per delivered event, which its HTTP round trip
+-- dwarfs).
+local LEASE_BUCKET = require('sessions.operations.webhook_lease').BUCKET
+
+local function webhook_lease(args, ctx)
+    -- From above any seq (events.lua's stay below 2^53): empty pages, their bounds only.
+    local _, bound = feed_pages(2^53, 1, ctx, timeout_of(ctx))
+    local forwarded = table.copy(args)
+    forwarded.start = bound
+    local answer, err = callrw(LEASE_BUCKET, CALL, {'webhook_lease', forwarded, ctx}, ctx)
+    if answer == nil then
+        raise(err, ('the replica set of bucket %d'):format(LEASE_BUCKET))
+    end
+    return answer
+end
+
 -- The feed's operations, served over every set.
-local FEED = {events = feed_page, events_wait = feed_wait}
+local FEED = {events = feed_page, events_wait = feed_wait, webhook_lease = webhook_lease}
 
 -- How the answers of every replica set make one, by operation.
 BY_IP = {

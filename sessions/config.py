@@ -70,7 +70,7 @@ class Settings(BaseSettings):
     """`instance`: `SESSIONS_TARANTOOL` lists instances of one replica set (or is unset: embedded);
     `sharded`: it lists routers of a vshard cluster (`tarantool/router.lua`), each serving the
     same, and every session goes to the replica set of its user's bucket. Sharded needs
-    `SESSIONS_TARANTOOL`, and does not yet serve the event feed (docs/internals.md)."""
+    `SESSIONS_TARANTOOL` (docs/internals.md)."""
     tarantool_user: Annotated[str, Field(min_length=1)] = "sessions"
     """Tarantool user of the service."""
     tarantool_password: SecretStr | None = None
@@ -322,10 +322,6 @@ class Settings(BaseSettings):
             return self
         if self.tarantool is None:
             raise ValueError("SESSIONS_TARANTOOL_MODE=sharded needs SESSIONS_TARANTOOL (the routers)")
-        # The feed is per replica set: not routed yet, and refusing here beats answering
-        # not found in silence.
-        if self.events:
-            raise ValueError("SESSIONS_TARANTOOL_MODE=sharded does not yet serve SESSIONS_EVENTS=on")
         return self
 
     @model_validator(mode="after")

@@ -100,10 +100,12 @@ DELETE_ALL = Operation(
 )
 COUNT = Operation("count", ("kind", "key"), ("count",), bulk=True)
 # The event feed: a page, and a wait for the next event (one per process: feed.py).
-EVENTS = Operation("events", ("after", "limit"), ("events", "missed", "head"), bulk=True)
+# `stable` (sharded mode): the seq up to which a storage has written every event it will.
+EVENTS = Operation("events", ("after", "limit"), ("events", "missed", "head", "stable"), bulk=True)
 EVENTS_WAIT = Operation("events_wait", ("after",), ("head",))
 # The webhook delivery worker's lease and progress (webhooks.py).
-WEBHOOK_LEASE = Operation("webhook_lease", ("holder", "ttl", "delivered"), ("held", "delivered"))
+# `start` (a router's): where delivery starts when the lease is first taken.
+WEBHOOK_LEASE = Operation("webhook_lease", ("holder", "ttl", "delivered", "start"), ("held", "delivered"))
 # A session by its id, as stored (its activity not recorded); and ended by its id.
 PEEK = Operation("peek", ("id",), ("session",), batch=True)
 DELETE_ID = Operation("delete_id", ("id",), ("session",), batch=True)

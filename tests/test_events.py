@@ -1,5 +1,7 @@
 """The event feed (SESSIONS_EVENTS=on): every change to a session once, in order, with its
-reason, paged by `after`, long-polled by `wait`, across a kill -9 of Tarantool."""
+reason, paged by `after`, long-polled by `wait`, across a kill -9 of Tarantool. The tests
+taking `feed` run on a fresh instance and through a router of a cluster of two replica sets
+(tests/sharded.py; the cluster's own checks are in test_sharded_events.py)."""
 
 from __future__ import annotations
 
@@ -13,17 +15,56 @@ from typing import Any
 import pytest
 from aiohttp.test_utils import TestClient
 
+from sessions.config import Settings
 from sessions.console import Console
 from sessions.limits import EVENTS_WAIT_MAX, LIST_MAX
 
-from .conftest import call, frozen_tarantool, make_instance, new_session, settings_for, wait_for_purge_passes
+from .conftest import (
+    PASSWORD,
+    call,
+    frozen_tarantool,
+    make_instance,
+    new_session,
+    settings_for,
+    wait_for_purge_passes,
+)
 from .service import Service
+from .sharded import MODES, Cluster, sharded_cluster  # noqa: F401 (fixture: both modes)
 from .test_edges import _fill_memory
 
 # What these tests check is done by Tarantool: they run on each release (tests/conftest.py).
 pytestmark = pytest.mark.each_release
 
 T0 = 1_700_000_000
+
+
+@pytest.fixture(params=MODES)
+def feed(request: pytest.FixtureRequest) -> Settings:
+    """Settings with the feed on: a fresh instance's, or the shared cluster's router's."""
+    if request.param == "instance":
+        return settings_for(request.getfixturevalue("fresh_tarantool"), events=True)
+    cluster: Cluster = request.getfixturevalue("sharded_cluster")
+    assert cluster.router is not None
+    return Settings(
+        tarantool=f"unix/:{cluster.router.socket_path}",
+        tarantool_password=PASSWORD,
+        tarantool_mode="sharded",
+        events=True,
+    )
+
+
+def _storages(request: pytest.FixtureRequest, settings: Settings) -> list[Any]:
+    """Consoles of the instance `feed` uses, or of every storage of the cluster."""
+    if settings.tarantool_mode == "sharded":
+        cluster: Cluster = request.getfixturevalue("sharded_cluster")
+        return list(cluster.storages)
+    admin = Console(request.getfixturevalue("fresh_tarantool").console_path)
+    request.addfinalizer(admin.close)
+    return [admin]
+
+
+def _event_count(storages: list[Any]) -> int:
+    return sum(int(storage.eval("return box.space.events:len()")) for storage in storages)
 
 
 async def _events(client: TestClient, after: int = 0, **params: Any) -> dict[str, Any]:
@@ -40,8 +81,8 @@ def _changes(page: dict[str, Any], user_id: int) -> list[str]:
     ]
 
 
-async def test_every_change_is_an_event_in_order_never_a_token(serve, fresh_tarantool, user_id):
-    client = await serve(settings_for(fresh_tarantool, events=True))
+async def test_every_change_is_an_event_in_order_never_a_token(serve, feed, user_id):
+    client = await serve(feed)
     start = (await _events(client))["next"]
     _, opened = await call(client, "/new", params={"user_id": str(user_id), "ip": "192.0.2.1", "with": "id"})
     made = opened["data"]
@@ -71,7 +112,11 @@ async def test_every_change_is_an_event_in_order_never_a_token(serve, fresh_tara
         "ended/session/del",
     ]
     seqs = [event["seq"] for event in page["events"]]
-    assert seqs == list(range(start + 1, start + 1 + len(seqs)))
+    if feed.tarantool_mode == "instance":
+        # Without gaps on one instance; over a cluster, seqs carry their set and clock
+        # (docs/api.md), so only ever greater.
+        assert seqs == list(range(start + 1, start + 1 + len(seqs)))
+    assert seqs == sorted(set(seqs)) and seqs[0] > start
     assert page["next"] == seqs[-1] and page["missed"] is False
     assert [event["ip"] for event in page["events"]][:2] == ["192.0.2.1", "192.0.2.2"]
     assert set(page["events"][0]) == {"seq", "time", "kind", "reason", "session", "user_id", "ip"}
@@ -94,8 +139,8 @@ async def test_every_change_is_an_event_in_order_never_a_token(serve, fresh_tara
     assert walked == page["events"]
 
 
-async def test_ids_as_text_and_bad_parameters_are_4xx(serve, fresh_tarantool, user_id):
-    client = await serve(settings_for(fresh_tarantool, events=True))
+async def test_ids_as_text_and_bad_parameters_are_4xx(serve, feed, user_id):
+    client = await serve(feed)
     await new_session(client, user_id)
     status, body = await call(client, "/events", headers={"X-User-Id-Format": "string"})
     assert status == 200 and body["data"]["events"][-1]["user_id"] == str(user_id)
@@ -117,18 +162,19 @@ async def test_ids_as_text_and_bad_parameters_are_4xx(serve, fresh_tarantool, us
         assert status == 200, params
 
 
-async def test_the_feed_off_writes_nothing_and_says_so(serve, fresh_tarantool, user_id):
-    client = await serve(settings_for(fresh_tarantool))
+async def test_the_feed_off_writes_nothing_and_says_so(serve, feed, user_id, request):
+    storages = _storages(request, feed)
+    before = _event_count(storages)
+    client = await serve(feed.model_copy(update={"events": False}))
     await new_session(client, user_id)
     status, body = await call(client, "/events")
     assert (status, body["code"]) == (404, "not_found")
     assert "SESSIONS_EVENTS" in body["message"]
-    with Console(fresh_tarantool.console_path) as admin:
-        assert admin.eval("return box.space.events:len()") == 0
+    assert _event_count(storages) == before
 
 
-async def test_a_long_poll_answers_when_an_event_comes(serve, fresh_tarantool, user_id):
-    client = await serve(settings_for(fresh_tarantool, events=True))
+async def test_a_long_poll_answers_when_an_event_comes(serve, feed, user_id):
+    client = await serve(feed)
     head = (await _events(client))["next"]
     polls = [asyncio.create_task(_events(client, head, wait="30")) for _ in range(3)]
     await asyncio.sleep(0.2)  # they are waiting (or not yet: either way they must see it)
@@ -145,10 +191,10 @@ async def test_a_long_poll_answers_when_an_event_comes(serve, fresh_tarantool, u
     assert 0.9 < time.monotonic() - started < 5
 
 
-async def test_long_polls_hold_no_turn_of_bulk_work(serve, fresh_tarantool, user_id):
+async def test_long_polls_hold_no_turn_of_bulk_work(serve, feed, user_id, request):
     """Many waiters, two bulk turns: listings still answer at once, and Tarantool serves
-    one wait for this process, not one per waiter."""
-    client = await serve(settings_for(fresh_tarantool, events=True, bulk_concurrency=2, bulk_queue=0))
+    one wait for this process, not one per waiter (through a router, one per replica set)."""
+    client = await serve(feed.model_copy(update={"bulk_concurrency": 2, "bulk_queue": 0}))
     await new_session(client, user_id)
     head = (await _events(client))["next"]
     polls = [asyncio.create_task(_events(client, head, wait="30")) for _ in range(50)]
@@ -156,8 +202,8 @@ async def test_long_polls_hold_no_turn_of_bulk_work(serve, fresh_tarantool, user
     for _ in range(5):
         status, body = await call(client, "/user", params={"id": str(user_id)})
         assert status == 200, body
-    with Console(fresh_tarantool.console_path) as admin:
-        assert admin.eval("return require('sessions.events').stats().waiting") == 1
+    for storage in _storages(request, feed):
+        assert storage.eval("return require('sessions.events').stats().waiting") == 1
     await new_session(client, user_id)
     for page in await asyncio.gather(*polls):
         assert _changes(page, user_id) == ["opened"]

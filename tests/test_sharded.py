@@ -321,7 +321,6 @@ async def test_the_routers_info_counts_a_lost_replica_set_and_stays_writable(clu
     ("overrides", "refused"),
     [
         ({}, "needs SESSIONS_TARANTOOL"),
-        ({"tarantool": "127.0.0.1:3301", "events": True}, "SESSIONS_EVENTS=on"),
     ],
 )
 def test_what_the_sharded_mode_does_not_serve_yet_is_refused_at_start(overrides, refused):

@@ -29,6 +29,16 @@ local TRIMMED_KEY = 'events_trimmed'
 local SPAN = 2^32
 -- Events the retention removes in one transaction.
 local TRIM_BATCH = 1000
+-- A storage of the sharded mode numbers its events otherwise (use_set): the counter of
+-- TICK_US ticks since TICKS_FROM times SETS, plus its replica set's number less one. Every
+-- set's seqs then are unique across the cluster, and one integer orders the events of all
+-- of them by when they were written (to within the sets' clock difference), which the
+-- router's merge relies on (router.lua, feed_page). 100 µs ticks keep seqs below 2^53 (exact
+-- in JavaScript) until 2136, and a set runs ahead of its clock only above 10,000 events a
+-- second.
+local SETS = 256
+local TICKS_FROM_US = 1735689600 * 1000000 -- 2025-01-01T00:00:00Z
+local TICK_US = 100
 local MAX_SLEEP = 1
 
 -- The id of the open transaction (Tarantool's C API; box's own Lua declares it too).
@@ -54,6 +64,12 @@ local state = {
     lost_after = nil,
     losing = false,
     passes = 0,
+    -- Sharded mode: this replica set's number (nil on a single instance), the open
+    -- transactions that wrote events and wait for their commit {[txn] = their first seq},
+    -- and the counter below which this instance promised (stable) to write no more.
+    set = nil,
+    inflight = {},
+    promised = 0,
 }
 
 local function load()
@@ -112,7 +128,28 @@ local function term()
     return role.generation() or 0
 end
 
+-- The tick counter now, on the real clock (never sessions.clock's frozen one: an idle set's
+-- stable bound moves with it).
+local function ticks()
+    return math.floor(tonumber(fiber.time64() - TICKS_FROM_US) / TICK_US)
+end
+
+-- The least counter the next event may take: above the newest event's, not behind the
+-- clock, and not below what stable() promised.
+local function counter_floor()
+    local last = box.space[SPACE].index.seq:max()
+    local floor = math.max(ticks(), state.promised)
+    if last ~= nil then
+        -- A seq from 2^32 on is read back as a 64-bit cdata: exact as a number below 2^53.
+        floor = math.max(floor, math.floor(tonumber(last[E.SEQ]) / SETS) + 1)
+    end
+    return floor
+end
+
 local function next_seq()
+    if state.set ~= nil then
+        return counter_floor() * SETS + state.set - 1
+    end
     local base = term() * SPAN
     local last = box.space[SPACE].index.seq:max()
     local seq = last and last[E.SEQ] + 1 or 1
@@ -135,11 +172,17 @@ local function track(seq)
     end
     txn = {id = id, last = seq}
     state.txn = txn
+    local inflight = state.inflight
+    inflight[txn] = seq
     box.on_commit(function()
+        inflight[txn] = nil
         if txn.last > (state.durable or 0) then
             state.durable = txn.last
         end
         state.changed:broadcast()
+    end)
+    box.on_rollback(function()
+        inflight[txn] = nil
     end)
 end
 
@@ -209,6 +252,39 @@ local function head()
         state.durable = last and last[E.SEQ] or 0
     end
     return state.durable
+end
+
+-- Sharded mode: the highest seq up to which this instance has written every event it ever
+-- will (all in the WAL; none in flight below it, and every later one above it), which the
+-- router's pages stop at, so that an event a set commits later never sorts before a cursor
+-- already handed out from another set. With a transaction in flight, just below its first
+-- seq (commits follow seq order: a memtx transaction does not yield before its commit, and
+-- every seq is above the newest row, in flight or not); else just below the next seq's
+-- floor, which is then promised, so that a clock set back does not break the promise. On a
+-- single instance, head().
+local function stable()
+    if state.set == nil then
+        return head()
+    end
+    local lowest
+    for _, first in pairs(state.inflight) do
+        if lowest == nil or first < lowest then
+            lowest = first
+        end
+    end
+    if lowest ~= nil then
+        return lowest - 1
+    end
+    local floor = counter_floor()
+    state.promised = floor
+    return floor * SETS - 1
+end
+
+-- Sharded mode: this storage's replica set number (1 to SETS, sharded.lua) goes into every
+-- seq from now on.
+local function use_set(number)
+    assert(number % 1 == 0 and number >= 1 and number <= SETS, 'a replica set number is 1 to ' .. SETS)
+    state.set = number
 end
 
 local function trimmed_seq()
@@ -335,12 +411,16 @@ end
 
 return {
     SPAN = SPAN,
+    SETS = SETS,
+    TICK_US = TICK_US,
     configure = configure,
     is_on = is_on,
     emit = emit,
     mark = mark,
     undo = undo,
     head = head,
+    stable = stable,
+    use_set = use_set,
     page = page,
     wait = wait,
     trim_batch = trim_batch,

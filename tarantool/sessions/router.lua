@@ -319,6 +319,189 @@ local function merged_page(pages, args)
     return {sessions = result, more = more, last = last}
 end
 
+-- The event feed over every replica set. Events stay on the set that wrote them (a log:
+-- `events` has no bucket_id index, so vshard moves none), and their seqs order them across
+-- sets (events.lua): a page is every set's page from the same `after`, merged by seq, up to
+-- the lowest `stable` of the sets (and the last event of a set's page that was full), so an
+-- event a slower set commits later never sorts below a cursor already handed out. A set
+-- that does not answer stops the feed (its events would be skipped): the call fails, a 503.
+
+-- How long a wait's look at the sets may take, and how often it looks again while an event
+-- is there but above another set's stable bound (which moves with the clock).
+local FEED_LOOK = 1
+local BOUND_POLL = 0.005
+-- How fast seqs pass with the clock (events.lua).
+local SEQS_PER_SECOND = 1e6 / require('sessions.events').TICK_US * require('sessions.events').SETS
+-- A wait answers this much before its deadline (as events_wait.lua does).
+local WAIT_MARGIN = 0.1
+-- How long a watcher's wait on one storage lasts before it asks again (and checks whether
+-- anybody still waits).
+local WATCH_FOR = 2
+
+local E = F.EVENTS
+
+-- Every set's page after `after`, and the bound the merge may go up to.
+local function feed_pages(after, limit, ctx, timeout)
+    local pages, bound = {}, nil
+    for id, result in pairs(each_set(CALL, {'events', {after = after, limit = limit}, ctx}, timeout)) do
+        if result.answer == nil then
+            raise(result.err, ('replica set %s'):format(id))
+        end
+        local page = result.answer
+        pages[#pages + 1] = page
+        local upto = page.stable
+        if #page.events >= limit and page.events[#page.events][E.SEQ] < upto then
+            upto = page.events[#page.events][E.SEQ]
+        end
+        if bound == nil or upto < bound then
+            bound = upto
+        end
+    end
+    return pages, bound or 0
+end
+
+-- The highest seq a page from `after` shows now: of an event at most `bound`, or a set's
+-- head when all of that set's events are (else `after`).
+local function visible_head(pages, bound, after)
+    local top = after
+    for _, page in ipairs(pages) do
+        if page.head <= bound and page.head > top then
+            top = page.head
+        end
+        for _, event in ipairs(page.events) do
+            if event[E.SEQ] <= bound and event[E.SEQ] > top then
+                top = event[E.SEQ]
+            end
+        end
+    end
+    return top
+end
+
+local function check_after(after)
+    errors.check(errors.is_integer(after) and after >= 0, 'after must be a seq')
+end
+
+-- `events`: at most `limit` events after `after`, merged by seq over every set.
+local function feed_page(args, ctx)
+    local after, limit = args.after or 0, args.limit
+    check_after(after)
+    errors.check(errors.is_integer(limit) and limit >= 1, 'limit must be a positive number')
+    local pages, bound = feed_pages(after, limit, ctx, timeout_of(ctx))
+    local merged, missed = {}, false
+    for _, page in ipairs(pages) do
+        missed = missed or page.missed
+        for _, event in ipairs(page.events) do
+            if event[E.SEQ] <= bound then
+                merged[#merged + 1] = event
+            end
+        end
+    end
+    table.sort(merged, function(a, b) return a[E.SEQ] < b[E.SEQ] end)
+    for i = #merged, limit + 1, -1 do
+        merged[i] = nil
+    end
+    return {events = merged, missed = missed, head = visible_head(pages, bound, after), stable = bound}
+end
+
+-- The router's waits: while any runs, one watcher fiber per set keeps one `events_wait` open
+-- on it (however many service processes wait here) and wakes them when its head moves.
+local watch = {waiting = 0, ctx = nil, sets = {}, changed = fiber.cond(), generation = 0}
+
+local function moved()
+    watch.generation = watch.generation + 1
+    watch.changed:broadcast()
+end
+
+local function watcher(id)
+    local seen = watch.sets[id]
+    while watch.waiting > 0 do
+        local set = vshard.router.routeall()[id]
+        if set == nil then
+            break
+        end
+        local ctx = table.copy(watch.ctx)
+        ctx.deadline = fiber.time() + WATCH_FOR
+        local answer = set:callrw(CALL, {'events_wait', {after = seen.head or 0}, ctx},
+            {timeout = WATCH_FOR + 1})
+        if answer == nil then
+            moved()
+            fiber.sleep(FEED_LOOK / 2)
+        elseif answer.head ~= seen.head then
+            seen.head = answer.head
+            moved()
+        end
+    end
+    watch.sets[id] = nil
+end
+
+local function wait_visible(after, ctx)
+    local deadline = ctx.deadline - WAIT_MARGIN
+    for id in pairs(vshard.router.routeall()) do
+        if watch.sets[id] == nil then
+            watch.sets[id] = {}
+            fiber.create(watcher, id)
+        end
+    end
+    while true do
+        local generation = watch.generation
+        local pages, bound = feed_pages(after, 1, ctx, FEED_LOOK)
+        local top = visible_head(pages, bound, after)
+        local left = deadline - fiber.time()
+        if top > after or left <= 0 then
+            return top
+        end
+        if watch.generation == generation then
+            -- An event there but above the bound: about when the bound, which moves with the
+            -- lagging set's clock, passes it (an event in flight there holds it only for its
+            -- WAL write: BOUND_POLL); none: until a watcher says a head moved.
+            local pause = FEED_LOOK
+            for _, page in ipairs(pages) do
+                if #page.events > 0 then
+                    local gap = tonumber(page.events[1][E.SEQ] - bound) / SEQS_PER_SECOND
+                    pause = math.min(pause, math.max(gap, BOUND_POLL))
+                end
+            end
+            watch.changed:wait(math.min(left, pause))
+        end
+    end
+end
+
+-- `events_wait`: until a page from `after` would show an event, or the deadline is near;
+-- {head}, that event's seq or a higher visible one (else `after`).
+local function feed_wait(args, ctx)
+    check_after(args.after)
+    watch.ctx = ctx
+    watch.waiting = watch.waiting + 1
+    local ok, result = pcall(wait_visible, args.after, ctx)
+    watch.waiting = watch.waiting - 1
+    if not ok then
+        error(result)
+    end
+    return {head = result}
+end
+
+-- `webhook_lease`: to the storage of the lease's bucket (webhook_lease.lua), with `start`,
+-- the lowest stable bound of the sets: where delivery starts if the lease is first taken
+-- (every event up to it is written; asked at each call, as the router cannot know whether
+-- the entry is there: one call to every set per delivered event, which its HTTP round trip
+-- dwarfs).
+local LEASE_BUCKET = require('sessions.operations.webhook_lease').BUCKET
+
+local function webhook_lease(args, ctx)
+    -- From above any seq (events.lua's stay below 2^53): empty pages, their bounds only.
+    local _, bound = feed_pages(2^53, 1, ctx, timeout_of(ctx))
+    local forwarded = table.copy(args)
+    forwarded.start = bound
+    local answer, err = callrw(LEASE_BUCKET, CALL, {'webhook_lease', forwarded, ctx}, ctx)
+    if answer == nil then
+        raise(err, ('the replica set of bucket %d'):format(LEASE_BUCKET))
+    end
+    return answer
+end
+
+-- The feed's operations, served over every set.
+local FEED = {events = feed_page, events_wait = feed_wait, webhook_lease = webhook_lease}
+
 -- How the answers of every replica set make one, by operation.
 BY_IP = {
     list = merged_page,
@@ -346,6 +529,9 @@ local function call(operation, args, ctx)
     errors.check(type(args) == 'table', 'arguments must be a map')
     if operation == 'token_storage' then
         return token_storage(args, ctx)
+    end
+    if FEED[operation] ~= nil then
+        return FEED[operation](args, ctx)
     end
     if args.kind == 'ip' and BY_IP[operation] ~= nil then
         return BY_IP[operation](on_every_set(operation, args, ctx), args)

@@ -189,6 +189,21 @@ local function migrate()
     end)
 end
 
+-- `cluster_state`: entries of which the cluster has one, each kept with a bucket (its
+-- `bucket_id` index makes vshard move it with that bucket): the webhook lease
+-- (operations/webhook_lease.lua).
+local function migrate_cluster_state()
+    box.once('sessions_sharded_v2', function()
+        log.info('sessions: applying schema migration sessions_sharded_v2')
+        local space = box.schema.space.create('cluster_state', {format = {
+            {name = 'name', type = 'string'}, {name = 'bucket_id', type = 'unsigned'},
+            {name = 'value', type = 'any'},
+        }})
+        space:create_index('name', {type = 'tree', parts = {{field = 1}}})
+        space:create_index(INDEX, {type = 'tree', unique = false, parts = {{field = 2}}})
+    end)
+end
+
 -- vshard's user (the login of the instances' uris) may call the procedures the router
 -- routes to; they run with their owner's rights, as for the service's user.
 local function grant(login)
@@ -211,6 +226,8 @@ local function use_number(number)
         state:insert{NUMBER_KEY, number}
     end
     schema.set_seq_set(number)
+    -- The feed's seqs carry it too (events.lua), so they order events across sets.
+    require('sessions.events').use_set(number)
 end
 
 -- Configure vshard's storage role on the box storage.lua configured, after the schema and
@@ -220,6 +237,7 @@ local function start_storage(cluster, instance)
     -- The routers and the other storages call vshard's procedures by their global names.
     rawset(_G, 'vshard', vshard)
     migrate()
+    migrate_cluster_state()
     local this = find(cluster, instance)
     if this == nil then
         error(('SESSIONS_VSHARD_INSTANCE %s is not an instance of SESSIONS_VSHARD_CONFIG')

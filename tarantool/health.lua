@@ -43,8 +43,10 @@ if info.role == 'router' then
     -- writable (its info is read-only while one is lost or read-only).
     finish(not info.ro, info.ro and 'router: a replica set is lost or read-only' or 'router, writable')
 end
-if os.getenv('SESSIONS_VSHARD_INSTANCE') ~= nil then
-    -- A storage of the sharded mode: vshard says which instance of its replica set writes.
+if os.getenv('SESSIONS_VSHARD_INSTANCE') ~= nil and info.role == nil then
+    -- A storage of a replica set whose master the configuration names: vshard says which
+    -- instance writes. One of a set with `"master": "auto"` has a role file (role.lua) and
+    -- is checked against it below, as a single instance with a replica is.
     finish(true, ('storage, %s, schema %d'):format(info.ro and 'read-only' or 'writable',
         info.schema_version))
 end

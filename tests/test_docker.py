@@ -11,6 +11,7 @@ CI=true they fail instead.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import secrets
@@ -28,6 +29,7 @@ from typing import Any
 import pytest
 import yaml
 
+from sessions.buckets import bucket_of_user
 from sessions.config import Settings
 
 from .conftest import BINARIES, call, new_session
@@ -679,12 +681,31 @@ async def test_storage_against_tarantool_in_a_container(
 
 VSHARD_DIR = ROOT.parent / "shared" / "vendor" / "vshard-0.1.26"
 SHARDED_FILES = (*SAMPLE, "dc.sharded.yml")
+# dc.sharded.yml's replica sets: each one's first primary, then its first replica.
+SETS = {1: ("tarantool", "tarantool-b"), 2: ("tarantool-2", "tarantool-2b")}
+STORAGES = tuple(name for pair in SETS.values() for name in pair)
+# Its uuid in dc.sharded.json.
+INSTANCE_UUIDS = {
+    "tarantool": "5e551035-0001-4000-8000-000000000001",
+    "tarantool-b": "5e551035-0001-4000-8000-000000000002",
+    "tarantool-2": "5e551035-0002-4000-8000-000000000001",
+    "tarantool-2b": "5e551035-0002-4000-8000-000000000002",
+}
+# The project and image tags of this checkout's sharded stack: another checkout's run on the
+# same engine would otherwise take its containers down (`down -v` first) and retag its images.
+CHECKOUT = hashlib.sha256(str(ROOT).encode()).hexdigest()[:8]
+ACTIVE_BUCKETS_LUA = (
+    "local t = {} for _, b in box.space._bucket:pairs() do "
+    "if b.status == 'active' then t[#t + 1] = b.id end end return t"
+)
+ROLE_LUA = "return {ro = box.info.ro, role = sessions.info().role}"
 
 
-@pytest.fixture
-def sharded_stack(docker: None, tmp_path: Path) -> Iterator[Stack]:
+@pytest.fixture(scope="module")
+def sharded_stack(docker: None, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
     """`docker-compose -f docker-compose.yml -f dc.sample.yml -f dc.sharded.yml up -d` on the
-    2.11 stand-in with the vendored vshard, as a project of its own; `down -v` at the end."""
+    2.11 stand-in with the vendored vshard, as a project of its own, every storage, router
+    and the service healthy; `down -v` at the end."""
     if RELEASE != "2.11" or not (VSHARD_DIR / "vshard" / "init.lua").is_file():
         pytest.skip(f"the sharded stack needs the 2.11 stand-in and {VSHARD_DIR}")
     subprocess.run(
@@ -695,33 +716,41 @@ def sharded_stack(docker: None, tmp_path: Path) -> Iterator[Stack]:
     )
     images = {
         "TARANTOOL_IMAGE": "sessions-test/tarantool-vshard:2.11",
-        "APP_IMAGE": "sessions-test/app:sharded",
-        "TARANTOOL_APP_IMAGE": "sessions-test/tarantool-app:sharded",
+        "APP_IMAGE": f"sessions-test/app:sharded-{CHECKOUT}",
+        "TARANTOOL_APP_IMAGE": f"sessions-test/tarantool-app:sharded-{CHECKOUT}",
         "SESSIONS_VSHARD_PASSWORD": secrets.token_urlsafe(16),
     }
-    settings = _env_file(tmp_path / "env", **images)
+    env_file = tmp_path_factory.mktemp("sharded") / "env"
+    settings = _env_file(env_file, **images)
     running = Stack(
-        tmp_path / "env",
+        env_file,
         int(settings["PUBLISH_PORT"]),
         settings["SESSIONS_API_KEYS"],
-        project=f"{PROJECT}shard",
+        project=f"{PROJECT}shard{CHECKOUT}",
         files=SHARDED_FILES,
     )
     running.compose("--profile", "tools", "down", "-v", "--remove-orphans", check=False)
     try:
         running.compose("build", "-q")
         running.compose("up", "-d")
-        for service in ("tarantool", "tarantool-2", "router", "sessions"):
+        for service in (*STORAGES, "router", "router-2", "sessions"):
             running.wait_healthy(service)
         yield running
     finally:
         running.compose("--profile", "tools", "down", "-v", "--remove-orphans", check=False)
 
 
-@pytest.mark.timeout(300)
+def _count(stack: Stack, storage: str) -> int:
+    """The sessions the storage `storage` holds (-1 while its console does not answer)."""
+    found = _console(stack.container(storage), "return box.space.sessions:len()")
+    return -1 if found is None else int(found)
+
+
+@pytest.mark.timeout(900)
 def test_sharded_stack_spreads_users_over_both_replica_sets(sharded_stack: Stack) -> None:
     """dc.sharded.yml: sessions of 200 users opened through the published port land on both
-    replica sets' storages, and each answers `get`."""
+    replica sets' masters, reach each set's replica (healthy while read-only), and each
+    answers `get`."""
     stack = sharded_stack
     tokens = [
         _until(
@@ -732,11 +761,203 @@ def test_sharded_stack_spreads_users_over_both_replica_sets(sharded_stack: Stack
         )
         for user in range(1, 201)
     ]
-    counts = {
-        name: _console(stack.container(name), "return box.space.sessions:len()")
-        for name in ("tarantool", "tarantool-2")
-    }
-    print(f"\nsharded stack: sessions per storage {counts}")
-    assert sum(counts.values()) == 200 and min(counts.values()) > 0, counts
+    masters = {first: _count(stack, first) for first, _ in SETS.values()}
+    print(f"\nsharded stack: sessions per replica set's master {masters}")
+    assert sum(masters.values()) == 200 and min(masters.values()) > 0, masters
+    for first, second in SETS.values():
+        _until(lambda first=first, second=second: _count(stack, second) == masters[first], f"{second} lags")
+        assert _console(stack.container(first), ROLE_LUA) == {"ro": False, "role": "primary"}
+        assert _console(stack.container(second), ROLE_LUA) == {"ro": True, "role": "replica"}
     for token in tokens:
         assert stack.request(f"/get?token={token}")[0] == 200, token
+
+
+class _SetTraffic:
+    """A writer of `new` and a reader of `get` for users of one replica set, through the
+    published port; every call's (sent, answered, kind, outcome)."""
+
+    def __init__(self, stack: Stack, users: list[int]) -> None:
+        self.stack = stack
+        self.users = users
+        self.acknowledged: list[tuple[float, str]] = []
+        self.seen: list[tuple[float, float, str, str]] = []
+        self.stopping = threading.Event()
+        # Set 1's writer stops writing while the replica is caught up before the kill.
+        self.hold = threading.Event()
+        self.held = threading.Event()
+        self.threads = [threading.Thread(target=job, daemon=True) for job in (self.write, self.read)]
+
+    def _call(self, kind: str, path: str) -> tuple[int, Any]:
+        sent = time.monotonic()
+        try:
+            status, body = self.stack.request(path)
+        except (OSError, ValueError) as error:
+            status, body = 0, {"code": type(error).__name__}
+        outcome = "200" if status == 200 else f"{status} {body.get('code')}"
+        self.seen.append((sent, time.monotonic(), kind, outcome))
+        return status, body
+
+    def write(self) -> None:
+        i = 0
+        while not self.stopping.is_set():
+            if self.hold.is_set():
+                self.held.set()
+                time.sleep(0.05)  # waiting for the test to let it go on
+                continue
+            self.held.clear()
+            i += 1
+            user = self.users[i % len(self.users)]
+            status, body = self._call("new", f"/new?user_id={user}&ip=192.0.2.{i % 250 + 1}")
+            if status == 200:
+                self.acknowledged.append((time.monotonic(), body["data"]["token"]))
+            else:
+                time.sleep(0.05)  # a failing set answers at once: no busy loop
+
+    def read(self) -> None:
+        i = 0
+        while not self.stopping.is_set():
+            if self.acknowledged:
+                i += 1
+                self._call("get", f"/get?token={self.acknowledged[i % len(self.acknowledged)][1]}")
+            time.sleep(0.01)  # a reader beside the writer, not a load test
+
+    def outcomes(self, since: float = 0.0, until: float = float("inf")) -> dict[str, int]:
+        """The calls sent at or after `since` and answered before `until`, by kind and outcome."""
+        counted: dict[str, int] = {}
+        for sent, answered, kind, outcome in list(self.seen):
+            if sent >= since and answered < until:
+                counted[f"{kind} {outcome}"] = counted.get(f"{kind} {outcome}", 0) + 1
+        return counted
+
+
+@pytest.mark.timeout(900)
+def test_sharded_stack_fails_over_a_set_by_promote_and_backs_up_the_cluster(sharded_stack: Stack) -> None:
+    """docs/operations.md's "Deploying it with compose": while a writer and a reader run for
+    users of each replica set through the published port, set 1's master container is killed
+    (`docker kill -s KILL`, which the restart policy leaves down). Set 2's users are served
+    throughout; set 1's get 503 storage_unavailable (never 404, never 500) until `sessions
+    promote` through `tools-b`, then are served again; every session acknowledged before the
+    kill reads 200. The old master, started again by `up -d`, follows the promoted one
+    read-only, healthy; `cluster-tools` backs up the cluster from each set's writable
+    instance. Set 1's writer pauses until its replica holds every session before the kill:
+    what asynchronous replication may lose in a master's last moments is
+    test_sharded_cluster.py's subject, not this one's."""
+    stack = sharded_stack
+    master, replica = SETS[1]
+    held = set(_console(stack.container(master), ACTIVE_BUCKETS_LUA))
+    users: dict[int, list[int]] = {1: [], 2: []}
+    user = 70_000
+    while min(len(found) for found in users.values()) < 20:
+        user += 1
+        users[1 if bucket_of_user(user) in held else 2].append(user)
+    traffic = {number: _SetTraffic(stack, users[number][:20]) for number in (1, 2)}
+    for t in traffic.values():
+        for thread in t.threads:
+            thread.start()
+    try:
+        _until(lambda: all(len(t.acknowledged) >= 30 for t in traffic.values()), "no traffic")
+        traffic[1].hold.set()
+        _until(traffic[1].held.is_set, "set 1's writer does not pause")
+        _until(lambda: _count(stack, replica) == _count(stack, master), f"{replica} lags")
+        # `docker kill` returns once the container is gone, some time after the signal: calls
+        # answered before it is sent are before the kill, calls sent after it returns after.
+        killing = time.monotonic()
+        subprocess.run(
+            ["docker", "kill", "-s", "KILL", stack.container(master)], check=True, capture_output=True
+        )
+        killed = time.monotonic()
+        traffic[1].hold.clear()
+        _until(
+            lambda: (
+                traffic[1].outcomes(killed).get("new 503 storage_unavailable", 0) >= 10
+                and traffic[1].outcomes(killed).get("get 503 storage_unavailable", 0) >= 10
+                and traffic[2].outcomes(killed).get("new 200", 0) >= 50
+            ),
+            f"the outage: {traffic[1].outcomes(killed)}",
+        )
+        # Ready all along, saying which part is lost (a failing probe on every service
+        # instance would make one set's outage everybody's).
+        status, body = stack.request("/ready")
+        assert status == 200 and body["data"]["sets_lost"] == 1, body
+        promoting = time.monotonic()
+        promoted = stack.compose("--profile", "tools", "run", "--rm", "tools-b", "promote")
+        done = time.monotonic()
+        assert "is the writable primary now" in promoted, promoted
+        _until(
+            lambda: (
+                traffic[1].outcomes(done).get("new 200", 0) >= 20
+                and traffic[1].outcomes(done).get("get 200", 0) >= 20
+            ),
+            f"set 1 is not served after the promote: {traffic[1].outcomes(done)}",
+        )
+    finally:
+        for t in traffic.values():
+            t.stopping.set()
+        for t in traffic.values():
+            for thread in t.threads:
+                thread.join(timeout=30)
+    first_failed = min(end for sent, end, _, outcome in traffic[1].seen if outcome != "200")
+    served_again = min(end for sent, end, _, outcome in traffic[1].seen if sent >= done and outcome == "200")
+    counted = {
+        "set 2": traffic[2].outcomes(),
+        "set 1 before the kill": traffic[1].outcomes(until=killing),
+        "set 1 first failed after the kill was sent, s": round(first_failed - killing, 2),
+        "docker kill took, s": round(killed - killing, 2),
+        "set 1 from the kill to the promote": traffic[1].outcomes(killed, promoting),
+        "set 1 after the promote": traffic[1].outcomes(done),
+        "set 1 first served after the promote returned, s": round(served_again - done, 2),
+        "the promote took, s": round(done - promoting, 2),
+    }
+    print(f"\nsharded failover in compose: {counted}")
+    assert set(traffic[2].outcomes()) == {"new 200", "get 200"}, counted
+    assert set(counted["set 1 before the kill"]) == {"new 200", "get 200"}, counted
+    assert set(counted["set 1 from the kill to the promote"]) == {
+        "new 503 storage_unavailable",
+        "get 503 storage_unavailable",
+    }, counted
+    assert {outcome for _, _, _, outcome in traffic[1].seen} <= {"200", "503 storage_unavailable"}, counted
+    before = [token for t in traffic.values() for at, token in t.acknowledged if at < killing]
+    unread = [token for token in before if stack.request(f"/get?token={token}")[0] != 200]
+    print(f"sessions acknowledged before the kill: {len(before)}, not read 200 after: {len(unread)}")
+    assert not unread, unread[:5]
+    status, body = stack.request("/ready")
+    assert status == 200 and body["data"]["sets_lost"] == 0, body
+
+    # The old master back (`up -d`): it follows the promoted one by itself, healthy.
+    stack.compose("up", "-d")
+    stack.wait_healthy(master)
+    stack.wait_healthy(replica)
+    assert _console(stack.container(master), ROLE_LUA) == {"ro": True, "role": "replica"}
+    assert _console(stack.container(replica), ROLE_LUA) == {"ro": False, "role": "primary"}
+
+    # Every storage's volume given: each set's writable instance is backed up.
+    name = f"cluster-{secrets.token_hex(4)}"
+    backups = ROOT / "backups"
+    had_backups = backups.exists()
+    try:
+        output = stack.compose(
+            "--profile",
+            "tools",
+            "run",
+            "--rm",
+            "cluster-tools",
+            "cluster-backup",
+            f"/backups/{name}",
+            *(f"/data/{storage}" for storage in STORAGES),
+        )
+        manifest = json.loads((backups / name / "cluster-manifest.json").read_text())
+        sets = {entry["number"]: entry for entry in manifest["replicasets"].values()}
+        print(
+            "cluster backup:",
+            [line for line in output.splitlines() if "replica set" in line or "backed up" in line],
+        )
+        assert set(sets) == {1, 2}, manifest
+        assert sets[1]["instance"] == INSTANCE_UUIDS[replica], manifest
+        assert sets[2]["instance"] == INSTANCE_UUIDS["tarantool-2"], manifest
+        for entry in sets.values():
+            assert (backups / name / entry["archive"]).stat().st_size == entry["size"] > 0
+        assert manifest["sessions"] == _count(stack, replica) + _count(stack, "tarantool-2"), manifest
+    finally:
+        shutil.rmtree(backups / name, ignore_errors=True)
+        if not had_backups:
+            shutil.rmtree(backups, ignore_errors=True)

@@ -306,3 +306,17 @@ def console_by_mode(
         cluster: Cluster = request.getfixturevalue("sharded_cluster")
         return EveryStorage(cluster.storages)
     return console
+
+
+SERVED = {"new 200", "get 200"}
+UNAVAILABLE = {"new 503 storage_unavailable", "get 503 storage_unavailable"}
+
+
+def assert_only_the_killed_set_failed(counted: dict[str, Any]) -> None:
+    """The failover tests' common verdict over `counted` (outcome -> count, per phase):
+    set 2 served every call; set 1 served before the kill and, from the kill to the
+    promote, answered 503 storage_unavailable only (never a 404 for an acknowledged
+    session, never a 500)."""
+    assert set(counted["set 2"]) == SERVED, counted
+    assert set(counted["set 1 before the kill"]) == SERVED, counted
+    assert set(counted["set 1 from the kill to the promote"]) == UNAVAILABLE, counted

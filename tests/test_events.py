@@ -20,7 +20,6 @@ from sessions.console import Console
 from sessions.limits import EVENTS_WAIT_MAX, LIST_MAX
 
 from .conftest import (
-    PASSWORD,
     call,
     frozen_tarantool,
     make_instance,
@@ -44,13 +43,7 @@ def feed(request: pytest.FixtureRequest) -> Settings:
     if request.param == "instance":
         return settings_for(request.getfixturevalue("fresh_tarantool"), events=True)
     cluster: Cluster = request.getfixturevalue("sharded_cluster")
-    assert cluster.router is not None
-    return Settings(
-        tarantool=f"unix/:{cluster.router.socket_path}",
-        tarantool_password=PASSWORD,
-        tarantool_mode="sharded",
-        events=True,
-    )
+    return cluster.service_settings(events=True)
 
 
 def _storages(request: pytest.FixtureRequest, settings: Settings) -> list[Any]:

@@ -274,11 +274,7 @@ async def test_the_service_serves_through_a_router(cluster, serve):
     """SESSIONS_TARANTOOL_MODE=sharded: the service's connect-time check passes against a
     router, a new token carries its user's bucket and a rotated one its old one's, and the
     probes and metrics read the router's `info` (the cluster's figures)."""
-    assert cluster.router is not None
-    settings = Settings(
-        tarantool=f"unix/:{cluster.router.socket_path}", tarantool_password=PASSWORD, tarantool_mode="sharded"
-    )
-    client = await serve(settings)
+    client = await serve(cluster.service_settings())
     ranges = _owners(cluster)
     user = 7_400_001
     status, body = await call(client, "/new", params={"user_id": str(user), "ip": "192.0.2.13"})

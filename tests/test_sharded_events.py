@@ -18,7 +18,7 @@ from pydantic import SecretStr
 from sessions.buckets import bucket_of_user
 from sessions.config import Settings
 
-from .conftest import PASSWORD, call, new_session
+from .conftest import call, new_session
 from .sharded import Cluster, Storage
 from .test_webhooks import SECRET, _until, receiver  # noqa: F401 (fixture)
 
@@ -41,13 +41,7 @@ async def cluster(tmp_path: Path, tarantool_bin: str) -> AsyncIterator[Cluster]:
 
 
 def _settings(cluster: Cluster) -> Settings:
-    assert cluster.router is not None
-    return Settings(
-        tarantool=f"unix/:{cluster.router.socket_path}",
-        tarantool_password=PASSWORD,
-        tarantool_mode="sharded",
-        events=True,
-    )
+    return cluster.service_settings(events=True)
 
 
 def _holder_of_bucket(cluster: Cluster, bucket: int) -> int:

@@ -290,7 +290,9 @@ async def test_kill_9_of_a_sets_master_fails_only_its_users_until_its_replica_is
     storage_unavailable (never token_not_found, never a 500) until `sessions promote` of its
     replica, then are served again, and every session acknowledged before the kill that had
     reached the replica reads 200. Any that had not is named by the promote (the old master
-    did not answer) and is still in the old master's data, which rejoins as a replica."""
+    did not answer) and is still in the old master's data, which rejoins as a replica. Then
+    the roles are swapped back (`sessions rejoin`, `sessions promote`) and every acknowledged
+    session reads 200."""
     cluster = Cluster(tmp_path / "cluster", tarantool_bin, replicas=2)
     try:
         await cluster.start()
@@ -401,8 +403,49 @@ async def test_kill_9_of_a_sets_master_fails_only_its_users_until_its_replica_is
             f"lost in silence: {len(silent)}"
         )
         assert not silent
+
+        # Swapping the roles back (docs/operations.md, step 3): once the old master holds
+        # what the promoted one has, the promoted one rejoins it and it is promoted. The
+        # routers follow; every acknowledged session, those only the old master had included,
+        # reads 200 and set 1's users open sessions again.
+        acknowledged = [token for _, token in traffic[1].acknowledged]
+        await _until(lambda: len(_holding(master, acknowledged)) == len(acknowledged), 20, "old master lags")
+        for step, data_dir in (
+            (["rejoin", master.address], replica.process.data_dir),
+            (["promote"], master.process.data_dir),
+        ):
+            swapped = await asyncio.to_thread(
+                subprocess.run,
+                [sys.executable, "-m", "sessions", *step],
+                env={**os.environ, "SESSIONS_DATA_DIR": str(data_dir)},
+                capture_output=True,
+                text=True,
+                timeout=60,
+            )
+            assert swapped.returncode == 0, (step, swapped.stderr)
+        assert (master.eval("return box.info.ro"), replica.eval("return box.info.ro")) == (False, True)
+        user = str(traffic[1].users[0])
+        await _until_served(client, user, 10)
+        got = collections.Counter(
+            [(await call(client, "/get", params={"token": t}))[0] for t in sorted(acknowledged)]
+        )
+        assert got == {200: len(acknowledged)}
+        status, body = await call(client, "/ready")
+        assert status == 200 and body["data"]["sets_lost"] == 0, body
     finally:
         await cluster.stop()
+
+
+async def _until_served(client: TestClient, user: str, within: float) -> None:
+    """Until a /new for `user` answers 200 (503 storage_unavailable meanwhile, nothing else)."""
+    deadline = time.monotonic() + within
+    while True:
+        status, body = await call(client, "/new", params={"user_id": user, "ip": "192.0.2.41"})
+        if status == 200:
+            return
+        assert (status, body["code"]) == (503, "storage_unavailable"), body
+        assert time.monotonic() < deadline, "set 1 not served after the swap back"
+        await asyncio.sleep(0.05)  # the routers find the new master within a second
 
 
 def _holding(storage: Storage, tokens: list[str]) -> set[str]:

@@ -832,7 +832,9 @@ class _SetTraffic:
 
 
 @pytest.mark.timeout(900)
-def test_sharded_stack_fails_over_a_set_by_promote_and_backs_up_the_cluster(sharded_stack: Stack) -> None:
+def test_sharded_stack_fails_over_a_set_by_promote_and_backs_up_and_restores_the_cluster(
+    sharded_stack: Stack,
+) -> None:
     """docs/operations.md's "Deploying it with compose": while a writer and a reader run for
     users of each replica set through the published port, set 1's master container is killed
     (`docker kill -s KILL`, which the restart policy leaves down). Set 2's users are served
@@ -840,7 +842,8 @@ def test_sharded_stack_fails_over_a_set_by_promote_and_backs_up_the_cluster(shar
     promote` through `tools-b`, then are served again; every session acknowledged before the
     kill reads 200. The old master, started again by `up -d`, follows the promoted one
     read-only, healthy; `cluster-tools` backs up the cluster from each set's writable
-    instance. Set 1's writer pauses until its replica holds every session before the kill:
+    instance, and restores it as the docs say (the sets' other volumes emptied and seeded
+    again). Set 1's writer pauses until its replica holds every session before the kill:
     what asynchronous replication may lose in a master's last moments is
     test_sharded_cluster.py's subject, not this one's."""
     stack = sharded_stack
@@ -953,6 +956,50 @@ def test_sharded_stack_fails_over_a_set_by_promote_and_backs_up_the_cluster(shar
         for entry in sets.values():
             assert (backups / name / entry["archive"]).stat().st_size == entry["size"] > 0
         assert manifest["sessions"] == _count(stack, replica) + _count(stack, "tarantool-2"), manifest
+
+        # docs/operations.md's restore in compose: every container stopped, each set restored
+        # into the volume of the instance its archive came from, the other instance's volume
+        # emptied; the restored ones started first, then the rest, which join them anew.
+        acknowledged = [token for t in traffic.values() for _, token in t.acknowledged]
+        later = [
+            stack.request(f"/new?user_id={users[n][0]}&ip=192.0.2.9")[1]["data"]["token"] for n in (1, 2)
+        ]
+        stack.compose("stop")
+        restored = {1: replica, 2: "tarantool-2"}
+        for number, storage in restored.items():
+            output = stack.compose(
+                *("--profile", "tools", "run", "--rm", "-e", f"SESSIONS_DATA_DIR=/data/{storage}"),
+                *("cluster-tools", "cluster-restore", f"/backups/{name}", str(number)),
+            )
+            print(f"set {number}: {[line for line in output.splitlines() if line.startswith('restored')]}")
+        emptied = [storage for pair in SETS.values() for storage in pair if storage not in restored.values()]
+        stack.compose("rm", "-f", *emptied)
+        for storage in emptied:
+            volume = "tarantool-data" if storage == "tarantool" else f"{storage}-data"
+            subprocess.run(
+                ["docker", "volume", "rm", f"{stack.project}_{volume}"], check=True, capture_output=True
+            )
+        stack.compose("up", "-d", "--no-deps", *restored.values())
+        for storage in restored.values():
+            stack.wait_healthy(storage)
+        stack.compose("up", "-d")
+        for service in (*STORAGES, "router", "router-2", "sessions"):
+            stack.wait_healthy(service)
+        for storage in restored.values():
+            assert _console(stack.container(storage), ROLE_LUA) == {"ro": False, "role": "primary"}
+        for storage in emptied:
+            assert _console(stack.container(storage), ROLE_LUA) == {"ro": True, "role": "replica"}
+        assert {s: _count(stack, s) for s in restored.values()} == {
+            s: sets[n]["sessions"] for n, s in restored.items()
+        }
+        for number, (first, second) in SETS.items():
+            _until(
+                lambda first=first, second=second: _count(stack, first) == _count(stack, second),
+                f"set {number}'s emptied instance does not hold what the restored one has",
+            )
+        got = {token: stack.request(f"/get?token={token}")[0] for token in [*acknowledged, *later]}
+        assert [got[token] for token in later] == [404, 404], got
+        assert {got[token] for token in acknowledged} == {200}, got
     finally:
         shutil.rmtree(backups / name, ignore_errors=True)
         if not had_backups:

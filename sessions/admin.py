@@ -313,6 +313,8 @@ async def _remote_info(settings: Settings) -> Info:
         return await storage.info()
     except TimeoutError:
         raise AdminError(f"Tarantool at {settings.tarantool} did not answer") from None
+    except RuntimeError as error:  # the contract check's refusal, one line
+        raise AdminError(str(error)) from None
     finally:
         await storage.close()
 

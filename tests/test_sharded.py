@@ -14,6 +14,7 @@ import asynctnt
 import pytest
 from pydantic import ValidationError
 
+from sessions.admin import AdminError, stats
 from sessions.buckets import bucket_of_token, bucket_of_user
 from sessions.config import Settings
 from sessions.contract import BATCH, BUCKETS, CALL, DESCRIBE, INFO, Context, Info, Rules, differences
@@ -311,6 +312,61 @@ async def test_the_routers_info_counts_a_lost_replica_set_and_stays_writable(clu
     await cluster.storages[0].process.stop()
     both = Info.of((await router.call(INFO, []))[0])
     assert (both.ro, both.sets_lost) == (True, 2)
+
+
+async def test_with_a_replica_set_lost_the_service_starts_and_fails_only_what_needs_it_at_once(
+    cluster, serve
+):
+    """Set 2's master down: a service (or `sessions stats`) started now starts, through the
+    router, and serves set 1's users; set 2's get 503 storage_unavailable. What needs every
+    set (/ip, /ip/count, /ip/del, an end by id) fails at once, 503, not after the call's
+    timeout (5 s here); a look-up by id answers what set 1 holds, and 503 for what it does not
+    (it may be on set 2, so never a 404)."""
+    ranges = _owners(cluster)
+
+    def user_on(index: int) -> int:
+        first, last = ranges[index]
+        return next(user for user in range(8_300_000, 8_400_000) if first <= bucket_of_user(user) <= last)
+
+    users = [user_on(0), user_on(1)]
+    settings = cluster.service_settings(tarantool_timeout=5.0)
+    before = await serve(settings)
+    ids = []
+    for user in users:
+        status, body = await call(
+            before, "/new", params={"user_id": str(user), "ip": "192.0.2.77", "with": "id"}
+        )
+        assert status == 200, body
+        ids.append(body["data"]["id"])
+    await cluster.storages[1].process.stop()
+
+    info = await asyncio.to_thread(stats, settings)
+    assert (info.sets_lost, info.ro) == (1, False)
+    client = await serve(settings)
+    status, body = await call(client, "/new", params={"user_id": str(users[0]), "ip": "192.0.2.77"})
+    assert status == 200, body
+    status, body = await call(client, "/new", params={"user_id": str(users[1]), "ip": "192.0.2.77"})
+    assert (status, body["code"]) == (503, "storage_unavailable"), body
+    status, body = await call(client, "/ready")
+    assert status == 200 and body["data"]["sets_lost"] == 1, body
+    for path, params in [
+        ("/ip", {"ip": "192.0.2.77"}),
+        ("/ip/count", {"ip": "192.0.2.77"}),
+        ("/ip/del", {"ip": "192.0.2.77"}),
+        ("/session/del", {"id": ids[0]}),
+        ("/session", {"id": ids[1]}),
+    ]:
+        started = time.monotonic()
+        status, body = await call(client, path, params=params)
+        took = time.monotonic() - started
+        assert (status, body["code"]) == (503, "storage_unavailable"), (path, body)
+        assert took < 2.5, (path, took)
+    status, body = await call(client, "/session", params={"id": ids[0]})
+    assert status == 200 and body["data"]["user_id"] == users[0], body
+
+    await cluster.storages[0].process.stop()
+    with pytest.raises(AdminError, match=r"^the Tarantool at .*replica set .*not connected"):
+        await asyncio.to_thread(stats, settings)
 
 
 @pytest.mark.parametrize(

@@ -260,8 +260,12 @@ class Storage:
         if len(self._conns) == 1:
             await self._conn.connect()
             await self._bulk.connect()
-            await self._agree(self._conn)
-            self._offset = (await self._measure(self._conn))[1]
+            try:
+                await self._agree(self._conn)
+                self._offset = (await self._measure(self._conn))[1]
+            except TarantoolDatabaseError as error:
+                # One line for the operator (the command's exit), not a traceback.
+                raise RuntimeError(f"the Tarantool at {self._conn.fingerprint}: {error.message}") from None
             return
         # Each keeps retrying in the background until its instance is there.
         self._connecting = [

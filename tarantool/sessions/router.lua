@@ -37,12 +37,6 @@ end
 -- How long a call waits before it asks again for a bucket being sent to another replica set.
 local TRANSFER_PAUSE = 0.01
 
--- vshard.router.callrw, asked again until the deadline while the bucket is being sent:
--- vshard's router retries a bucket that has arrived elsewhere (WRONG_BUCKET) but answers
--- TRANSFER_IS_IN_PROGRESS at once for a write, and every call here is one. The storage
--- refused before running anything, so asking again is safe; a session in a moving bucket
--- is served once the bucket is on its new set (or, past the deadline, the storage is
--- unavailable: a 503, never a session not found).
 -- Why the master of `set` (a vshard replicaset) cannot take a call now, or nil: unknown (a
 -- set that fails over, its master lost and none promoted yet) or not connected. Such a call
 -- fails at once rather than at its deadline: seen here with a set's master killed, every
@@ -60,11 +54,22 @@ local function master_lost(set)
     return nil
 end
 
+-- A lost master's error, as vshard's for a connection that is not there (a 503).
+local function unavailable(message)
+    return {type = 'ClientError', code = box.error.NO_CONNECTION, message = message}
+end
+
+-- vshard.router.callrw, asked again until the deadline while the bucket is being sent:
+-- vshard's router retries a bucket that has arrived elsewhere (WRONG_BUCKET) but answers
+-- TRANSFER_IS_IN_PROGRESS at once for a write, and every call here is one. The storage
+-- refused before running anything, so asking again is safe; a session in a moving bucket
+-- is served once the bucket is on its new set (or, past the deadline, the storage is
+-- unavailable: a 503, never a session not found).
 local function callrw(bucket, func, args, ctx)
     local set = vshard.router.route(bucket)
     local lost = set ~= nil and master_lost(set)
     if lost then
-        return nil, {type = 'ClientError', code = box.error.NO_CONNECTION, message = lost}
+        return nil, unavailable(lost)
     end
     local deadline = fiber.clock() + timeout_of(ctx)
     while true do
@@ -129,6 +134,54 @@ local function batch_bucket(operation, group, ctx, replies)
     end
 end
 
+-- fn(unpack(args)) for each `args` of `calls`, each in a fiber of its own, all at once;
+-- returns when every one is done.
+local function all_at_once(fn, calls)
+    local running = {}
+    for i, args in ipairs(calls) do
+        local worker = fiber.new(fn, unpack(args))
+        worker:set_joinable(true)
+        running[i] = worker
+    end
+    for _, worker in ipairs(running) do
+        worker:join()
+    end
+end
+
+-- `func` called with `args` on the master of every replica set at once, each given at most
+-- `timeout`: {answer = ..., err = ...} by replica set uuid (`lost` too when its master is).
+local function each_set(func, args, timeout)
+    local results, calls = {}, {}
+    local function ask(id, set)
+        local lost = master_lost(set)
+        if lost then
+            results[id] = {err = lost, lost = true}
+            return
+        end
+        local answer, err = set:callrw(func, args, {timeout = timeout})
+        results[id] = {answer = answer, err = answer == nil and (err or 'no answer') or nil}
+    end
+    for id, set in pairs(vshard.router.routeall()) do
+        calls[#calls + 1] = {id, set}
+    end
+    all_at_once(ask, calls)
+    return results
+end
+
+-- Why some replica set cannot take a call now (master_lost), or nil when all can. A call
+-- that needs every set fails at once then: map_callrw would wait its whole deadline on the
+-- lost one, and such calls share the service's queue of bulk work with the other sets' users'
+-- listings (seen: two callers of /ip/count starved /user of a healthy set).
+local function any_lost()
+    for _, set in pairs(vshard.router.routeall()) do
+        local lost = master_lost(set)
+        if lost then
+            return lost
+        end
+    end
+    return nil
+end
+
 -- The operations whose items name a session by its id, which carries no bucket.
 local BY_ID = {peek = true, delete_id = true}
 -- A reply that found nothing.
@@ -140,7 +193,37 @@ local NONE = setmetatable({}, {__serialize = 'map'})
 -- reply is the one of the set that found its session, else the first error, else none.
 -- Each such call costs every replica set a call: ids are for the rarer calls (a devices
 -- page, an end by id), never the check path.
+-- While a replica set is lost: a look-up (peek) asks the other sets, each on its own, and
+-- answers what one of them found; what none found may be on the lost set (503, never a
+-- "not found"). An end by id fails at once: without map_callrw's hold on every bucket, a
+-- session on its way between two sets could keep the copy the end did not meet.
+local function by_id_while_lost(operation, items, ctx, lost)
+    local replies, failed = {}, failure(unavailable(lost), 'a replica set')
+    local answers = {}
+    if operation == 'peek' then
+        for _, result in pairs(each_set(BATCH, {operation, items, ctx}, timeout_of(ctx))) do
+            if type(result.answer) == 'table' then
+                answers[#answers + 1] = result.answer
+            end
+        end
+    end
+    for i = 1, #items do
+        replies[i] = failed
+        for _, answer in ipairs(answers) do
+            local reply = answer[i]
+            if type(reply) == 'table' and reply.session ~= nil then
+                replies[i] = reply
+            end
+        end
+    end
+    return replies
+end
+
 local function batch_by_id(operation, items, ctx)
+    local lost = any_lost()
+    if lost ~= nil then
+        return by_id_while_lost(operation, items, ctx, lost)
+    end
     local answers, err, where = vshard.router.map_callrw(BATCH, {operation, items, ctx},
         {timeout = timeout_of(ctx)})
     local replies = {}
@@ -164,20 +247,6 @@ local function batch_by_id(operation, items, ctx)
         replies[i] = found or failed or NONE
     end
     return replies
-end
-
--- fn(unpack(args)) for each `args` of `calls`, each in a fiber of its own, all at once;
--- returns when every one is done.
-local function all_at_once(fn, calls)
-    local running = {}
-    for i, args in ipairs(calls) do
-        local worker = fiber.new(fn, unpack(args))
-        worker:set_joinable(true)
-        running[i] = worker
-    end
-    for _, worker in ipairs(running) do
-        worker:join()
-    end
 end
 
 -- Calls of one batchable operation, each item to its bucket's storage (those of one bucket
@@ -226,36 +295,27 @@ local function raise(err, where)
     errors.raise(failed.type, failed.message)
 end
 
--- `func` called with `args` on the master of every replica set at once, each given at most
--- `timeout`: {answer = ..., err = ...} by replica set uuid.
-local function each_set(func, args, timeout)
-    local results, calls = {}, {}
-    local function ask(id, set)
-        local lost = master_lost(set)
-        if lost then
-            results[id] = {err = lost}
-            return
-        end
-        local answer, err = set:callrw(func, args, {timeout = timeout})
-        results[id] = {answer = answer, err = answer == nil and (err or 'no answer') or nil}
-    end
-    for id, set in pairs(vshard.router.routeall()) do
-        calls[#calls + 1] = {id, set}
-    end
-    all_at_once(ask, calls)
-    return results
-end
-
 -- What the stores keep, as one answer for the service's check at connect (token_storage):
 -- a store cut short in a conversion, then one that keeps the other kind than `mode`, is
--- what the service must hear of; stores that are empty agree with either.
+-- what the service must hear of; stores that are empty agree with either. A set whose master
+-- is lost is left out while another answers: a service that could not start during one
+-- set's outage would fail every set's users. Nothing is risked: every call carries the
+-- service's mode, which each storage checks against its own mark (a set back with a store of
+-- the other kind refuses its calls, 503, as a single instance does).
 local function token_storage(args, ctx)
-    local found = {}
+    local found, answered, lost = {}, false, nil
     for id, result in pairs(each_set(CALL, {'token_storage', args, ctx}, timeout_of(ctx))) do
-        if result.answer == nil then
+        if result.lost then
+            lost = lost or {result.err, ('replica set %s'):format(id)}
+        elseif result.answer == nil then
             raise(result.err, ('replica set %s'):format(id))
+        else
+            answered = true
+            found[result.answer.stored] = true
         end
-        found[result.answer.stored] = true
+    end
+    if not answered and lost ~= nil then
+        raise(lost[1], lost[2])
     end
     local other = args.mode == 'hash' and 'plain' or 'hash'
     for _, stored in ipairs({'converting', other, args.mode}) do
@@ -270,6 +330,10 @@ end
 -- one's master through vshard.router.map_callrw, which holds every bucket where it is for
 -- the call (none moves meanwhile, so none is met twice or missed); the answers, in no order.
 local function on_every_set(operation, args, ctx)
+    local lost = any_lost()
+    if lost ~= nil then
+        raise(unavailable(lost), 'a replica set')
+    end
     local answers, err, where = vshard.router.map_callrw(CALL, {operation, args, ctx},
         {timeout = timeout_of(ctx)})
     if answers == nil then

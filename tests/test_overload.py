@@ -310,13 +310,19 @@ async def test_a_repeated_new_with_the_same_key_answers_the_same_session(client,
         {"params": {**params, "ip": "192.0.2.8"}, "json": {"device": "phone"}},
         {"params": {**params, "ttl": "60"}, "json": {"device": "phone"}},
         {"params": params, "json": {"device": "tablet"}},
-        {"params": {**params, "user_id": str(user_id + 1)}, "json": {"device": "phone"}},
     ):
         status, body = await call(client, "/new", "POST", headers=key, **other)
         assert (status, body["code"]) == (409, "idempotency_conflict"), other
         assert _A_SENTENCE.fullmatch(body["message"]) and "new key" in body["message"], body
     status, body = await call(client, "/user", params={"id": str(user_id)})
     assert len(body["data"]) == 1
+    # A key is its user's: another user's `new` with it opens that user's own session, and
+    # repeated answers that one.
+    other = {"user_id": str(user_id + 1), "ip": "192.0.2.7"}
+    theirs = await call(client, "/new", "POST", params=other, headers=key, json={"device": "phone"})
+    again = await call(client, "/new", "POST", params=other, headers=key, json={"device": "phone"})
+    assert theirs[0] == again[0] == 200 and again[1]["data"] == theirs[1]["data"], theirs
+    assert theirs[1]["data"]["token"] != first[1]["data"]["token"]
 
 
 async def test_without_a_key_every_new_opens_a_session(client, user_id):
@@ -396,7 +402,7 @@ async def test_the_purge_forgets_a_key_after_its_window(serve, tmp_path, user_id
         client = await serve(settings_for(instance, idle_ttl=86400, idempotency_window=600))
         params = {"user_id": str(user_id), "ip": "192.0.2.7"}
         await call(client, "/new", params=params, headers={"Idempotency-Key": "forgotten"})
-        remembered = "return box.space.idempotency:get('forgotten') ~= nil"
+        remembered = f"return box.space.idempotency:get('{user_id}/forgotten') ~= nil"
         admin.eval(f"require('sessions.clock').freeze({at + 600})")
         await wait_for_purge_passes(admin, 2)
         assert admin.eval(remembered) is True  # its last second

@@ -314,6 +314,38 @@ async def test_the_routers_info_counts_a_lost_replica_set_and_stays_writable(clu
     assert (both.ro, both.sets_lost) == (True, 2)
 
 
+async def test_an_idempotency_key_is_its_users_and_never_stops_a_bucket_move(cluster, serve):
+    """The same Idempotency-Key for a user of each replica set: each opens its own session
+    (keys are per user, as on one instance), and a repeat answers each its own. The first
+    user's bucket then moves to the other set, which holds the other user's entry for the
+    same key: the move succeeds, and the key still answers the first user's session."""
+    ranges = _owners(cluster)
+    users = [
+        next(u for u in range(8_500_000, 8_600_000) if first <= bucket_of_user(u) <= last)
+        for first, last in ranges
+    ]
+    client = await serve(cluster.service_settings())
+    key = {"Idempotency-Key": "same-key-for-both"}
+
+    async def opened(user: int) -> str:
+        status, body = await call(
+            client, "/new", params={"user_id": str(user), "ip": "192.0.2.5"}, headers=key
+        )
+        assert status == 200, body
+        return str(body["data"]["token"])
+
+    tokens = [await opened(user) for user in users]
+    assert tokens[0] != tokens[1]
+    assert [await opened(user) for user in users] == tokens
+    sent = cluster.storages[0].eval(
+        f"local ok, err = vshard.storage.bucket_send({bucket_of_user(users[0])}, "
+        f"'{cluster.storages[1].replicaset}', {{timeout = 10}}) "
+        "return {ok = ok == true, err = err and tostring(err.message or err) or nil}"
+    )
+    assert sent == {"ok": True}
+    assert await opened(users[0]) == tokens[0]
+
+
 async def test_with_a_replica_set_lost_the_service_starts_and_fails_only_what_needs_it_at_once(
     cluster, serve
 ):

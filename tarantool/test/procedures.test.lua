@@ -97,6 +97,33 @@ suite.case('the cap ends the least recently active sessions with the new one', f
     test:is(box.space.sessions.index.user:count({2}), 3, 'a cap of 3 leaves 3')
 end)
 
+suite.case('an idempotency key is its user\'s; one kept before that answers its own user only', function(test)
+    local function keyed(user_id, key, fingerprint)
+        local idem = {key = key, fingerprint = fingerprint, window = 3600}
+        return sessions.batch('new', {{token = token(), user_id = user_id, ip = '198.51.100.4', idem = idem}},
+            context())[1]
+    end
+    local first = keyed(41, 'k1', 'f41')
+    test:is(keyed(41, 'k1', 'f41').session[F.TOKEN], first.session[F.TOKEN], 'a repeat answers the session')
+    test:is(keyed(41, 'k1', 'other').error.type, 'IdempotencyConflict', 'other parameters conflict')
+    local theirs = keyed(42, 'k1', 'f42')
+    test:isnt(theirs.session[F.TOKEN], first.session[F.TOKEN], 'another user\'s same key is its own')
+    test:isnt(box.space.idempotency:get('41/k1'), nil, 'kept as <user_id>/<key>')
+    -- An entry of the release before, under the key alone.
+    local old = keyed(43, 'prior', 'f43')
+    box.space.idempotency:delete('43/prior')
+    local entry = {'legacy', 'f43', uuid.fromstr(old.session[F.TOKEN]), NOW + 3600}
+    box.space.idempotency:insert(entry)
+    test:is(keyed(43, 'legacy', 'f43').session[F.TOKEN], old.session[F.TOKEN], 'its own user\'s repeat')
+    test:isnt(keyed(44, 'legacy', 'f44').session[F.TOKEN], old.session[F.TOKEN], 'another user is new')
+    for user_id = 41, 44 do  -- the later cases count the store's sessions
+        for _, tuple in box.space.sessions.index.user:pairs({user_id}) do
+            box.space.sessions:delete(tuple[F.TOKEN])
+        end
+    end
+    box.space.idempotency:truncate()
+end)
+
 suite.case('count: the live sessions of one user or address, exactly at the idle TTL boundary', function(test)
     new(7, '192.0.2.7')
     test:is(count('user', 2), 3, 'the live sessions of the user')

@@ -49,12 +49,28 @@ local function make_room(user_id, rules)
     end
 end
 
+-- An idempotency key is its user's: kept as "<user_id>/<key>", so that another user's `new`
+-- with the same key is its own (in the sharded mode the two users' keys may be on two replica
+-- sets, which cannot tell each other; and a key held once per user stays with the user's
+-- bucket when it moves, where a key alone could exist on both sets and stop the move).
+local function scoped(user_id, key)
+    return ('%d/%s'):format(user_id, key)
+end
+
 -- The session an idempotency key opened within its window: the tuple, or nil when the key
 -- is new (or its window is over). The same key with other parameters, or one whose session
 -- has ended since, is a conflict: answering another session, or opening one again, would
 -- be wrong for a client that retries.
-local function replay(idem, rules)
-    local entry = box.space.idempotency:get(idem.key)
+local function replay(user_id, idem, rules)
+    local entry = box.space.idempotency:get(scoped(user_id, idem.key))
+    if entry == nil then
+        -- Kept by a release before keys were per user (for its window, an hour by default):
+        -- the same user's retry only (the fingerprint holds the user).
+        entry = box.space.idempotency:get(idem.key)
+        if entry ~= nil and entry[K.FINGERPRINT] ~= idem.fingerprint then
+            entry = nil
+        end
+    end
     if entry == nil or entry[K.EXPIRES] < clock.now() then
         return nil
     end
@@ -84,7 +100,7 @@ local function new(args, ctx)
     if idem ~= nil then
         check(type(idem) == 'table' and type(idem.key) == 'string' and type(idem.fingerprint) == 'string'
             and type(idem.window) == 'number', 'idem must be {key, fingerprint, window}')
-        local replayed = replay(idem, rules)
+        local replayed = replay(user_id, idem, rules)
         if replayed ~= nil then
             return {session = rows.answer(replayed)}
         end
@@ -106,7 +122,8 @@ local function new(args, ctx)
     local tuple = box.space.sessions:insert(row)
     events.emit('opened', nil, tuple)
     if idem ~= nil then
-        box.space.idempotency:replace{idem.key, idem.fingerprint, key, ts + idem.window, bucket}
+        local entry = {scoped(user_id, idem.key), idem.fingerprint, key, ts + idem.window, bucket}
+        box.space.idempotency:replace(entry)
     end
     memory.wrote()
     return {session = rows.answer(tuple)}

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import collections
+import json
 import time
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -17,11 +18,12 @@ from pydantic import ValidationError
 from sessions.admin import AdminError, stats
 from sessions.buckets import bucket_of_token, bucket_of_user
 from sessions.config import Settings
+from sessions.console import ConsoleError
 from sessions.contract import BATCH, BUCKETS, CALL, DESCRIBE, INFO, Context, Info, Rules, differences
 from sessions.storage import new_token
 
 from .conftest import PASSWORD, call
-from .sharded import Cluster
+from .sharded import _RELOAD, Cluster
 
 pytestmark = pytest.mark.each_release
 
@@ -344,6 +346,37 @@ async def test_an_idempotency_key_is_its_users_and_never_stops_a_bucket_move(clu
     )
     assert sent == {"ok": True}
     assert await opened(users[0]) == tokens[0]
+
+
+async def test_a_reload_that_drops_or_renumbers_a_replica_set_is_refused(cluster, serve):
+    """docs/operations.md's "Adding a replica set": a configuration file that no longer has a
+    replica set, or gives one another number, is refused by `reload()` on a router and on a
+    storage, and the running configuration stays (the set's users are served)."""
+    ranges = _owners(cluster)
+    first, last = ranges[1]
+    user = next(u for u in range(8_700_000, 8_800_000) if first <= bucket_of_user(u) <= last)
+    client = await serve(cluster.service_settings())
+    status, body = await call(client, "/new", params={"user_id": str(user), "ip": "192.0.2.6"})
+    assert status == 200, body
+    token = body["data"]["token"]
+    path = cluster.root / "cluster.json"
+    original = path.read_text()
+    second = cluster.storages[1].replicaset
+    dropped = json.loads(original)
+    del dropped["sharding"][second], dropped["numbers"][second]
+    renumbered = json.loads(original)
+    renumbered["numbers"][second] = 9
+    consoles = [cluster.router_eval, cluster.storages[0].eval]
+    try:
+        for config, refusal in [(dropped, "no longer has replica set"), (renumbered, "another number")]:
+            path.write_text(json.dumps(config))
+            for reload in consoles:
+                with pytest.raises(ConsoleError, match=refusal):
+                    reload(_RELOAD)
+    finally:
+        path.write_text(original)
+    assert [reload(_RELOAD) for reload in consoles] == [{"replicasets": 2}] * 2
+    assert (await call(client, "/get", params={"token": token}))[0] == 200
 
 
 async def test_with_a_replica_set_lost_the_service_starts_and_fails_only_what_needs_it_at_once(

@@ -294,7 +294,7 @@ end
 local function start_router(cluster)
     local vshard = require('vshard')
     vshard.router.cfg(vshard_cfg(cluster))
-    started = {role = 'router', path = cluster.path}
+    started = {role = 'router', path = cluster.path, cluster = cluster}
     watch_masters()
 end
 
@@ -304,14 +304,32 @@ end
 -- runs it), which moves buckets to a replica set just added. A file that is not a valid
 -- configuration, that no longer has this storage or that changes its set's number is
 -- refused, and the running configuration stays. Answers the replica sets it now knows.
+-- A reload never drops a replica set, nor renumbers one: the buckets it holds would have no
+-- route (a router took such a file, and 2,025 buckets' sessions answered 503), and its
+-- sessions' seqs carry its number.
+local function check_kept(running, cluster)
+    for replicaset in pairs(running.sharding) do
+        if cluster.sharding[replicaset] == nil then
+            error(('SESSIONS_VSHARD_CONFIG: %s no longer has replica set %s: a reload never removes '
+                .. 'one (its buckets would have no route)'):format(cluster.path, replicaset), 0)
+        end
+        if cluster.numbers[replicaset] ~= running.numbers[replicaset] then
+            error(('SESSIONS_VSHARD_CONFIG: %s gives replica set %s another number: its sessions were '
+                .. 'numbered with %d'):format(cluster.path, replicaset, running.numbers[replicaset]), 0)
+        end
+    end
+end
+
 local function reload()
     if started.role == nil then
         error('not a storage or router of the sharded mode', 0)
     end
     local cluster = read_config(started.path)
+    check_kept(started.cluster, cluster)
     local vshard = require('vshard')
     if started.role == 'router' then
         vshard.router.cfg(vshard_cfg(cluster))
+        started.cluster = cluster
     else
         start_storage(cluster, started.instance)
         vshard.storage.rebalancer_wakeup()

@@ -66,6 +66,7 @@ return {
     BITS = BITS,
     of_token = of_token,
     of_user = of_user,
+    digits = digits,
     -- As describe() reports them, for the service to compare with its own.
     described = function()
         return {count = COUNT, shift = SHIFT, bits = BITS}

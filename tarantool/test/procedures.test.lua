@@ -109,6 +109,9 @@ suite.case('an idempotency key is its user\'s; one kept before that answers its 
     local theirs = keyed(42, 'k1', 'f42')
     test:isnt(theirs.session[F.TOKEN], first.session[F.TOKEN], 'another user\'s same key is its own')
     test:isnt(box.space.idempotency:get('41/k1'), nil, 'kept as <user_id>/<key>')
+    local big = 9007199254740993ULL  -- above 2^53: msgpack hands such ids over as cdata
+    test:is(keyed(big, 'k1', 'fbig').session[F.USER_ID], big, 'a 64-bit user id keys too')
+    test:isnt(box.space.idempotency:get('9007199254740993/k1'), nil, 'by its digits')
     -- An entry of the release before, under the key alone.
     local old = keyed(43, 'prior', 'f43')
     box.space.idempotency:delete('43/prior')
@@ -116,7 +119,7 @@ suite.case('an idempotency key is its user\'s; one kept before that answers its 
     box.space.idempotency:insert(entry)
     test:is(keyed(43, 'legacy', 'f43').session[F.TOKEN], old.session[F.TOKEN], 'its own user\'s repeat')
     test:isnt(keyed(44, 'legacy', 'f44').session[F.TOKEN], old.session[F.TOKEN], 'another user is new')
-    for user_id = 41, 44 do  -- the later cases count the store's sessions
+    for _, user_id in ipairs({41, 42, 43, 44, big}) do  -- the later cases count the store's sessions
         for _, tuple in box.space.sessions.index.user:pairs({user_id}) do
             box.space.sessions:delete(tuple[F.TOKEN])
         end

@@ -2,6 +2,7 @@
 local uuid = require('uuid')
 
 local F = require('sessions.fields')
+local buckets = require('sessions.buckets')
 local clock = require('sessions.clock')
 local errors = require('sessions.errors')
 local events = require('sessions.events')
@@ -54,7 +55,8 @@ end
 -- sets, which cannot tell each other; and a key held once per user stays with the user's
 -- bucket when it moves, where a key alone could exist on both sets and stop the move).
 local function scoped(user_id, key)
-    return ('%d/%s'):format(user_id, key)
+    -- (The largest ids come as 64-bit cdata, which %d does not take: their digits.)
+    return buckets.digits(user_id) .. '/' .. key
 end
 
 -- The session an idempotency key opened within its window: the tuple, or nil when the key

@@ -16,8 +16,6 @@ import hashlib
 import io
 import json
 import os
-import re
-import secrets
 import shutil
 import socket
 import tarfile
@@ -201,27 +199,13 @@ def _verified(source: Path, into: Path) -> dict[str, Any]:
 ROLE_FILE = "sessions-role.json"
 
 
-def _snapshot_vclock(path: Path) -> dict[str, int]:
-    """The vclock in a Tarantool snapshot's text header (`VClock: {1: 79, 2: 5}`)."""
-    with path.open("rb") as file:
-        header = file.read(4096).split(b"\n\n", 1)[0].decode("ascii", "replace")
-    for line in header.splitlines():
-        if line.startswith("VClock:"):
-            return {ident: int(lsn) for ident, lsn in re.findall(r"(\d+):\s*(\d+)", line[len("VClock:") :])}
-    raise AdminError(f"{path.name} has no VClock in its header: not a Tarantool snapshot")
-
-
-def _next_generation(data_dir: Path, backed_up: int, restored_at: dict[str, int]) -> None:
+def _next_generation(data_dir: Path, backed_up: int) -> None:
     """One more generation in the role file than both the data dir's and the backup's
     (`backed_up`): the event feed numbers its events generation * 2^32 + n (events.lua), and
     a restored feed would otherwise number again the events the instance handed out after
     the backup (consumers and webhook receivers, who drop what they have seen, would drop the
     new ones). A data dir that never ran gets a role file with only that generation; its
-    role still comes from the environment (role.lua).
-
-    The file also gets a new lineage and the restored snapshot's vclock (`restored_at`): a
-    replica that kept rows past that point has to be seeded again, and stops following this
-    instance rather than part from it in silence (role.lua's fence_if_ahead)."""
+    role still comes from the environment (role.lua)."""
     path = data_dir / ROLE_FILE
     try:
         role = json.loads(path.read_text())
@@ -230,8 +214,6 @@ def _next_generation(data_dir: Path, backed_up: int, restored_at: dict[str, int]
         role = {"generation": backed_up + 1}
     except (OSError, ValueError, TypeError, AttributeError) as error:
         raise AdminError(f"{path} is not a role file ({error}): move it away, then restore again") from None
-    role["lineage"] = secrets.token_hex(8)
-    role["restored_at"] = restored_at
     temporary = path.with_name(path.name + ".restore")
     temporary.write_text(json.dumps(role))
     os.chmod(temporary, 0o600)
@@ -251,10 +233,6 @@ def restore(settings: Settings, source: Path) -> dict[str, Any]:
     data_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(dir=data_dir, prefix=".restore-") as staging:
         manifest = _verified(source, Path(staging))
-        snapshots = sorted(name for name in manifest["files"] if name.endswith(".snap"))
-        if not snapshots:
-            raise AdminError(f"{source}: the archive holds no snapshot")
-        restored_at = _snapshot_vclock(Path(staging) / snapshots[-1])
         # Only now, with the whole archive checked, is anything in the data dir touched.
         current = [p for p in data_dir.iterdir() if p.suffix in _DATA_SUFFIXES]
         if current:
@@ -265,9 +243,7 @@ def restore(settings: Settings, source: Path) -> dict[str, Any]:
             manifest["previous_files_moved_to"] = str(aside)
         owner = data_dir.stat()
         generation = manifest.get("generation", 0)
-        _next_generation(
-            data_dir, generation if isinstance(generation, int) and generation >= 0 else 0, restored_at
-        )
+        _next_generation(data_dir, generation if isinstance(generation, int) and generation >= 0 else 0)
         for name in manifest["files"]:
             target = data_dir / name
             shutil.move(Path(staging) / name, target)

@@ -93,10 +93,8 @@ end
 
 -- Whether this instance is writable, and what it has.
 local function peer()
-    local history = role.history()
     return {ro = box.info.ro, role = role.get().role or box.NULL, vclock = role.vclock(), term = term(),
-            uuid = box.info.uuid, lineage = history.lineage or box.NULL,
-            restored_at = history.restored_at or box.NULL}
+            uuid = box.info.uuid}
 end
 
 return {

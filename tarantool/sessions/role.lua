@@ -29,20 +29,11 @@ local state = {
     -- A storage of the sharded mode reaches its set's peers as vshard's user, by the uri of
     -- the cluster's configuration: a function from host:port to that uri (nil: `replicator`).
     uri_of = nil,
-    -- Which history of the data this instance holds: a restore starts a new one (`sessions
-    -- restore` writes a new lineage and the vclock of the restored snapshot, `restored_at`,
-    -- into the file); a replica takes its primary's when it joins it empty or holds nothing
-    -- past the restored point (fence_if_ahead). nil: never restored.
-    lineage = nil,
-    restored_at = nil,
-    -- A replica that started empty: the primary it joins gives it its lineage.
-    joining = false,
 }
 
 local function write(role, primary_at, generation)
     generation = generation or state.generation
-    local data = json.encode({role = role, primary_at = primary_at, generation = generation,
-                              lineage = state.lineage, restored_at = state.restored_at})
+    local data = json.encode({role = role, primary_at = primary_at, generation = generation})
     local temporary = state.path .. '.new'
     -- Failures say which file and why (a data dir this user cannot write, say).
     local function check(ok, err)
@@ -112,9 +103,7 @@ local function ask(address)
         return nil
     end
     return {address = address, ro = answer.ro, vclock = answer.vclock or {}, term = answer.term,
-            role = answer.role, uuid = answer.uuid,
-            lineage = type(answer.lineage) == 'string' and answer.lineage or nil,
-            restored_at = type(answer.restored_at) == 'table' and answer.restored_at or nil}
+            role = answer.role, uuid = answer.uuid}
 end
 
 local function answering_peers()
@@ -166,10 +155,6 @@ local function open(work_dir, initial, options)
     state.peers = options.peers or {}
     state.uri_of = options.uri_of
     local stored = read()
-    if stored ~= nil then
-        state.lineage = type(stored.lineage) == 'string' and stored.lineage or nil
-        state.restored_at = type(stored.restored_at) == 'table' and stored.restored_at or nil
-    end
     if stored == nil then
         write(initial.role, initial.primary_at)
     elseif stored.role == nil then
@@ -202,7 +187,6 @@ local function open(work_dir, initial, options)
         -- read-only either way and catches up when the primary is back); only an empty one
         -- must wait to join.
         local joined = #fio.glob(fio.pathjoin(work_dir, '*.snap')) > 0
-        state.joining = not joined
         return {
             read_only = true,
             replication = {uri(state.primary_at)},
@@ -218,70 +202,7 @@ end
 -- its own (restored from an older backup, a disk replaced) while that peer kept them; the peer
 -- would take none of what it writes next (replication goes by vclock), so the two would part
 -- in silence. It stays read-only (fenced) and says how to go on: the peer's address, or nil.
--- A replica checks the other way round (fence_if_ahead), here and at every look.
--- A replica that holds rows past the point its primary was restored to: the primary restored
--- from an older backup while this instance kept its data. The primary writes its next rows
--- under the row numbers this one has already used, and replication (by vclock) would pass them
--- over here: the two would part in silence. It stops following (fenced, its health failing)
--- and says how to go on. A replica that joined empty, or holds nothing past that point, takes
--- the primary's lineage and follows on. Returns the primary's address when fenced, or nil.
-local function adopt(lineage)
-    if lineage ~= state.lineage then
-        state.lineage = lineage
-        write(state.role, state.primary_at)
-    end
-end
-
-local function fence_if_ahead(primary)
-    if state.role ~= 'replica' or primary == nil then
-        return nil
-    end
-    if state.joining then
-        state.joining = false
-        adopt(primary.lineage)
-        return nil
-    end
-    if primary.lineage == nil or primary.lineage == state.lineage then
-        return nil
-    end
-    if type(primary.restored_at) ~= 'table' then
-        return nil  -- a lineage the primary took from a restored one: nothing to judge by
-    end
-    local extra = 0
-    for id, lsn in pairs(box.info.vclock) do
-        local kept = tonumber(primary.restored_at[id] or primary.restored_at[tostring(id)]) or 0
-        -- Its own rows (written while it was a primary) are its own, not the primary's.
-        if id ~= 0 and id ~= box.info.id and lsn > kept then
-            extra = extra + (lsn - kept)
-        end
-    end
-    if extra == 0 then
-        adopt(primary.lineage)
-        return nil
-    end
-    box.cfg{replication = {}}
-    -- Its generation at least the primary's: a fenced instance follows only a later one.
-    write('fenced', nil, math.max(state.generation, generation_of(primary)))
-    log.error('sessions: this replica has %d rows past the point its primary %s was restored to: it '
-        .. 'stops following it (fenced), or the two would part in silence. Stop this instance, '
-        .. 'empty its data dir and start it again: it is seeded anew from the primary',
-        extra, primary.address)
-    return primary.address
-end
-
-local function primary_of(peers)
-    for _, peer in ipairs(peers) do
-        if peer.address == state.primary_at then
-            return peer
-        end
-    end
-    return nil
-end
-
 local function fence_if_behind()
-    if state.role == 'replica' then
-        return fence_if_ahead(primary_of(answering_peers()))
-    end
     if state.role ~= 'primary' then
         return nil
     end
@@ -302,11 +223,6 @@ end
 
 local function get()
     return {role = state.role, primary_at = state.primary_at, generation = state.generation}
-end
-
--- The history of the data this instance holds, as its peers compare it (fence_if_ahead).
-local function history()
-    return {lineage = state.lineage, restored_at = state.restored_at}
 end
 
 -- The generation alone, without a table: read for every event (events.lua).
@@ -479,15 +395,11 @@ local WATCH_INTERVAL = 1
 
 local function look()
     if state.role == 'replica' then
-        local peers = answering_peers()
-        if fence_if_ahead(primary_of(peers)) ~= nil then
-            return
-        end
         -- A replica learns the generation its peers write under, so that a promote made
         -- while they are out of reach (the primary lost, or cut off) is later than theirs
         -- even when they were promoted since this instance last was.
         local known = state.generation
-        for _, peer in ipairs(peers) do
+        for _, peer in ipairs(answering_peers()) do
             known = math.max(known, generation_of(peer))
         end
         if known > state.generation then
@@ -536,7 +448,6 @@ return {
     fence_if_behind = fence_if_behind,
     watch = watch,
     get = get,
-    history = history,
     generation = current_generation,
     vclock = vclock,
     promote = promote,

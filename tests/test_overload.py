@@ -402,7 +402,7 @@ async def test_the_purge_forgets_a_key_after_its_window(serve, tmp_path, user_id
         client = await serve(settings_for(instance, idle_ttl=86400, idempotency_window=600))
         params = {"user_id": str(user_id), "ip": "192.0.2.7"}
         await call(client, "/new", params=params, headers={"Idempotency-Key": "forgotten"})
-        remembered = f"return box.space.idempotency:get('{user_id}/forgotten') ~= nil"
+        remembered = f"return box.space.idempotency:get('{user_id} forgotten') ~= nil"
         admin.eval(f"require('sessions.clock').freeze({at + 600})")
         await wait_for_purge_passes(admin, 2)
         assert admin.eval(remembered) is True  # its last second

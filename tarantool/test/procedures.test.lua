@@ -108,18 +108,21 @@ suite.case('an idempotency key is its user\'s; one kept before that answers its 
     test:is(keyed(41, 'k1', 'other').error.type, 'IdempotencyConflict', 'other parameters conflict')
     local theirs = keyed(42, 'k1', 'f42')
     test:isnt(theirs.session[F.TOKEN], first.session[F.TOKEN], 'another user\'s same key is its own')
-    test:isnt(box.space.idempotency:get('41/k1'), nil, 'kept as <user_id>/<key>')
+    test:isnt(box.space.idempotency:get('41 k1'), nil, 'kept as "<user_id> <key>"')
     local big = 9007199254740993ULL  -- above 2^53: msgpack hands such ids over as cdata
     test:is(keyed(big, 'k1', 'fbig').session[F.USER_ID], big, 'a 64-bit user id keys too')
-    test:isnt(box.space.idempotency:get('9007199254740993/k1'), nil, 'by its digits')
+    test:isnt(box.space.idempotency:get('9007199254740993 k1'), nil, 'by its digits')
     -- An entry of the release before, under the key alone.
     local old = keyed(43, 'prior', 'f43')
-    box.space.idempotency:delete('43/prior')
+    box.space.idempotency:delete('43 prior')
     local entry = {'legacy', 'f43', uuid.fromstr(old.session[F.TOKEN]), NOW + 3600}
     box.space.idempotency:insert(entry)
     test:is(keyed(43, 'legacy', 'f43').session[F.TOKEN], old.session[F.TOKEN], 'its own user\'s repeat')
     test:isnt(keyed(44, 'legacy', 'f44').session[F.TOKEN], old.session[F.TOKEN], 'another user is new')
-    for _, user_id in ipairs({41, 42, 43, 44, big}) do  -- the later cases count the store's sessions
+    local plain = keyed(45, 'abc', 'f45')
+    test:isnt(keyed(45, '45/abc', 'f45').session[F.TOKEN], plain.session[F.TOKEN],
+        'a key that spells another of the user\'s, scoped, is a key of its own')
+    for _, user_id in ipairs({41, 42, 43, 44, 45, big}) do  -- the later cases count the store's sessions
         for _, tuple in box.space.sessions.index.user:pairs({user_id}) do
             box.space.sessions:delete(tuple[F.TOKEN])
         end

@@ -50,13 +50,15 @@ local function make_room(user_id, rules)
     end
 end
 
--- An idempotency key is its user's: kept as "<user_id>/<key>", so that another user's `new`
+-- An idempotency key is its user's: kept as "<user_id> <key>", so that another user's `new`
 -- with the same key is its own (in the sharded mode the two users' keys may be on two replica
 -- sets, which cannot tell each other; and a key held once per user stays with the user's
--- bucket when it moves, where a key alone could exist on both sets and stop the move).
+-- bucket when it moves, where a key alone could exist on both sets and stop the move). A key
+-- is visible ASCII (the service refuses a space), so a scoped one never equals a bare one
+-- of the release before (a key "31/abc" once found user 31's "abc").
 local function scoped(user_id, key)
     -- (The largest ids come as 64-bit cdata, which %d does not take: their digits.)
-    return buckets.digits(user_id) .. '/' .. key
+    return buckets.digits(user_id) .. ' ' .. key
 end
 
 -- The session an idempotency key opened within its window: the tuple, or nil when the key
@@ -65,7 +67,7 @@ end
 -- be wrong for a client that retries.
 local function replay(user_id, idem, rules)
     local entry = box.space.idempotency:get(scoped(user_id, idem.key))
-    if entry == nil then
+    if entry == nil and not idem.key:find(' ', 1, true) then
         -- Kept by a release before keys were per user (for its window, an hour by default):
         -- the same user's retry only (the fingerprint holds the user).
         entry = box.space.idempotency:get(idem.key)

@@ -199,7 +199,7 @@ def _verified(source: Path, into: Path) -> dict[str, Any]:
 ROLE_FILE = "sessions-role.json"
 
 
-def _next_generation(data_dir: Path, backed_up: int) -> None:
+def _next_generation(data_dir: Path, backed_up: int, primary: bool) -> None:
     """One more generation in the role file than both the data dir's and the backup's
     (`backed_up`): the event feed numbers its events generation * 2^32 + n (events.lua), and
     a restored feed would otherwise number again the events the instance handed out after
@@ -214,6 +214,9 @@ def _next_generation(data_dir: Path, backed_up: int) -> None:
         role = {"generation": backed_up + 1}
     except (OSError, ValueError, TypeError, AttributeError) as error:
         raise AdminError(f"{path} is not a role file ({error}): move it away, then restore again") from None
+    if primary:
+        role["role"] = "primary"
+        role.pop("primary_at", None)
     temporary = path.with_name(path.name + ".restore")
     temporary.write_text(json.dumps(role))
     os.chmod(temporary, 0o600)
@@ -223,8 +226,11 @@ def _next_generation(data_dir: Path, backed_up: int) -> None:
     temporary.replace(path)
 
 
-def restore(settings: Settings, source: Path) -> dict[str, Any]:
-    """Replace the data in SESSIONS_DATA_DIR with the archive's; the old files are kept aside."""
+def restore(settings: Settings, source: Path, *, primary: bool = False) -> dict[str, Any]:
+    """Replace the data in SESSIONS_DATA_DIR with the archive's; the old files are kept aside.
+    `primary`: the instance is its set's primary from its next start, whatever its role file
+    said (a cluster restore: the archive is the set's master's, and the set's other instances
+    are emptied and seeded from this one)."""
     data_dir = settings.data_dir.resolve()
     if not source.is_file():
         raise AdminError(f"{source}: no such archive")
@@ -243,7 +249,9 @@ def restore(settings: Settings, source: Path) -> dict[str, Any]:
             manifest["previous_files_moved_to"] = str(aside)
         owner = data_dir.stat()
         generation = manifest.get("generation", 0)
-        _next_generation(data_dir, generation if isinstance(generation, int) and generation >= 0 else 0)
+        _next_generation(
+            data_dir, generation if isinstance(generation, int) and generation >= 0 else 0, primary
+        )
         for name in manifest["files"]:
             target = data_dir / name
             shutil.move(Path(staging) / name, target)

@@ -309,7 +309,10 @@ def cluster_restore(settings: Settings, source: Path, which: str) -> dict[str, A
             raise AdminError(
                 f"replica set {entry['number']}'s archive {archive} is damaged (checksum mismatch)"
             )
-    restored = admin.restore(settings, folder / sets[chosen]["archive"])
+    # The set's primary from its next start: after a failover and a swap back, the instance
+    # the archive came from may be a replica now, which would come back read-only, following
+    # an instance the restore emptied (a red-team helper found the set with no writer).
+    restored = admin.restore(settings, folder / sets[chosen]["archive"], primary=True)
     restored["number"] = sets[chosen]["number"]
     restored["replicaset"] = chosen
     restored["instance"] = sets[chosen].get("instance")

@@ -19,7 +19,7 @@ import pytest
 from aiohttp.test_utils import TestClient
 
 from sessions import cluster as cluster_module
-from sessions.admin import AdminError
+from sessions.admin import ROLE_FILE, AdminError
 from sessions.cluster import CLUSTER_MANIFEST, cluster_backup, cluster_restore
 from sessions.config import Settings
 
@@ -197,6 +197,11 @@ async def test_a_cluster_backup_under_writes_and_moves_restores_every_session_on
     # Every storage wiped, then each set restored from the backup (the second by its uuid).
     for data_dir in data_dirs:
         shutil.rmtree(data_dir)
+    # Set 1's instance a replica by its role file (a failover swapped back since the backup):
+    # restored, it is its set's primary.
+    data_dirs[0].mkdir()
+    role_file = data_dirs[0] / ROLE_FILE
+    role_file.write_text(json.dumps({"role": "replica", "primary_at": "elsewhere:3301", "generation": 3}))
     restored = [
         cluster_restore(Settings(data_dir=data_dirs[0]), backup, "1"),
         cluster_restore(
@@ -204,6 +209,8 @@ async def test_a_cluster_backup_under_writes_and_moves_restores_every_session_on
         ),
     ]
     assert [r["sessions"] for r in restored] == [entry["sessions"] for entry in sets]
+    assert json.loads(role_file.read_text()) == {"role": "primary", "generation": 4}
+    assert json.loads((data_dirs[1] / ROLE_FILE).read_text())["role"] == "primary"
     await _restart(cluster)
 
     # Each set holds what its archive says: its buckets and its sessions.

@@ -273,8 +273,8 @@ class Overloaded(SessionsError):
 
 
 class IdempotencyConflict(SessionsError):
-    """`new`'s `Idempotency-Key` was used within `SESSIONS_IDEMPOTENCY_WINDOW` with other parameters, or
-    the session it opened has ended since; use a new key.
+    """`new`'s `Idempotency-Key` was used for the same user within `SESSIONS_IDEMPOTENCY_WINDOW` with
+    other parameters, or the session it opened has ended since; use a new key.
     """
 
     status = 409

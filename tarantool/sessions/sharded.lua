@@ -298,12 +298,6 @@ local function start_router(cluster)
     watch_masters()
 end
 
--- The operator's step after changing the configuration file (docs/operations.md, "Sharded
--- cluster"): read it again and give vshard its new sharding, on this storage or router, as
--- it would be read at a restart; a storage then wakes its rebalancer (if it is the one that
--- runs it), which moves buckets to a replica set just added. A file that is not a valid
--- configuration, that no longer has this storage or that changes its set's number is
--- refused, and the running configuration stays. Answers the replica sets it now knows.
 -- A reload never drops a replica set, nor renumbers one: the buckets it holds would have no
 -- route (a router took such a file, and 2,025 buckets' sessions answered 503), and its
 -- sessions' seqs carry its number.
@@ -320,6 +314,13 @@ local function check_kept(running, cluster)
     end
 end
 
+-- The operator's step after changing the configuration file (docs/operations.md, "Sharded
+-- cluster"): read it again and give vshard its new sharding, on this storage or router, as
+-- it would be read at a restart; a storage then wakes its rebalancer (if it is the one that
+-- runs it), which moves buckets to a replica set just added. A file that is not a valid
+-- configuration, that no longer has this storage, drops a replica set or changes a set's
+-- number is refused (check_kept), and the running configuration stays. Answers the replica
+-- sets it now knows.
 local function reload()
     if started.role == nil then
         error('not a storage or router of the sharded mode', 0)

@@ -123,7 +123,7 @@ suite.case('an idempotency key is its user\'s; one kept before that answers its 
     test:isnt(keyed(45, '45/abc', 'f45').session[F.TOKEN], plain.session[F.TOKEN],
         'a key that spells another of the user\'s, scoped, is a key of its own')
     for _, user_id in ipairs({41, 42, 43, 44, 45, big}) do  -- the later cases count the store's sessions
-        for _, tuple in box.space.sessions.index.user:pairs({user_id}) do
+        for _, tuple in ipairs(box.space.sessions.index.user:select({user_id})) do
             box.space.sessions:delete(tuple[F.TOKEN])
         end
     end
